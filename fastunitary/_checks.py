@@ -1,0 +1,71 @@
+"""Input validation shared by the functional ops and the modules.
+
+Every check raises at the call site with a message that names the argument, the shape or
+dtype that was expected and what was given, so that a wrong call fails loudly instead of
+broadcasting into a silently wrong result. Shape and dtype checks are static (they read
+metadata only), so they cost nothing under ``torch.compile`` and cause no graph break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+Shape = Sequence["int | str | None"]
+
+
+def _fmt(shape: Shape) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def check_tensor(name: str, x, *, allow_complex: bool = True) -> None:
+    """Raise ``TypeError`` unless ``x`` is a floating-point (or complex) tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex():
+        if not allow_complex:
+            raise TypeError(f"{name} must be a real floating-point tensor, got {x.dtype}")
+    elif not x.is_floating_point():
+        kinds = "floating-point or complex" if allow_complex else "floating-point"
+        raise TypeError(f"{name} must be a {kinds} tensor, got {x.dtype}")
+
+
+def check_shape(name: str, x: torch.Tensor, expected: Shape, *, what: str = "") -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``expected``.
+
+    ``expected`` holds ints (exact sizes) and ``None`` (any size); its length fixes the rank.
+    ``what`` names the dimensions for the message, e.g. ``"(T, B, input_size)"``.
+    """
+    ok = x.dim() == len(expected) and all(
+        e is None or int(s) == e for s, e in zip(x.shape, expected)
+    )
+    if not ok:
+        names = f" = {what}" if what else ""
+        raise ValueError(
+            f"{name} must have shape {_fmt(expected)}{names}, got {tuple(x.shape)}"
+        )
+
+
+def check_same_device(reference_name: str, reference: torch.Tensor, **others) -> None:
+    """Raise ``ValueError`` if any tensor in ``others`` lives on another device."""
+    for name, t in others.items():
+        if t is not None and t.device != reference.device:
+            raise ValueError(
+                f"{name} is on {t.device} but {reference_name} is on {reference.device}; "
+                f"move both to the same device"
+            )
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise if ``x`` holds NaN or Inf.
+
+    Eagerly this raises ``ValueError``. Under ``torch.compile`` a Python-side check would
+    need the value on the host (a graph break), so it becomes an in-graph assertion that
+    raises ``RuntimeError`` when the compiled code runs.
+    """
+    if torch.compiler.is_compiling():
+        torch._assert_async(torch.isfinite(x).all(), f"{name} contains NaN or Inf")
+    elif not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(f"{name} contains NaN or Inf ({bad} of {x.numel()} entries)")

@@ -1,0 +1,68 @@
+"""Command line: ``fastunitary train ...`` (also ``python -m fastunitary train ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from .train import MODELS, TASKS, TrainConfig, train
+
+
+def _train_parser(sub) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model on a task and report loss vs baseline",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", choices=TASKS, default=d.task)
+    p.add_argument("--model", choices=MODELS, default=d.model)
+    p.add_argument("--hidden", type=int, default=d.hidden,
+                   help="hidden size (complex state size for scurnn)")
+    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--length", type=int, default=d.length, help="copying: delay T")
+    p.add_argument("--convention", choices=("scornn", "exprnn"), default=d.convention,
+                   help="copying: marker position")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after this much training time")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-A", dest="lr_A", type=float, default=d.lr_A)
+    p.add_argument("--lr-D", dest="lr_D", type=float, default=d.lr_D)
+    p.add_argument("--rho", type=int, default=None, help="scornn: number of -1 in D")
+    p.add_argument("--clip", type=float, default=d.clip, help="max grad norm, 0 = off")
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-size", type=int, default=d.eval_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--backend", choices=("auto", "reference", "triton"), default=d.backend)
+    p.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True)")
+    p.add_argument("--out", default=None, help="directory for metrics.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastunitary", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    args = parser.parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if cfg.steps is None and cfg.max_seconds is None:
+        cfg.max_seconds = 60.0
+    try:
+        m = train(cfg, out=args.out, progress=not args.no_progress)
+    except (ValueError, TypeError, FloatingPointError) as e:
+        print(f"fastunitary train: error: {e}", file=sys.stderr)
+        return 2
+    verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"
+    print(
+        f"{m['model']} on {m['task']} (T={cfg.length}): {m['steps']} steps in "
+        f"{m['seconds']:.0f} s, {m['tokens_per_second']:.3g} tokens/s\n"
+        f"final eval loss {m['final_eval_loss']:.4f}   baseline {m['baseline_loss']:.4f}   "
+        f"({verdict} baseline; recall accuracy {m['final_eval_accuracy']:.3f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Differentiable ops that every model of the library is built from (DESIGN.md).
+
+Each takes ``backend="auto" | "reference" | "triton"``; see :mod:`fastunitary._backend`.
+"""
+
+from .cayley import cayley, cayley_planes
+from .modrelu import modrelu
+from .planes import as_complex, real_embedding, to_planes
+from .recurrence import recurrence, recurrence_planes
+
+__all__ = [
+    "as_complex",
+    "cayley",
+    "cayley_planes",
+    "modrelu",
+    "real_embedding",
+    "recurrence",
+    "recurrence_planes",
+    "to_planes",
+]

@@ -1,0 +1,129 @@
+"""``cayley``: the scaled Cayley transform ``W = (I + A)^-1 (I - A) diag(d)``.
+
+Public function, dispatch, ``torch.library`` registration and autograd of the op. The
+registered op works on stacked real planes ``(P, ..., n, n)`` with ``P = 1`` for a real
+and ``P = 2`` (``[Re, Im]``) for a complex matrix, so that a compiled graph holds no complex
+arithmetic; its backward is the closed form of METHODS.md section 1 (one extra solve).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import reference
+from .._backend import resolve_backend
+from .._checks import check_same_device, check_tensor
+from ._dispatch import kernel_module
+
+
+def _to_natural(x: torch.Tensor) -> torch.Tensor:
+    return x[0] if x.shape[0] == 1 else torch.complex(x[0], x[1])
+
+
+def _to_stacked(x: torch.Tensor) -> torch.Tensor:
+    return torch.stack([x.real, x.imag]) if x.is_complex() else x.unsqueeze(0)
+
+
+@torch.library.custom_op("fastunitary::cayley", mutates_args=())
+def _cayley_op(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> torch.Tensor:
+    if backend == "triton":
+        return kernel_module("cayley").forward(A, d)
+    Wn = reference.cayley(_to_natural(A), None if d is None else _to_natural(d))
+    return _to_stacked(Wn).contiguous()
+
+
+@_cayley_op.register_fake
+def _(A, d, backend):
+    return torch.empty_like(A)
+
+
+@torch.library.custom_op("fastunitary::cayley_backward", mutates_args=())
+def _cayley_backward_op(
+    grad_W: torch.Tensor, A: torch.Tensor, d: Optional[torch.Tensor], W: torch.Tensor, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if backend == "triton":
+        return kernel_module("cayley").backward(grad_W, A, d, W)
+    dn = None if d is None else _to_natural(d)
+    gA, gd = reference.cayley_backward(_to_natural(grad_W), _to_natural(A), dn, _to_natural(W))
+    gd = A.new_empty(0) if gd is None else _to_stacked(gd).contiguous()
+    return _to_stacked(gA).contiguous(), gd
+
+
+@_cayley_backward_op.register_fake
+def _(grad_W, A, d, W, backend):
+    return torch.empty_like(A), (A.new_empty(0) if d is None else torch.empty_like(d))
+
+
+def _setup_context(ctx, inputs, output):
+    A, d, backend = inputs
+    ctx.backend = backend
+    ctx.has_d = d is not None
+    ctx.save_for_backward(A, d, output)
+
+
+def _backward(ctx, grad_W):
+    A, d, W = ctx.saved_tensors
+    gA, gd = _cayley_backward_op(grad_W.contiguous(), A, d, W, ctx.backend)
+    return gA, (gd if ctx.has_d else None), None
+
+
+_cayley_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def cayley_planes(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> torch.Tensor:
+    """The registered op on stacked planes, for modules that already hold planes.
+
+    Args:
+        A: ``(P, ..., n, n)`` real, ``P = 1`` (real) or ``2`` (``[Re A, Im A]``).
+        d: ``(P, ..., n)`` or ``None``.
+        backend: a name accepted by :func:`cayley`.
+    Returns:
+        ``(P, ..., n, n)``: the planes of ``W``.
+    """
+    return _cayley_op(A, d, resolve_backend("cayley", backend, A.device))
+
+
+def cayley(
+    A: torch.Tensor, d: Optional[torch.Tensor] = None, *, backend: str = "auto"
+) -> torch.Tensor:
+    """Scaled Cayley transform ``W = (I + A)^-1 (I - A) diag(d)``.
+
+    Unitary (orthogonal) for skew-Hermitian (skew-symmetric) ``A`` and ``|d| = 1``.
+    Differentiable with the closed-form gradient of METHODS.md section 1; the gradient
+    of ``A`` treats every entry as free (what autograd through ``torch.linalg.solve``
+    gives). The reference backend solves in float64 and rounds, so ``W`` is unitary to
+    the rounding of its dtype for any ``A``.
+
+    Args:
+        A: ``(..., n, n)`` real skew-symmetric or complex skew-Hermitian. Skewness is the
+            caller's contract and is not checked (it would cost a device sync).
+        d: ``(..., n)`` diagonal of ``D``: ``±1`` (real) or unit modulus (complex); ``None``
+            for ``D = I``. Its batch dimensions broadcast with those of ``A``.
+        backend: ``"auto"``, ``"reference"`` or ``"triton"``.
+    Returns:
+        ``W``: ``(..., n, n)``, the dtype of ``A``.
+    """
+    check_tensor("A", A)
+    if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"A must have shape (..., n, n) (square), got {tuple(A.shape)}")
+    n = A.shape[-1]
+    if d is not None:
+        check_tensor("d", d)
+        check_same_device("A", A, d=d)
+        if d.dim() < 1 or d.shape[-1] != n:
+            raise ValueError(f"d must have shape (..., n) with n = {n}, got {tuple(d.shape)}")
+        if d.is_complex() and not A.is_complex():
+            raise TypeError("d is complex but A is real; use a complex A (scuRNN) or a real d")
+        try:
+            batch = torch.broadcast_shapes(A.shape[:-2], d.shape[:-1])
+        except RuntimeError:
+            raise ValueError(
+                f"batch dimensions of A {tuple(A.shape[:-2])} and d {tuple(d.shape[:-1])} "
+                f"do not broadcast"
+            ) from None
+        A = A.expand(*batch, n, n)
+        d = d.to(A.dtype).expand(*batch, n)
+    Wp = cayley_planes(_to_stacked(A), None if d is None else _to_stacked(d), backend)
+    return _to_natural(Wp)

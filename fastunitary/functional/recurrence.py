@@ -1,0 +1,192 @@
+"""``recurrence``: ``h_t = act(W h_{t-1} + u_t)`` over a whole sequence, as one op.
+
+Public function, dispatch, ``torch.library`` registration and autograd. The registered
+pair ``fastunitary::recurrence`` / ``fastunitary::recurrence_backward`` works on real
+planes (a complex state of size n is ``[Re h, Im h]``, width 2n; a complex W its real
+embedding; see :mod:`fastunitary.functional.planes`), so that:
+
+- ``torch.compile(fullgraph=True)`` sees the whole time loop as one node: no graph break,
+  no complex arithmetic in the graph, and compile time that does not grow with ``T``;
+- the backward is one reverse-time pass with the closed form of METHODS.md section 3 and
+  the weight gradient as large products (see :mod:`fastunitary.reference.recurrence`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import reference
+from .._backend import resolve_backend
+from .._checks import check_same_device, check_shape, check_tensor
+from ..reference.recurrence import ACTIVATIONS
+from ._dispatch import kernel_module
+from .planes import as_complex, real_embedding, to_planes
+
+
+@torch.library.custom_op("fastunitary::recurrence", mutates_args=())
+def _recurrence_op(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor],
+    activation: str,
+    is_complex: bool,
+    backend: str,
+) -> torch.Tensor:
+    if backend == "triton":
+        return kernel_module("recurrence").forward(u, W, bias, h0, activation, is_complex)
+    return reference.recurrence_forward(u, W, bias, h0, activation, is_complex)
+
+
+@_recurrence_op.register_fake
+def _(u, W, bias, h0, activation, is_complex, backend):
+    return torch.empty_like(u, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("fastunitary::recurrence_backward", mutates_args=())
+def _recurrence_backward_op(
+    grad_h: torch.Tensor,
+    u: Optional[torch.Tensor],
+    W: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor],
+    h: torch.Tensor,
+    activation: str,
+    is_complex: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    if backend == "triton":
+        impl = kernel_module("recurrence").backward
+    else:
+        impl = reference.recurrence_backward
+    gu, gW, gb, gh0 = impl(grad_h, u, W, bias, h0, h, activation, is_complex)
+    return gu, gW, (h.new_empty(0) if gb is None else gb), gh0
+
+
+@_recurrence_backward_op.register_fake
+def _(grad_h, u, W, bias, h0, h, activation, is_complex, backend):
+    T, B, d = h.shape
+    gb = h.new_empty(0) if bias is None else torch.empty_like(bias)
+    return torch.empty_like(h), torch.empty_like(W), gb, h.new_empty((B, d))
+
+
+def _setup_context(ctx, inputs, output):
+    u, W, bias, h0, activation, is_complex, backend = inputs
+    ctx.config = (activation, is_complex, backend)
+    ctx.has_bias, ctx.has_h0 = bias is not None, h0 is not None
+    # Only modReLU's backward needs the pre-activations, recomputed from u; tanh and relu
+    # read their derivative off h_t.
+    ctx.save_for_backward(u if activation == "modrelu" else None, W, bias, h0, output)
+
+
+def _backward(ctx, grad_h):
+    u, W, bias, h0, h = ctx.saved_tensors
+    gu, gW, gb, gh0 = _recurrence_backward_op(grad_h, u, W, bias, h0, h, *ctx.config)
+    return (
+        gu,
+        gW,
+        gb if ctx.has_bias else None,
+        gh0 if ctx.has_h0 else None,
+        None,
+        None,
+        None,
+    )
+
+
+_recurrence_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float32, or float64 when any input is float64: the state's accumulation dtype."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def recurrence_planes(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor],
+    *,
+    activation: str,
+    is_complex: bool,
+    backend: str,
+) -> torch.Tensor:
+    """The registered op on the planes layout, for modules that already hold planes.
+
+    Args:
+        u: ``(T, B, d)``; ``d = 2n`` with ``[Re | Im]`` when ``is_complex``.
+        W: ``(d, d)`` (the real embedding of a complex ``W``).
+        bias: ``(n,)`` modReLU bias or ``None``.  h0: ``(B, d)`` or ``None``.
+    Returns:
+        ``(T, B, d)`` in float32 (float64 if ``W`` is float64), whatever ``u``'s dtype.
+    """
+    dtype = compute_dtype(u.dtype, W.dtype)
+    if activation == "modrelu" and bias is None:
+        n = u.shape[-1] // 2 if is_complex else u.shape[-1]
+        bias = u.new_zeros(n, dtype=dtype)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    backend = resolve_backend("recurrence", backend, u.device)
+    return _recurrence_op(
+        cast(u), cast(W), cast(bias), cast(h0), activation, is_complex, backend
+    )
+
+
+def recurrence(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    h0: Optional[torch.Tensor] = None,
+    *,
+    activation: str = "modrelu",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """All states of ``h_t = act(W h_{t-1} + u_t)``, real or complex.
+
+    Args:
+        u: ``(T, B, n)`` input term (``U x_t + c``, precomputed for all t), real or complex.
+        W: ``(n, n)`` recurrent matrix, complex exactly when ``u`` is.
+        bias: ``(n,)`` real modReLU bias (``None``: zero). Only for ``"modrelu"``; fold any
+            other bias into ``u``.
+        h0: ``(B, n)`` initial state, complex exactly when ``u`` is; ``None`` for zeros.
+        activation: ``"modrelu"``, ``"tanh"``, ``"relu"`` or ``"identity"``. For a complex
+            state tanh and relu act on the real and imaginary parts separately.
+        backend: ``"auto"``, ``"reference"`` or ``"triton"``.
+    Returns:
+        ``(T, B, n)``: ``h_1 ... h_T``, float32 (complex64) whatever the input precision
+        (float64/complex128 if an input is double), so that the state accumulates in at
+        least float32 under autocast.
+    """
+    check_tensor("u", u)
+    check_tensor("W", W)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    check_shape("u", u, (None, None, None), what="(T, B, n)")
+    T, B, n = u.shape
+    if T < 1 or B < 1 or n < 1:
+        raise ValueError(f"u must have T, B, n >= 1, got shape {tuple(u.shape)}")
+    check_shape("W", W, (n, n), what="(n, n)")
+    is_complex = u.is_complex()
+    if W.is_complex() != is_complex:
+        raise TypeError(f"u is {u.dtype} but W is {W.dtype}: both real or both complex")
+    check_same_device("u", u, W=W, bias=bias, h0=h0)
+    if bias is not None:
+        if activation != "modrelu":
+            raise ValueError(
+                f"bias is the modReLU bias; with activation={activation!r} fold it into u"
+            )
+        check_tensor("bias", bias, allow_complex=False)
+        check_shape("bias", bias, (n,), what="(n,)")
+    if h0 is not None:
+        check_tensor("h0", h0)
+        check_shape("h0", h0, (B, n), what="(B, n)")
+        if h0.is_complex() != is_complex:
+            raise TypeError(f"u is {u.dtype} but h0 is {h0.dtype}: both real or both complex")
+    if is_complex:
+        u, W = to_planes(u), real_embedding(W.real, W.imag)
+        h0 = None if h0 is None else to_planes(h0)
+    h = recurrence_planes(
+        u, W, bias, h0, activation=activation, is_complex=is_complex, backend=backend
+    )
+    return as_complex(h) if is_complex else h

@@ -1,0 +1,174 @@
+"""The recurrence ``h_t = act(W h_{t-1} + u_t)`` in plain PyTorch: the CPU path and the oracle.
+
+Two implementations:
+
+- :func:`recurrence_forward` / :func:`recurrence_backward`: one sequential loop each way
+  over the whole sequence with the closed-form backward of METHODS.md section 3. The
+  forward writes every ``h_t`` into one preallocated output with a few in-place ops per
+  step. The backward recomputes the pre-activations ``z_t = W h_{t-1} + u_t`` with one
+  large matrix product per chunk of steps (cheaper than storing them), precomputes the
+  activation's backward coefficients for the chunk, runs the only sequential part
+  (``g_t = grad h_t + W^T dz_{t+1}``, ``dz_t = act'(z_t) g_t``) and then forms the weight
+  gradient ``sum_t dz_t h_{t-1}^T`` as one large product per chunk. Chunking bounds the
+  extra memory to about four chunk-sized buffers whatever ``T``.
+- :func:`recurrence_autograd`: a per-step loop differentiated by autograd, on natural real
+  or complex tensors, written straight from the equations: the test oracle.
+
+The fast pair works on real "planes": a complex state of size ``n`` is the real vector
+``[Re h, Im h]`` of width ``d = 2n``, and a complex ``W`` its real ``2n x 2n`` embedding
+``[[Re W, -Im W], [Im W, Re W]]``, so the complex product is one real product. Only the
+modReLU couples the two planes (``is_complex=True``); tanh and relu act on each plane.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .modrelu import modrelu, modrelu_backward_coefficients, modrelu_planes_
+
+ACTIVATIONS = ("modrelu", "tanh", "relu", "identity")
+
+# Elements per chunk buffer of the backward: 2^20 floats = 4 MiB.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _activate_(z: torch.Tensor, bias: torch.Tensor | None, activation: str, is_complex: bool):
+    if activation == "modrelu":
+        return modrelu_planes_(z, bias, is_complex)
+    if activation == "tanh":
+        return z.tanh_()
+    if activation == "relu":
+        return z.relu_()
+    return z
+
+
+def recurrence_forward(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    activation: str,
+    is_complex: bool,
+) -> torch.Tensor:
+    """All states of ``h_t = act(W h_{t-1} + u_t)``, planes layout.
+
+    Args:
+        u: ``(T, B, d)`` input term.
+        W: ``(d, d)`` recurrent matrix (real embedding for a complex state).
+        bias: ``(d // 2,)`` (complex) or ``(d,)`` (real) modReLU bias; ``None`` otherwise.
+        h0: ``(B, d)`` initial state, or ``None`` for zeros.
+    Returns:
+        ``(T, B, d)``: ``h_1 ... h_T``.
+    """
+    T, B, d = u.shape
+    out = torch.empty((T, B, d), dtype=u.dtype, device=u.device)
+    WT = W.t()
+    h = torch.zeros((B, d), dtype=u.dtype, device=u.device) if h0 is None else h0
+    for t in range(T):
+        z = torch.addmm(u[t], h, WT, out=out[t])
+        h = _activate_(z, bias, activation, is_complex)
+    return out
+
+
+def _swap_planes(g: torch.Tensor) -> torch.Tensor:
+    """``[gr | gi] -> [gi | gr]`` on the last axis."""
+    return g.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+
+
+def recurrence_backward(
+    grad_h: torch.Tensor,
+    u: torch.Tensor | None,
+    W: torch.Tensor,
+    bias: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    h: torch.Tensor,
+    activation: str,
+    is_complex: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Closed-form backward of :func:`recurrence_forward`.
+
+    Args:
+        grad_h: ``(T, B, d)`` gradient of the loss with respect to every ``h_t``; any
+            strides (an expanded, stride-0 gradient is read correctly).
+        u: ``(T, B, d)`` the forward's input term; needed only for ``"modrelu"``.
+        W, bias, h0: the forward's inputs.
+        h: ``(T, B, d)`` the forward's output.
+    Returns:
+        ``(grad_u, grad_W, grad_bias, grad_h0)`` with the shapes of ``u``, ``W``,
+        ``bias`` (``None`` when ``bias`` is ``None``) and ``(B, d)``.
+    """
+    T, B, d = h.shape
+    dtype, device = h.dtype, h.device
+    if h0 is None:
+        h0 = torch.zeros((B, d), dtype=dtype, device=device)
+    dz = torch.empty((T, B, d), dtype=dtype, device=device)
+    grad_W = torch.zeros_like(W)
+    grad_bias = None if bias is None else torch.zeros_like(bias)
+    WT = W.t()
+    chunk = max(1, min(T, _CHUNK_ELEMENTS // max(1, B * d)))
+    g = torch.empty((chunk, B, d), dtype=dtype, device=device)
+    for t1 in range(T, 0, -chunk):
+        t0 = max(0, t1 - chunk)
+        C = t1 - t0
+        h_prev = h[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([h0.unsqueeze(0), h[: t1 - 1]])
+        Q = Phi = None
+        if activation == "modrelu":
+            z = torch.matmul(h_prev, WT).add_(u[t0:t1])
+            P, Q, Phi = modrelu_backward_coefficients(z, bias, is_complex)
+            del z
+        elif activation == "tanh":
+            P = 1.0 - h[t0:t1].square()
+        elif activation == "relu":
+            P = (h[t0:t1] > 0).to(dtype)
+        else:
+            P = None
+        for t in range(t1 - 1, t0 - 1, -1):
+            k = t - t0
+            if t + 1 < T:
+                gk = torch.addmm(grad_h[t], dz[t + 1], W, out=g[k])
+            else:
+                gk = g[k].copy_(grad_h[t])
+            if P is None:
+                dz[t].copy_(gk)
+                continue
+            torch.mul(P[k], gk, out=dz[t])
+            if Q is not None:
+                dz[t].addcmul_(Q[k], _swap_planes(gk))
+        # Weight gradient: one large product over the chunk's steps and batch.
+        grad_W.addmm_(dz[t0:t1].reshape(C * B, d).t(), h_prev.reshape(C * B, d))
+        if grad_bias is not None:
+            pb = (Phi * g[:C]).sum(dim=(0, 1))
+            grad_bias += pb if not is_complex else pb.unflatten(-1, (2, -1)).sum(-2)
+    grad_h0 = dz[0] @ W
+    return dz, grad_W, grad_bias, grad_h0
+
+
+def recurrence_autograd(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+    activation: str = "modrelu",
+) -> torch.Tensor:
+    """The recurrence as a per-step autograd loop on natural tensors: the test oracle.
+
+    Args:
+        u: ``(T, B, n)`` real or complex.  W: ``(n, n)``.  bias: ``(n,)`` real.
+        h0: ``(B, n)`` or ``None``.
+    Returns:
+        ``(T, B, n)``. For a complex state, tanh and relu act on the real and imaginary
+        parts separately; modReLU on the modulus.
+    """
+    h = torch.zeros_like(u[0]) if h0 is None else h0
+    out = []
+    for t in range(u.shape[0]):
+        z = h @ W.transpose(-2, -1) + u[t]
+        if activation == "modrelu":
+            h = modrelu(z, bias if bias is not None else torch.zeros_like(z.real[0]))
+        elif activation in ("tanh", "relu"):
+            f = torch.tanh if activation == "tanh" else torch.relu
+            h = torch.complex(f(z.real), f(z.imag)) if z.is_complex() else f(z)
+        else:
+            h = z
+        out.append(h)
+    return torch.stack(out)

@@ -16,7 +16,8 @@ Shape = Sequence["int | str | None"]
 
 
 def _fmt(shape: Shape) -> str:
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    items = ["*" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def check_tensor(name: str, x, *, allow_complex: bool = True) -> None:

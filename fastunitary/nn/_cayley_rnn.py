@@ -251,7 +251,7 @@ def _state_planes(name, h, cell: CayleyCellBase, shape: tuple, unbatched: bool) 
         if not cell.is_complex:
             raise TypeError(f"{name} is complex ({h.dtype}) but this model's state is real")
         h = to_planes(h)
-    want = shape[1:] if unbatched else shape
+    want = tuple(shape[:-2]) + tuple(shape[-1:]) if unbatched else tuple(shape)
     if tuple(h.shape) != tuple(want):
         what = ("(num_layers, " if len(shape) == 3 else "(") + ("" if unbatched else "B, ")
         what += "2 * hidden_size)" if cell.is_complex else "hidden_size)"

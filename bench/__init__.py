@@ -1,0 +1,1 @@
+"""Benchmarks of fastunitary. Results (JSON, plots) go to bench/results/."""

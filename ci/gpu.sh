@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one call on the lent machine (see shared/GPU.md):
+# offline install, versions, the whole test suite on CUDA (no interpreter), then the
+# benchmarks, whose JSON lands in $OUT (or bench/results). The last lines are a summary.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-bench/results}"
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+nvidia-smi || true
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+unset TRITON_INTERPRET
+python3 -m pytest -q -x -p no:cacheprovider 2>&1 | tail -n 30
+tests=${PIPESTATUS[0]}
+python3 -m bench.recurrence_vs_lstm --device cuda --out "$OUT" 2>&1 | tail -n 5
+echo "tests exit status: $tests"
+exit "$tests"

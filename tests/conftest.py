@@ -1,0 +1,46 @@
+import sys
+import types
+
+import pytest
+import torch
+
+from fastunitary import _backend
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)
+
+
+@pytest.fixture
+def fake_kernel(monkeypatch):
+    """Install ``fastunitary.kernels.<op>`` whose forward/backward record calls and run ``impl``.
+
+    Tests the dispatch route (which implementation a backend name reaches) without a
+    Triton kernel: the recorded calls prove the op went through ``kernels.<op>``.
+    """
+
+    def install(op, forward, backward):
+        calls = []
+        mod = types.ModuleType(f"fastunitary.kernels.{op}")
+        mod.__spec__ = types.SimpleNamespace(name=mod.__name__)
+
+        def fwd(*args):
+            calls.append("forward")
+            return forward(*args)
+
+        def bwd(*args):
+            calls.append("backward")
+            return backward(*args)
+
+        mod.forward, mod.backward = fwd, bwd
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+        monkeypatch.setattr(_backend, "has_kernel", lambda name: name == op)
+        monkeypatch.setattr(_backend, "triton_importable", lambda: True)
+        return calls
+
+    return install
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()

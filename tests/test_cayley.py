@@ -1,0 +1,196 @@
+"""fastunitary.functional.cayley and fastunitary.reference.cayley."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastunitary.functional as F
+from fastunitary import BackendUnavailableError, reference
+from fastunitary.reference.cayley import cayley_backward
+
+
+def random_skew(n, *, complex_=False, scale=1.0, batch=(), dtype=None):
+    dtype = dtype or (torch.complex128 if complex_ else torch.float64)
+    X = torch.randn(*batch, n, n, dtype=dtype)
+    A = X - X.mH
+    if n > 1 and scale is not None:
+        A = A / torch.linalg.matrix_norm(A, 2, keepdim=True).clamp_min(1e-30) * scale
+    return A
+
+
+def random_d(n, *, complex_, batch=(), dtype=torch.float64):
+    if complex_:
+        return torch.polar(torch.ones(*batch, n, dtype=dtype), torch.rand(*batch, n, dtype=dtype) * 2 * math.pi)
+    return torch.where(torch.rand(*batch, n) < 0.5, -1.0, 1.0).to(dtype)
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 129])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_unitary_float32_any_norm(complex_, n, scale):
+    """W^H W = I to 1e-5 in float32 even when I + A is ill-conditioned (||A|| = 1e3)."""
+    A = random_skew(n, complex_=complex_, scale=scale, batch=(3,)).to(
+        torch.complex64 if complex_ else torch.float32)
+    d = random_d(n, complex_=complex_, batch=(3,)).to(A.dtype)
+    W = F.cayley(A, d)
+    assert W.dtype == A.dtype and W.shape == (3, n, n)
+    err = (W.mH @ W - torch.eye(n, dtype=W.dtype)).abs().max().item()
+    assert err < 1e-5
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_matches_definition(complex_):
+    n = 9
+    A = random_skew(n, complex_=complex_)
+    d = random_d(n, complex_=complex_)
+    eye = torch.eye(n, dtype=A.dtype)
+    expected = torch.linalg.inv(eye + A) @ (eye - A) @ torch.diag(d.to(A.dtype))
+    torch.testing.assert_close(F.cayley(A, d), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(F.cayley(A), torch.linalg.inv(eye + A) @ (eye - A))
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 33])
+@pytest.mark.parametrize("with_d", [False, True])
+def test_closed_form_gradient_matches_autograd(complex_, n, with_d):
+    """The closed-form backward equals autograd through torch.linalg.solve (float64)."""
+    A = random_skew(n, complex_=complex_, batch=(2,)).requires_grad_()
+    d = random_d(n, complex_=complex_, batch=(2,)).to(A.dtype).requires_grad_() if with_d else None
+    G = torch.randn(2, n, n, dtype=A.dtype)
+    inputs = [A] + ([d] if with_d else [])
+    ours = torch.autograd.grad((F.cayley(A, d) * G.conj()).real.sum(), inputs)
+    oracle = torch.autograd.grad((reference.cayley_autograd(A, d) * G.conj()).real.sum(), inputs)
+    for a, b in zip(ours, oracle):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_theta_gradient_closed_form():
+    """grad theta = -Im diag(G^H W) for D = diag(exp(i theta)) (METHODS.md section 1)."""
+    n = 6
+    A = random_skew(n, complex_=True)
+    theta = (torch.rand(n, dtype=torch.float64) * 2 * math.pi).requires_grad_()
+    G = torch.randn(n, n, dtype=torch.complex128)
+    W = F.cayley(A, torch.polar(torch.ones_like(theta), theta))
+    (grad,) = torch.autograd.grad((W * G.conj()).real.sum(), theta)
+    expected = -torch.diagonal(G.mH @ W.detach()).imag
+    torch.testing.assert_close(grad, expected)
+
+
+def test_skew_gradient_is_published_scornn_update():
+    """For A = X - X^T, grad of the upper entries is V^T - V, V = (I + A)^-T G (D + W^T)."""
+    n = 7
+    A0 = random_skew(n)
+    d = random_d(n, complex_=False)
+    X = torch.triu(A0, 1).requires_grad_()
+    W = F.cayley(X - X.t(), d)
+    G = torch.randn(n, n, dtype=torch.float64)
+    (gX,) = torch.autograd.grad((W * G).sum(), X)
+    eye = torch.eye(n, dtype=torch.float64)
+    V = torch.linalg.solve((eye + A0).t(), G @ (torch.diag(d) + W.detach().t()))
+    torch.testing.assert_close(torch.triu(gX, 1), torch.triu(V.t() - V, 1))
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_gradcheck_float64(complex_):
+    A = random_skew(4, complex_=complex_).requires_grad_()
+    d = random_d(4, complex_=complex_).to(A.dtype).requires_grad_()
+    assert torch.autograd.gradcheck(lambda A, d: F.cayley(A, d), (A, d))
+    assert torch.autograd.gradcheck(lambda A: F.cayley(A), (A,))
+
+
+def test_backward_reads_expanded_gradients():
+    """A stride-0 gradient (from .sum()) gives the same result as a materialized one."""
+    A = random_skew(5).requires_grad_()
+    (g1,) = torch.autograd.grad(F.cayley(A).sum(), A)
+    (g2,) = torch.autograd.grad(F.cayley(A), A, torch.ones(5, 5, dtype=A.dtype))
+    torch.testing.assert_close(g1, g2)
+
+
+def test_batch_and_broadcast():
+    A = random_skew(5, batch=(2, 3))
+    d = random_d(5, complex_=False)
+    W = F.cayley(A, d)
+    assert W.shape == (2, 3, 5, 5)
+    torch.testing.assert_close(W[1, 2], F.cayley(A[1, 2], d))
+    # gradients reach both the batched A and the broadcast d
+    A.requires_grad_()
+    d.requires_grad_()
+    gA, gd = torch.autograd.grad(F.cayley(A, d).square().sum(), (A, d))
+    assert gA.shape == A.shape and gd.shape == d.shape
+
+
+def test_real_d_with_complex_A_is_promoted():
+    A = random_skew(4, complex_=True)
+    d = random_d(4, complex_=False)
+    torch.testing.assert_close(F.cayley(A, d), F.cayley(A, d.to(A.dtype)))
+
+
+def test_closed_form_backward_function_shapes():
+    A = random_skew(3)
+    W = reference.cayley(A)
+    gA, gd = cayley_backward(torch.ones_like(W), A, None, W)
+    assert gA.shape == A.shape and gd is None
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: F.cayley(torch.zeros(3, 4)), ValueError, r"A must have shape \(\.\.\., n, n\)"),
+        (lambda: F.cayley(torch.zeros(3)), ValueError, "square"),
+        (lambda: F.cayley(torch.zeros(3, 3, dtype=torch.int64)), TypeError, "A must be a floating"),
+        (lambda: F.cayley(torch.zeros(3, 3), torch.ones(4)), ValueError, r"d must have shape \(\.\.\., n\) with n = 3"),
+        (lambda: F.cayley(torch.zeros(3, 3), torch.ones(3, dtype=torch.complex64)), TypeError, "d is complex but A is real"),
+        (lambda: F.cayley(torch.zeros(2, 3, 3), torch.ones(4, 3)), ValueError, "do not broadcast"),
+        (lambda: F.cayley(torch.zeros(3, 3), torch.ones(3, device="meta")), ValueError, "d is on meta"),
+        (lambda: F.cayley([[0.0]]), TypeError, "A must be a torch.Tensor"),
+        (lambda: F.cayley(torch.zeros(3, 3), backend="cuda"), ValueError, "backend must be one of"),
+    ],
+)
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_triton_backend_not_available_yet():
+    with pytest.raises(BackendUnavailableError, match="not available yet.*'cayley'"):
+        F.cayley(random_skew(4).float(), backend="triton")
+
+
+def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
+    """backend="triton" routes forward and backward through fastunitary.kernels.cayley."""
+    ops = torch.ops.fastunitary
+    calls = fake_kernel(
+        "cayley",
+        lambda A, d: ops.cayley(A, d, "reference"),
+        lambda g, A, d, W: ops.cayley_backward(g, A, d, W, "reference"),
+    )
+    A = random_skew(4).float().requires_grad_()
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(BackendUnavailableError, match="needs CUDA tensors"):
+        F.cayley(A, backend="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    F.cayley(A, backend="auto").sum().backward()
+    assert calls == []  # auto on CPU is the reference
+    F.cayley(A, backend="triton").sum().backward()
+    assert calls == ["forward", "backward"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    log_scale=st.floats(-3, 3),
+    complex_=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_unitary_property(n, log_scale, complex_, seed):
+    """Property: for any skew A and any D of unit modulus, W is unitary to 1e-5 in float32."""
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.complex64 if complex_ else torch.float32
+    X = torch.randn(n, n, dtype=dt, generator=g) * 10**log_scale
+    d = torch.polar(torch.ones(n), torch.rand(n, generator=g) * 6.3) if complex_ else \
+        torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    W = F.cayley(X - X.mH, d)
+    assert (W.mH @ W - torch.eye(n, dtype=dt)).abs().max().item() < 1e-5

@@ -1,0 +1,328 @@
+"""Behaviour shared by ScuRNN and ScoRNN (fastunitary/nn/_cayley_rnn.py), tested on both."""
+
+import copy
+import io
+
+import pytest
+import torch
+
+from fastunitary import reference
+from fastunitary.nn import ScoRNN, ScoRNNCell, ScuRNN, ScuRNNCell
+
+from .conftest import rel_err
+
+MODELS = [(ScuRNN, ScuRNNCell), (ScoRNN, ScoRNNCell)]
+IDS = ["scurnn", "scornn"]
+
+
+def width(cls, n):
+    return 2 * n if cls in (ScuRNN, ScuRNNCell) else n
+
+
+def oracle(cell, x, h0=None):
+    """The layer straight from METHODS.md: per-step autograd on natural tensors."""
+    W = cell.recurrent_matrix()
+    u = cell.input_term(x)
+    if cell.is_complex:
+        n = cell.hidden_size
+        u = torch.complex(u[..., :n], u[..., n:])
+        h0 = None if h0 is None else torch.complex(h0[..., :n], h0[..., n:])
+    h = reference.recurrence_autograd(u, W, cell.modrelu_bias, h0, "modrelu")
+    return torch.cat([h.real, h.imag], -1) if h.is_complex() else h
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+@pytest.mark.parametrize("T, B", [(1, 1), (1, 5), (7, 1), (12, 3)])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_shapes(cls, cell_cls, T, B, num_layers, batch_first):
+    n, m = 5, 3
+    rnn = cls(m, n, num_layers, batch_first=batch_first)
+    x = torch.randn(B, T, m) if batch_first else torch.randn(T, B, m)
+    out, h_n = rnn(x)
+    d = width(cls, n)
+    assert rnn.output_size == d
+    assert out.shape == ((B, T, d) if batch_first else (T, B, d))
+    assert h_n.shape == (num_layers, B, d)
+    last = out[:, -1] if batch_first else out[-1]
+    torch.testing.assert_close(h_n[-1], last)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_unbatched(cls, cell_cls):
+    rnn = cls(3, 4, 2)
+    x = torch.randn(6, 3)
+    out, h_n = rnn(x)
+    out_b, h_b = rnn(x.unsqueeze(1))
+    torch.testing.assert_close(out, out_b.squeeze(1))
+    torch.testing.assert_close(h_n, h_b.squeeze(1))
+    out2, _ = rnn(x, h_n)  # an unbatched state is accepted back
+    assert out2.shape == out.shape
+    cell = cell_cls(3, 4)
+    assert cell(x[0]).shape == (width(cls, 4),)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_matches_oracle_and_cell_steps(cls, cell_cls):
+    torch.manual_seed(0)
+    rnn = cls(3, 6, 2, trainable_h0=True)
+    x = torch.randn(9, 4, 3)
+    out, h_n = rnn(x)
+    # layer by layer, straight from the equations
+    inp = x
+    for cell in rnn.layers:
+        inp = oracle(cell, inp, cell.h0.expand(4, -1))
+    torch.testing.assert_close(out, inp, rtol=1e-5, atol=1e-6)
+    # stepping the cells one input at a time gives the same states
+    hs = [None] * 2
+    for t in range(9):
+        inp = x[t]
+        for k, cell in enumerate(rnn.layers):
+            hs[k] = cell(inp, hs[k])
+            inp = hs[k]
+        torch.testing.assert_close(inp, out[t], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_h_n_continues_a_sequence(cls, cell_cls):
+    rnn = cls(2, 5, 2)
+    x = torch.randn(20, 3, 2)
+    full, h_full = rnn(x)
+    a, h_a = rnn(x[:8])
+    b, h_b = rnn(x[8:], h_a)
+    torch.testing.assert_close(torch.cat([a, b]), full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_b, h_full, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_state_dict_round_trip(cls, cell_cls):
+    a = cls(3, 7, 2, trainable_h0=True)
+    b = cls(3, 7, 2, trainable_h0=True)
+    x = torch.randn(5, 2, 3)
+    assert not torch.allclose(a(x)[0], b(x)[0])
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf))
+    torch.testing.assert_close(a(x)[0], b(x)[0], rtol=0, atol=0)
+    # also after the weights were cached in eval mode
+    b.eval()
+    with torch.no_grad():
+        b(x)
+        b.load_state_dict(cls(3, 7, 2, trainable_h0=True).state_dict())
+        assert not torch.allclose(b(x)[0], a(x)[0])
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_stays_unitary_under_large_optimizer_steps(cls, cell_cls):
+    """A is skew by construction, so W stays unitary whatever the optimizer does."""
+    rnn = cls(3, 16)
+    opt = torch.optim.Adam(rnn.param_groups(lr=1.0, lr_A=1.0, lr_D=1.0))
+    for _ in range(20):
+        out, _ = rnn(torch.randn(10, 4, 3))
+        opt.zero_grad()
+        out.square().sum().backward()
+        opt.step()
+    A = rnn.layers[0].skew_matrix()
+    assert A.abs().max() > 5.0  # the steps were large
+    torch.testing.assert_close(A, -A.mH, rtol=0, atol=0)
+    W = rnn.recurrent_matrix()
+    err = (W.mH @ W - torch.eye(16, dtype=W.dtype)).abs().max().item()
+    assert err < 1e-5
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_param_groups_partition_parameters(cls, cell_cls):
+    rnn = cls(3, 4, 2, trainable_h0=True)
+    groups = rnn.param_groups(lr=1e-3, lr_A=1e-4, lr_D=2e-4)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in rnn.parameters())
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["A"]["lr"] == 1e-4 and by_name["other"]["lr"] == 1e-3
+    a_ids = {id(p) for p in by_name["A"]["params"]}
+    for cell in rnn.layers:
+        assert id(cell.skew_re) in a_ids
+    torch.optim.Adam(groups)  # usable as is
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_computed_once_and_cached_in_eval(cls, cell_cls, monkeypatch):
+    rnn = cls(3, 4, 2)
+    calls = []
+    for cell in rnn.layers:
+        orig = cell._compute_recurrent_weight
+        monkeypatch.setattr(cell, "_compute_recurrent_weight",
+                            lambda orig=orig: calls.append(1) or orig())
+    x = torch.randn(30, 2, 3)
+    rnn(x)
+    assert len(calls) == 2  # once per layer per forward call, not per step
+    rnn(x)
+    assert len(calls) == 4  # training: recomputed every call
+    rnn.eval()
+    with torch.no_grad():
+        y1 = rnn(x)[0]
+        y2 = rnn(x)[0]
+    assert len(calls) == 6  # eval + no_grad: second call reused the cache
+    torch.testing.assert_close(y1, y2, rtol=0, atol=0)
+    with torch.no_grad():
+        rnn.layers[0].skew_re.add_(0.1)  # an in-place update invalidates layer 0's entry
+        y3 = rnn(x)[0]
+    assert len(calls) == 7
+    assert not torch.allclose(y3, y1)
+    rnn(x)[0].sum().backward()  # eval with grad enabled: not cached, gradients flow
+    assert len(calls) == 9 and rnn.layers[0].skew_re.grad is not None
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_trainable_h0(cls, cell_cls):
+    rnn = cls(3, 4, trainable_h0=True)
+    h0 = rnn.layers[0].h0
+    assert h0.shape == (width(cls, 4),) and h0.abs().max() <= 0.01
+    out, _ = rnn(torch.randn(5, 2, 3))
+    out.sum().backward()
+    assert h0.grad is not None and h0.grad.abs().sum() > 0
+    # an explicit hx overrides it: with h0 zeroed, no hx gives what hx = 0 gave
+    x = torch.randn(5, 2, 3)
+    with_hx = rnn(x, torch.zeros(1, 2, width(cls, 4)))[0]
+    assert not torch.allclose(rnn(x)[0], with_hx, rtol=0, atol=1e-7)
+    with torch.no_grad():
+        h0.zero_()
+    torch.testing.assert_close(rnn(x)[0], with_hx, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_gradcheck_cell_and_sequence_float64(cls, cell_cls):
+    cell = cell_cls(2, 3, trainable_h0=True).double()
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(4, width(cls, 3), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cell, (x, h))
+    rnn = cls(2, 3, 2).double()
+    xs = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
+    hx = torch.randn(2, 2, width(cls, 3), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: rnn(a, b)[0], (xs, hx))
+    # and the parameters, through the Cayley map, for one layer
+    layer = rnn.layers[0]
+    names = ["skew_re", "weight_ih", "modrelu_bias"] + (["skew_im", "theta"] if layer.is_complex else [])
+    params = {k: getattr(layer, k).detach().clone().requires_grad_() for k in names}
+
+    def f(*vals):
+        return torch.func.functional_call(layer, dict(zip(names, vals)), (xs[0].detach(),))
+
+    assert torch.autograd.gradcheck(f, tuple(params.values()))
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_dropout_between_layers(cls, cell_cls):
+    rnn = cls(3, 4, 2, dropout=0.5)
+    x = torch.randn(6, 2, 3)
+    rnn.eval()
+    torch.testing.assert_close(rnn(x)[0], rnn(x)[0])
+    rnn.train()
+    assert not torch.allclose(rnn(x)[0], rnn(x)[0])
+    with pytest.warns(UserWarning, match="dropout"):
+        cls(3, 4, 1, dropout=0.2)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_autocast_bfloat16(cls, cell_cls):
+    rnn = cls(3, 4)
+    x = torch.randn(6, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n = rnn(x)
+    assert out.dtype == torch.float32  # the state accumulates in float32
+    assert (out - rnn(x)[0]).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_deepcopy_and_repr(cls, cell_cls):
+    rnn = cls(3, 4, 2, batch_first=True, trainable_h0=True)
+    clone = copy.deepcopy(rnn)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(clone(x)[0], rnn(x)[0])
+    assert "batch_first=True" in repr(rnn) and "num_layers=2" in repr(rnn)
+
+
+def _bad_call(cls, x, hx=None, **kw):
+    return lambda: cls(3, 4, 2, **kw)(x, hx)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_bad_input(cls, cell_cls):
+    d = width(cls, 4)
+    cases = [
+        (_bad_call(cls, torch.randn(5, 2, 3, 1)), ValueError, r"input must have shape \(T, B, input_size\)"),
+        (_bad_call(cls, torch.randn(5)), ValueError, r"input must have shape"),
+        (_bad_call(cls, torch.randn(5, 2, 3, 1), batch_first=True), ValueError, r"\(B, T, input_size\)"),
+        (_bad_call(cls, torch.randn(5, 2, 4)), ValueError, "input_size = 3"),
+        (_bad_call(cls, torch.randn(5, 2, 3), torch.zeros(1, 2, d)), ValueError, rf"hx must have shape \(2, 2, {d}\)"),
+        (_bad_call(cls, torch.randn(5, 2, 3), torch.zeros(2, 3, d)), ValueError, "num_layers, B"),
+        (_bad_call(cls, torch.randint(0, 3, (5, 2, 3))), TypeError, "input must be a floating"),
+        (_bad_call(cls, torch.randn(5, 2, 3, dtype=torch.complex64)), TypeError, "input must be a real"),
+        (_bad_call(cls, torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "float64 but the module's parameters are torch.float32"),
+        (_bad_call(cls, torch.randn(5, 2, 3, device="meta")), ValueError, "input is on meta"),
+        (_bad_call(cls, torch.randn(5, 2, 3), torch.zeros(2, 2, d, device="meta")), ValueError, "hx is on meta"),
+        (_bad_call(cls, torch.randn(0, 2, 3)), ValueError, "T >= 1"),
+        (lambda: cls(3, 0), ValueError, "hidden_size must be a positive int"),
+        (lambda: cls(3, 4, num_layers=0), ValueError, "num_layers must be a positive int"),
+        (lambda: cls(3, 4, backend="gpu"), ValueError, "backend must be one of"),
+        (lambda: cls(3, 4, dropout=1.5), ValueError, "dropout"),
+        (lambda: cell_cls(3, 4)(torch.randn(2, 5)), ValueError, "input_size = 3"),
+        (lambda: cell_cls(3, 4)(torch.randn(2, 3), torch.zeros(3, d)), ValueError, rf"hx must have shape \(2, {d}\)"),
+    ]
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_check_finite(cls, cell_cls, bad):
+    x = torch.randn(5, 2, 3)
+    x[2, 1, 0] = bad
+    with pytest.raises(ValueError, match="input contains NaN or Inf"):
+        cls(3, 4, check_finite=True)(x)
+    with pytest.raises(ValueError, match="input contains NaN or Inf"):
+        cell_cls(3, 4, check_finite=True)(x[2])
+    hx = torch.zeros(1, 2, width(cls, 4))
+    hx[0, 0, 0] = bad
+    with pytest.raises(ValueError, match="hx contains NaN or Inf"):
+        cls(3, 4, check_finite=True)(torch.randn(5, 2, 3), hx)
+    out, _ = cls(3, 4)(x)  # off by default: no check, no sync
+    assert not torch.isfinite(out).all()
+
+
+def test_triton_backend_not_available_yet():
+    from fastunitary import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="not available yet"):
+        ScuRNN(3, 4, backend="triton")(torch.randn(5, 2, 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_compile_fullgraph_matches_eager(cls, cell_cls):
+    """One graph, no breaks, no complex values in it; outputs and gradients equal eager."""
+    torch._dynamo.reset()
+    rnn = cls(3, 8, 2, trainable_h0=True)
+    x = torch.randn(16, 4, 3)
+    explanation = torch._dynamo.explain(rnn)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    for node in explanation.graphs[0].graph.nodes:
+        val = node.meta.get("example_value")
+        if isinstance(val, torch.Tensor):
+            assert not val.is_complex(), f"complex value in the compiled graph: {node}"
+    compiled = torch.compile(rnn, fullgraph=True)
+    out_c, h_c = compiled(x)
+    (out_c.square().sum() + h_c.sum()).backward()
+    grads_c = {k: p.grad.clone() for k, p in rnn.named_parameters()}
+    rnn.zero_grad()
+    out_e, h_e = rnn(x)
+    (out_e.square().sum() + h_e.sum()).backward()
+    # Inductor fuses and reorders the float32 arithmetic around the ops: rounding-level gaps
+    torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h_c, h_e, rtol=1e-4, atol=1e-5)
+    for k, p in rnn.named_parameters():
+        assert rel_err(grads_c[k], p.grad) < 1e-5, k
+    # a new sequence length reuses the graph with a dynamic T instead of unrolling it
+    out_long, _ = compiled(torch.randn(40, 4, 3))
+    assert out_long.shape == (40, 4, rnn.output_size)

@@ -1,0 +1,107 @@
+"""fastunitary.functional.modrelu and the closed-form pieces in fastunitary.reference.modrelu."""
+
+import math
+
+import pytest
+import torch
+
+import fastunitary.functional as F
+from fastunitary.reference.modrelu import (
+    MODRELU_EPS,
+    modrelu_backward_coefficients,
+    modrelu_planes_,
+)
+
+
+def test_real_is_sign_relu():
+    z = torch.randn(50, 8, dtype=torch.float64)
+    b = torch.rand(8, dtype=torch.float64) - 0.5
+    expected = torch.sign(z) * torch.relu(z.abs() + b)
+    torch.testing.assert_close(F.modrelu(z, b), expected, rtol=1e-6, atol=1e-7)  # eps = 1e-12 inside r
+
+
+def test_complex_matches_definition():
+    z = torch.randn(50, 8, dtype=torch.complex128)
+    b = torch.rand(8, dtype=torch.float64) - 0.5
+    r = z.abs()
+    expected = torch.where(r + b > 0, (r + b) * z / r, torch.zeros_like(z))
+    torch.testing.assert_close(F.modrelu(z, b), expected, rtol=1e-6, atol=1e-7)  # eps = 1e-12 inside r
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_zero_bias_is_exact_identity(dtype):
+    z = torch.randn(100, 16, dtype=dtype)
+    assert torch.equal(F.modrelu(z, torch.zeros(16)), z)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.float64, torch.complex128])
+@pytest.mark.parametrize("b", [0.01, -0.01, 0.0])
+def test_gradient_finite_at_zero(dtype, b):
+    z = torch.zeros(4, 3, dtype=dtype, requires_grad=True)
+    h = F.modrelu(z, torch.full((3,), b))
+    (g,) = torch.autograd.grad(h.abs().sum() if dtype.is_complex else h.sum(), z)
+    assert torch.isfinite(torch.view_as_real(g) if dtype.is_complex else g).all()
+    if not dtype.is_complex:
+        # d/dz [z relu(r + b) / r] at z = 0 is relu(r + b) / r with r = sqrt(eps)
+        r = math.sqrt(MODRELU_EPS)
+        expected = max(r + b, 0.0) / r
+        torch.testing.assert_close(g, torch.full_like(g, expected), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("is_complex", [False, True])
+def test_backward_coefficients_match_autograd(is_complex):
+    """P g (+ Q swap(g)) is the modReLU backward; sum(Phi g) the bias gradient."""
+    n, B = 6, 40
+    zc = torch.randn(B, n, dtype=torch.complex128 if is_complex else torch.float64) * 0.5
+    b = (torch.rand(n, dtype=torch.float64) - 0.5).requires_grad_()
+    zc.requires_grad_()
+    g = torch.randn(B, 2 * n if is_complex else n, dtype=torch.float64)
+    h = F.modrelu(zc, b)
+    hp = torch.cat([h.real, h.imag], -1) if is_complex else h
+    gz, gb = torch.autograd.grad((hp * g).sum(), (zc, b))
+    zp = torch.cat([zc.real, zc.imag], -1).detach() if is_complex else zc.detach()
+    P, Q, Phi = modrelu_backward_coefficients(zp, b.detach(), is_complex)
+    ours = P * g
+    if is_complex:
+        ours = ours + Q * torch.cat([g[:, n:], g[:, :n]], -1)
+        gz = torch.cat([gz.real, gz.imag], -1)
+    torch.testing.assert_close(ours, gz)
+    ours_b = (Phi * g).sum(0)
+    if is_complex:
+        ours_b = ours_b[:n] + ours_b[n:]
+    torch.testing.assert_close(ours_b, gb)
+
+
+@pytest.mark.parametrize("is_complex", [False, True])
+def test_inplace_planes_matches_functional(is_complex):
+    n = 5
+    z = torch.randn(7, n, dtype=torch.complex64 if is_complex else torch.float32)
+    b = torch.rand(n) - 0.5
+    zp = torch.cat([z.real, z.imag], -1) if is_complex else z.clone()
+    out = modrelu_planes_(zp, b, is_complex)
+    h = F.modrelu(z, b)
+    torch.testing.assert_close(out, torch.cat([h.real, h.imag], -1) if is_complex else h)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_gradcheck(dtype):
+    # keep |z| + b away from the kink at 0, where modReLU is not differentiable
+    z = torch.randn(5, 4, dtype=dtype)
+    z = z / z.abs() * (0.5 + torch.rand(5, 4, dtype=torch.float64))
+    b = torch.full((4,), 0.1, dtype=torch.float64)
+    assert torch.autograd.gradcheck(F.modrelu, (z.requires_grad_(), b.requires_grad_()))
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: F.modrelu(torch.zeros(3, 4), torch.zeros(3)), ValueError, r"bias must have shape \(4,\)"),
+        (lambda: F.modrelu(torch.zeros(3, 4), torch.zeros(4, dtype=torch.complex64)), TypeError, "bias must be a real"),
+        (lambda: F.modrelu(torch.zeros(3, 4, dtype=torch.int32), torch.zeros(4)), TypeError, "z must be a floating"),
+        (lambda: F.modrelu(torch.tensor(1.0), torch.zeros(1)), ValueError, "0-d"),
+        (lambda: F.modrelu(torch.zeros(3, 4), torch.zeros(4, device="meta")), ValueError, "bias is on meta"),
+    ],
+)
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

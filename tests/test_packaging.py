@@ -1,0 +1,41 @@
+"""Installation layout: kernels/ installs as fastunitary.kernels; the core needs no `datasets`."""
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_kernels_is_a_subpackage_and_no_top_level_kernels():
+    import fastunitary.kernels
+
+    assert Path(fastunitary.kernels.__file__).resolve() == ROOT / "kernels" / "__init__.py"
+    code = "import importlib.util, sys; sys.path = [p for p in sys.path if p not in ('', '.')]; print(importlib.util.find_spec('kernels'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
+    assert out.stdout.strip() == "None"
+
+
+def test_core_imports_without_datasets():
+    code = (
+        "import sys; sys.modules['datasets'] = None\n"
+        "import fastunitary, fastunitary.nn, fastunitary.functional, fastunitary.tasks, "
+        "fastunitary.train, fastunitary.cli\n"
+        "assert 'datasets' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_installed_metadata():
+    """torch range admits 2.11 (GPU machines) and 2.13 (CPU machines); MIT; Python >= 3.10."""
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(r) for r in metadata.requires("fastunitary")]
+    (torch_req,) = [r for r in reqs if r.name == "torch"]
+    assert "2.11.0" in torch_req.specifier and "2.13.0" in torch_req.specifier
+    assert {"triton", "einops", "datasets"} <= {r.name for r in reqs}
+    dev = {r.name for r in reqs if r.marker and "dev" in str(r.marker)}
+    assert {"pytest", "pytest-benchmark", "hypothesis"} <= dev
+    meta = metadata.metadata("fastunitary")
+    assert meta["License-Expression"] == "MIT" and meta["Requires-Python"] == ">=3.10"

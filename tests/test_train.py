@@ -1,0 +1,50 @@
+"""fastunitary/train.py and fastunitary/cli.py."""
+
+import json
+
+import pytest
+
+from fastunitary import cli
+from fastunitary.train import TrainConfig, train
+
+
+@pytest.mark.parametrize("model", ["scurnn", "scornn", "lstm", "gru"])
+def test_train_runs_and_reports(model, tmp_path):
+    cfg = TrainConfig(model=model, hidden=8, length=5, batch=4, steps=6, eval_every=3, eval_size=8)
+    m = train(cfg, out=tmp_path, progress=False)
+    assert m["steps"] == 6 and len(m["history"]) == 2
+    assert m["baseline_loss"] == pytest.approx(10 * 2.0794415 / 25, rel=1e-6)
+    for key in ("task", "model", "final_eval_loss", "params", "seconds", "tokens_per_second"):
+        assert key in m
+    assert json.loads((tmp_path / "metrics.json").read_text())["model"] == model
+
+
+def test_scurnn_learns_short_copying_task():
+    """Loss falls well below the baseline in a few hundred steps (T = 10)."""
+    cfg = TrainConfig(model="scurnn", hidden=32, length=10, batch=32, steps=400, lr=3e-3,
+                      lr_A=3e-4, lr_D=3e-4, eval_every=400, seed=0)
+    m = train(cfg, progress=False)
+    assert m["final_eval_loss"] < 0.5 * m["baseline_loss"]
+
+
+def test_budget_required_and_bad_values():
+    with pytest.raises(ValueError, match="budget"):
+        train(TrainConfig(), progress=False)
+    with pytest.raises(ValueError, match="model must be one of"):
+        train(TrainConfig(model="transformer", steps=1), progress=False)
+    with pytest.raises(ValueError, match="hidden must be >= 1"):
+        train(TrainConfig(hidden=0, steps=1), progress=False)
+
+
+def test_cli_prints_loss_beside_baseline(capsys, tmp_path):
+    rc = cli.main(["train", "--model", "scornn", "--hidden", "8", "--length", "5", "--batch", "4",
+                   "--steps", "3", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "final eval loss" in out and "baseline 0.8318" in out
+    assert (tmp_path / "metrics.json").exists()
+
+
+def test_cli_reports_errors(capsys):
+    assert cli.main(["train", "--hidden", "0", "--steps", "1", "--no-progress"]) == 2
+    assert "hidden must be >= 1" in capsys.readouterr().err

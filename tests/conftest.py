@@ -6,6 +6,9 @@ import torch
 
 from fastunitary import _backend
 
+#: Devices the device-parametrized tests run on: CUDA joins where present (ci/gpu.sh).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -11,6 +11,8 @@ import fastunitary.functional as F
 from fastunitary import BackendUnavailableError, reference
 from fastunitary.reference.cayley import cayley_backward
 
+from .conftest import DEVICES
+
 
 def random_skew(n, *, complex_=False, scale=1.0, batch=(), dtype=None):
     dtype = dtype or (torch.complex128 if complex_ else torch.float64)
@@ -30,13 +32,15 @@ def random_d(n, *, complex_, batch=(), dtype=torch.float64):
 @pytest.mark.parametrize("complex_", [False, True])
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 129])
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
-def test_unitary_float32_any_norm(complex_, n, scale):
+@pytest.mark.parametrize("device", DEVICES)
+def test_unitary_float32_any_norm(complex_, n, scale, device):
     """W^H W = I to 1e-5 in float32 even when I + A is ill-conditioned (||A|| = 1e3)."""
     A = random_skew(n, complex_=complex_, scale=scale, batch=(3,)).to(
-        torch.complex64 if complex_ else torch.float32)
-    d = random_d(n, complex_=complex_, batch=(3,)).to(A.dtype)
+        device=device, dtype=torch.complex64 if complex_ else torch.float32)
+    d = random_d(n, complex_=complex_, batch=(3,)).to(A)
     W = F.cayley(A, d)
-    assert W.dtype == A.dtype and W.shape == (3, n, n)
+    assert W.dtype == A.dtype and W.shape == (3, n, n) and W.device == A.device
+    W = W.cpu().to(torch.complex128 if complex_ else torch.float64)  # measure exactly
     err = (W.mH @ W - torch.eye(n, dtype=W.dtype)).abs().max().item()
     assert err < 1e-5
 

@@ -9,7 +9,7 @@ import torch
 from fastunitary import reference
 from fastunitary.nn import ScoRNN, ScoRNNCell, ScuRNN, ScuRNNCell
 
-from .conftest import rel_err
+from .conftest import DEVICES, rel_err
 
 MODELS = [(ScuRNN, ScuRNNCell), (ScoRNN, ScoRNNCell)]
 IDS = ["scurnn", "scornn"]
@@ -63,10 +63,11 @@ def test_unbatched(cls, cell_cls):
 
 
 @pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
-def test_matches_oracle_and_cell_steps(cls, cell_cls):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_oracle_and_cell_steps(cls, cell_cls, device):
     torch.manual_seed(0)
-    rnn = cls(3, 6, 2, trainable_h0=True)
-    x = torch.randn(9, 4, 3)
+    rnn = cls(3, 6, 2, trainable_h0=True).to(device)
+    x = torch.randn(9, 4, 3, device=device)
     out, h_n = rnn(x)
     # layer by layer, straight from the equations
     inp = x

@@ -8,7 +8,7 @@ from fastunitary import BackendUnavailableError, reference
 from fastunitary.reference import recurrence as ref_rec
 from fastunitary.reference.recurrence import ACTIVATIONS
 
-from .conftest import rel_err
+from .conftest import DEVICES, rel_err
 from .test_cayley import random_skew
 
 SHAPES = [(1, 1, 1), (1, 3, 4), (5, 1, 3), (17, 4, 7), (33, 2, 16)]
@@ -42,9 +42,11 @@ def grads(fn, inputs, gh):
 @pytest.mark.parametrize("complex_", [False, True])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("with_h0", [False, True])
-def test_matches_autograd_oracle_float64(activation, complex_, shape, with_h0):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_autograd_oracle_float64(activation, complex_, shape, with_h0, device):
     """Forward and every gradient equal the per-step autograd loop (float64, 1e-10)."""
     inputs = make_inputs(*shape, complex_=complex_, activation=activation, with_h0=with_h0)
+    inputs = [None if t is None else t.to(device) for t in inputs]
     gh = torch.randn_like(inputs[0])
     h1, g1 = grads(lambda *a: F.recurrence(*a, activation=activation), inputs, gh)
     h2, g2 = grads(lambda *a: reference.recurrence_autograd(*a, activation=activation), inputs, gh)
@@ -55,9 +57,11 @@ def test_matches_autograd_oracle_float64(activation, complex_, shape, with_h0):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("complex_", [False, True])
-def test_matches_float64_oracle_in_float32(activation, complex_):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_float64_oracle_in_float32(activation, complex_, device):
     """float32 results against the float64 oracle: relative error <= 1e-4 over 64 steps."""
     inputs64 = make_inputs(64, 8, 24, complex_=complex_, activation=activation, unitary=True)
+    inputs64 = [None if t is None else t.to(device) for t in inputs64]
     inputs32 = [None if t is None else (t.to(torch.complex64) if t.is_complex() else t.float())
                 for t in inputs64]
     gh = torch.randn_like(inputs64[0])

@@ -201,8 +201,6 @@ class CayleyCellBase(nn.Module, abc.ABC):
         B = x.shape[0]
         if hx is not None:
             hx = _state_planes("hx", hx, self, (B, self.state_size), unbatched)
-        elif self.h0 is not None:
-            hx = self.h0.expand(B, self.state_size)
         if self.check_finite:
             _checks.check_finite("input", x)
             if hx is not None:
@@ -221,16 +219,29 @@ class CayleyCellBase(nn.Module, abc.ABC):
             ``(B, d)`` or ``(d,)``.
         """
         x, hx, unbatched = self._step_inputs(input, hx)
-        h = recurrence_planes(
-            self.input_term(x).unsqueeze(0),
+        h = self.run_sequence(x.unsqueeze(0), hx)[0]
+        return h[0] if unbatched else h
+
+    def run_sequence(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+        """This layer over a whole sequence, as one recurrence op (inputs unchecked).
+
+        Args:
+            x: ``(T, B, input_size)``.
+            h0: ``(B, d)``, or ``None`` for the trainable ``h0`` if enabled, else zeros.
+        Returns:
+            ``(T, B, d)``: ``h_1 ... h_T``.
+        """
+        if h0 is None and self.h0 is not None:
+            h0 = self.h0.expand(x.shape[1], self.state_size)
+        return recurrence_planes(
+            self.input_term(x),
             self._recurrent_weight(),
             self.modrelu_bias,
-            hx,
+            h0,
             activation="modrelu",
             is_complex=self.is_complex,
             backend=self.backend,
-        )[0]
-        return h[0] if unbatched else h
+        )
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -402,21 +413,7 @@ class CayleyRNNBase(nn.Module):
                 _checks.check_finite("hx", hx)
         finals = []
         for layer, cell in enumerate(self.layers):
-            if hx is not None:
-                h0 = hx[layer]
-            elif cell.h0 is not None:
-                h0 = cell.h0.expand(B, cell.state_size)
-            else:
-                h0 = None
-            x = recurrence_planes(
-                cell.input_term(x),
-                cell._recurrent_weight(),
-                cell.modrelu_bias,
-                h0,
-                activation="modrelu",
-                is_complex=cell.is_complex,
-                backend=cell.backend,
-            )
+            x = cell.run_sequence(x, None if hx is None else hx[layer])
             finals.append(x[-1])
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)

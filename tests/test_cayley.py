@@ -137,6 +137,9 @@ def test_closed_form_backward_function_shapes():
     W = reference.cayley(A)
     gA, gd = cayley_backward(torch.ones_like(W), A, None, W)
     assert gA.shape == A.shape and gd is None
+    d = random_d(3, complex_=False)
+    gA2, gd = cayley_backward(torch.ones_like(W), A, d, W * d, want_grad_d=False)
+    assert gd is None and gA2.shape == A.shape
 
 
 @pytest.mark.parametrize(
@@ -169,7 +172,7 @@ def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
     calls = fake_kernel(
         "cayley",
         lambda A, d: ops.cayley(A, d, "reference"),
-        lambda g, A, d, W: ops.cayley_backward(g, A, d, W, "reference"),
+        lambda g, A, d, W, want_d: ops.cayley_backward(g, A, d, W, want_d, "reference"),
     )
     A = random_skew(4).float().requires_grad_()
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -198,3 +201,34 @@ def test_unitary_property(n, log_scale, complex_, seed):
         torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
     W = F.cayley(X - X.mH, d)
     assert (W.mH @ W - torch.eye(n, dtype=dt)).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_opcheck_registered_ops(complex_):
+    """torch.library.opcheck: schema, fake kernels (incl. strides), autograd registration."""
+    A = random_skew(4, complex_=complex_).float() if not complex_ else random_skew(4, complex_=True).to(torch.complex64)
+    Ap = torch.stack([A.real, A.imag]) if complex_ else A.unsqueeze(0)
+    dp = torch.ones(Ap.shape[0], 4)
+    for a in (Ap, Ap.transpose(-1, -2), Ap[:, :1].expand(-1, 4, 4)):
+        torch.library.opcheck(torch.ops.fastunitary.cayley, (a.requires_grad_(), dp, "reference"))
+        W = torch.ops.fastunitary.cayley(a.detach(), dp, "reference")
+        G = torch.randn_like(W).transpose(-1, -2)
+        torch.library.opcheck(torch.ops.fastunitary.cayley_backward,
+                              (G, a.detach(), dp, W, True, "reference"))
+
+
+@pytest.mark.slow
+def test_compile_on_transposed_input():
+    A = random_skew(5).float()
+    f = lambda A: F.cayley(A.t()) * 2 + 1  # noqa: E731
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(A), f(A))
+
+
+def test_backward_under_autocast_is_float32():
+    A = random_skew(6).float().requires_grad_()
+    (g_ref,) = torch.autograd.grad(F.cayley(A).square().sum(), A)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cayley(A).float().square().sum()
+        (g,) = torch.autograd.grad(loss, A)
+    assert g.dtype == torch.float32
+    torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-6)

@@ -13,7 +13,20 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+import torch
+
 
 def kernel_module(op: str) -> ModuleType:
     """The Triton implementation of ``op`` (exists when ``resolve_backend`` chose it)."""
     return importlib.import_module(f"fastunitary.kernels.{op}")
+
+
+def autocast_off(t: torch.Tensor):
+    """Context in which an op implementation runs: autocast off on ``t``'s device.
+
+    A custom op's body runs below the autocast dispatch key only for the op call itself;
+    the torch functions it calls would otherwise be autocast again (a backward invoked
+    inside an autocast region would compute its products in bfloat16). The ops manage
+    their own precision, so autocast stays out of them.
+    """
+    return torch.autocast(device_type=t.device.type, enabled=False)

@@ -15,7 +15,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_tensor
-from ._dispatch import kernel_module
+from ._dispatch import autocast_off, kernel_module
 
 
 def _to_natural(x: torch.Tensor) -> torch.Tensor:
@@ -28,32 +28,45 @@ def _to_stacked(x: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("fastunitary::cayley", mutates_args=())
 def _cayley_op(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> torch.Tensor:
-    if backend == "triton":
-        return kernel_module("cayley").forward(A, d)
-    Wn = reference.cayley(_to_natural(A), None if d is None else _to_natural(d))
-    return _to_stacked(Wn).contiguous()
+    with autocast_off(A):
+        if backend == "triton":
+            return kernel_module("cayley").forward(A, d)
+        Wn = reference.cayley(_to_natural(A), None if d is None else _to_natural(d))
+        return _to_stacked(Wn).contiguous()
 
 
 @_cayley_op.register_fake
 def _(A, d, backend):
-    return torch.empty_like(A)
+    return torch.empty_like(A, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("fastunitary::cayley_backward", mutates_args=())
 def _cayley_backward_op(
-    grad_W: torch.Tensor, A: torch.Tensor, d: Optional[torch.Tensor], W: torch.Tensor, backend: str
+    grad_W: torch.Tensor,
+    A: torch.Tensor,
+    d: Optional[torch.Tensor],
+    W: torch.Tensor,
+    want_grad_d: bool,
+    backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if backend == "triton":
-        return kernel_module("cayley").backward(grad_W, A, d, W)
-    dn = None if d is None else _to_natural(d)
-    gA, gd = reference.cayley_backward(_to_natural(grad_W), _to_natural(A), dn, _to_natural(W))
-    gd = A.new_empty(0) if gd is None else _to_stacked(gd).contiguous()
-    return _to_stacked(gA).contiguous(), gd
+    """``(grad A, grad d)`` as planes; ``grad d`` is empty unless ``want_grad_d``."""
+    with autocast_off(A):
+        if backend == "triton":
+            return kernel_module("cayley").backward(grad_W, A, d, W, want_grad_d)
+        dn = None if d is None else _to_natural(d)
+        gA, gd = reference.cayley_backward(
+            _to_natural(grad_W), _to_natural(A), dn, _to_natural(W), want_grad_d=want_grad_d
+        )
+        gd = A.new_empty(0) if gd is None else _to_stacked(gd).contiguous()
+        return _to_stacked(gA).contiguous(), gd
 
 
 @_cayley_backward_op.register_fake
-def _(grad_W, A, d, W, backend):
-    return torch.empty_like(A), (A.new_empty(0) if d is None else torch.empty_like(d))
+def _(grad_W, A, d, W, want_grad_d, backend):
+    contiguous = torch.contiguous_format
+    gd = torch.empty_like(d, memory_format=contiguous) if (d is not None and want_grad_d) \
+        else A.new_empty(0)
+    return torch.empty_like(A, memory_format=contiguous), gd
 
 
 def _setup_context(ctx, inputs, output):
@@ -65,8 +78,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_W):
     A, d, W = ctx.saved_tensors
-    gA, gd = _cayley_backward_op(grad_W.contiguous(), A, d, W, ctx.backend)
-    return gA, (gd if ctx.has_d else None), None
+    want_d = ctx.has_d and ctx.needs_input_grad[1]  # scoRNN's D is a buffer: no gradient
+    gA, gd = _cayley_backward_op(grad_W.contiguous(), A, d, W, want_d, ctx.backend)
+    return gA, (gd if want_d else None), None
 
 
 _cayley_op.register_autograd(_backward, setup_context=_setup_context)

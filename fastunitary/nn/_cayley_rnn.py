@@ -159,11 +159,17 @@ class CayleyCellBase(nn.Module, abc.ABC):
         parameter changes (in-place updates bump the version counter, ``.to()`` moves the
         storage).
         """
-        if torch.compiler.is_compiling():
-            return self._compute_recurrent_weight()
         sources = [p for p in (self.skew_re, self.skew_im) if p is not None]
         sources.append(self._scaling_source())
-        if self.training or (torch.is_grad_enabled() and any(p.requires_grad for p in sources)):
+        if (
+            torch.compiler.is_compiling()
+            or self.training
+            or (torch.is_grad_enabled() and any(p.requires_grad for p in sources))
+            # an inference tensor cached here could not be saved for a later backward
+            or torch.is_inference_mode_enabled()
+            # under vmap/grad transforms the parameters are wrapped and have no storage
+            or torch._C._are_functorch_transforms_active()
+        ):
             self._weight_cache = None
             return self._compute_recurrent_weight()
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in sources) + (self.backend,)
@@ -262,6 +268,11 @@ def _state_planes(name, h, cell: CayleyCellBase, shape: tuple, unbatched: bool) 
         if not cell.is_complex:
             raise TypeError(f"{name} is complex ({h.dtype}) but this model's state is real")
         h = to_planes(h)
+    if h.dtype != cell.weight_ih.dtype:
+        raise TypeError(
+            f"{name} is {h.dtype} but the module's parameters are {cell.weight_ih.dtype}; "
+            f"convert one of them (a complex state must match their precision)"
+        )
     want = tuple(shape[:-2]) + tuple(shape[-1:]) if unbatched else tuple(shape)
     if tuple(h.shape) != tuple(want):
         what = ("(num_layers, " if len(shape) == 3 else "(") + ("" if unbatched else "B, ")

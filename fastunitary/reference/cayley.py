@@ -25,6 +25,13 @@ def _eye_like(A: torch.Tensor) -> torch.Tensor:
     return torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
 
 
+def _adjoint(X: torch.Tensor) -> torch.Tensor:
+    """``X^H`` materialized. Lazy conjugate views (``.mH``, ``.conj()``) are avoided here:
+    run inside a registered op under AOTAutograd (``torch.compile``), their conj bit was
+    observed to be dropped (torch 2.13), silently giving ``X^T`` instead."""
+    return torch.conj_physical(X.transpose(-2, -1))
+
+
 def cayley(A: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
     """``W = (I + A)^-1 (I - A) diag(d)``, batched over leading dimensions.
 
@@ -43,7 +50,12 @@ def cayley(A: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def cayley_backward(
-    grad_W: torch.Tensor, A: torch.Tensor, d: torch.Tensor | None, W: torch.Tensor
+    grad_W: torch.Tensor,
+    A: torch.Tensor,
+    d: torch.Tensor | None,
+    W: torch.Tensor,
+    *,
+    want_grad_d: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Closed-form gradient of :func:`cayley` (METHODS.md section 1).
 
@@ -58,20 +70,19 @@ def cayley_backward(
     Args:
         grad_W: ``(..., n, n)`` gradient of the loss with respect to ``W``.
         A, d, W: the inputs and output of :func:`cayley`.
+        want_grad_d: skip ``grad_d`` (e.g. scoRNN's fixed signs) when False.
     Returns:
-        ``(grad_A, grad_d)``; ``grad_d`` is ``None`` when ``d`` is ``None``.
+        ``(grad_A, grad_d)``; ``grad_d`` is ``None`` when ``d`` is ``None`` or not wanted.
     """
     wide = _wide(A.dtype)
     Aw, Gw, Ww = A.to(wide), grad_W.to(wide), W.to(wide)
     eye = _eye_like(Aw)
-    WD = Ww.mH if d is None else Ww.mH + torch.diag_embed(d.to(wide).conj())
-    if d is None:
-        WD = WD + eye
-    grad_A = -torch.linalg.solve((eye + Aw).mH, Gw @ WD)
+    D_adj = eye if d is None else torch.diag_embed(torch.conj_physical(d.to(wide)))
+    grad_A = -torch.linalg.solve(_adjoint(eye + Aw), Gw @ (_adjoint(Ww) + D_adj))
     grad_d = None
-    if d is not None:
+    if d is not None and want_grad_d:
         K = Ww / d.to(wide).unsqueeze(-2)
-        grad_d = (K.conj() * Gw).sum(dim=-2).to(d.dtype)
+        grad_d = (torch.conj_physical(K) * Gw).sum(dim=-2).to(d.dtype)
     return grad_A.to(A.dtype), grad_d
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call on the lent machine (see shared/GPU.md):
-# offline install, versions, the whole test suite on CUDA (no interpreter), then the
-# benchmarks, whose JSON lands in $OUT (or bench/results). The last lines are a summary.
+# offline install, versions, the whole test suite on CUDA (kernels compiled, no
+# interpreter), then the benchmarks, whose JSON lands in $OUT (default bench/results).
+# The last lines are a summary.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${OUT:-bench/results}"
@@ -11,6 +12,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 unset TRITON_INTERPRET
 python3 -m pytest -q -x -p no:cacheprovider 2>&1 | tail -n 30
 tests=${PIPESTATUS[0]}
-python3 -m bench.recurrence_vs_lstm --device cuda --out "$OUT" 2>&1 | tail -n 5
+python3 -m bench.recurrence_kernel --out "$OUT" 2>&1 | tail -n 45
+python3 -m bench.recurrence_vs_lstm --out "$OUT" 2>&1 | tail -n 5
 echo "tests exit status: $tests"
 exit "$tests"

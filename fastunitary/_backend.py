@@ -7,17 +7,23 @@ kernels and raises :class:`BackendUnavailableError` with the reason when they ca
 With ``TRITON_INTERPRET=1`` the kernels also accept CPU tensors (Triton's interpreter),
 which is how the test suite checks kernels on machines without a GPU.
 
-The helpers are cached or read only the environment, so ``torch.compile`` traces them
-without graph breaks.
+What exists is found once at import (which kernel modules, whether triton is installed;
+neither imports triton), so ``torch.compile`` traces the helpers without graph breaks.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
+import pkgutil
 
 import torch
+
+from . import kernels as _kernels
+
+# Op names with a Triton implementation: the modules of fastunitary.kernels.
+_KERNEL_OPS = frozenset(m.name for m in pkgutil.iter_modules(_kernels.__path__))
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 BACKENDS = ("auto", "reference", "triton")
 
@@ -31,15 +37,13 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
 def triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
-@functools.lru_cache(maxsize=None)
 def has_kernel(op: str) -> bool:
     """True when ``fastunitary.kernels.<op>`` exists."""
-    return importlib.util.find_spec(f"fastunitary.kernels.{op}") is not None
+    return op in _KERNEL_OPS
 
 
 def check_backend_name(backend: str) -> None:
@@ -47,8 +51,14 @@ def check_backend_name(backend: str) -> None:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def resolve_backend(op: str, backend: str, device: torch.device) -> str:
+def resolve_backend(
+    op: str, backend: str, device: torch.device, unsupported: str | None = None
+) -> str:
     """Return ``"reference"`` or ``"triton"`` for running ``op`` on ``device``.
+
+    ``unsupported`` is the caller's reason why the kernel cannot take these inputs (a
+    dtype or shape it does not handle), or ``None``: ``"auto"`` then falls back to the
+    reference and ``"triton"`` raises with that reason.
 
     Raises ``ValueError`` for an unknown name and :class:`BackendUnavailableError` when
     ``backend="triton"`` is asked for but cannot run.
@@ -57,7 +67,8 @@ def resolve_backend(op: str, backend: str, device: torch.device) -> str:
     if backend == "reference":
         return "reference"
     if backend == "auto":
-        if device.type == "cuda" and triton_importable() and has_kernel(op):
+        if (device.type == "cuda" and triton_importable() and has_kernel(op)
+                and unsupported is None):
             return "triton"
         return "reference"
     # backend == "triton": explain precisely what is missing.
@@ -75,5 +86,10 @@ def resolve_backend(op: str, backend: str, device: torch.device) -> str:
         raise BackendUnavailableError(
             f"backend='triton' for op '{op}' needs CUDA tensors, got tensors on {device}. "
             f"Set TRITON_INTERPRET=1 to run the kernels on CPU tensors (slow; for tests)."
+        )
+    if unsupported is not None:
+        raise BackendUnavailableError(
+            f"backend='triton' for op '{op}' cannot run these inputs: {unsupported}. "
+            f"Use backend='reference' (or 'auto')."
         )
     return "triton"

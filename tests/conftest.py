@@ -1,10 +1,16 @@
+import os
 import sys
 import types
 
 import pytest
 import torch
 
-from fastunitary import _backend
+# Without a GPU, Triton kernels run on CPU tensors through Triton's interpreter. It must
+# be chosen before any kernel is decorated (at import of fastunitary.kernels.*), so here.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from fastunitary import _backend  # noqa: E402
 
 #: Devices the device-parametrized tests run on: CUDA joins where present (ci/gpu.sh).
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

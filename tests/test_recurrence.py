@@ -1,5 +1,7 @@
 """fastunitary.functional.recurrence and fastunitary.reference.recurrence."""
 
+import os
+
 import pytest
 import torch
 
@@ -141,6 +143,41 @@ def test_zero_bias_default_for_modrelu():
     torch.testing.assert_close(F.recurrence(u, W, None, h0), F.recurrence(u, W, torch.zeros(3, dtype=torch.float64), h0))
 
 
+@pytest.mark.parametrize("activation", ["modrelu", "tanh"])
+def test_opcheck_registered_ops(activation):
+    """torch.library.opcheck on both ops, with transposed and expanded (stride-0) inputs."""
+    ops = torch.ops.fastunitary
+    u, W, bias, h0 = make_inputs(5, 3, 4, complex_=False, activation=activation, dtype=torch.float32)
+    for uu, WW in ((u, W), (u.transpose(0, 1).contiguous().transpose(0, 1), W.t()),
+                   (u[:, :1].expand(5, 3, 4), W)):
+        args = (uu.clone().requires_grad_(), WW.clone().requires_grad_(), bias, h0, activation,
+                False, "reference")
+        torch.library.opcheck(ops.recurrence, args)
+        h = ops.recurrence(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+        gh = torch.ones(1, 1, 1).expand_as(h)  # a stride-0 gradient
+        torch.library.opcheck(ops.recurrence_backward,
+                              (gh, uu, WW, bias, h0, h, activation, False, "reference"))
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_backward_under_autocast_is_float32(complex_):
+    """A backward run inside an autocast region must not compute in bfloat16."""
+    u, W, bias, h0 = make_inputs(8, 3, 5, complex_=complex_, activation="modrelu",
+                                 dtype=torch.float32)
+    args = [t.requires_grad_() for t in (u, W, bias, h0)]
+
+    def loss():
+        h = F.recurrence(*args)
+        return (h.real if complex_ else h).square().sum()
+
+    ref = torch.autograd.grad(loss(), args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = torch.autograd.grad(loss(), args)
+    for a, b in zip(got, ref):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
 def _bad(**over):
     u, W, bias, h0 = make_inputs(4, 2, 3, complex_=False, activation="modrelu", dtype=torch.float32)
     kw = dict(u=u, W=W, bias=bias, h0=h0)
@@ -171,10 +208,12 @@ def test_bad_input(call, exc, match):
         call()
 
 
-def test_triton_backend_not_available_yet():
-    u, W, bias, h0 = make_inputs(4, 2, 3, complex_=False, activation="modrelu", dtype=torch.float32)
-    with pytest.raises(BackendUnavailableError, match="not available yet.*'recurrence'"):
+def test_triton_backend_refuses_float64(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    u, W, bias, h0 = make_inputs(4, 2, 3, complex_=False, activation="modrelu")
+    with pytest.raises(BackendUnavailableError, match="float32, not float64"):
         F.recurrence(u, W, bias, h0, backend="triton")
+    F.recurrence(u, W, bias, h0, backend="auto")  # auto falls back to the reference
 
 
 def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
@@ -192,3 +231,185 @@ def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
     h.real.sum().backward()
     assert calls == ["forward", "backward"]
     torch.testing.assert_close(h, expected)
+
+
+# -- Triton kernels (kernels/recurrence.py) ------------------------------------------------
+# Under TRITON_INTERPRET=1 these run the kernels on CPU tensors (CI); with CUDA they run
+# compiled. Each compares against the float64 reference on fresh random inputs. Stated
+# tolerances (relative RMS): outputs 1e-4; gradients 5e-3, because the modReLU backward
+# near |z| = 0 (its b / r terms) amplifies float32 rounding: on such draws the float32
+# *reference* is 3e-4 from float64 too (measured at T=37, B=16, n=128 complex).
+OUT_TOL, GRAD_TOL = 1e-4, 5e-3
+
+# CUDA where present, else CPU tensors through the interpreter (tests/conftest.py sets
+# TRITON_INTERPRET=1 on machines without a GPU).
+KERNEL_DEVICES = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.fixture
+def kernel_device(request, monkeypatch):
+    """Device for kernel tests; NaN-filled kernel outputs so unwritten elements fail."""
+    from fastunitary.kernels import recurrence as K
+
+    monkeypatch.setattr(K, "FILL_OUTPUTS_WITH_NAN", True)
+    return torch.device(request.param)
+
+
+def rms_rel(a, b):
+    a = a.to(b.dtype)
+    if b.is_complex():
+        a, b = torch.view_as_real(a), torch.view_as_real(b)
+    return (torch.sqrt(((a - b) ** 2).mean()) / torch.sqrt((b**2).mean()).clamp_min(1e-30)).item()
+
+
+def kernel_vs_reference(T, B, n, *, complex_, activation, device):
+    """Forward and every gradient of the Triton op (float32) against the float64 reference."""
+    inputs64 = make_inputs(T, B, n, complex_=complex_, activation=activation, unitary=True)
+    gh64 = torch.randn_like(inputs64[0])
+    kind = torch.complex64 if complex_ else torch.float32
+    ins = [None if t is None else t.to(device=device, dtype=torch.float32 if not t.is_complex()
+                                       else kind) for t in inputs64]
+    h_ref, g_ref = grads(lambda *a: reference.recurrence_autograd(*a, activation=activation),
+                         list(inputs64), gh64)
+    h, g = grads(lambda *a: F.recurrence(*a, activation=activation, backend="triton"), ins,
+                 gh64.to(device=device, dtype=kind))
+    return h, h_ref, g, g_ref
+
+
+KERNEL_SHAPES = [(T, B, n) for n in (1, 7, 16, 33, 64, 128) for B in (1, 3, 16) for T in (1, 2, 37)]
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "T%d-B%d-n%d" % s)
+def test_kernel_matches_reference_modrelu(kernel_device, complex_, shape):
+    """modReLU over the whole grid (resident and streamed designs)."""
+    h, h_ref, g, g_ref = kernel_vs_reference(*shape, complex_=complex_, activation="modrelu",
+                                             device=kernel_device)
+    assert h.device.type == kernel_device.type
+    assert rms_rel(h.cpu(), h_ref) <= OUT_TOL
+    assert rms_rel(h[-1].cpu(), h_ref[-1]) <= OUT_TOL  # h_n
+    for a, b in zip(g, g_ref):
+        assert rms_rel(a.cpu(), b) <= GRAD_TOL
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("activation", ["tanh", "relu", "identity"])
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("shape", [(37, 3, 7), (2, 16, 33), (37, 1, 128), (1, 3, 64)],
+                         ids=lambda s: "T%d-B%d-n%d" % s)
+def test_kernel_matches_reference_other_activations(kernel_device, activation, complex_, shape):
+    h, h_ref, g, g_ref = kernel_vs_reference(*shape, complex_=complex_, activation=activation,
+                                             device=kernel_device)
+    assert rms_rel(h.cpu(), h_ref) <= OUT_TOL
+    for a, b in zip(g, g_ref):
+        assert rms_rel(a.cpu(), b) <= GRAD_TOL
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_streamed_design_at_small_sizes(kernel_device, complex_, activation, monkeypatch):
+    """The large-n design, forced at sizes that would be resident (partial tiles, B=1, T=1)."""
+    from fastunitary.kernels import recurrence as K
+
+    monkeypatch.setattr(K, "RESIDENT_MAX_N", {True: 0, False: 0})
+    for shape in [(1, 1, 5), (9, 3, 21), (4, 17, 40)]:
+        assert K.plan(shape[2], complex_)["design"] == "streamed"
+        h, h_ref, g, g_ref = kernel_vs_reference(*shape, complex_=complex_, activation=activation,
+                                                 device=kernel_device)
+        assert rms_rel(h.cpu(), h_ref) <= OUT_TOL
+        for a, b in zip(g, g_ref):
+            assert rms_rel(a.cpu(), b) <= GRAD_TOL
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+def test_kernel_bfloat16_input(kernel_device):
+    """bf16 u is accumulated in float32: within 2e-2 of the float64 reference of the exact input."""
+    inputs64 = make_inputs(37, 3, 16, complex_=False, activation="modrelu", unitary=True)
+    u64, W64, b64, h064 = inputs64
+    h_ref = reference.recurrence_autograd(*inputs64)
+    dev = kernel_device
+    h = F.recurrence(u64.to(dev, torch.bfloat16), W64.float().to(dev), b64.float().to(dev),
+                     h064.float().to(dev), backend="triton")
+    assert h.dtype == torch.float32
+    assert rms_rel(h.cpu(), h_ref) <= 2e-2
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_deterministic(kernel_device, complex_):
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device) for t in make_inputs(
+        11, 20, 40, complex_=complex_, activation="modrelu", dtype=torch.float32)]
+    gh = torch.randn_like(u)
+    runs = [grads(lambda *a: F.recurrence(*a, backend="triton"), [u, W, bias, h0], gh)
+            for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_norm_preserved_1000_steps(kernel_device, complex_):
+    """Zero input, bias 0: the fused kernel keeps |h_T| = |h_0| like the reference (1e-4)."""
+    n, B, T = 16, 4, 1000
+    kind = torch.complex64 if complex_ else torch.float32
+    W = F.cayley(random_skew(n, complex_=complex_)).to(kind).to(kernel_device)
+    h0 = torch.randn(B, n, dtype=kind, device=kernel_device)
+    h = F.recurrence(torch.zeros(T, B, n, dtype=kind, device=kernel_device), W,
+                     torch.zeros(n, device=kernel_device), h0, backend="triton")
+    ratio = torch.linalg.vector_norm(h[-1], dim=-1) / torch.linalg.vector_norm(h0, dim=-1)
+    assert (ratio - 1).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+def test_kernel_expanded_gradient_and_once_differentiable(kernel_device):
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device).requires_grad_() for t in
+                      make_inputs(5, 3, 6, complex_=True, activation="modrelu", dtype=torch.float32)]
+    h = F.recurrence(u, W, bias, h0, backend="triton")
+    g1 = torch.autograd.grad(h.real.sum(), (u, W))  # a stride-0 gradient reaches the kernel
+    h = F.recurrence(u, W, bias, h0, backend="triton")
+    g2 = torch.autograd.grad(h.real, (u, W), torch.ones_like(h.real).contiguous())
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    h = F.recurrence(u, W, bias, h0, backend="triton")
+    (gu,) = torch.autograd.grad(h.real.square().sum(), u, create_graph=True)
+    with pytest.raises(RuntimeError):  # no double backward: it fails instead of lying
+        torch.autograd.grad(gu.real.sum(), W)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+def test_kernel_compiled_matches_eager(kernel_device):
+    """torch.compile(fullgraph=True) through the op on the Triton backend: one graph, same result."""
+    torch._dynamo.reset()
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device) for t in
+                      make_inputs(9, 3, 8, complex_=True, activation="modrelu", dtype=torch.float32)]
+    W.requires_grad_()
+
+    def f(u, W):
+        return torch.view_as_real(F.recurrence(u, W, bias, h0, backend="triton")).square().sum()
+
+    assert torch._dynamo.explain(f)(u, W).graph_break_count == 0
+    out_c = torch.compile(f, fullgraph=True)(u, W)
+    (g_c,) = torch.autograd.grad(out_c, W)
+    out_e = f(u, W)
+    (g_e,) = torch.autograd.grad(out_e, W)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_eps_matches_reference():
+    from fastunitary.kernels import recurrence as K
+    from fastunitary.reference.modrelu import MODRELU_EPS
+
+    assert K.MODRELU_EPS.value == MODRELU_EPS
+
+
+def test_plan_depends_on_n_only():
+    from fastunitary.kernels import recurrence as K
+
+    assert K.plan(32, True)["design"] == "resident" and K.plan(33, True)["design"] == "streamed"
+    assert K.plan(64, False)["design"] == "resident" and K.plan(65, False)["design"] == "streamed"
+    assert K.plan(1024, True)["design"] == "streamed"

@@ -21,7 +21,7 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
-from ._dispatch import kernel_module
+from ._dispatch import autocast_off, kernel_module
 from .planes import as_complex, real_embedding, to_planes
 
 
@@ -35,9 +35,10 @@ def _recurrence_op(
     is_complex: bool,
     backend: str,
 ) -> torch.Tensor:
-    if backend == "triton":
-        return kernel_module("recurrence").forward(u, W, bias, h0, activation, is_complex)
-    return reference.recurrence_forward(u, W, bias, h0, activation, is_complex)
+    with autocast_off(u):
+        if backend == "triton":
+            return kernel_module("recurrence").forward(u, W, bias, h0, activation, is_complex)
+        return reference.recurrence_forward(u, W, bias, h0, activation, is_complex)
 
 
 @_recurrence_op.register_fake
@@ -61,15 +62,20 @@ def _recurrence_backward_op(
         impl = kernel_module("recurrence").backward
     else:
         impl = reference.recurrence_backward
-    gu, gW, gb, gh0 = impl(grad_h, u, W, bias, h0, h, activation, is_complex)
-    return gu, gW, (h.new_empty(0) if gb is None else gb), gh0
+    with autocast_off(h):
+        gu, gW, gb, gh0 = impl(grad_h, u, W, bias, h0, h, activation, is_complex)
+    # contiguous, as the fake kernel promises (a W given transposed must not leak its strides)
+    gb = h.new_empty(0) if gb is None else gb.contiguous()
+    return gu.contiguous(), gW.contiguous(), gb, gh0.contiguous()
 
 
 @_recurrence_backward_op.register_fake
 def _(grad_h, u, W, bias, h0, h, activation, is_complex, backend):
     T, B, d = h.shape
-    gb = h.new_empty(0) if bias is None else torch.empty_like(bias)
-    return torch.empty_like(h), torch.empty_like(W), gb, h.new_empty((B, d))
+    contiguous = torch.contiguous_format
+    gb = h.new_empty(0) if bias is None else torch.empty_like(bias, memory_format=contiguous)
+    return (torch.empty_like(h, memory_format=contiguous),
+            torch.empty_like(W, memory_format=contiguous), gb, h.new_empty((B, d)))
 
 
 def _setup_context(ctx, inputs, output):
@@ -127,7 +133,8 @@ def recurrence_planes(
         n = u.shape[-1] // 2 if is_complex else u.shape[-1]
         bias = u.new_zeros(n, dtype=dtype)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    backend = resolve_backend("recurrence", backend, u.device)
+    unsupported = "the Triton recurrence runs in float32, not float64" if dtype == torch.float64 else None
+    backend = resolve_backend("recurrence", backend, u.device, unsupported)
     return _recurrence_op(
         cast(u), cast(W), cast(bias), cast(h0), activation, is_complex, backend
     )

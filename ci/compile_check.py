@@ -1,0 +1,117 @@
+"""Ahead-of-time compile check of every Triton kernel, for sm_80 and sm_90, with no GPU.
+
+    python ci/compile_check.py            # the configurations the dispatch uses; exit 1 on failure
+    python ci/compile_check.py --explore  # also larger tiles, to see where spills begin
+
+Each kernel is compiled with ``triton.compile`` for ``GPUTarget("cuda", 80|90, 32)`` at
+every configuration its dispatch can send to it (``plan()`` of each kernel module), and
+the cubin's resource usage is read with the ``cuobjdump`` shipped inside triton. It fails
+on a compile error or on any spill (``LOCAL`` or ``STACK`` bytes: ptxas puts spilled
+registers in the stack frame) and prints registers, shared memory and spills per config.
+This is how CI proves the kernels build on real GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+from fastunitary.kernels import recurrence as rec  # noqa: E402
+
+TARGETS = (80, 90)
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+def _configs(is_complex: bool, explore: bool):
+    """((design, BLOCK_N, num_warps), dispatched) for every config plan() can return."""
+    keys = ("design", "BLOCK_N", "num_warps")
+    used = {tuple(rec.plan(n, is_complex)[k] for k in keys) for n in range(1, 2049)}
+    extra = set()
+    if explore:
+        extra = {("resident", bn, w) for bn in (16, 32, 64, 128) for w in (4, 8)} - used
+    return [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
+
+
+def recurrence_cases(explore: bool):
+    """(name, kernel name, signature, constexprs, num_warps, dispatched) per kernel config."""
+    kernels = {"resident_fwd": "_forward_resident", "resident_bwd": "_backward_resident",
+               "streamed_fwd": "_forward_streamed", "streamed_bwd": "_backward_streamed"}
+    for is_complex in (False, True):
+        for (design, block_n, warps), dispatched in _configs(is_complex, explore):
+            for act, code in rec.ACTIVATION_CODES.items():
+                for direction in ("fwd", "bwd"):
+                    key = f"{design}_{direction}"
+                    kernel = getattr(rec, kernels[key])
+                    const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": rec.BLOCK_B,
+                             "BLOCK_N": block_n}
+                    sig = {}
+                    for arg in kernel.arg_names:
+                        if arg in const:
+                            sig[arg] = "constexpr"
+                        else:
+                            sig[arg] = "*fp32" if arg.endswith("_ptr") else "i32"
+                    name = (f"recurrence.{key} {'complex' if is_complex else 'real'} "
+                            f"{act} BLOCK_N={block_n} warps={warps}")
+                    yield name, kernels[key], sig, const, warps, dispatched
+
+
+def resource_usage(cubin: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", f.name],
+                             capture_output=True, text=True, check=True).stdout
+    fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", out))
+    return {k: int(v) for k, v in fields.items()}
+
+
+def compile_one(case) -> tuple[dict, int, str]:
+    name, kernel_name, sig, const, warps, dispatched, cap = case
+    try:
+        compiled = triton.compile(ASTSource(fn=getattr(rec, kernel_name), signature=sig, constexprs=const),
+                                  target=GPUTarget("cuda", cap, 32), options={"num_warps": warps})
+        use = resource_usage(compiled.asm["cubin"])
+        spills = use.get("LOCAL", 0) + use.get("STACK", 0)
+        return use, spills, "ok" if spills == 0 else "SPILLS"
+    except Exception as e:  # a compile error is a failure, reported with its cause
+        return {}, -1, f"COMPILE ERROR: {type(e).__name__}: {e}"[:200]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--explore", action="store_true",
+                   help="also compile tiles the dispatch does not use (reported, never fatal)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args(argv)
+    cases = [(*c, cap) for c in recurrence_cases(args.explore) for cap in TARGETS]
+    failures = 0
+    print(f"triton {triton.__version__}")
+    print(f"{'kernel configuration':<66} {'sm':>3} {'REG':>4} {'SHARED':>7} {'LOCAL':>6} "
+          f"{'STACK':>6}  status")
+    with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+        for case, (use, spills, status) in zip(cases, pool.map(compile_one, cases)):
+            name, dispatched, cap = case[0], case[5], case[6]
+            if not dispatched:
+                status += " (not dispatched)"
+            elif spills != 0:
+                failures += 1
+            print(f"{name:<66} {cap:>3} {use.get('REG', '-'):>4} {use.get('SHARED', '-'):>7} "
+                  f"{use.get('LOCAL', '-'):>6} {use.get('STACK', '-'):>6}  {status}", flush=True)
+    print(f"{len(cases)} compiled, {failures} failing configuration(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""Fused Triton kernels of the recurrence ``h_t = act(W h_{t-1} + u_t)``: one launch per direction.
+
+Layout (the "planes" of ``fastunitary.functional.planes``): a state of ``n`` complex numbers
+is the real row ``[Re h | Im h]`` of width ``D = 2n``; a real state has ``D = n``. ``u``,
+``h`` and the gradients are ``(T, B, D)`` float32, contiguous; ``W`` is ``(D, D)`` (for a
+complex state its real embedding, read as four ``n x n`` blocks ``W_pq``, so any real
+``2n x 2n`` matrix is handled exactly). In row form one step is
+
+    z_p = u_p + sum_q h_q W_pq^T        (p, q over the planes: 1 real, 2 complex)
+    h   = act(z)                         (modReLU couples the planes through |z|)
+
+Forward: each program owns ``BLOCK_B`` batch rows and all ``n`` columns, loops over all T
+steps in one launch, and stores every ``h_t``. Backward: the same programs run time in
+reverse, ``g_t = grad h_t + dz_{t+1} W`` (row form of ``W^T dz``), ``dz_t = act'(z_t) g_t``,
+storing every ``dz_t`` (which is also ``grad u_t``). What is recomputed rather than stored:
+modReLU's pre-activations ``z_t`` are recomputed for all steps before the backward launch
+by one large cuBLAS product ``h_{t-1} W^T + u_t`` (cheaper than storing them in the forward
+and no extra memory: they are written into the ``dz`` buffer, which the kernel then
+overwrites step by step); tanh and relu take their derivative from the stored ``h_t``.
+The weight gradient ``sum_t dz_t^T h_{t-1}`` is one large product after the launch, the
+modReLU bias gradient a per-program partial sum reduced once (deterministic).
+
+Two designs, chosen by ``n`` (see :func:`plan`):
+
+- **resident** (``n <= RESIDENT_MAX_N``): W is loaded from HBM once per launch and stays
+  on chip for all T steps; the state stays in registers.
+- **streamed** (larger ``n``, up to 1024 complex and beyond): each step re-reads W in
+  ``BLOCK_N x BLOCK_K`` tiles (from L2 after the first step: 16 MB at n = 1024 complex
+  fits the H100's 50 MB L2) and the previous state from the output buffer, with a
+  block-wide barrier between steps. Slower per step, but it runs at any size.
+
+Cost per step and batch row (``D`` reals of state): forward ``2 D^2`` FLOPs (the product)
+plus ~10 D for the activation; backward ``2 D^2`` plus ~20 D. Bytes per step and row from
+HBM: ``u_t`` and ``h_t`` (``8 D``) forward; ``grad h_t``, ``z_t`` (or ``h_t``) and ``dz_t``
+(``12 D``) backward; W is read once per launch when resident. Roofline on an H100 (3.35
+TB/s HBM, 67 TFLOP/s fp32 FMA): at D = 128, B = 64 a forward step moves 64 KB (20 ns)
+and computes 2.1 MFLOP (31 ns at peak), so a step is bound by the dependent chain of
+on-chip work (a few hundred ns of latency per ``tl.dot`` + activation), not by HBM or
+FLOPs; the design therefore avoids everything that adds per-step latency beyond that:
+no per-step launches, no host synchronization, W never re-read from HBM, coalesced
+row-major loads of ``u_t``.
+
+Products use ``input_precision="ieee"`` (true fp32, no tf32): a unitary recurrence must
+preserve norms over 10^4 steps, which tf32's 10-bit mantissa would not. Offsets into
+``(T, B, D)`` tensors are 64-bit (the pointers advance by ``B * D`` per step).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+#: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
+MODRELU_EPS = tl.constexpr(1e-12)
+ACTIVATION_CODES = {"modrelu": 0, "tanh": 1, "relu": 2, "identity": 3}
+
+#: Largest n kept resident on chip (W in registers, as true-fp32 FMA products): D = 64
+#: reals of state. Measured by the ahead-of-time compile check (ci/compile_check.py
+#: --explore): the next tile (complex 64 / real 128) spills on sm_80 and sm_90 whatever
+#: the warp count. (With tf32x3 products those tiles compile without spills, but their
+#: accuracy needs a GPU to verify; not used.)
+RESIDENT_MAX_N = {True: 32, False: 64}
+#: Batch rows per program (the M of every tl.dot, which must be >= 16).
+BLOCK_B = 16
+#: Tile of the streamed kernels (complex: four W blocks per tile, so a smaller tile) and
+#: their warp count: the largest that compile without spills on sm_80 and sm_90.
+STREAM_BLOCK = {True: 16, False: 32}
+STREAM_WARPS = 8
+
+#: Tests set this to allocate outputs filled with NaN, so unwritten elements fail.
+FILL_OUTPUTS_WITH_NAN = False
+
+
+# -- device functions ---------------------------------------------------------------------
+@triton.jit
+def _tanh(x):
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """``act(z)`` on one tile; ``zi`` is ignored for a real state."""
+    hr = zr
+    hi = zi
+    if ACT == 0:  # modReLU: z * relu(r + b) / r, r = sqrt(|z|^2 + eps); exact division so
+        r2 = zr * zr  # that b = 0 gives scale == 1.0 and norms are preserved exactly
+        if IS_COMPLEX:
+            r2 = r2 + zi * zi
+        r = tl.sqrt_rn(r2 + MODRELU_EPS)
+        scale = tl.div_rn(tl.maximum(r + bias, 0.0), r)
+        hr = zr * scale
+        hi = zi * scale
+    elif ACT == 1:
+        hr = _tanh(zr)
+        hi = _tanh(zi)
+    elif ACT == 2:
+        hr = tl.maximum(zr, 0.0)
+        hi = tl.maximum(zi, 0.0)
+    return hr, hi
+
+
+@triton.jit
+def _activate_backward(ar, ai, gr, gi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
+    """``(dz_r, dz_i, bias contribution)`` from the saved tile ``a`` (z for modReLU, else h)."""
+    dzr = gr
+    dzi = gi
+    contrib = gr * 0.0
+    if ACT == 0:  # METHODS.md section 2: s g - c Re(conj(phi) g) phi
+        r2 = ar * ar
+        if IS_COMPLEX:
+            r2 = r2 + ai * ai
+        r = tl.sqrt_rn(r2 + MODRELU_EPS)
+        rb = r + bias
+        s = tl.div_rn(tl.maximum(rb, 0.0), r)
+        c = tl.where(rb > 0, tl.div_rn(bias, r), 0.0)
+        phr = tl.div_rn(ar, r)
+        dot = phr * gr
+        phi = phr
+        if IS_COMPLEX:
+            phi = tl.div_rn(ai, r)
+            dot = dot + phi * gi
+        dzr = s * gr - c * dot * phr
+        dzi = s * gi - c * dot * phi
+        contrib = tl.where(rb > 0, dot, 0.0)
+    elif ACT == 1:
+        dzr = gr * (1.0 - ar * ar)
+        dzi = gi * (1.0 - ai * ai)
+    elif ACT == 2:
+        dzr = tl.where(ar > 0, gr, 0.0)
+        dzi = tl.where(ai > 0, gi, 0.0)
+    return dzr, dzi, contrib
+
+
+# -- resident kernels ---------------------------------------------------------------------
+@triton.jit(do_not_specialize=["T", "B"])
+def _forward_resident(
+    u_ptr, w_ptr, bias_ptr, h0_ptr, out_ptr, T, B, N,
+    ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    io_mask = (rows < B)[:, None] & col_ok[None, :]
+    D = 2 * N if IS_COMPLEX else N
+    io = rows.to(tl.int64)[:, None] * D + cols[None, :]
+    # W^T blocks, element [k, j] = W_pq[j, k] = W[p N + j, q N + k]: loaded once per launch.
+    w_mask = col_ok[:, None] & col_ok[None, :]
+    wt = cols[None, :] * D + cols[:, None]
+    wt00 = tl.load(w_ptr + wt, mask=w_mask, other=0.0)
+    wt01 = wt00
+    wt10 = wt00
+    wt11 = wt00
+    if IS_COMPLEX:
+        wt01 = tl.load(w_ptr + N + wt, mask=w_mask, other=0.0)
+        wt10 = tl.load(w_ptr + N * D + wt, mask=w_mask, other=0.0)
+        wt11 = tl.load(w_ptr + N * D + N + wt, mask=w_mask, other=0.0)
+    bias = 0.0
+    if ACT == 0:
+        bias = tl.load(bias_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    hr = tl.load(h0_ptr + io, mask=io_mask, other=0.0)
+    hi = hr
+    if IS_COMPLEX:
+        hi = tl.load(h0_ptr + N + io, mask=io_mask, other=0.0)
+    step = B.to(tl.int64) * D
+    u_ptrs = u_ptr + io
+    o_ptrs = out_ptr + io
+    for _ in range(T):
+        zr = tl.load(u_ptrs, mask=io_mask, other=0.0)
+        zr = tl.dot(hr, wt00, zr, input_precision="ieee")
+        zi = zr
+        if IS_COMPLEX:
+            zr = tl.dot(hi, wt01, zr, input_precision="ieee")
+            zi = tl.load(u_ptrs + N, mask=io_mask, other=0.0)
+            zi = tl.dot(hr, wt10, zi, input_precision="ieee")
+            zi = tl.dot(hi, wt11, zi, input_precision="ieee")
+        hr, hi = _activate(zr, zi, bias, ACT, IS_COMPLEX)
+        tl.store(o_ptrs, hr, mask=io_mask)
+        if IS_COMPLEX:
+            tl.store(o_ptrs + N, hi, mask=io_mask)
+        u_ptrs += step
+        o_ptrs += step
+
+
+@triton.jit(do_not_specialize=["T", "B"])
+def _backward_resident(
+    gh_ptr, saved_ptr, dz_ptr, w_ptr, bias_ptr, bpart_ptr, T, B, N,
+    ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    io_mask = (rows < B)[:, None] & col_ok[None, :]
+    D = 2 * N if IS_COMPLEX else N
+    io = rows.to(tl.int64)[:, None] * D + cols[None, :]
+    # W blocks, element [j, k] = W_pq[j, k]: the carry is dh_q = sum_p dz_p W_pq.
+    w_mask = col_ok[:, None] & col_ok[None, :]
+    wo = cols[:, None] * D + cols[None, :]
+    w00 = tl.load(w_ptr + wo, mask=w_mask, other=0.0)
+    w01 = w00
+    w10 = w00
+    w11 = w00
+    if IS_COMPLEX:
+        w01 = tl.load(w_ptr + N + wo, mask=w_mask, other=0.0)
+        w10 = tl.load(w_ptr + N * D + wo, mask=w_mask, other=0.0)
+        w11 = tl.load(w_ptr + N * D + N + wo, mask=w_mask, other=0.0)
+    bias = 0.0
+    if ACT == 0:
+        bias = tl.load(bias_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    step = B.to(tl.int64) * D
+    last = (T - 1).to(tl.int64) * step
+    g_ptrs = gh_ptr + last + io
+    a_ptrs = saved_ptr + last + io
+    d_ptrs = dz_ptr + last + io
+    carry_r = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    carry_i = carry_r
+    bsum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for _ in range(T):
+        gr = tl.load(g_ptrs, mask=io_mask, other=0.0) + carry_r
+        ar = tl.load(a_ptrs, mask=io_mask, other=0.0)
+        gi = gr
+        ai = ar
+        if IS_COMPLEX:
+            gi = tl.load(g_ptrs + N, mask=io_mask, other=0.0) + carry_i
+            ai = tl.load(a_ptrs + N, mask=io_mask, other=0.0)
+        dzr, dzi, contrib = _activate_backward(ar, ai, gr, gi, bias, ACT, IS_COMPLEX)
+        tl.store(d_ptrs, dzr, mask=io_mask)
+        carry_r = tl.dot(dzr, w00, input_precision="ieee")
+        if IS_COMPLEX:
+            tl.store(d_ptrs + N, dzi, mask=io_mask)
+            carry_r = tl.dot(dzi, w10, carry_r, input_precision="ieee")
+            carry_i = tl.dot(dzr, w01, input_precision="ieee")
+            carry_i = tl.dot(dzi, w11, carry_i, input_precision="ieee")
+        bsum += tl.sum(contrib, axis=0)
+        g_ptrs -= step
+        a_ptrs -= step
+        d_ptrs -= step
+    if ACT == 0:
+        tl.store(bpart_ptr + pid * N + cols, bsum, mask=col_ok)
+
+
+# -- streamed kernels ---------------------------------------------------------------------
+@triton.jit(do_not_specialize=["T", "B"])
+def _forward_streamed(
+    u_ptr, w_ptr, bias_ptr, h0_ptr, out_ptr, T, B, N,
+    ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    tile = tl.arange(0, BLOCK_N)
+    D = 2 * N if IS_COMPLEX else N
+    row_off = rows.to(tl.int64)[:, None] * D
+    step = B.to(tl.int64) * D
+    prev_ptr = h0_ptr  # the previous state: h0, then the output of the previous step
+    cur_ptr = out_ptr
+    u_step = u_ptr
+    for _ in range(T):
+        for j0 in range(0, N, BLOCK_N):
+            cj = j0 + tile
+            cj_ok = cj < N
+            m_j = row_ok[:, None] & cj_ok[None, :]
+            zr = tl.load(u_step + row_off + cj[None, :], mask=m_j, other=0.0)
+            zi = zr
+            if IS_COMPLEX:
+                zi = tl.load(u_step + row_off + N + cj[None, :], mask=m_j, other=0.0)
+            for k0 in range(0, N, BLOCK_N):
+                ck = k0 + tile
+                ck_ok = ck < N
+                m_k = row_ok[:, None] & ck_ok[None, :]
+                w_mask = ck_ok[:, None] & cj_ok[None, :]
+                wt = cj[None, :] * D + ck[:, None]  # [k, j] = W[p N + j, q N + k]
+                hr = tl.load(prev_ptr + row_off + ck[None, :], mask=m_k, other=0.0)
+                zr = tl.dot(hr, tl.load(w_ptr + wt, mask=w_mask, other=0.0), zr,
+                            input_precision="ieee")
+                if IS_COMPLEX:
+                    hi = tl.load(prev_ptr + row_off + N + ck[None, :], mask=m_k, other=0.0)
+                    zr = tl.dot(hi, tl.load(w_ptr + N + wt, mask=w_mask, other=0.0), zr,
+                                input_precision="ieee")
+                    zi = tl.dot(hr, tl.load(w_ptr + N * D + wt, mask=w_mask, other=0.0), zi,
+                                input_precision="ieee")
+                    zi = tl.dot(hi, tl.load(w_ptr + N * D + N + wt, mask=w_mask, other=0.0),
+                                zi, input_precision="ieee")
+            bias = 0.0
+            if ACT == 0:
+                bias = tl.load(bias_ptr + cj, mask=cj_ok, other=0.0)[None, :]
+            hr_new, hi_new = _activate(zr, zi, bias, ACT, IS_COMPLEX)
+            tl.store(cur_ptr + row_off + cj[None, :], hr_new, mask=m_j)
+            if IS_COMPLEX:
+                tl.store(cur_ptr + row_off + N + cj[None, :], hi_new, mask=m_j)
+        # every tile of h_t must be written before any thread reads it in step t + 1
+        tl.debug_barrier()
+        prev_ptr = cur_ptr
+        cur_ptr += step
+        u_step += step
+
+
+@triton.jit(do_not_specialize=["T", "B"])
+def _backward_streamed(
+    gh_ptr, saved_ptr, dz_ptr, w_ptr, bias_ptr, bpart_ptr, zeros_ptr, T, B, N,
+    ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    tile = tl.arange(0, BLOCK_N)
+    D = 2 * N if IS_COMPLEX else N
+    row_off = rows.to(tl.int64)[:, None] * D
+    step = B.to(tl.int64) * D
+    last = (T - 1).to(tl.int64) * step
+    g_step = gh_ptr + last
+    a_step = saved_ptr + last
+    d_step = dz_ptr + last
+    next_ptr = zeros_ptr  # dz_{t+1}: zeros after the last step
+    for _ in range(T):
+        for j0 in range(0, N, BLOCK_N):
+            cj = j0 + tile
+            cj_ok = cj < N
+            m_j = row_ok[:, None] & cj_ok[None, :]
+            gr = tl.load(g_step + row_off + cj[None, :], mask=m_j, other=0.0)
+            gi = gr
+            if IS_COMPLEX:
+                gi = tl.load(g_step + row_off + N + cj[None, :], mask=m_j, other=0.0)
+            for k0 in range(0, N, BLOCK_N):
+                ck = k0 + tile
+                ck_ok = ck < N
+                m_k = row_ok[:, None] & ck_ok[None, :]
+                w_mask = ck_ok[:, None] & cj_ok[None, :]
+                wo = ck[:, None] * D + cj[None, :]  # [k, j] = W[p N + k, q N + j]
+                dr = tl.load(next_ptr + row_off + ck[None, :], mask=m_k, other=0.0)
+                gr = tl.dot(dr, tl.load(w_ptr + wo, mask=w_mask, other=0.0), gr,
+                            input_precision="ieee")
+                if IS_COMPLEX:
+                    di = tl.load(next_ptr + row_off + N + ck[None, :], mask=m_k, other=0.0)
+                    gr = tl.dot(di, tl.load(w_ptr + N * D + wo, mask=w_mask, other=0.0), gr,
+                                input_precision="ieee")
+                    gi = tl.dot(dr, tl.load(w_ptr + N + wo, mask=w_mask, other=0.0), gi,
+                                input_precision="ieee")
+                    gi = tl.dot(di, tl.load(w_ptr + N * D + N + wo, mask=w_mask, other=0.0),
+                                gi, input_precision="ieee")
+            ar = tl.load(a_step + row_off + cj[None, :], mask=m_j, other=0.0)
+            ai = ar
+            if IS_COMPLEX:
+                ai = tl.load(a_step + row_off + N + cj[None, :], mask=m_j, other=0.0)
+            bias = 0.0
+            if ACT == 0:
+                bias = tl.load(bias_ptr + cj, mask=cj_ok, other=0.0)[None, :]
+            dzr, dzi, contrib = _activate_backward(ar, ai, gr, gi, bias, ACT, IS_COMPLEX)
+            tl.store(d_step + row_off + cj[None, :], dzr, mask=m_j)
+            if IS_COMPLEX:
+                tl.store(d_step + row_off + N + cj[None, :], dzi, mask=m_j)
+            if ACT == 0:
+                b_ptrs = bpart_ptr + pid * N + cj
+                tl.store(b_ptrs, tl.load(b_ptrs, mask=cj_ok, other=0.0) + tl.sum(contrib, axis=0),
+                         mask=cj_ok)
+        tl.debug_barrier()  # dz_t complete before step t - 1 reads it
+        next_ptr = d_step
+        g_step -= step
+        a_step -= step
+        d_step -= step
+
+
+# -- host side ----------------------------------------------------------------------------
+def plan(n: int, is_complex: bool) -> dict:
+    """Which kernels and tile sizes run a state of ``n`` (complex or real) values.
+
+    Returns ``{"design": "resident" | "streamed", "BLOCK_B", "BLOCK_N", "num_warps"}``.
+    The rule depends on ``n`` only: never on T or B, so a new batch size or sequence
+    length never triggers a recompilation or a re-tune.
+    """
+    if n <= RESIDENT_MAX_N[is_complex]:
+        block_n = max(16, triton.next_power_of_2(n))
+        width = block_n * (2 if is_complex else 1)  # reals of state per row, padded
+        return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n,
+                "num_warps": 4 if width <= 32 else 8}
+    return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK[is_complex],
+            "num_warps": STREAM_WARPS}
+
+
+def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
+    if FILL_OUTPUTS_WITH_NAN:
+        return torch.full(shape, float("nan"), dtype=like.dtype, device=like.device)
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _check(u: torch.Tensor, W: torch.Tensor) -> None:
+    for name, t in (("u", u), ("W", W)):
+        if t.dtype != torch.float32:
+            raise TypeError(f"the Triton recurrence runs in float32; {name} is {t.dtype}")
+
+
+def _launch(kernel, grid, device: torch.device, *args, **meta):
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            kernel[grid](*args, **meta)
+    else:  # CPU tensors: Triton's interpreter (TRITON_INTERPRET=1)
+        kernel[grid](*args, **meta)
+
+
+def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
+    """All states ``(T, B, D)``; the arguments of ``fastunitary::recurrence``."""
+    _check(u, W)
+    T, B, D = u.shape
+    n = D // 2 if is_complex else D
+    u, W = u.contiguous(), W.contiguous()
+    h0 = torch.zeros((B, D), dtype=u.dtype, device=u.device) if h0 is None else h0.contiguous()
+    bias = u.new_zeros(n) if bias is None else bias.contiguous()
+    out = _alloc((T, B, D), u)
+    p = plan(n, is_complex)
+    kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
+    _launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), u.device, u, W, bias, h0, out, T, B, n,
+            ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
+            BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+    return out
+
+
+def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
+    """``(grad_u, grad_W, grad_bias, grad_h0)``; the arguments of ``fastunitary::recurrence_backward``."""
+    _check(h, W)
+    T, B, D = h.shape
+    n = D // 2 if is_complex else D
+    W = W.contiguous()
+    grad_h = grad_h.to(torch.float32).contiguous()  # also materializes stride-0 gradients
+    h0 = torch.zeros((B, D), dtype=h.dtype, device=h.device) if h0 is None else h0.contiguous()
+    has_bias = activation == "modrelu"
+    bias_c = (u.new_zeros(n) if bias is None else bias.contiguous()) if has_bias else h.new_zeros(1)
+    dz = _alloc((T, B, D), h)
+    if activation == "modrelu":
+        # z_t = h_{t-1} W^T + u_t for all t at once, written where dz_t will go.
+        torch.addmm(u[0], h0, W.t(), out=dz[0])
+        if T > 1:
+            torch.addmm(u[1:].reshape(-1, D), h[:-1].reshape(-1, D), W.t(),
+                        out=dz[1:].view(-1, D))
+        saved = dz
+    else:
+        saved = h.contiguous()
+    p = plan(n, is_complex)
+    programs = triton.cdiv(B, p["BLOCK_B"])
+    bpart = torch.zeros((programs, n), dtype=torch.float32, device=h.device)
+    meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
+                BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+    if p["design"] == "resident":
+        _launch(_backward_resident, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
+                T, B, n, **meta)
+    else:
+        zeros = torch.zeros((B, D), dtype=torch.float32, device=h.device)
+        _launch(_backward_streamed, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
+                zeros, T, B, n, **meta)
+    # Weight gradient: one large product over all steps and the batch (plus the h0 term).
+    grad_W = dz[0].t() @ h0
+    if T > 1:
+        grad_W.addmm_(dz[1:].reshape(-1, D).t(), h[:-1].reshape(-1, D))
+    grad_h0 = dz[0] @ W
+    grad_bias = bpart.sum(0) if (has_bias and bias is not None) else None
+    return dz, grad_W, grad_bias, grad_h0

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib
 import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -26,45 +28,22 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+import fastunitary.kernels
 
-from fastunitary.kernels import recurrence as rec  # noqa: E402
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 TARGETS = (80, 90)
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+#: Every kernel module of fastunitary.kernels; each declares its configs in aot_configs().
+MODULES = [m.name for m in pkgutil.iter_modules(fastunitary.kernels.__path__)]
 
 
-def _configs(is_complex: bool, explore: bool):
-    """((design, BLOCK_N, num_warps), dispatched) for every config plan() can return."""
-    keys = ("design", "BLOCK_N", "num_warps")
-    used = {tuple(rec.plan(n, is_complex)[k] for k in keys) for n in range(1, 2049)}
-    extra = set()
-    if explore:
-        extra = {("resident", bn, w) for bn in (16, 32, 64, 128) for w in (4, 8)} - used
-    return [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
-
-
-def recurrence_cases(explore: bool):
-    """(name, kernel name, signature, constexprs, num_warps, dispatched) per kernel config."""
-    kernels = {"resident_fwd": "_forward_resident", "resident_bwd": "_backward_resident",
-               "streamed_fwd": "_forward_streamed", "streamed_bwd": "_backward_streamed"}
-    for is_complex in (False, True):
-        for (design, block_n, warps), dispatched in _configs(is_complex, explore):
-            for act, code in rec.ACTIVATION_CODES.items():
-                for direction in ("fwd", "bwd"):
-                    key = f"{design}_{direction}"
-                    kernel = getattr(rec, kernels[key])
-                    const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": rec.BLOCK_B,
-                             "BLOCK_N": block_n}
-                    sig = {}
-                    for arg in kernel.arg_names:
-                        if arg in const:
-                            sig[arg] = "constexpr"
-                        else:
-                            sig[arg] = "*fp32" if arg.endswith("_ptr") else "i32"
-                    name = (f"recurrence.{key} {'complex' if is_complex else 'real'} "
-                            f"{act} BLOCK_N={block_n} warps={warps}")
-                    yield name, kernels[key], sig, const, warps, dispatched
+def all_cases(explore: bool):
+    """(name, module, kernel attribute, signature, constexprs, num_warps, dispatched)."""
+    for module in MODULES:
+        mod = importlib.import_module(f"fastunitary.kernels.{module}")
+        for name, kernel, sig, const, warps, dispatched in mod.aot_configs(explore):
+            yield name, module, kernel, sig, const, warps, dispatched
 
 
 def resource_usage(cubin: bytes) -> dict:
@@ -78,9 +57,10 @@ def resource_usage(cubin: bytes) -> dict:
 
 
 def compile_one(case) -> tuple[dict, int, str]:
-    name, kernel_name, sig, const, warps, dispatched, cap = case
+    name, module, kernel_name, sig, const, warps, dispatched, cap = case
+    fn = getattr(importlib.import_module(f"fastunitary.kernels.{module}"), kernel_name)
     try:
-        compiled = triton.compile(ASTSource(fn=getattr(rec, kernel_name), signature=sig, constexprs=const),
+        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const),
                                   target=GPUTarget("cuda", cap, 32), options={"num_warps": warps})
         use = resource_usage(compiled.asm["cubin"])
         spills = use.get("LOCAL", 0) + use.get("STACK", 0)
@@ -95,14 +75,14 @@ def main(argv=None) -> int:
                    help="also compile tiles the dispatch does not use (reported, never fatal)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
-    cases = [(*c, cap) for c in recurrence_cases(args.explore) for cap in TARGETS]
+    cases = [(*c, cap) for c in all_cases(args.explore) for cap in TARGETS]
     failures = 0
     print(f"triton {triton.__version__}")
     print(f"{'kernel configuration':<66} {'sm':>3} {'REG':>4} {'SHARED':>7} {'LOCAL':>6} "
           f"{'STACK':>6}  status")
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         for case, (use, spills, status) in zip(cases, pool.map(compile_one, cases)):
-            name, dispatched, cap = case[0], case[5], case[6]
+            name, dispatched, cap = case[0], case[6], case[7]
             if not dispatched:
                 status += " (not dispatched)"
             elif spills != 0:

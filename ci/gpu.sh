@@ -13,6 +13,8 @@ unset TRITON_INTERPRET
 python3 -m pytest -q -x -p no:cacheprovider 2>&1 | tail -n 30
 tests=${PIPESTATUS[0]}
 python3 -m bench.recurrence_kernel --out "$OUT" 2>&1 | tail -n 45
+python3 -m bench.cayley --out "$OUT" 2>&1 | tail -n 8
+python3 -m bench.cayley --complex --out "$OUT" 2>&1 | tail -n 8
 python3 -m bench.recurrence_vs_lstm --out "$OUT" 2>&1 | tail -n 5
 echo "tests exit status: $tests"
 exit "$tests"

@@ -457,3 +457,33 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
     grad_h0 = dz[0] @ W
     grad_bias = bpart.sum(0) if (has_bias and bias is not None) else None
     return dz, grad_W, grad_bias, grad_h0
+
+
+def aot_configs(explore: bool = False):
+    """Every configuration the dispatch can launch, for ci/compile_check.py.
+
+    Yields ``(name, kernel attribute, signature, constexprs, num_warps, dispatched)``;
+    with ``explore``, also the larger resident tiles (not dispatched) that set the limits.
+    """
+    keys = ("design", "BLOCK_N", "num_warps")
+    kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
+               ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
+    for is_complex in (False, True):
+        used = {tuple(plan(n, is_complex)[k] for k in keys) for n in range(1, 2049)}
+        extra = set()
+        if explore:
+            extra = {("resident", bn, w) for bn in (16, 32, 64, 128) for w in (4, 8)} - used
+        configs = [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
+        for (design, block_n, warps), dispatched in configs:
+            for act, code in ACTIVATION_CODES.items():
+                for direction in ("fwd", "bwd"):
+                    kernel = kernels[design, direction]
+                    const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": BLOCK_B,
+                             "BLOCK_N": block_n}
+                    sig = {a: ("constexpr" if a in const else
+                               ("*fp32" if a.endswith("_ptr") else "i32"))
+                           for a in globals()[kernel].arg_names}
+                    name = (f"recurrence.{design}_{direction} "
+                            f"{'complex' if is_complex else 'real'} {act} "
+                            f"BLOCK_N={block_n} warps={warps}")
+                    yield name, kernel, sig, const, warps, dispatched

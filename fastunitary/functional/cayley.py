@@ -3,7 +3,8 @@
 Public function, dispatch, ``torch.library`` registration and autograd of the op. The
 registered op works on stacked real planes ``(P, ..., n, n)`` with ``P = 1`` for a real
 and ``P = 2`` (``[Re, Im]``) for a complex matrix, so that a compiled graph holds no complex
-arithmetic; its backward is the closed form of METHODS.md section 1 (one extra solve).
+arithmetic. It returns ``W`` and ``(I + A)^-1`` (float64); the backward is the closed form
+of METHODS.md section 1 computed from that inverse (no second solve).
 """
 
 from __future__ import annotations
@@ -27,59 +28,67 @@ def _to_stacked(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.custom_op("fastunitary::cayley", mutates_args=())
-def _cayley_op(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> torch.Tensor:
+def _cayley_op(
+    A: torch.Tensor, d: Optional[torch.Tensor], backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W, (I + A)^-1)`` as planes; the inverse (float64) is kept for the backward."""
     with autocast_off(A):
         if backend == "triton":
             return kernel_module("cayley").forward(A, d)
-        Wn = reference.cayley(_to_natural(A), None if d is None else _to_natural(d))
-        return _to_stacked(Wn).contiguous()
+        An = _to_natural(A)
+        M_inv = reference.cayley_inverse(An)
+        W = reference.cayley_from_inverse(M_inv, None if d is None else _to_natural(d), An.dtype)
+        return _to_stacked(W).contiguous(), _to_stacked(M_inv).contiguous()
 
 
 @_cayley_op.register_fake
 def _(A, d, backend):
-    return torch.empty_like(A, memory_format=torch.contiguous_format)
+    contiguous = torch.contiguous_format
+    return (torch.empty_like(A, memory_format=contiguous),
+            torch.empty_like(A, dtype=torch.float64, memory_format=contiguous))
 
 
 @torch.library.custom_op("fastunitary::cayley_backward", mutates_args=())
 def _cayley_backward_op(
     grad_W: torch.Tensor,
-    A: torch.Tensor,
+    M_inv: torch.Tensor,
     d: Optional[torch.Tensor],
     W: torch.Tensor,
     want_grad_d: bool,
-    backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(grad A, grad d)`` as planes; ``grad d`` is empty unless ``want_grad_d``."""
-    with autocast_off(A):
-        if backend == "triton":
-            return kernel_module("cayley").backward(grad_W, A, d, W, want_grad_d)
+    """``(grad A, grad d)`` as planes; ``grad d`` is empty unless ``want_grad_d``.
+
+    Three matrix products on the saved inverse, the same on every backend (cuBLAS on CUDA).
+    """
+    with autocast_off(W):
         dn = None if d is None else _to_natural(d)
         gA, gd = reference.cayley_backward(
-            _to_natural(grad_W), _to_natural(A), dn, _to_natural(W), want_grad_d=want_grad_d
+            _to_natural(grad_W), _to_natural(M_inv), dn, _to_natural(W), want_grad_d=want_grad_d
         )
-        gd = A.new_empty(0) if gd is None else _to_stacked(gd).contiguous()
+        gd = W.new_empty(0) if gd is None else _to_stacked(gd).contiguous()
         return _to_stacked(gA).contiguous(), gd
 
 
 @_cayley_backward_op.register_fake
-def _(grad_W, A, d, W, want_grad_d, backend):
+def _(grad_W, M_inv, d, W, want_grad_d):
     contiguous = torch.contiguous_format
     gd = torch.empty_like(d, memory_format=contiguous) if (d is not None and want_grad_d) \
-        else A.new_empty(0)
-    return torch.empty_like(A, memory_format=contiguous), gd
+        else W.new_empty(0)
+    return torch.empty_like(W, memory_format=contiguous), gd
 
 
 def _setup_context(ctx, inputs, output):
     A, d, backend = inputs
-    ctx.backend = backend
+    W, M_inv = output
     ctx.has_d = d is not None
-    ctx.save_for_backward(A, d, output)
+    ctx.mark_non_differentiable(M_inv)
+    ctx.save_for_backward(M_inv, d, W)
 
 
-def _backward(ctx, grad_W):
-    A, d, W = ctx.saved_tensors
+def _backward(ctx, grad_W, _grad_M_inv):
+    M_inv, d, W = ctx.saved_tensors
     want_d = ctx.has_d and ctx.needs_input_grad[1]  # scoRNN's D is a buffer: no gradient
-    gA, gd = _cayley_backward_op(grad_W.contiguous(), A, d, W, want_d, ctx.backend)
+    gA, gd = _cayley_backward_op(grad_W.contiguous(), M_inv, d, W, want_d)
     return gA, (gd if want_d else None), None
 
 
@@ -96,7 +105,9 @@ def cayley_planes(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> t
     Returns:
         ``(P, ..., n, n)``: the planes of ``W``.
     """
-    return _cayley_op(A, d, resolve_backend("cayley", backend, A.device))
+    unsupported = "the Triton Cayley map takes float32 planes" if A.dtype != torch.float32 else None
+    W, _ = _cayley_op(A, d, resolve_backend("cayley", backend, A.device, unsupported))
+    return W
 
 
 def cayley(

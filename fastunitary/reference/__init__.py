@@ -3,7 +3,13 @@
 Imports only torch. See DESIGN.md ("Backends").
 """
 
-from .cayley import cayley, cayley_autograd, cayley_backward
+from .cayley import (
+    cayley,
+    cayley_autograd,
+    cayley_backward,
+    cayley_from_inverse,
+    cayley_inverse,
+)
 from .modrelu import MODRELU_EPS, modrelu, modrelu_backward_coefficients
 from .recurrence import ACTIVATIONS, recurrence_autograd, recurrence_backward, recurrence_forward
 
@@ -13,6 +19,8 @@ __all__ = [
     "cayley",
     "cayley_autograd",
     "cayley_backward",
+    "cayley_from_inverse",
+    "cayley_inverse",
     "modrelu",
     "modrelu_backward_coefficients",
     "recurrence_autograd",

@@ -9,7 +9,7 @@ Precision: a float32 solve loses unitarity as ``I + A`` grows ill-conditioned (m
 ``|W^H W - I|`` reaches 3.5e-5 at n = 256, ``||A||_2 = 1e3``). Both the map and its
 gradient are therefore computed in float64 (complex128) and rounded to the input dtype,
 so ``W`` is unitary to the rounding of its dtype for any ``A``. The cost is one O(n^3)
-solve per forward call, not per time step.
+inversion per forward call, not per time step; the backward reuses the inverse.
 """
 
 from __future__ import annotations
@@ -32,6 +32,28 @@ def _adjoint(X: torch.Tensor) -> torch.Tensor:
     return torch.conj_physical(X.transpose(-2, -1))
 
 
+def cayley_inverse(A: torch.Tensor) -> torch.Tensor:
+    """``(I + A)^-1`` in float64 (complex128): the factor the map and its gradient share.
+
+    Args:
+        A: ``(..., n, n)``.
+    Returns:
+        ``(..., n, n)``, float64 or complex128.
+    """
+    Aw = A.to(_wide(A.dtype))
+    return torch.linalg.inv(_eye_like(Aw) + Aw)
+
+
+def cayley_from_inverse(
+    M_inv: torch.Tensor, d: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """``W = (2 (I + A)^-1 - I) diag(d)``, since ``(I + A)^-1 (I - A) = 2 (I + A)^-1 - I``."""
+    W = 2 * M_inv - _eye_like(M_inv)
+    if d is not None:
+        W = W * d.to(M_inv.dtype).unsqueeze(-2)
+    return W.to(dtype)
+
+
 def cayley(A: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
     """``W = (I + A)^-1 (I - A) diag(d)``, batched over leading dimensions.
 
@@ -41,49 +63,47 @@ def cayley(A: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
     Returns:
         ``(..., n, n)`` in ``A``'s dtype.
     """
-    Aw = A.to(_wide(A.dtype))
-    eye = _eye_like(Aw)
-    W = torch.linalg.solve(eye + Aw, eye - Aw)
-    if d is not None:
-        W = W * d.to(Aw.dtype).unsqueeze(-2)
-    return W.to(A.dtype)
+    return cayley_from_inverse(cayley_inverse(A), d, A.dtype)
 
 
 def cayley_backward(
     grad_W: torch.Tensor,
-    A: torch.Tensor,
+    M_inv: torch.Tensor,
     d: torch.Tensor | None,
     W: torch.Tensor,
     *,
     want_grad_d: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Closed-form gradient of :func:`cayley` (METHODS.md section 1).
+    """Closed-form gradient of :func:`cayley` (METHODS.md section 1) from the saved inverse.
 
         grad A = -(I + A)^-H G (W^H + D^H)        (= -(I - A)^-1 G (W^H + D^H) for skew A)
-        grad d = diag(K^H G),   K = W D^-1
+        grad d = diag(K^H G),   K = (I + A)^-1 (I - A) = 2 (I + A)^-1 - I
 
-    One extra solve with ``(I + A)^H``; nothing is differentiated through the
-    factorization. ``grad A`` is the gradient with respect to every entry of ``A`` as if
-    all were free, which equals autograd through ``torch.linalg.solve``; a skew
-    parametrization ``A = X - X^H`` turns it into ``M - M^H`` by the chain rule.
+    The forward's inverse is reused: no solve, no factorization, nothing differentiated
+    through an elimination; three matrix products in float64. ``grad A`` is the gradient
+    with respect to every entry of ``A`` as if all were free, which equals autograd through
+    ``torch.linalg.solve``; a skew parametrization ``A = X - X^H`` turns it into
+    ``M - M^H`` by the chain rule.
 
     Args:
         grad_W: ``(..., n, n)`` gradient of the loss with respect to ``W``.
-        A, d, W: the inputs and output of :func:`cayley`.
+        M_inv: ``(..., n, n)`` ``(I + A)^-1`` from :func:`cayley_inverse` (float64).
+        d: the forward's ``d`` or ``None``.  W: the forward's output.
         want_grad_d: skip ``grad_d`` (e.g. scoRNN's fixed signs) when False.
     Returns:
-        ``(grad_A, grad_d)``; ``grad_d`` is ``None`` when ``d`` is ``None`` or not wanted.
+        ``(grad_A, grad_d)`` in the dtypes of ``W`` and ``d``; ``grad_d`` is ``None`` when
+        ``d`` is ``None`` or not wanted.
     """
-    wide = _wide(A.dtype)
-    Aw, Gw, Ww = A.to(wide), grad_W.to(wide), W.to(wide)
-    eye = _eye_like(Aw)
+    wide = M_inv.dtype
+    Gw, Ww = grad_W.to(wide), W.to(wide)
+    eye = _eye_like(M_inv)
     D_adj = eye if d is None else torch.diag_embed(torch.conj_physical(d.to(wide)))
-    grad_A = -torch.linalg.solve(_adjoint(eye + Aw), Gw @ (_adjoint(Ww) + D_adj))
+    grad_A = -(_adjoint(M_inv) @ Gw @ (_adjoint(Ww) + D_adj))
     grad_d = None
     if d is not None and want_grad_d:
-        K = Ww / d.to(wide).unsqueeze(-2)
+        K = 2 * M_inv - eye
         grad_d = (torch.conj_physical(K) * Gw).sum(dim=-2).to(d.dtype)
-    return grad_A.to(A.dtype), grad_d
+    return grad_A.to(W.dtype), grad_d
 
 
 def cayley_autograd(A: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:

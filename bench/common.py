@@ -20,8 +20,10 @@ def environment() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip())
+        # dirty = tracked source changes; the result files a run rewrites do not count
+        dirty = bool(subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+            capture_output=True, text=True, cwd=Path(__file__).parents[1]).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = None, None
     try:

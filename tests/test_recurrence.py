@@ -276,6 +276,17 @@ def kernel_vs_reference(T, B, n, *, complex_, activation, device):
     return h, h_ref, g, g_ref
 
 
+def assert_kernel_close(shape, *, complex_, activation, device):
+    """Outputs, h_n and every gradient of the kernel within the stated tolerances."""
+    h, h_ref, g, g_ref = kernel_vs_reference(*shape, complex_=complex_, activation=activation,
+                                             device=device)
+    assert h.device.type == device.type
+    assert rms_rel(h.cpu(), h_ref) <= OUT_TOL
+    assert rms_rel(h[-1].cpu(), h_ref[-1]) <= OUT_TOL  # h_n
+    for a, b in zip(g, g_ref):
+        assert rms_rel(a.cpu(), b) <= GRAD_TOL
+
+
 KERNEL_SHAPES = [(T, B, n) for n in (1, 7, 16, 33, 64, 128) for B in (1, 3, 16) for T in (1, 2, 37)]
 
 
@@ -284,13 +295,7 @@ KERNEL_SHAPES = [(T, B, n) for n in (1, 7, 16, 33, 64, 128) for B in (1, 3, 16) 
 @pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "T%d-B%d-n%d" % s)
 def test_kernel_matches_reference_modrelu(kernel_device, complex_, shape):
     """modReLU over the whole grid (resident and streamed designs)."""
-    h, h_ref, g, g_ref = kernel_vs_reference(*shape, complex_=complex_, activation="modrelu",
-                                             device=kernel_device)
-    assert h.device.type == kernel_device.type
-    assert rms_rel(h.cpu(), h_ref) <= OUT_TOL
-    assert rms_rel(h[-1].cpu(), h_ref[-1]) <= OUT_TOL  # h_n
-    for a, b in zip(g, g_ref):
-        assert rms_rel(a.cpu(), b) <= GRAD_TOL
+    assert_kernel_close(shape, complex_=complex_, activation="modrelu", device=kernel_device)
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
@@ -299,11 +304,7 @@ def test_kernel_matches_reference_modrelu(kernel_device, complex_, shape):
 @pytest.mark.parametrize("shape", [(37, 3, 7), (2, 16, 33), (5, 1, 128), (1, 3, 64)],
                          ids=lambda s: "T%d-B%d-n%d" % s)
 def test_kernel_matches_reference_other_activations(kernel_device, activation, complex_, shape):
-    h, h_ref, g, g_ref = kernel_vs_reference(*shape, complex_=complex_, activation=activation,
-                                             device=kernel_device)
-    assert rms_rel(h.cpu(), h_ref) <= OUT_TOL
-    for a, b in zip(g, g_ref):
-        assert rms_rel(a.cpu(), b) <= GRAD_TOL
+    assert_kernel_close(shape, complex_=complex_, activation=activation, device=kernel_device)
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
@@ -316,11 +317,7 @@ def test_streamed_design_at_small_sizes(kernel_device, complex_, activation, mon
     monkeypatch.setattr(K, "RESIDENT_MAX_N", {True: 0, False: 0})
     for shape in [(1, 1, 5), (9, 3, 21), (4, 17, 40)]:
         assert K.plan(shape[2], complex_)["design"] == "streamed"
-        h, h_ref, g, g_ref = kernel_vs_reference(*shape, complex_=complex_, activation=activation,
-                                                 device=kernel_device)
-        assert rms_rel(h.cpu(), h_ref) <= OUT_TOL
-        for a, b in zip(g, g_ref):
-            assert rms_rel(a.cpu(), b) <= GRAD_TOL
+        assert_kernel_close(shape, complex_=complex_, activation=activation, device=kernel_device)
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)

@@ -4,7 +4,8 @@
     python ci/compile_check.py --explore  # also larger tiles, to see where spills begin
 
 Each kernel is compiled with ``triton.compile`` for ``GPUTarget("cuda", 80|90, 32)`` at
-every configuration its dispatch can send to it (``plan()`` of each kernel module), and
+every configuration its dispatch can send to it (each kernel module's ``aot_configs()``),
+generic and as specialized for aligned inputs, and
 the cubin's resource usage is read with the ``cuobjdump`` shipped inside triton. It fails
 on a compile error or on any spill (``LOCAL`` or ``STACK`` bytes: ptxas puts spilled
 registers in the stack frame) and prints registers, shared memory and spills per config.
@@ -39,11 +40,24 @@ MODULES = [m.name for m in pkgutil.iter_modules(fastunitary.kernels.__path__)]
 
 
 def all_cases(explore: bool):
-    """(name, module, kernel attribute, signature, constexprs, num_warps, dispatched)."""
+    """(name, module, kernel attribute, signature, constexprs, num_warps, dispatched, aligned).
+
+    Each configuration is compiled twice: generic, and as launched on aligned tensors and
+    sizes (Triton specializes pointers aligned to 16 bytes and integers divisible by 16
+    at launch, except the ``do_not_specialize`` ones): the two can differ in registers.
+    """
     for module in MODULES:
         mod = importlib.import_module(f"fastunitary.kernels.{module}")
         for name, kernel, sig, const, warps, dispatched in mod.aot_configs(explore):
-            yield name, module, kernel, sig, const, warps, dispatched
+            for aligned in (False, True):
+                yield name, module, kernel, sig, const, warps, dispatched, aligned
+
+
+def _alignment_attrs(fn, sig: dict) -> dict:
+    """``tt.divisibility = 16`` on every pointer and specializable integer argument."""
+    keep = set(getattr(fn, "do_not_specialize", ()))
+    return {(i,): [["tt.divisibility", 16]] for i, (arg, ty) in enumerate(sig.items())
+            if ty != "constexpr" and arg not in keep and i not in keep}
 
 
 def resource_usage(cubin: bytes) -> dict:
@@ -57,10 +71,11 @@ def resource_usage(cubin: bytes) -> dict:
 
 
 def compile_one(case) -> tuple[dict, int, str]:
-    name, module, kernel_name, sig, const, warps, dispatched, cap = case
+    name, module, kernel_name, sig, const, warps, dispatched, aligned, cap = case
     fn = getattr(importlib.import_module(f"fastunitary.kernels.{module}"), kernel_name)
+    attrs = _alignment_attrs(fn, sig) if aligned else None
     try:
-        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const),
+        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs),
                                   target=GPUTarget("cuda", cap, 32), options={"num_warps": warps})
         use = resource_usage(compiled.asm["cubin"])
         spills = use.get("LOCAL", 0) + use.get("STACK", 0)
@@ -78,17 +93,19 @@ def main(argv=None) -> int:
     cases = [(*c, cap) for c in all_cases(args.explore) for cap in TARGETS]
     failures = 0
     print(f"triton {triton.__version__}")
-    print(f"{'kernel configuration':<66} {'sm':>3} {'REG':>4} {'SHARED':>7} {'LOCAL':>6} "
-          f"{'STACK':>6}  status")
+    print(f"{'kernel configuration':<66} {'variant':>8} {'sm':>3} {'REG':>4} {'SHARED':>7} "
+          f"{'LOCAL':>6} {'STACK':>6}  status")
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         for case, (use, spills, status) in zip(cases, pool.map(compile_one, cases)):
-            name, dispatched, cap = case[0], case[6], case[7]
+            name, dispatched, aligned, cap = case[0], case[6], case[7], case[8]
             if not dispatched:
                 status += " (not dispatched)"
             elif spills != 0:
                 failures += 1
-            print(f"{name:<66} {cap:>3} {use.get('REG', '-'):>4} {use.get('SHARED', '-'):>7} "
-                  f"{use.get('LOCAL', '-'):>6} {use.get('STACK', '-'):>6}  {status}", flush=True)
+            variant = "aligned" if aligned else "generic"
+            print(f"{name:<66} {variant:>8} {cap:>3} {use.get('REG', '-'):>4} "
+                  f"{use.get('SHARED', '-'):>7} {use.get('LOCAL', '-'):>6} "
+                  f"{use.get('STACK', '-'):>6}  {status}", flush=True)
     print(f"{len(cases)} compiled, {failures} failing configuration(s)")
     return 1 if failures else 0
 

@@ -62,9 +62,13 @@ def _invert_block(T, NB: tl.constexpr):
 
 @triton.jit
 def _pivot_row(m_ptr, r_ptr, c_ptr, N, k0, NB: tl.constexpr):
-    """Program (j, b): R[b, :, tile j] = P M[b, k, tile j] (P in the pivot tile); C[b, tile j, :] = M[b, tile j, k]."""
-    j = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
+    """Program b * NT + j: R[b, :, tile j] = P M[b, k, tile j] (P in the pivot tile);
+    C[b, tile j, :] = M[b, tile j, k]. (The batch is folded into grid axis 0: axis 1 is
+    capped at 65535 programs on CUDA.)"""
+    NT = tl.cdiv(N, NB)
+    pid = tl.program_id(0)
+    j = pid % NT
+    b = (pid // NT).to(tl.int64)
     m = m_ptr + b * N * N
     idx = tl.arange(0, NB)
     rk = k0 + idx
@@ -87,9 +91,10 @@ def _pivot_row(m_ptr, r_ptr, c_ptr, N, k0, NB: tl.constexpr):
 
 @triton.jit
 def _update(m_ptr, r_ptr, c_ptr, N, k0, NT, NB: tl.constexpr):
-    """Program (i * NT + j, b): the elimination step of block column k on tile (i, j)."""
-    t = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
+    """Program (b * NT + i) * NT + j: the elimination step of block column k on tile (i, j)."""
+    pid = tl.program_id(0)
+    b = (pid // (NT * NT)).to(tl.int64)
+    t = pid % (NT * NT)
     i = t // NT
     j = t % NT
     kb = k0 // NB
@@ -112,10 +117,10 @@ def _update(m_ptr, r_ptr, c_ptr, N, k0, NT, NB: tl.constexpr):
 
 def invert(M: torch.Tensor) -> torch.Tensor:
     """``M^-1`` for a batch ``(batch, N, N)`` float64 of matrices with positive definite
-    symmetric part, in place on a contiguous copy."""
+    symmetric part, computed in place (``M`` is overwritten when contiguous)."""
     if M.dtype != torch.float64:
         raise TypeError(f"the Triton Gauss-Jordan inverse runs in float64, got {M.dtype}")
-    M = M.contiguous().clone()
+    M = M.contiguous()  # callers pass a fresh tensor: it is overwritten with the inverse
     batch, N, _ = M.shape
     NT = triton.cdiv(N, NB)
     fill = float("nan") if FILL_OUTPUTS_WITH_NAN else 0.0
@@ -123,8 +128,8 @@ def invert(M: torch.Tensor) -> torch.Tensor:
     C = torch.full((batch, N, NB), fill, dtype=M.dtype, device=M.device)
     with torch.cuda.device(M.device) if M.is_cuda else contextlib.nullcontext():
         for k0 in range(0, N, NB):
-            _pivot_row[(NT, batch)](M, R, C, N, k0, NB=NB, num_warps=NUM_WARPS)
-            _update[(NT * NT, batch)](M, R, C, N, k0, NT, NB=NB, num_warps=NUM_WARPS)
+            _pivot_row[(batch * NT,)](M, R, C, N, k0, NB=NB, num_warps=NUM_WARPS)
+            _update[(batch * NT * NT,)](M, R, C, N, k0, NT, NB=NB, num_warps=NUM_WARPS)
     return M
 
 

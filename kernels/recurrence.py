@@ -22,23 +22,32 @@ modReLU bias gradient a per-program partial sum reduced once (deterministic).
 
 Two designs, chosen by ``n`` (see :func:`plan`):
 
-- **resident** (``n <= RESIDENT_MAX_N``): W is loaded from HBM once per launch and stays
-  on chip for all T steps; the state stays in registers.
+- **resident** (``n <= RESIDENT_MAX_N``): W is read from HBM once per launch and kept on
+  chip for all T steps (the compiler stages it in shared memory and loads the FMA
+  product's operands into registers every step); the state stays on chip.
 - **streamed** (larger ``n``, up to 1024 complex and beyond): each step re-reads W in
-  ``BLOCK_N x BLOCK_K`` tiles (from L2 after the first step: 16 MB at n = 1024 complex
+  ``BLOCK_N x BLOCK_N`` tiles (from L2 after the first step: 16 MB at n = 1024 complex
   fits the H100's 50 MB L2) and the previous state from the output buffer, with a
   block-wide barrier between steps. Slower per step, but it runs at any size.
 
 Cost per step and batch row (``D`` reals of state): forward ``2 D^2`` FLOPs (the product)
 plus ~10 D for the activation; backward ``2 D^2`` plus ~20 D. Bytes per step and row from
 HBM: ``u_t`` and ``h_t`` (``8 D``) forward; ``grad h_t``, ``z_t`` (or ``h_t``) and ``dz_t``
-(``12 D``) backward; W is read once per launch when resident. Roofline on an H100 (3.35
-TB/s HBM, 67 TFLOP/s fp32 FMA): at D = 128, B = 64 a forward step moves 64 KB (20 ns)
-and computes 2.1 MFLOP (31 ns at peak), so a step is bound by the dependent chain of
-on-chip work (a few hundred ns of latency per ``tl.dot`` + activation), not by HBM or
-FLOPs; the design therefore avoids everything that adds per-step latency beyond that:
-no per-step launches, no host synchronization, W never re-read from HBM, coalesced
-row-major loads of ``u_t``.
+(``12 D``) backward; W once per launch when resident.
+
+Where the time goes (a bound, not yet a measurement: no GPU has been lent): the batch is
+the only parallelism, one program per 16 rows, so B <= 16 runs on one SM and B = 64 on
+four of an H100's 132. Each program's step is ``2 * 16 * D^2`` fp32 FMA FLOPs on one SM
+(about 0.5 TFLOP/s of the chip's 67): about 0.26 us at D = 64 (resident), 1 us at D = 128
+and 0.27 ms at D = 2048 (n = 1024 complex, streamed, which also re-reads 16.8 MB of W
+from L2 per program per step). HBM traffic is far below that (64 KB per step at D = 128,
+B = 64). So the kernels are bound by one SM's arithmetic plus the latency of the
+dependent chain (product, activation, store) per step. The design avoids adding to it:
+no per-step launches or host synchronization, W never re-read from HBM when resident,
+coalesced row-major loads of ``u_t``, prefetched one step ahead. The lever left, to be
+measured on a GPU, is splitting the output columns across programs (the persistent
+design of DESIGN.md with a grid barrier per step, or per-step launches captured in a
+CUDA graph) so that small batches use more than one SM.
 
 Products use ``input_precision="ieee"`` (true fp32, no tf32): a unitary recurrence must
 preserve norms over 10^4 steps, which tf32's 10-bit mantissa would not. Offsets into
@@ -55,11 +64,11 @@ import triton.language as tl
 MODRELU_EPS = tl.constexpr(1e-12)
 ACTIVATION_CODES = {"modrelu": 0, "tanh": 1, "relu": 2, "identity": 3}
 
-#: Largest n kept resident on chip (W in registers, as true-fp32 FMA products): D = 64
-#: reals of state. Measured by the ahead-of-time compile check (ci/compile_check.py
-#: --explore): the next tile (complex 64 / real 128) spills on sm_80 and sm_90 whatever
-#: the warp count. (With tf32x3 products those tiles compile without spills, but their
-#: accuracy needs a GPU to verify; not used.)
+#: Largest n kept resident on chip: D = 64 reals of state. Set by the ahead-of-time
+#: compile check (ci/compile_check.py --explore): the next tile (complex 64 / real 128)
+#: spills on sm_80 and sm_90 whatever the warp count, because the true-fp32 FMA product
+#: holds its W operand in registers. (With tf32x3 products those tiles compile without
+#: spills, but their accuracy needs a GPU to verify; not used.)
 RESIDENT_MAX_N = {True: 32, False: 64}
 #: Batch rows per program (the M of every tl.dot, which must be >= 16).
 BLOCK_B = 16
@@ -170,21 +179,33 @@ def _forward_resident(
     step = B.to(tl.int64) * D
     u_ptrs = u_ptr + io
     o_ptrs = out_ptr + io
-    for _ in range(T):
-        zr = tl.load(u_ptrs, mask=io_mask, other=0.0)
-        zr = tl.dot(hr, wt00, zr, input_precision="ieee")
+    # u_t is loaded one step ahead, so that its latency overlaps the previous step's work
+    # instead of sitting on the dependent chain of the product
+    ur = tl.load(u_ptrs, mask=io_mask, other=0.0)
+    ui = ur
+    if IS_COMPLEX:
+        ui = tl.load(u_ptrs + N, mask=io_mask, other=0.0)
+    u_base = u_ptr + io
+    for t in range(T):
+        # the next step's u (the last step reloads its own: in bounds, unused)
+        u_ptrs = u_base + tl.minimum(t + 1, T - 1).to(tl.int64) * step
+        ur_next = tl.load(u_ptrs, mask=io_mask, other=0.0)
+        ui_next = ur_next
+        if IS_COMPLEX:
+            ui_next = tl.load(u_ptrs + N, mask=io_mask, other=0.0)
+        zr = tl.dot(hr, wt00, ur, input_precision="ieee")
         zi = zr
         if IS_COMPLEX:
             zr = tl.dot(hi, wt01, zr, input_precision="ieee")
-            zi = tl.load(u_ptrs + N, mask=io_mask, other=0.0)
-            zi = tl.dot(hr, wt10, zi, input_precision="ieee")
+            zi = tl.dot(hr, wt10, ui, input_precision="ieee")
             zi = tl.dot(hi, wt11, zi, input_precision="ieee")
         hr, hi = _activate(zr, zi, bias, ACT, IS_COMPLEX)
         tl.store(o_ptrs, hr, mask=io_mask)
         if IS_COMPLEX:
             tl.store(o_ptrs + N, hi, mask=io_mask)
-        u_ptrs += step
         o_ptrs += step
+        ur = ur_next
+        ui = ui_next
 
 
 @triton.jit(do_not_specialize=["T", "B"])
@@ -445,10 +466,14 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
         saved = h.contiguous()
     p = plan(n, is_complex)
     programs = triton.cdiv(B, p["BLOCK_B"])
-    bpart = torch.zeros((programs, n), dtype=torch.float32, device=h.device)
+    # per-program partial sums of the bias gradient: written whole by the resident kernel
+    # (NaN-filled in tests so a missed row fails), accumulated into by the streamed one
+    resident = p["design"] == "resident"
+    bpart = (_alloc((programs, n), h) if resident else
+             torch.zeros((programs, n), dtype=torch.float32, device=h.device))
     meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
                 BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps_backward"])
-    if p["design"] == "resident":
+    if resident:
         _launch(_backward_resident, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
                 T, B, n, **meta)
     else:

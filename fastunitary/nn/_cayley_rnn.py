@@ -1,114 +1,59 @@
-"""What scuRNN and scoRNN share: a Cayley-parametrized cell and its multi-layer sequence module.
+"""What scuRNN and scoRNN share: a cell whose W is a scaled Cayley transform.
 
 Both models are ``h_t = modReLU(W h_{t-1} + U x_t + c)`` with ``W = cayley(A, D)``
 (METHODS.md section 3); they differ only in the field (complex or real) and in ``D``
 (learned phases or fixed signs), which the subclasses in ``scurnn.py`` and ``scornn.py``
-provide. Modules are thin (DESIGN.md): they hold the parameters, check shapes, build ``W``
-once per forward call and ``u = U x + c`` for all steps in one product, and call the ops.
+provide. Everything else comes from :mod:`fastunitary.nn._base`.
 """
 
 from __future__ import annotations
 
 import abc
-import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import _checks
-from .._backend import check_backend_name
 from ..functional.cayley import cayley_planes
-from ..functional.planes import real_embedding, to_planes
-from ..functional.recurrence import recurrence_planes
-from . import _skew
-from .init import cayley_skew_init, glorot_uniform_
-
-# Optimizer groups of the papers: A and D (scuRNN's phases) train with their own learning
-# rates, everything else with the usual one.
-_GROUP_OF = {"skew_re": "A", "skew_im": "A", "theta": "D"}
+from ..functional.planes import real_embedding
+from . import _base, _skew
+from .init import cayley_skew_init
 
 
-def _param_groups(module: nn.Module, lr: float, lr_A: float, lr_D: float) -> list[dict]:
-    lrs = {"A": lr_A, "D": lr_D, "other": lr}
-    params: dict[str, list] = {"A": [], "D": [], "other": []}
-    for name, p in module.named_parameters():
-        params[_GROUP_OF.get(name.rsplit(".", 1)[-1], "other")].append(p)
-    return [{"name": k, "params": v, "lr": lrs[k]} for k, v in params.items() if v]
+class CayleyCellBase(_base.RecurrentCell):
+    """A layer with ``W = (I + A)^-1 (I - A) D``, ``A`` exactly skew(-Hermitian).
 
+    Subclasses set ``is_complex`` and implement ``_create_scaling``, ``_reset_scaling``,
+    ``_scaling_planes`` (the planes of the diagonal of ``D``) and ``_scaling_source``.
 
-def _check_positive(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-class CayleyCellBase(nn.Module, abc.ABC):
-    """One layer: parameters, the recurrent matrix, the input term, and a single step.
-
-    Subclasses set ``is_complex`` and implement ``_scaling_planes`` (the planes of the
-    diagonal of ``D``) and ``_reset_scaling``.
-
-    Parameters (``n = hidden_size``, ``d = 2n`` complex / ``n`` real, ``m = input_size``):
-        weight_ih: ``(d, m)`` input weights ``U`` (rows ``[Re U; Im U]`` when complex).
-        bias_ih: ``(d,)`` input bias ``c`` (when ``bias=True``).
+    Parameters, beyond those of :class:`~fastunitary.nn._base.RecurrentCell`:
         skew_re, skew_im: packed free entries of ``A`` (see :mod:`fastunitary.nn._skew`).
-        modrelu_bias: ``(n,)``.
-        h0: ``(d,)`` trainable initial state (when ``trainable_h0=True``).
     """
 
-    is_complex: bool = False
+    # Optimizer groups of the papers: A and D (scuRNN's phases) train with their own
+    # learning rates, everything else with the usual one.
+    param_group_of = {"skew_re": "A", "skew_im": "A", "theta": "D"}
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        *,
-        trainable_h0: bool = False,
-        backend: str = "auto",
-        check_finite: bool = False,
-    ):
-        super().__init__()
-        _check_positive("input_size", input_size)
-        _check_positive("hidden_size", hidden_size)
-        check_backend_name(backend)
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.backend, self.check_finite = backend, check_finite
-        n = hidden_size
-        self.state_size = 2 * n if self.is_complex else n
-        self.weight_ih = nn.Parameter(torch.empty(self.state_size, input_size))
-        self.bias_ih = nn.Parameter(torch.zeros(self.state_size)) if bias else None
+    def _create_recurrent_parameters(self) -> None:
+        n = self.hidden_size
         n_re, n_im = _skew.packed_sizes(n)
         self.skew_re = nn.Parameter(torch.zeros(n_re))
         self.skew_im = nn.Parameter(torch.zeros(n_im)) if self.is_complex else None
-        self.modrelu_bias = nn.Parameter(torch.empty(n))
-        self.h0 = nn.Parameter(torch.empty(self.state_size)) if trainable_h0 else None
         idx_strict, idx_upper = _skew.triu_indices(n)
         self.register_buffer("_idx_strict", idx_strict, persistent=False)
         self.register_buffer("_idx_upper", idx_upper, persistent=False)
-        self._weight_cache = None
         self._create_scaling()
-        self.reset_parameters()
 
-    # -- initialization ---------------------------------------------------------------
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """The initializations of METHODS.md sections 1 and 3."""
-        n, m = self.hidden_size, self.input_size
-        with torch.no_grad():
-            for plane in self.weight_ih.view(-1, n, m):  # Glorot on Re U and on Im U
-                glorot_uniform_(plane, m, n, generator=generator)
-            if self.bias_ih is not None:
-                self.bias_ih.zero_()
-            packed_re, _ = _skew.pack(
-                cayley_skew_init(n, generator=generator), self._idx_strict, self._idx_upper
-            )
-            self.skew_re.copy_(packed_re)
-            if self.skew_im is not None:
-                self.skew_im.zero_()
-            self.modrelu_bias.uniform_(-0.01, 0.01, generator=generator)
-            if self.h0 is not None:
-                self.h0.uniform_(-0.01, 0.01, generator=generator)
-            self._reset_scaling(generator)
+    def _reset_recurrent_parameters(self, generator: torch.Generator | None) -> None:
+        """A block-diagonal (METHODS.md section 1), imaginary part zero; then D."""
+        packed_re, _ = _skew.pack(
+            cayley_skew_init(self.hidden_size, generator=generator),
+            self._idx_strict,
+            self._idx_upper,
+        )
+        self.skew_re.copy_(packed_re)
+        if self.skew_im is not None:
+            self.skew_im.zero_()
+        self._reset_scaling(generator)
 
     @abc.abstractmethod
     def _create_scaling(self) -> None:
@@ -151,36 +96,9 @@ class CayleyCellBase(nn.Module, abc.ABC):
         Wp = self._weight_planes()
         return real_embedding(Wp[0], Wp[1]) if self.is_complex else Wp[0]
 
-    def _recurrent_weight(self) -> torch.Tensor:
-        """``(d, d)`` matrix the recurrence op uses (real embedding when complex).
-
-        Computed once per forward call. When no gradient can flow into it (eval mode
-        with grad disabled, or frozen parameters), it is cached and reused until a
-        parameter changes (in-place updates bump the version counter, ``.to()`` moves the
-        storage).
-        """
+    def _weight_sources(self) -> list[torch.Tensor]:
         sources = [p for p in (self.skew_re, self.skew_im) if p is not None]
-        sources.append(self._scaling_source())
-        if (
-            torch.compiler.is_compiling()
-            or self.training
-            or (torch.is_grad_enabled() and any(p.requires_grad for p in sources))
-            # an inference tensor cached here could not be saved for a later backward
-            or torch.is_inference_mode_enabled()
-            # under vmap/grad transforms the parameters are wrapped and have no storage
-            or torch._C._are_functorch_transforms_active()
-        ):
-            self._weight_cache = None
-            return self._compute_recurrent_weight()
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in sources) + (self.backend,)
-        if self._weight_cache is None or self._weight_cache[0] != key:
-            self._weight_cache = (key, self._compute_recurrent_weight())
-        return self._weight_cache[1]
-
-    # -- input term and one step -------------------------------------------------------------
-    def input_term(self, x: torch.Tensor) -> torch.Tensor:
-        """``u = U x + c``: ``(..., input_size) -> (..., d)``, planes ``[Re | Im]`` if complex."""
-        return F.linear(x, self.weight_ih, self.bias_ih)
+        return sources + [self._scaling_source()]
 
     def param_groups(self, lr: float = 1e-3, lr_A: float = 1e-4, lr_D: float = 1e-4) -> list[dict]:
         """Optimizer parameter groups ``A``, ``D`` (scuRNN's phases) and ``other``.
@@ -188,100 +106,10 @@ class CayleyCellBase(nn.Module, abc.ABC):
         Each dict has ``name``, ``params`` and ``lr``; pass the list to one optimizer, or
         split it by name to give each group its own optimizer as the papers do.
         """
-        return _param_groups(self, lr, lr_A, lr_D)
-
-    def _step_inputs(self, input: torch.Tensor, hx: torch.Tensor | None):
-        _checks.check_tensor("input", input, allow_complex=False)
-        if input.dim() not in (1, 2):
-            raise ValueError(
-                f"input must have shape (B, input_size) or (input_size,), got {tuple(input.shape)}"
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input must have last dimension input_size = {self.input_size}, "
-                f"got shape {tuple(input.shape)}"
-            )
-        _checks.check_same_device("the module's parameters", self.weight_ih, input=input)
-        unbatched = input.dim() == 1
-        x = input.unsqueeze(0) if unbatched else input
-        B = x.shape[0]
-        if hx is not None:
-            hx = _state_planes("hx", hx, self, (B, self.state_size), unbatched)
-        if self.check_finite:
-            _checks.check_finite("input", x)
-            if hx is not None:
-                _checks.check_finite("hx", hx)
-        return x, hx, unbatched
-
-    def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
-        """One step ``h' = modReLU(W h + U x + c)``.
-
-        Args:
-            input: ``(B, input_size)`` or ``(input_size,)``.
-            hx: ``(B, d)`` or ``(d,)`` (``d = 2 * hidden_size`` ``[Re | Im]`` for scuRNN; a
-                complex ``(B, hidden_size)`` is accepted too), or ``None`` for zeros (or
-                the trainable ``h0``).
-        Returns:
-            ``(B, d)`` or ``(d,)``.
-        """
-        x, hx, unbatched = self._step_inputs(input, hx)
-        h = self.run_sequence(x.unsqueeze(0), hx)[0]
-        return h[0] if unbatched else h
-
-    def run_sequence(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-        """This layer over a whole sequence, as one recurrence op (inputs unchecked).
-
-        Args:
-            x: ``(T, B, input_size)``.
-            h0: ``(B, d)``, or ``None`` for the trainable ``h0`` if enabled, else zeros.
-        Returns:
-            ``(T, B, d)``: ``h_1 ... h_T``.
-        """
-        if h0 is None and self.h0 is not None:
-            h0 = self.h0.expand(x.shape[1], self.state_size)
-        return recurrence_planes(
-            self.input_term(x),
-            self._recurrent_weight(),
-            self.modrelu_bias,
-            h0,
-            activation="modrelu",
-            is_complex=self.is_complex,
-            backend=self.backend,
-        )
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.bias_ih is None:
-            s += ", bias=False"
-        if self.h0 is not None:
-            s += ", trainable_h0=True"
-        if self.backend != "auto":
-            s += f", backend={self.backend!r}"
-        return s
+        return _base.param_groups(self, self.param_group_of, {"A": lr_A, "D": lr_D, "other": lr})
 
 
-def _state_planes(name, h, cell: CayleyCellBase, shape: tuple, unbatched: bool) -> torch.Tensor:
-    """Check a user-given state and return it in the planes layout, shape ``shape``."""
-    _checks.check_tensor(name, h)
-    _checks.check_same_device("the module's parameters", cell.weight_ih, **{name: h})
-    if h.is_complex():
-        if not cell.is_complex:
-            raise TypeError(f"{name} is complex ({h.dtype}) but this model's state is real")
-        h = to_planes(h)
-    if h.dtype != cell.weight_ih.dtype:
-        raise TypeError(
-            f"{name} is {h.dtype} but the module's parameters are {cell.weight_ih.dtype}; "
-            f"convert one of them (a complex state must match their precision)"
-        )
-    want = tuple(shape[:-2]) + tuple(shape[-1:]) if unbatched else tuple(shape)
-    if tuple(h.shape) != tuple(want):
-        what = ("(num_layers, " if len(shape) == 3 else "(") + ("" if unbatched else "B, ")
-        what += "2 * hidden_size)" if cell.is_complex else "hidden_size)"
-        raise ValueError(f"{name} must have shape {tuple(want)} = {what}, got {tuple(h.shape)}")
-    return h.unsqueeze(-2) if unbatched else h
-
-
-class CayleyRNNBase(nn.Module):
+class CayleyRNNBase(_base.StackedRNN):
     """Multi-layer sequence module with the calling convention of ``torch.nn.LSTM``.
 
     Subclasses set ``cell_class``.
@@ -303,61 +131,11 @@ class CayleyRNNBase(nn.Module):
         check_finite: bool = False,
         **cell_kwargs,
     ):
-        super().__init__()
-        _check_positive("num_layers", num_layers)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                "dropout acts between layers; with num_layers=1 it does nothing", stacklevel=2
-            )
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.batch_first, self.dropout = batch_first, float(dropout)
-        cells = []
-        for layer in range(num_layers):
-            in_size = input_size if layer == 0 else cells[-1].state_size
-            cells.append(
-                self.cell_class(
-                    in_size,
-                    hidden_size,
-                    bias,
-                    trainable_h0=trainable_h0,
-                    backend=backend,
-                    check_finite=check_finite,
-                    **cell_kwargs,
-                )
-            )
-        self.layers = nn.ModuleList(cells)
+        def make_cell(in_size: int) -> CayleyCellBase:
+            return self.cell_class(in_size, hidden_size, bias, trainable_h0=trainable_h0,
+                                   backend=backend, check_finite=check_finite, **cell_kwargs)
 
-    @property
-    def output_size(self) -> int:
-        """Width of ``output`` and ``h_n``: ``2 * hidden_size`` (complex) or ``hidden_size``."""
-        return self.layers[0].state_size
-
-    @property
-    def backend(self) -> str:
-        return self.layers[0].backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        check_backend_name(value)
-        for cell in self.layers:
-            cell.backend = value
-
-    @property
-    def check_finite(self) -> bool:
-        return self.layers[0].check_finite
-
-    @check_finite.setter
-    def check_finite(self, value: bool) -> None:
-        for cell in self.layers:
-            cell.check_finite = bool(value)
-
-    def recurrent_matrix(self, layer: int = 0) -> torch.Tensor:
-        """``W`` of ``layer`` now in use: ``(n, n)``, complex64 for scuRNN."""
-        if not -self.num_layers <= layer < self.num_layers:
-            raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
-        return self.layers[layer].recurrent_matrix()
+        super().__init__(input_size, num_layers, batch_first, dropout, make_cell)
 
     def param_groups(self, lr: float = 1e-3, lr_A: float = 1e-4, lr_D: float = 1e-4) -> list[dict]:
         """Optimizer parameter groups ``A``, ``D`` (scuRNN's phases) and ``other``.
@@ -365,86 +143,5 @@ class CayleyRNNBase(nn.Module):
         Each dict has ``name``, ``params`` and ``lr``; pass the list to one optimizer, or
         split it by name to give each group its own optimizer as the papers do.
         """
-        return _param_groups(self, lr, lr_A, lr_D)
-
-    def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        _checks.check_tensor("input", input, allow_complex=False)
-        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
-        if input.dim() not in (2, 3):
-            raise ValueError(
-                f"input must have shape {layout} (or (T, input_size) unbatched), "
-                f"got {tuple(input.shape)}"
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input must have last dimension input_size = {self.input_size}, "
-                f"got shape {tuple(input.shape)}"
-            )
-        weight = self.layers[0].weight_ih
-        _checks.check_same_device("the module's parameters", weight, input=input)
-        if input.dtype != weight.dtype and not torch.is_autocast_enabled(input.device.type):
-            raise TypeError(
-                f"input is {input.dtype} but the module's parameters are {weight.dtype}; "
-                f"convert one of them (e.g. model.double()) or run under torch.autocast"
-            )
-        unbatched = input.dim() == 2
-        x = input.unsqueeze(1) if unbatched else input
-        if self.batch_first and not unbatched:
-            x = x.transpose(0, 1)
-        if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"input must have T >= 1 and B >= 1, got shape {tuple(input.shape)}")
-        return x, unbatched
-
-    def forward(
-        self, input: torch.Tensor, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run all layers over the whole sequence.
-
-        Args:
-            input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``, or
-                ``(T, input_size)`` unbatched.
-            hx: initial states ``(num_layers, B, d)`` (``(num_layers, d)`` unbatched), with
-                ``d = 2 * hidden_size`` ``[Re | Im]`` for scuRNN (a complex
-                ``(num_layers, B, hidden_size)`` is accepted too) and ``hidden_size`` for
-                scoRNN; ``None`` for zeros, or the trainable ``h0`` when enabled.
-        Returns:
-            ``(output, h_n)``: ``output`` is ``(T, B, d)`` (``(B, T, d)`` with
-            ``batch_first``, ``(T, d)`` unbatched), the last layer's states ``h_1..h_T``;
-            ``h_n`` is ``(num_layers, B, d)`` (``(num_layers, d)`` unbatched), every layer's
-            final state, which can be fed back as ``hx`` to continue a sequence.
-        """
-        x, unbatched = self._check_input(input)
-        T, B, _ = x.shape
-        if hx is not None:
-            hx = _state_planes("hx", hx, self.layers[0], (self.num_layers, B, self.output_size),
-                               unbatched)
-        if self.check_finite:
-            _checks.check_finite("input", x)
-            if hx is not None:
-                _checks.check_finite("hx", hx)
-        finals = []
-        for layer, cell in enumerate(self.layers):
-            x = cell.run_sequence(x, None if hx is None else hx[layer])
-            finals.append(x[-1])
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        h_n = torch.stack(finals)
-        if unbatched:
-            return x.squeeze(1), h_n.squeeze(1)
-        return (x.transpose(0, 1) if self.batch_first else x), h_n
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.layers[0].bias_ih is None:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.layers[0].h0 is not None:
-            s += ", trainable_h0=True"
-        if self.backend != "auto":
-            s += f", backend={self.backend!r}"
-        return s
+        return _base.param_groups(self, self.cell_class.param_group_of,
+                                  {"A": lr_A, "D": lr_D, "other": lr})

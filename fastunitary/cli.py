@@ -16,9 +16,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--task", choices=TASKS, default=d.task)
     p.add_argument("--model", choices=MODELS, default=d.model)
     p.add_argument("--hidden", type=int, default=d.hidden,
-                   help="hidden size (complex state size for scurnn)")
+                   help="hidden size (complex state size for scurnn, unitary_size for enrnn)")
+    p.add_argument("--short", type=int, default=d.short, help="enrnn: short_size")
     p.add_argument("--layers", type=int, default=d.layers)
-    p.add_argument("--length", type=int, default=d.length, help="copying: delay T")
+    p.add_argument("--length", type=int, default=d.length,
+                   help="copying: delay T; adding: sequence length L")
     p.add_argument("--convention", choices=("scornn", "exprnn"), default=d.convention,
                    help="copying: marker position")
     p.add_argument("--batch", type=int, default=d.batch)
@@ -28,7 +30,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-A", dest="lr_A", type=float, default=d.lr_A)
     p.add_argument("--lr-D", dest="lr_D", type=float, default=d.lr_D)
-    p.add_argument("--rho", type=int, default=None, help="scornn: number of -1 in D")
+    p.add_argument("--rho", type=int, default=None,
+                   help="scornn: number of -1 in D; enrnn: in D1")
     p.add_argument("--clip", type=float, default=d.clip, help="max grad norm, 0 = off")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-size", type=int, default=d.eval_size)
@@ -55,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastunitary train: error: {e}", file=sys.stderr)
         return 2
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"
+    extra = (f"; recall accuracy {m['final_eval_accuracy']:.3f}"
+             if "final_eval_accuracy" in m else "")
+    length = "T" if cfg.task == "copying" else "L"
     print(
-        f"{m['model']} on {m['task']} (T={cfg.length}): {m['steps']} steps in "
+        f"{m['model']} on {m['task']} ({length}={cfg.length}): {m['steps']} steps in "
         f"{m['seconds']:.0f} s, {m['tokens_per_second']:.3g} tokens/s\n"
         f"final eval loss {m['final_eval_loss']:.4f}   baseline {m['baseline_loss']:.4f}   "
-        f"({verdict} baseline; recall accuracy {m['final_eval_accuracy']:.3f})"
+        f"({verdict} baseline{extra})"
     )
     return 0
 

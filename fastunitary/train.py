@@ -1,10 +1,11 @@
-"""Training loop for the benchmark tasks: models, optimizer groups, progress, metrics.
+"""Training loop for the benchmark tasks: tasks, models, optimizer groups, progress, metrics.
 
 ``fastunitary train`` (see :mod:`fastunitary.cli`) is a thin wrapper around :func:`train`.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import math
@@ -17,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nn as fnn
-from .tasks import copying
+from .tasks import adding, copying
 
-MODELS = ("scurnn", "scornn", "lstm", "gru")
-TASKS = ("copying",)
+MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru")
+TASKS = ("copying", "adding")
 
 
 @dataclasses.dataclass
@@ -29,17 +30,18 @@ class TrainConfig:
 
     task: str = "copying"
     model: str = "scurnn"
-    hidden: int = 64
+    hidden: int = 64  # hidden size (complex state size for scurnn; unitary_size for enrnn)
+    short: int = 32  # enrnn: short_size
     layers: int = 1
-    length: int = 100  # copying: the delay T
+    length: int = 100  # copying: the delay T; adding: the sequence length L
     convention: str = "scornn"  # copying: marker position, see fastunitary.tasks.copying
     batch: int = 32
     steps: int | None = None  # stop after this many steps ...
     max_seconds: float | None = None  # ... or after this much training time
-    lr: float = 1e-3  # Adam, for everything but A and D
-    lr_A: float = 1e-4  # RMSProp, for A (scuRNN/scoRNN)
+    lr: float = 1e-3  # everything but A and D (Adam; RMSProp for enrnn)
+    lr_A: float = 1e-4  # RMSProp, for A (scuRNN/scoRNN) or A1 (ENRNN)
     lr_D: float = 1e-4  # Adagrad, for scuRNN's phases theta
-    rho: int | None = None  # scoRNN: number of -1 entries of D
+    rho: int | None = None  # scoRNN: number of -1 entries of D; ENRNN: of D1
     clip: float = 0.0  # max gradient norm; 0 = no clipping
     eval_every: int = 100
     eval_size: int = 200
@@ -49,21 +51,95 @@ class TrainConfig:
     compile: bool = False
 
 
-class CopyingModel(nn.Module):
-    """One-hot tokens -> recurrent network -> per-step linear readout.
+class Task(abc.ABC):
+    """A benchmark task: batches, how the model reads them, loss, metrics, baseline."""
 
-    ``forward``: tokens ``(T, B)`` int64 -> logits ``(T, B, n_classes)``.
-    """
+    name: str
+    input_size: int
+    output_size: int
+    per_step: bool  # one prediction per step (copying) or one after the last (adding)
+    baseline: float
 
-    def __init__(self, rnn: nn.Module, rnn_width: int, vocab: int, n_classes: int):
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    @abc.abstractmethod
+    def batch(self, size: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh batch ``(x, y)``, time-major."""
+
+    def encode(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return x.to(dtype)
+
+    @abc.abstractmethod
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of the model's output against the targets."""
+
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict:
+        return {"loss": self.loss(out, y).item()}
+
+    @property
+    def tokens_per_sequence(self) -> int:
+        return self.cfg.length
+
+
+class CopyingTask(Task):
+    """Copying over a delay T (one-hot tokens in, a class per step out)."""
+
+    name, input_size, output_size, per_step = "copying", copying.VOCAB, copying.N_CLASSES, True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.baseline = copying.copying_baseline(cfg.length)
+
+    @property
+    def tokens_per_sequence(self) -> int:
+        return self.cfg.length + 2 * copying.N_SYMBOLS
+
+    def batch(self, size, rng, device):
+        return copying.copying_batch(size, self.cfg.length, convention=self.cfg.convention,
+                                     rng=rng, device=device)
+
+    def encode(self, x, dtype):
+        return F.one_hot(x, copying.VOCAB).to(dtype)
+
+    def loss(self, out, y):
+        return F.cross_entropy(out.flatten(0, 1), y.flatten())
+
+    def metrics(self, out, y):
+        recall = out[-copying.N_SYMBOLS:].argmax(-1) == y[-copying.N_SYMBOLS:]
+        return {"loss": self.loss(out, y).item(), "accuracy": recall.float().mean().item()}
+
+
+class AddingTask(Task):
+    """The adding problem of length L (two channels in, one value out after the last step)."""
+
+    name, input_size, output_size, per_step = "adding", 2, 1, False
+    baseline = adding.BASELINE
+
+    def batch(self, size, rng, device):
+        return adding.adding_batch(size, self.cfg.length, rng=rng, device=device)
+
+    def loss(self, out, y):
+        return F.mse_loss(out, y)
+
+
+TASK_CLASSES = {"copying": CopyingTask, "adding": AddingTask}
+
+
+class SequenceModel(nn.Module):
+    """Task input -> recurrent network -> linear readout (every step, or the last one)."""
+
+    def __init__(self, rnn: nn.Module, rnn_width: int, task: Task):
         super().__init__()
-        self.vocab = vocab
+        self.task = task
         self.rnn = rnn
-        self.readout = nn.Linear(rnn_width, n_classes)
+        self.readout = nn.Linear(rnn_width, task.output_size)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = F.one_hot(tokens, self.vocab).to(self.readout.weight.dtype)
-        return self.readout(self.rnn(x)[0])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.rnn(self.task.encode(x, self.readout.weight.dtype))[0]
+        if self.task.per_step:
+            return self.readout(h)  # (T, B, classes)
+        return self.readout(h[-1]).squeeze(-1)  # (B,)
 
 
 def build_rnn(cfg: TrainConfig, input_size: int) -> tuple[nn.Module, int]:
@@ -71,25 +147,34 @@ def build_rnn(cfg: TrainConfig, input_size: int) -> tuple[nn.Module, int]:
     if cfg.model == "scurnn":
         rnn = fnn.ScuRNN(input_size, cfg.hidden, cfg.layers, backend=cfg.backend,
                          trainable_h0=True)
-        return rnn, rnn.output_size
-    if cfg.model == "scornn":
+    elif cfg.model == "scornn":
         rnn = fnn.ScoRNN(input_size, cfg.hidden, cfg.layers, backend=cfg.backend,
                          trainable_h0=True, rho=cfg.rho)
-        return rnn, rnn.output_size
-    if cfg.model == "lstm":
+    elif cfg.model == "enrnn":
+        rnn = fnn.ENRNN(input_size, cfg.hidden, cfg.short, cfg.layers, backend=cfg.backend,
+                        num_negative=cfg.rho)
+    elif cfg.model == "lstm":
         return nn.LSTM(input_size, cfg.hidden, cfg.layers), cfg.hidden
-    if cfg.model == "gru":
+    elif cfg.model == "gru":
         return nn.GRU(input_size, cfg.hidden, cfg.layers), cfg.hidden
-    raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
+    else:
+        raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
+    return rnn, rnn.output_size
 
 
-def make_optimizers(model: CopyingModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """The papers' setup: Adam for the ordinary weights, RMSProp for A, Adagrad for theta."""
+def make_optimizers(model: SequenceModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """The papers' setups.
+
+    scuRNN/scoRNN: Adam for the ordinary weights, RMSProp for A, Adagrad for theta.
+    ENRNN: RMSProp for everything, A1 with its own rate. LSTM/GRU: Adam.
+    """
     if not hasattr(model.rnn, "param_groups"):
         return [torch.optim.Adam(model.parameters(), lr=cfg.lr)]
     groups = {g["name"]: g["params"] for g in model.rnn.param_groups()}
-    opts = [torch.optim.Adam(groups.get("other", []) + list(model.readout.parameters()),
-                             lr=cfg.lr)]
+    rest = groups.get("other", []) + list(model.readout.parameters())
+    if cfg.model == "enrnn":
+        return [torch.optim.RMSprop(rest, lr=cfg.lr), torch.optim.RMSprop(groups["A"], lr=cfg.lr_A)]
+    opts = [torch.optim.Adam(rest, lr=cfg.lr)]
     if groups.get("A"):
         opts.append(torch.optim.RMSprop(groups["A"], lr=cfg.lr_A))
     if groups.get("D"):
@@ -104,59 +189,53 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
     if cfg.steps is None and cfg.max_seconds is None:
         raise ValueError("give a budget: steps, max_seconds, or both")
-    for name in ("hidden", "layers", "length", "batch", "eval_every", "eval_size"):
+    for name in ("hidden", "short", "layers", "length", "batch", "eval_every", "eval_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
 @torch.no_grad()
-def evaluate(model: CopyingModel, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Loss over all positions and accuracy on the ten recalled symbols."""
+def evaluate(model: SequenceModel, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The task's metrics on a fixed evaluation set (loss; accuracy where it applies)."""
     model.eval()
-    logits = model(x)
+    out = model(x)
     model.train()
-    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
-    recall = logits[-copying.N_SYMBOLS :].argmax(-1) == y[-copying.N_SYMBOLS :]
-    return {"loss": loss, "accuracy": recall.float().mean().item()}
+    return model.task.metrics(out, y)
 
 
 def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = True) -> dict:
     """Train ``cfg.model`` on ``cfg.task``; return (and write to ``out``) the metrics.
 
     Metrics: ``task``, ``model``, ``steps``, ``final_train_loss``, ``final_eval_loss``,
-    ``final_eval_accuracy``, ``baseline_loss``, ``params``, ``seconds``,
+    ``final_eval_accuracy`` (copying), ``baseline_loss``, ``params``, ``seconds``,
     ``tokens_per_second``, ``config`` and the evaluation ``history``.
     """
     _check_config(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = torch.device(cfg.device)
-    rnn, width = build_rnn(cfg, copying.VOCAB)
-    model = CopyingModel(rnn, width, copying.VOCAB, copying.N_CLASSES).to(device)
+    task = TASK_CLASSES[cfg.task](cfg)
+    rnn, width = build_rnn(cfg, task.input_size)
+    model = SequenceModel(rnn, width, task).to(device)
     step_fn = torch.compile(model, fullgraph=True) if cfg.compile else model
     optimizers = make_optimizers(model, cfg)
-    baseline = copying.copying_baseline(cfg.length)
-    eval_x, eval_y = copying.copying_batch(
-        cfg.eval_size, cfg.length, convention=cfg.convention,
-        rng=np.random.default_rng(cfg.seed + 1), device=device,
-    )
+    eval_x, eval_y = task.batch(cfg.eval_size, np.random.default_rng(cfg.seed + 1), device)
     params = sum(p.numel() for p in model.parameters())
-    seq_len = cfg.length + 2 * copying.N_SYMBOLS
+    tokens = cfg.batch * task.tokens_per_sequence
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, desc=f"{cfg.model} {cfg.task} T={cfg.length}",
+        bar = tqdm(total=cfg.steps, desc=f"{cfg.model} {cfg.task} L={cfg.length}",
                    unit="step", dynamic_ncols=True)
     history, step, train_seconds, loss_value = [], 0, 0.0, math.nan
     while (cfg.steps is None or step < cfg.steps) and (
         cfg.max_seconds is None or train_seconds < cfg.max_seconds
     ):
-        x, y = copying.copying_batch(cfg.batch, cfg.length, convention=cfg.convention,
-                                     rng=rng, device=device)
+        x, y = task.batch(cfg.batch, rng, device)
         t0 = time.perf_counter()
-        loss = F.cross_entropy(step_fn(x).flatten(0, 1), y.flatten())
+        loss = task.loss(step_fn(x), y)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,11 +249,12 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at step {step}")
         if step % cfg.eval_every == 0:
-            history.append({"step": step, "train_loss": loss_value, **evaluate(model, eval_x, eval_y)})
+            history.append({"step": step, "seconds": train_seconds, "train_loss": loss_value,
+                            **{f"eval_{k}": v for k, v in evaluate(model, eval_x, eval_y).items()}})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", baseline=f"{baseline:.4f}",
-                            tok_s=f"{step * cfg.batch * seq_len / train_seconds:.3g}")
+            bar.set_postfix(loss=f"{loss_value:.4f}", baseline=f"{task.baseline:.4f}",
+                            tok_s=f"{step * tokens / train_seconds:.3g}")
     if bar is not None:
         bar.close()
     final = evaluate(model, eval_x, eval_y)
@@ -184,14 +264,15 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         "steps": step,
         "final_train_loss": loss_value,
         "final_eval_loss": final["loss"],
-        "final_eval_accuracy": final["accuracy"],
-        "baseline_loss": baseline,
+        "baseline_loss": task.baseline,
         "params": params,
         "seconds": train_seconds,
-        "tokens_per_second": step * cfg.batch * seq_len / max(train_seconds, 1e-9),
+        "tokens_per_second": step * tokens / max(train_seconds, 1e-9),
         "config": dataclasses.asdict(cfg),
         "history": history,
     }
+    if "accuracy" in final:
+        metrics["final_eval_accuracy"] = final["accuracy"]
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

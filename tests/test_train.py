@@ -8,7 +8,7 @@ from fastunitary import cli
 from fastunitary.train import TrainConfig, train
 
 
-@pytest.mark.parametrize("model", ["scurnn", "scornn", "lstm", "gru"])
+@pytest.mark.parametrize("model", ["scurnn", "scornn", "enrnn", "lstm", "gru"])
 def test_train_runs_and_reports(model, tmp_path):
     cfg = TrainConfig(model=model, hidden=8, length=5, batch=4, steps=6, eval_every=3, eval_size=8)
     m = train(cfg, out=tmp_path, progress=False)
@@ -48,3 +48,19 @@ def test_cli_prints_loss_beside_baseline(capsys, tmp_path):
 def test_cli_reports_errors(capsys):
     assert cli.main(["train", "--hidden", "0", "--steps", "1", "--no-progress"]) == 2
     assert "hidden must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["enrnn", "scornn"])
+def test_adding_task_runs(model):
+    cfg = TrainConfig(task="adding", model=model, hidden=8, short=4, length=12, batch=8, steps=5,
+                      eval_every=5, eval_size=16)
+    m = train(cfg, progress=False)
+    assert m["baseline_loss"] == pytest.approx(1 / 6)
+    assert "final_eval_accuracy" not in m
+    assert m["history"][0]["step"] == 5 and 0 < m["history"][0]["eval_loss"] < 10
+
+
+def test_cli_adding(capsys):
+    assert cli.main(["train", "--task", "adding", "--model", "enrnn", "--hidden", "8", "--short",
+                     "4", "--length", "10", "--steps", "2", "--no-progress"]) == 0
+    assert "enrnn on adding (L=10)" in capsys.readouterr().out

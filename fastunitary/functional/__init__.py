@@ -7,6 +7,7 @@ from .cayley import cayley, cayley_planes
 from .modrelu import modrelu
 from .planes import as_complex, real_embedding, to_planes
 from .recurrence import recurrence, recurrence_planes
+from .spectral_radius import spectral_normalize, spectral_radius
 
 __all__ = [
     "as_complex",
@@ -16,5 +17,7 @@ __all__ = [
     "real_embedding",
     "recurrence",
     "recurrence_planes",
+    "spectral_normalize",
+    "spectral_radius",
     "to_planes",
 ]

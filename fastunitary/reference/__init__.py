@@ -11,6 +11,7 @@ from .cayley import (
     cayley_inverse,
 )
 from .modrelu import MODRELU_EPS, modrelu, modrelu_backward_coefficients
+from .spectral_radius import spectral_radius, spectral_radius_autograd
 from .recurrence import ACTIVATIONS, recurrence_autograd, recurrence_backward, recurrence_forward
 
 __all__ = [
@@ -26,4 +27,6 @@ __all__ = [
     "recurrence_autograd",
     "recurrence_backward",
     "recurrence_forward",
+    "spectral_radius",
+    "spectral_radius_autograd",
 ]

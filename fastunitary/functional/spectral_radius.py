@@ -1,0 +1,102 @@
+"""``spectral_radius`` and ``spectral_normalize``: ENRNN's eigenvalue normalization.
+
+``spectral_radius(M)`` is a registered op (one node under ``torch.compile``, the complex
+eigendecomposition kept inside it) whose backward is the closed form of METHODS.md section
+4, applied with plain real tensor algebra. ``spectral_normalize`` composes it into
+``W2 = M / sigma`` under ENRNN's two rules, with tensor ops only (no ``.item()``), so the
+"sticky" switch compiles without graph breaks. Computed on any device, in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from .._checks import check_same_device, check_tensor
+from ._dispatch import autocast_off
+
+RULES = ("sticky", "max1")
+
+
+@torch.library.custom_op("fastunitary::spectral_radius", mutates_args=())
+def _spectral_radius_op(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sigma, d sigma / d M)``; the second output is what the backward needs."""
+    with autocast_off(M):
+        sigma, grad = reference.spectral_radius(M)
+        return sigma.contiguous(), grad.contiguous()
+
+
+@_spectral_radius_op.register_fake
+def _(M):
+    return M.new_empty(M.shape[:-2]), torch.empty_like(M, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _backward(ctx, grad_sigma, _grad_of_grad):
+    (dsigma,) = ctx.saved_tensors
+    return grad_sigma[..., None, None] * dsigma
+
+
+_spectral_radius_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _check_square_real(M: torch.Tensor) -> None:
+    check_tensor("M", M, allow_complex=False)
+    if M.dim() < 2 or M.shape[-1] != M.shape[-2]:
+        raise ValueError(f"M must have shape (..., n, n) (square), got {tuple(M.shape)}")
+
+
+def spectral_radius(M: torch.Tensor) -> torch.Tensor:
+    """``|lambda_max(M)|``, differentiable with the closed-form gradient.
+
+    Args:
+        M: ``(..., n, n)`` real, batched over leading dimensions (e.g. layers).
+    Returns:
+        ``(...)``, the dtype of ``M``.
+    """
+    _check_square_real(M)
+    sigma, _ = _spectral_radius_op(M)
+    return sigma
+
+
+def spectral_normalize(
+    M: torch.Tensor, *, rule: str = "max1", active: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scale ``M`` so that its spectral radius is at most 1 (ENRNN, METHODS.md section 4).
+
+    - ``rule="max1"``: ``W2 = M / max(1, sigma(M))``.
+    - ``rule="sticky"`` (the official rule): normalization switches on the first time
+      ``sigma(M) > 1`` and stays on: ``on = active | (sigma > 1)``,
+      ``W2 = M / sigma`` where ``on``, else ``M``. Keep ``on`` (a buffer) and pass it back
+      as ``active`` next time.
+
+    Args:
+        M: ``(..., n, n)`` real.
+        rule: ``"max1"`` or ``"sticky"``.
+        active: ``(...)`` bool, the switch so far (``"sticky"`` only; ``None`` = off).
+    Returns:
+        ``(W2, sigma, on)``: ``W2`` like ``M``; ``sigma`` ``(...)``; ``on`` ``(...)`` bool,
+        whether ``W2`` was divided by ``sigma``.
+    """
+    _check_square_real(M)
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    sigma, _ = _spectral_radius_op(M)
+    on = sigma > 1
+    if rule == "sticky" and active is not None:
+        check_tensor_bool("active", active, M.shape[:-2])
+        check_same_device("M", M, active=active)
+        on = on | active
+    divisor = torch.where(on, sigma, torch.ones_like(sigma))
+    return M / divisor[..., None, None], sigma, on
+
+
+def check_tensor_bool(name: str, t, shape) -> None:
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {getattr(t, 'dtype', type(t))}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")

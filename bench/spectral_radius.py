@@ -2,10 +2,14 @@
 
     python -m bench.spectral_radius [--n2 64 128 256 512 1024] [--T 1000] [--B 20]
 
-For each short-term size n2: the time of ``spectral_radius`` forward+backward (one float64
-eigendecomposition and inverse of ``M``, once per forward call) and of one ENRNN training
-step (forward+backward, ``unitary_size = 128``, input size 2, length T, batch B), and the
-share of the step the normalization takes.
+For each short-term size n2: the time of ``spectral_radius`` forward+backward (once per
+forward call) on two matrices, the ENRNN's initial ``M`` and a generic dense one (Gaussian,
+scaled to radius about 1: eigenvalues spread over the disc, the slowest case for the
+Hessenberg QR iteration), by the library's route (float32 eigenvalues, then float64 inverse
+iteration; see ``fastunitary/reference/spectral_radius.py``) and, for comparison, by the
+full float64 eigendecomposition; and of one ENRNN training step (forward+backward,
+``unitary_size = 128``, input size 2, length T, batch B), with the share of the step the
+normalization takes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 
 import fastunitary.functional as F
 from fastunitary.nn import ENRNN
+from fastunitary.reference.spectral_radius import spectral_radius_eig
 
 from .common import environment, time_it, write_result
 
@@ -35,23 +40,28 @@ def main(argv=None) -> None:
     for n2 in args.n2:
         torch.manual_seed(0)
         rnn = ENRNN(2, args.n1, n2).to(device)
-        M = rnn.layers[0].M
         x = torch.randn(args.T, args.B, 2, device=device)
-
-        def norm():
-            F.spectral_radius(M).backward()
+        matrices = {
+            "initial": rnn.layers[0].M,
+            "dense": (torch.randn(n2, n2, device=device) / n2**0.5).requires_grad_(),
+        }
 
         def step():
             rnn(x)[0].square().mean().backward()
 
-        t_norm = time_it(norm, device, repeats=args.repeats)
         t_step = time_it(step, device, repeats=args.repeats)
-        share = t_norm["median_s"] / t_step["median_s"]
-        rows.append({"n1": args.n1, "n2": n2, "T": args.T, "B": args.B, "device": str(device),
-                     "normalization_s": t_norm, "training_step_s": t_step,
-                     "share_of_step": share})
-        print(f"n2={n2:5d}: normalization {t_norm['median_s'] * 1e3:9.2f} ms, training step "
-              f"{t_step['median_s'] * 1e3:9.1f} ms, share {share * 100:5.1f} %", flush=True)
+        row = {"n1": args.n1, "n2": n2, "T": args.T, "B": args.B, "device": str(device),
+               "training_step_s": t_step}
+        for name, M in matrices.items():
+            t_norm = time_it(lambda: F.spectral_radius(M).backward(), device, repeats=args.repeats)
+            t_eig = time_it(lambda: spectral_radius_eig(M.detach()), device, repeats=args.repeats)
+            row[name] = {"normalization_s": t_norm, "full_eig_s": t_eig,
+                         "share_of_step": t_norm["median_s"] / t_step["median_s"]}
+        rows.append(row)
+        print(f"n2={n2:5d}: step {t_step['median_s'] * 1e3:8.1f} ms; " + "; ".join(
+            f"{k} M: {row[k]['normalization_s']['median_s'] * 1e3:7.1f} ms "
+            f"({row[k]['share_of_step'] * 100:4.1f} %, full eig {row[k]['full_eig_s']['median_s'] * 1e3:7.1f} ms)"
+            for k in matrices), flush=True)
     path = write_result("spectral_radius", {"environment": environment(), "rows": rows}, args.out)
     print(f"wrote {path}")
 

@@ -1,7 +1,8 @@
 """``spectral_radius`` and ``spectral_normalize``: ENRNN's eigenvalue normalization.
 
 ``spectral_radius(M)`` is a registered op (one node under ``torch.compile``, the complex
-eigendecomposition kept inside it) whose backward is the closed form of METHODS.md section
+eigenvalue computation and its one host synchronization kept inside it; see
+:mod:`fastunitary.reference.spectral_radius` for the route) whose backward is the closed form of METHODS.md section
 4, applied with plain real tensor algebra. ``spectral_normalize`` composes it into
 ``W2 = M / sigma`` under ENRNN's two rules, with tensor ops only (no ``.item()``), so the
 "sticky" switch compiles without graph breaks. Computed on any device, in float64.

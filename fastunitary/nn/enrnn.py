@@ -9,7 +9,7 @@ spectral radius is kept at most 1, so that what enters ``h2`` fades (METHODS.md 
     h_t = modReLU(W h_{t-1} + U x_t + b)                (real modReLU on all units)
 
 ``C`` lets the short-term state feed the long-term state (``coupled=True``), never the
-reverse. ``W`` is built once per forward call (one Cayley map, one eigendecomposition of
+reverse. ``W`` is built once per forward call (one Cayley map, one spectral radius of
 ``M``) and fed to the same ``recurrence`` op as scoRNN: the fused kernel on CUDA.
 """
 

@@ -1,7 +1,21 @@
 """Recurrent modules with the calling convention of ``torch.nn.LSTM``."""
 
 from .enrnn import ENRNN, ENRNNCell
+from .momentum_lstm import AdamLSTM, MomentumLSTM, NesterovLSTM, RMSPropLSTM
+from .momentum_rnn import MomentumRNN
 from .scornn import ScoRNN, ScoRNNCell
 from .scurnn import ScuRNN, ScuRNNCell
 
-__all__ = ["ENRNN", "ENRNNCell", "ScoRNN", "ScoRNNCell", "ScuRNN", "ScuRNNCell"]
+__all__ = [
+    "AdamLSTM",
+    "ENRNN",
+    "ENRNNCell",
+    "MomentumLSTM",
+    "MomentumRNN",
+    "NesterovLSTM",
+    "RMSPropLSTM",
+    "ScoRNN",
+    "ScoRNNCell",
+    "ScuRNN",
+    "ScuRNNCell",
+]

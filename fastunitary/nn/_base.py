@@ -22,6 +22,7 @@ from .. import _checks
 from .._backend import check_backend_name
 from ..functional.planes import to_planes
 from ..functional.recurrence import recurrence_planes
+from ._momentum import MomentumBuffer
 from .init import glorot_uniform_
 
 
@@ -51,6 +52,14 @@ class RecurrentCell(nn.Module, abc.ABC):
         bias_ih: ``(d,)`` input bias ``c`` (when ``bias=True``).
         modrelu_bias: ``(n,)``.
         h0: ``(d,)`` trainable initial state (when ``trainable_h0=True``).
+
+    Momentum (MomentumRNN on a unitary/orthogonal cell, METHODS.md section 5): with
+    ``momentum=mu`` the input term goes through the buffer
+    ``v_t = mu v_{t-1} + momentum_step (U x_t + c)`` (one ``momentum_scan`` before the
+    recurrence, the input bias inside the buffer as in the MomentumLSTM), and
+    ``h_t = modReLU(W h_{t-1} + v_t)``. An option of every cell rather than separate
+    classes, because it touches only the input term: ``W``, its parametrization and every
+    model-specific feature stay as they are, for scuRNN, scoRNN and ENRNN alike.
     """
 
     is_complex: bool = False
@@ -66,6 +75,9 @@ class RecurrentCell(nn.Module, abc.ABC):
         trainable_h0: bool = False,
         backend: str = "auto",
         check_finite: bool = False,
+        momentum: float | None = None,
+        momentum_step: float = 1.0,
+        learnable_momentum: bool = False,
     ):
         super().__init__()
         check_positive("input_size", input_size)
@@ -79,6 +91,10 @@ class RecurrentCell(nn.Module, abc.ABC):
         self.modrelu_bias = nn.Parameter(torch.empty(hidden_size))
         self.h0 = nn.Parameter(torch.empty(self.state_size)) if trainable_h0 else None
         self._weight_cache = None
+        self.momentum = None
+        if momentum is not None:
+            self.momentum = MomentumBuffer("momentum", mu=momentum, step=momentum_step,
+                                           learnable=learnable_momentum)
         self._create_recurrent_parameters()
         self.reset_parameters()
 
@@ -147,8 +163,10 @@ class RecurrentCell(nn.Module, abc.ABC):
 
     # -- input term and one step -------------------------------------------------------
     def input_term(self, x: torch.Tensor) -> torch.Tensor:
-        """``u = U x + c``: ``(..., input_size) -> (..., d)``, planes ``[Re | Im]`` if complex."""
-        return F.linear(x, self.weight_ih, self.bias_ih)
+        """``u = U x + c``: ``(T, B, input_size) -> (T, B, d)``, planes ``[Re | Im]`` if
+        complex; with momentum, the buffers ``v_t`` of ``u`` (see the class docstring)."""
+        u = F.linear(x, self.weight_ih, self.bias_ih)
+        return u if self.momentum is None else self.momentum(u, self.backend)
 
     def _step_inputs(self, input: torch.Tensor, hx: torch.Tensor | None):
         _checks.check_tensor("input", input, allow_complex=False)
@@ -184,6 +202,12 @@ class RecurrentCell(nn.Module, abc.ABC):
         Returns:
             ``(B, d)`` or ``(d,)``.
         """
+        if self.momentum is not None:
+            raise RuntimeError(
+                "a momentum cell's buffer runs over the whole sequence (one scan); stepping "
+                "it one input at a time would restart the buffer at every step. Call "
+                "run_sequence(x) with x (T, B, input_size), or use the stacked module"
+            )
         x, hx, unbatched = self._step_inputs(input, hx)
         h = self.run_sequence(x.unsqueeze(0), hx)[0]
         return h[0] if unbatched else h
@@ -239,6 +263,41 @@ def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) ->
         what += "2 * hidden_size)" if cell.is_complex else "hidden_size)"
         raise ValueError(f"{name} must have shape {tuple(want)} = {what}, got {tuple(h.shape)}")
     return h.unsqueeze(-2) if unbatched else h
+
+
+def check_sequence_input(
+    input: torch.Tensor, input_size: int, batch_first: bool, weight: torch.Tensor
+) -> tuple[torch.Tensor, bool]:
+    """Check a module's sequence input; return it as ``(T, B, input_size)`` and ``unbatched``.
+
+    ``weight`` is one of the module's parameters (its device and dtype must match the
+    input's, unless autocast is on).
+    """
+    _checks.check_tensor("input", input, allow_complex=False)
+    layout = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
+    if input.dim() not in (2, 3):
+        raise ValueError(
+            f"input must have shape {layout} (or (T, input_size) unbatched), "
+            f"got {tuple(input.shape)}"
+        )
+    if input.shape[-1] != input_size:
+        raise ValueError(
+            f"input must have last dimension input_size = {input_size}, "
+            f"got shape {tuple(input.shape)}"
+        )
+    _checks.check_same_device("the module's parameters", weight, input=input)
+    if input.dtype != weight.dtype and not torch.is_autocast_enabled(input.device.type):
+        raise TypeError(
+            f"input is {input.dtype} but the module's parameters are {weight.dtype}; "
+            f"convert one of them (e.g. model.double()) or run under torch.autocast"
+        )
+    unbatched = input.dim() == 2
+    x = input.unsqueeze(1) if unbatched else input
+    if batch_first and not unbatched:
+        x = x.transpose(0, 1)
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"input must have T >= 1 and B >= 1, got shape {tuple(input.shape)}")
+    return x, unbatched
 
 
 class StackedRNN(nn.Module):
@@ -305,32 +364,7 @@ class StackedRNN(nn.Module):
         return self.layers[layer].recurrent_matrix()
 
     def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        _checks.check_tensor("input", input, allow_complex=False)
-        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
-        if input.dim() not in (2, 3):
-            raise ValueError(
-                f"input must have shape {layout} (or (T, input_size) unbatched), "
-                f"got {tuple(input.shape)}"
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input must have last dimension input_size = {self.input_size}, "
-                f"got shape {tuple(input.shape)}"
-            )
-        weight = self.layers[0].weight_ih
-        _checks.check_same_device("the module's parameters", weight, input=input)
-        if input.dtype != weight.dtype and not torch.is_autocast_enabled(input.device.type):
-            raise TypeError(
-                f"input is {input.dtype} but the module's parameters are {weight.dtype}; "
-                f"convert one of them (e.g. model.double()) or run under torch.autocast"
-            )
-        unbatched = input.dim() == 2
-        x = input.unsqueeze(1) if unbatched else input
-        if self.batch_first and not unbatched:
-            x = x.transpose(0, 1)
-        if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"input must have T >= 1 and B >= 1, got shape {tuple(input.shape)}")
-        return x, unbatched
+        return check_sequence_input(input, self.input_size, self.batch_first, self.layers[0].weight_ih)
 
     def forward(
         self, input: torch.Tensor, hx: torch.Tensor | None = None

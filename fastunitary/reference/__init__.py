@@ -11,6 +11,8 @@ from .cayley import (
     cayley_inverse,
 )
 from .modrelu import MODRELU_EPS, modrelu, modrelu_backward_coefficients
+from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward
+from .momentum_scan import linear_scan, linear_scan_backward, linear_scan_loop
 from .spectral_radius import spectral_radius, spectral_radius_autograd
 from .recurrence import ACTIVATIONS, recurrence_autograd, recurrence_backward, recurrence_forward
 
@@ -22,6 +24,12 @@ __all__ = [
     "cayley_backward",
     "cayley_from_inverse",
     "cayley_inverse",
+    "linear_scan",
+    "linear_scan_backward",
+    "linear_scan_loop",
+    "lstm_autograd",
+    "lstm_backward",
+    "lstm_forward",
     "modrelu",
     "modrelu_backward_coefficients",
     "recurrence_autograd",

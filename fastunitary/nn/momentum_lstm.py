@@ -1,0 +1,174 @@
+"""The MomentumRNN family's LSTMs: MomentumLSTM, AdamLSTM, RMSPropLSTM, NesterovLSTM.
+
+METHODS.md section 5. With ``g_t = W_ih x_t + b_ih`` the input term of the gates, a buffer
+(``v_t = mu v_{t-1} + s g_t`` and its Adam, RMSProp and Nesterov variants, see
+:mod:`fastunitary.nn._momentum`) replaces it, and the standard LSTM cell runs on
+``buffer_t + W_hh h_{t-1} + b_hh``. The buffers depend on the inputs only, so they are one
+parallel scan over the sequence (``momentum_scan``), and the recurrence is the plain
+``lstm_recurrence`` op (the fused kernel on CUDA). ``b_ih`` sits inside the buffer (scaled
+by ``s``), ``b_hh`` outside, as in the official code; so ``MomentumLSTM(mu=0, step=1)`` is
+exactly ``torch.nn.LSTM``.
+
+Parameters are named and shaped exactly as ``torch.nn.LSTM``'s, so
+``MomentumLSTM(...).load_state_dict(lstm.state_dict())`` works (with fixed coefficients;
+learnable ones add ``momentum.*`` entries: load with ``strict=False``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..functional.lstm_recurrence import lstm_recurrence
+from ._momentum import MomentumBuffer
+from ._torch_style import TorchStyleStack
+
+
+class MomentumLSTMBase(TorchStyleStack):
+    """An LSTM whose gate input term goes through a momentum buffer; see the subclasses.
+
+    Official initialization: ``W_ih`` orthogonal, ``W_hh`` the identity in each of its
+    four gate blocks (``eye(n).repeat(4, 1)``, as the official cell), biases zero except
+    the forget-gate part of ``b_hh`` (``forget_bias``, 1 by default; the TIMIT recipe
+    uses -4), placed outside the buffer so that it acts unscaled from the first step.
+    """
+
+    gates = 4
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, *, kind: str, mu: float = 0.0,
+                 step: float = 1.0, beta: float = 0.999, restart: int = 0,
+                 learnable: bool = False, forget_bias: float = 1.0, backend: str = "auto",
+                 check_finite: bool = False):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         backend=backend, check_finite=check_finite)
+        self.forget_bias = float(forget_bias)
+        self.momentum = MomentumBuffer(kind, mu=mu, step=step, beta=beta, restart=restart,
+                                       learnable=learnable)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """The official initialization (see the class docstring)."""
+        n = self.hidden_size
+        with torch.no_grad():
+            for k in range(self.num_layers):
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+                nn.init.orthogonal_(w_ih, generator=generator)
+                w_hh.copy_(torch.eye(n).repeat(4, 1))
+                if b_ih is not None:
+                    b_ih.zero_()
+                    b_hh.zero_()
+                    b_hh[n:2 * n] = self.forget_bias
+
+    def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Run all layers over the whole sequence, as ``torch.nn.LSTM``.
+
+        Args:
+            input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``, or
+                ``(T, input_size)`` unbatched.
+            hx: ``(h_0, c_0)``, each ``(num_layers, B, hidden_size)``
+                (``(num_layers, hidden_size)`` unbatched), or ``None`` for zeros. The
+                momentum buffers always start at zero.
+        Returns:
+            ``(output, (h_n, c_n))``: ``output`` ``(T, B, hidden_size)`` (batch first /
+            unbatched as the input), the last layer's ``h_t``; ``h_n``, ``c_n``
+            ``(num_layers, B, hidden_size)``.
+        """
+        x, unbatched = self._sequence(input)
+        B = x.shape[1]
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("hx must be a tuple (h_0, c_0), as for torch.nn.LSTM")
+            hx = (self._check_state("h_0", hx[0], B, unbatched),
+                  self._check_state("c_0", hx[1], B, unbatched))
+
+        def run_layer(k, g):
+            b_hh = self.layer_parameters(k)[3]
+            buf = self.momentum(g, self.backend)
+            if b_hh is not None:
+                buf = buf + b_hh
+            h0, c0 = (None, None) if hx is None else (hx[0][k], hx[1][k])
+            h, c = lstm_recurrence(buf, self.layer_parameters(k)[1], h0, c0, backend=self.backend)
+            return h, h[-1], c[-1]
+
+        out, (h_n, c_n) = self._layers(x, run_layer)
+        if unbatched:
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return self._output(out, unbatched), (h_n, c_n)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", forget_bias={self.forget_bias}"
+
+
+class MomentumLSTM(MomentumLSTMBase):
+    """``v_t = mu v_{t-1} + step g_t``; gates ``v_t + W_hh h_{t-1} + b_hh``.
+
+    Example::
+
+        rnn = MomentumLSTM(input_size=1, hidden_size=128, mu=0.6, step=0.6, batch_first=True)
+        output, (h_n, c_n) = rnn(x)     # x: (B, T, 1) -> output (B, T, 128)
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout: as ``torch.nn.LSTM``.
+        mu: momentum in [0, 1) (official script default 0.9; MNIST recipe 0.6, permuted
+            MNIST 0.6, TIMIT 0.3).
+        step: ``s`` > 0 (default 0.1; MNIST 0.6, permuted MNIST 1.0, TIMIT 0.1).
+        learnable: learn ``mu`` (sigmoid) and ``step`` (softplus) instead of fixing them.
+        forget_bias: initial forget-gate bias.  backend: ``"auto"``, ``"reference"``,
+            ``"triton"``.  check_finite: raise on NaN/Inf inputs (costs a device sync).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, *, mu: float = 0.9,
+                 step: float = 0.1, **kwargs):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         kind="momentum", mu=mu, step=step, **kwargs)
+
+
+class AdamLSTM(MomentumLSTMBase):
+    """``m_t = mu m_{t-1} + step g_t``, ``r_t = beta r_{t-1} + (1 - beta) g_t^2``;
+    gates ``m_t / sqrt(r_t + 1e-16) + W_hh h_{t-1} + b_hh``.
+
+    Args: as :class:`MomentumLSTM`, plus ``beta`` in (0, 1) (default 0.999).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, *, mu: float = 0.9,
+                 step: float = 0.1, beta: float = 0.999, **kwargs):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         kind="adam", mu=mu, step=step, beta=beta, **kwargs)
+
+
+class RMSPropLSTM(MomentumLSTMBase):
+    """:class:`AdamLSTM` with ``mu = 0``: gates ``step g_t / sqrt(r_t + 1e-16) + W_hh h + b_hh``.
+
+    Args: as :class:`AdamLSTM` without ``mu``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, *, step: float = 0.1,
+                 beta: float = 0.999, **kwargs):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         kind="rmsprop", step=step, beta=beta, **kwargs)
+
+
+class NesterovLSTM(MomentumLSTMBase):
+    """``v_t = ((k_t - 1) / (k_t + 2)) v_{t-1} + step g_t`` with the restart counter
+    ``k_t = 1, 2, ..., R, 1, 2, ...`` over time steps (``k_t = t`` when ``restart=0``);
+    gates as :class:`MomentumLSTM`.
+
+    This is the form of the official PTB and orthogonal-cell code, whose buffer depends on
+    the inputs only. The official MNIST/TIMIT Nesterov cell has a second coding in which
+    the buffer also accumulates ``W_hh h_{t-1}``; that one cannot be precomputed by a scan
+    and is not offered.
+
+    Args: as :class:`MomentumLSTM` without ``mu``, plus ``restart`` (``R >= 0``,
+    default 2: coefficients 0, 1/4, 0, 1/4, ...; with ``R = 0`` the coefficient tends to 1
+    and the buffer grows with ``T``).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, *, step: float = 0.1,
+                 restart: int = 2, **kwargs):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         kind="nesterov", step=step, restart=restart, **kwargs)

@@ -1,0 +1,78 @@
+"""MomentumRNN on the plain cell: ``v_t = mu v_{t-1} + s (W_ih x_t + b_ih)``,
+``h_t = act(W_hh h_{t-1} + v_t + b_hh)`` (METHODS.md section 5).
+
+Parameters are named and shaped as ``torch.nn.RNN``'s; ``MomentumRNN(mu=0, step=1)`` is
+exactly ``torch.nn.RNN``. The buffer is one scan (``momentum_scan``), the recurrence the
+plain ``recurrence`` op with ``activation="tanh"`` or ``"relu"`` (the fused kernel on CUDA).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..functional.recurrence import recurrence_planes
+from ._momentum import MomentumBuffer
+from ._torch_style import TorchStyleStack
+
+
+class MomentumRNN(TorchStyleStack):
+    """Multi-layer momentum RNN with the calling convention of ``torch.nn.RNN``.
+
+    Example::
+
+        rnn = MomentumRNN(input_size=1, hidden_size=128, mu=0.6, step=0.6)
+        output, h_n = rnn(x)            # x: (T, B, 1) -> output (T, B, 128), h_n (1, B, 128)
+
+    Args:
+        input_size, hidden_size, num_layers, nonlinearity (``"tanh"`` or ``"relu"``), bias,
+            batch_first, dropout: as ``torch.nn.RNN``.
+        mu, step, learnable, backend, check_finite: as :class:`MomentumLSTM`.
+
+    Initialization: ``torch.nn.RNN``'s (uniform in ``±1/sqrt(hidden_size)``).
+    """
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, *, mu: float = 0.9, step: float = 0.1,
+                 learnable: bool = False, backend: str = "auto", check_finite: bool = False):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         backend=backend, check_finite=check_finite)
+        self.nonlinearity = nonlinearity
+        self.momentum = MomentumBuffer("momentum", mu=mu, step=step, learnable=learnable)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        bound = self.hidden_size ** -0.5
+        with torch.no_grad():
+            for name, p in self.named_parameters(recurse=False):
+                p.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None):
+        """As ``torch.nn.RNN``: ``input`` ``(T, B, input_size)`` (or batch first /
+        unbatched), ``hx`` ``(num_layers, B, hidden_size)`` or ``None``; returns
+        ``(output (T, B, hidden_size), h_n (num_layers, B, hidden_size))``."""
+        x, unbatched = self._sequence(input)
+        if hx is not None:
+            hx = self._check_state("hx", hx, x.shape[1], unbatched)
+
+        def run_layer(k, g):
+            _, w_hh, _, b_hh = self.layer_parameters(k)
+            u = self.momentum(g, self.backend)
+            if b_hh is not None:
+                u = u + b_hh
+            h = recurrence_planes(u, w_hh, None, None if hx is None else hx[k],
+                                  activation=self.nonlinearity, is_complex=False,
+                                  backend=self.backend)
+            return h, h[-1]
+
+        out, (h_n,) = self._layers(x, run_layer)
+        return self._output(out, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")

@@ -1,0 +1,68 @@
+"""The linear scan ``v_t = a_t v_{t-1} + b_t`` over time in plain PyTorch (MomentumRNN's buffers).
+
+Every momentum buffer of METHODS.md section 5 is such a scan with ``a_t = mu`` (or the
+Nesterov schedule) and ``b_t = s g_t``: it depends on the inputs only, never on ``h``, so it
+is computed for all ``t`` at once before the recurrence.
+
+:func:`linear_scan` is a log-depth (Hillis–Steele) scan: ``ceil(log2 T)`` rounds of
+whole-tensor elementwise ops, each composing every element with the one ``2^k`` steps
+before it, ``(a, b) o (a', b') = (a a', a b' + b)``. No Python loop over ``T``; ``O(T log T)``
+work, which on the CPU is a few passes over memory (the Triton kernel is the linear-work
+chunked scan). :func:`linear_scan_backward` is the same scan run in reverse on the
+gradient, ``gbar_t = grad_t + a_{t+1} gbar_{t+1}``, from which
+``grad b = gbar``, ``grad a_t = gbar_t v_{t-1}`` and ``grad v0 = a_1 gbar_1``.
+:func:`linear_scan_loop` is the step-by-step loop, the test oracle.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _inclusive_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``v`` with ``v_t = a_t v_{t-1} + b_t``, ``v_{-1} = 0``, along dim 0 (log-depth)."""
+    T = a.shape[0]
+    a, b = a.clone(), b.clone()
+    k = 1
+    while k < T:
+        # element t absorbs the composed map of steps t-2k+1 .. t-k (read before writing)
+        b_prev, a_prev = b[:-k].clone(), a[:-k].clone()
+        b[k:].addcmul_(a[k:], b_prev)
+        a[k:].mul_(a_prev)
+        k *= 2
+    return b
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+    """All ``v_t = a_t v_{t-1} + b_t``.
+
+    Args:
+        a: ``(T, B, d)`` decay (may be a broadcast view).  b: ``(T, B, d)``.
+        v0: ``(B, d)`` or ``None`` for zeros.
+    Returns:
+        ``(T, B, d)``, contiguous.
+    """
+    a = a.expand_as(b)
+    if v0 is not None:
+        b = b.clone()
+        b[0].addcmul_(a[0], v0)
+    return _inclusive_scan(a, b)
+
+
+def linear_scan_backward(grad_v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``gbar`` ``(T, B, d)``: ``gbar_t = grad_v_t + a_{t+1} gbar_{t+1}`` (the scan reversed)."""
+    a = a.expand_as(grad_v)
+    shifted = torch.zeros_like(grad_v)
+    shifted[:-1] = a[1:]
+    return _inclusive_scan(shifted.flip(0), grad_v.flip(0)).flip(0)
+
+
+def linear_scan_loop(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+    """The same scan, one step at a time, differentiable by autograd: the oracle."""
+    a = a.expand_as(b)
+    v = torch.zeros_like(b[0]) if v0 is None else v0
+    out = []
+    for t in range(b.shape[0]):
+        v = a[t] * v + b[t]
+        out.append(v)
+    return torch.stack(out)

@@ -4,11 +4,18 @@ Every momentum buffer of METHODS.md section 5 is such a scan with ``a_t = mu`` (
 Nesterov schedule) and ``b_t = s g_t``: it depends on the inputs only, never on ``h``, so it
 is computed for all ``t`` at once before the recurrence.
 
-:func:`linear_scan` is a log-depth (Hillis–Steele) scan: ``ceil(log2 T)`` rounds of
-whole-tensor elementwise ops, each composing every element with the one ``2^k`` steps
-before it, ``(a, b) o (a', b') = (a a', a b' + b)``. No Python loop over ``T``; ``O(T log T)``
-work, which on the CPU is a few passes over memory (the Triton kernel is the linear-work
-chunked scan). :func:`linear_scan_backward` is the same scan run in reverse on the
+:func:`linear_scan` picks by device:
+
+- on CUDA (and any non-CPU device): a log-depth (Hillis–Steele) scan, ``ceil(log2 T)``
+  rounds of whole-tensor elementwise ops, each composing every element with the one
+  ``2^k`` steps before it, ``(a, b) o (a', b') = (a a', a b' + b)``: a dozen large launches
+  instead of ``T`` tiny ones (the Triton kernel is the linear-work chunked scan);
+- on the CPU: one in-place pass over time, ``v_t += a_t v_{t-1}`` on contiguous slices.
+  The scan is memory-bound, and on the CPU this single pass is the fastest form measured
+  (2-core CPU, T = 1000, B = 32, d = 512: 0.1 s, against 1.5-2.2 s for the log-depth
+  scan, which reads the whole tensor ``log2 T`` times, 0.25-1.3 s for a two-level
+  ``sqrt(T)``-chunked scan and 0.2-0.7 s for a chunked matrix form on GEMMs); a
+  per-step launch costs nothing there. :func:`linear_scan_backward` is the same scan run in reverse on the
 gradient, ``gbar_t = grad_t + a_{t+1} gbar_{t+1}``, from which
 ``grad b = gbar``, ``grad a_t = gbar_t v_{t-1}`` and ``grad v0 = a_1 gbar_1``.
 :func:`linear_scan_loop` is the step-by-step loop, the test oracle.
@@ -20,7 +27,20 @@ import torch
 
 
 def _inclusive_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``v`` with ``v_t = a_t v_{t-1} + b_t``, ``v_{-1} = 0``, along dim 0 (log-depth)."""
+    """``v`` with ``v_t = a_t v_{t-1} + b_t``, ``v_{-1} = 0``, along dim 0."""
+    if b.device.type == "cpu":
+        return _sequential_scan(a, b)
+    return _log_depth_scan(a, b)
+
+
+def _sequential_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    v = b.contiguous().clone()
+    for t in range(1, v.shape[0]):
+        v[t].addcmul_(a[t], v[t - 1])
+    return v
+
+
+def _log_depth_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     T = a.shape[0]
     a, b = a.clone(), b.clone()
     k = 1

@@ -20,7 +20,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--short", type=int, default=d.short, help="enrnn: short_size")
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--length", type=int, default=d.length,
-                   help="copying: delay T; adding: sequence length L")
+                   help="copying: delay T; adding: sequence length L; digits: fixed at 64")
     p.add_argument("--convention", choices=("scornn", "exprnn"), default=d.convention,
                    help="copying: marker position")
     p.add_argument("--batch", type=int, default=d.batch)
@@ -39,6 +39,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", default=d.device)
     p.add_argument("--backend", choices=("auto", "reference", "triton"), default=d.backend)
     p.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True)")
+    p.add_argument("--mu", type=float, default=d.mu, help="momentum models: mu")
+    p.add_argument("--momentum-step", dest="momentum_step", type=float, default=d.momentum_step,
+                   help="momentum models: s")
+    p.add_argument("--restart", type=int, default=d.restart, help="nesterovlstm: restart period R")
     p.add_argument("--out", default=None, help="directory for metrics.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -58,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastunitary train: error: {e}", file=sys.stderr)
         return 2
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"
-    extra = (f"; recall accuracy {m['final_eval_accuracy']:.3f}"
-             if "final_eval_accuracy" in m else "")
-    length = "T" if cfg.task == "copying" else "L"
+    what = "recall accuracy" if cfg.task == "copying" else "test accuracy"
+    extra = (f"; {what} {m['final_eval_accuracy']:.3f}" if "final_eval_accuracy" in m else "")
+    length = {"copying": f"T={cfg.length}", "adding": f"L={cfg.length}"}.get(cfg.task, "T=64")
     print(
-        f"{m['model']} on {m['task']} ({length}={cfg.length}): {m['steps']} steps in "
+        f"{m['model']} on {m['task']} ({length}): {m['steps']} steps in "
         f"{m['seconds']:.0f} s, {m['tokens_per_second']:.3g} tokens/s\n"
         f"final eval loss {m['final_eval_loss']:.4f}   baseline {m['baseline_loss']:.4f}   "
         f"({verdict} baseline{extra})"

@@ -18,10 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nn as fnn
-from .tasks import adding, copying
+from .tasks import adding, copying, digits
 
-MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru")
-TASKS = ("copying", "adding")
+#: the MomentumRNN family's LSTMs, by their command-line names
+MOMENTUM_LSTMS = {"momentumlstm": fnn.MomentumLSTM, "adamlstm": fnn.AdamLSTM,
+                  "rmsproplstm": fnn.RMSPropLSTM, "nesterovlstm": fnn.NesterovLSTM}
+MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru", *MOMENTUM_LSTMS, "momentumrnn")
+TASKS = ("copying", "adding", "digits", "permuted_digits")
 
 
 @dataclasses.dataclass
@@ -49,6 +52,9 @@ class TrainConfig:
     device: str = "cpu"
     backend: str = "auto"
     compile: bool = False
+    mu: float = 0.6  # MomentumRNN family: momentum (MNIST recipe 0.6)
+    momentum_step: float = 0.6  # MomentumRNN family: s (MNIST recipe 0.6)
+    restart: int = 2  # NesterovLSTM: restart period R
 
 
 class Task(abc.ABC):
@@ -123,7 +129,47 @@ class AddingTask(Task):
         return F.mse_loss(out, y)
 
 
-TASK_CLASSES = {"copying": CopyingTask, "adding": AddingTask}
+class DigitsTask(Task):
+    """Sequential (or permuted) 8x8 digits, one pixel per step; a class after the last step.
+
+    A fixed dataset (fastunitary.tasks.digits): training batches are drawn from the train
+    half, evaluation uses the whole test half (``eval_size`` is ignored). ``length`` is 64.
+    """
+
+    name, input_size, output_size, per_step = "digits", 1, digits.N_CLASSES, False
+    baseline = math.log(digits.N_CLASSES)  # cross-entropy of a uniform guess
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.permuted = cfg.task == "permuted_digits"
+        self._train = None
+
+    @property
+    def tokens_per_sequence(self) -> int:
+        return digits.LENGTH
+
+    def batch(self, size, rng, device):
+        if self._train is None or self._train[0].device != torch.device(device):
+            self._train = digits.digits_tensors("train", permuted=self.permuted,
+                                                seed=self.cfg.seed, device=device)
+        x, y = self._train
+        idx = torch.from_numpy(rng.integers(0, y.shape[0], size=size)).to(y.device)
+        return x[:, idx], y[idx]
+
+    def eval_set(self, device):
+        return digits.digits_tensors("test", permuted=self.permuted, seed=self.cfg.seed,
+                                     device=device)
+
+    def loss(self, out, y):
+        return F.cross_entropy(out, y)
+
+    def metrics(self, out, y):
+        return {"loss": self.loss(out, y).item(),
+                "accuracy": (out.argmax(-1) == y).float().mean().item()}
+
+
+TASK_CLASSES = {"copying": CopyingTask, "adding": AddingTask, "digits": DigitsTask,
+                "permuted_digits": DigitsTask}
 
 
 class SequenceModel(nn.Module):
@@ -139,7 +185,8 @@ class SequenceModel(nn.Module):
         h = self.rnn(self.task.encode(x, self.readout.weight.dtype))[0]
         if self.task.per_step:
             return self.readout(h)  # (T, B, classes)
-        return self.readout(h[-1]).squeeze(-1)  # (B,)
+        out = self.readout(h[-1])  # (B, classes)
+        return out.squeeze(-1) if self.task.output_size == 1 else out
 
 
 def build_rnn(cfg: TrainConfig, input_size: int) -> tuple[nn.Module, int]:
@@ -157,6 +204,17 @@ def build_rnn(cfg: TrainConfig, input_size: int) -> tuple[nn.Module, int]:
         return nn.LSTM(input_size, cfg.hidden, cfg.layers), cfg.hidden
     elif cfg.model == "gru":
         return nn.GRU(input_size, cfg.hidden, cfg.layers), cfg.hidden
+    elif cfg.model in MOMENTUM_LSTMS:
+        kwargs = dict(step=cfg.momentum_step, backend=cfg.backend)
+        if cfg.model in ("momentumlstm", "adamlstm"):
+            kwargs["mu"] = cfg.mu
+        if cfg.model == "nesterovlstm":
+            kwargs["restart"] = cfg.restart
+        return MOMENTUM_LSTMS[cfg.model](input_size, cfg.hidden, cfg.layers, **kwargs), cfg.hidden
+    elif cfg.model == "momentumrnn":
+        rnn = fnn.MomentumRNN(input_size, cfg.hidden, cfg.layers, mu=cfg.mu,
+                              step=cfg.momentum_step, backend=cfg.backend)
+        return rnn, cfg.hidden
     else:
         raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
     return rnn, rnn.output_size
@@ -219,7 +277,10 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     model = SequenceModel(rnn, width, task).to(device)
     step_fn = torch.compile(model, fullgraph=True) if cfg.compile else model
     optimizers = make_optimizers(model, cfg)
-    eval_x, eval_y = task.batch(cfg.eval_size, np.random.default_rng(cfg.seed + 1), device)
+    if hasattr(task, "eval_set"):  # a fixed test set
+        eval_x, eval_y = task.eval_set(device)
+    else:
+        eval_x, eval_y = task.batch(cfg.eval_size, np.random.default_rng(cfg.seed + 1), device)
     params = sum(p.numel() for p in model.parameters())
     tokens = cfg.batch * task.tokens_per_sequence
 

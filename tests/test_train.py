@@ -64,3 +64,35 @@ def test_cli_adding(capsys):
     assert cli.main(["train", "--task", "adding", "--model", "enrnn", "--hidden", "8", "--short",
                      "4", "--length", "10", "--steps", "2", "--no-progress"]) == 0
     assert "enrnn on adding (L=10)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["momentumlstm", "adamlstm", "rmsproplstm", "nesterovlstm",
+                                   "momentumrnn"])
+def test_momentum_models_train_on_copying(model):
+    cfg = TrainConfig(model=model, hidden=8, length=5, batch=4, steps=3, eval_every=3, eval_size=8)
+    m = train(cfg, progress=False)
+    assert m["steps"] == 3 and m["final_eval_loss"] < 10
+
+
+@pytest.mark.parametrize("task", ["digits", "permuted_digits"])
+def test_digits_task_evaluates_on_the_fixed_test_half(task):
+    cfg = TrainConfig(task=task, model="lstm", hidden=8, batch=16, steps=2, eval_every=2)
+    m = train(cfg, progress=False)
+    assert m["baseline_loss"] == pytest.approx(2.302585, rel=1e-6)
+    assert 0.0 <= m["final_eval_accuracy"] <= 1.0
+
+
+def test_momentum_lstm_learns_digits():
+    """Sequential 8x8 digits (T = 64): well above chance (0.1) in 150 steps (0.35 seen)."""
+    cfg = TrainConfig(task="digits", model="momentumlstm", hidden=32, batch=32, steps=150,
+                      lr=1e-2, eval_every=150, seed=0)
+    m = train(cfg, progress=False)
+    assert m["final_eval_accuracy"] > 0.25, m["final_eval_accuracy"]
+
+
+def test_cli_digits(capsys):
+    assert cli.main(["train", "--task", "digits", "--model", "momentumlstm", "--hidden", "8",
+                     "--steps", "2", "--mu", "0.3", "--momentum-step", "0.5",
+                     "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "momentumlstm on digits (T=64)" in out and "test accuracy" in out

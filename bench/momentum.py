@@ -1,0 +1,83 @@
+"""What momentum costs: the MomentumRNN family's LSTMs beside the same module with mu = 0,
+``torch.nn.LSTM`` and a per-step Python loop (the official code's form).
+
+    python -m bench.momentum [--T 1000] [--B 32] [--hidden 128] [--input 32]
+
+Forward+backward time of one sequence batch for: ``MomentumLSTM(mu=0.6)``, the same with
+``mu=0`` (no scan: the plain LSTM path), ``AdamLSTM`` (two scans), ``NesterovLSTM``
+(per-step coefficients), ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on CUDA), and a
+per-step Python loop with the same parameters differentiated by autograd (how the
+official code runs). Writes ``bench/results/momentum_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from fastunitary.nn import AdamLSTM, MomentumLSTM, NesterovLSTM
+
+from .common import environment, time_it, write_result
+
+
+def per_step_loop(model: MomentumLSTM, x: torch.Tensor) -> torch.Tensor:
+    """The official form: one Python iteration per time step, buffer and cell inside."""
+    W_ih, W_hh, b_ih, b_hh = model.layer_parameters(0)
+    mu, s = model.momentum.mu, model.momentum.step
+    B, n = x.shape[1], model.hidden_size
+    h = c = x.new_zeros(B, n)
+    v = x.new_zeros(B, 4 * n)
+    out = []
+    for t in range(x.shape[0]):
+        v = mu * v + s * (x[t] @ W_ih.T + b_ih)
+        i, f, g, o = (v + h @ W_hh.T + b_hh).chunk(4, -1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        h = o.sigmoid() * c.tanh()
+        out.append(h)
+    return torch.stack(out)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--T", type=int, default=1000)
+    p.add_argument("--B", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--input", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    x = torch.randn(args.T, args.B, args.input, device=device)
+    m, n = args.input, args.hidden
+    models = {
+        "MomentumLSTM(mu=0.6)": MomentumLSTM(m, n, mu=0.6, step=0.6),
+        "MomentumLSTM(mu=0)": MomentumLSTM(m, n, mu=0.0, step=0.6),
+        "AdamLSTM": AdamLSTM(m, n, mu=0.6, step=0.6),
+        "NesterovLSTM(R=2)": NesterovLSTM(m, n, step=0.6, restart=2),
+        "torch.nn.LSTM": torch.nn.LSTM(m, n),
+    }
+    runs = {name: (lambda mod=mod.to(device): mod(x)[0].sum().backward()) for name, mod in models.items()}
+    loop_model = models["MomentumLSTM(mu=0.6)"]
+    runs["per-step Python loop (mu=0.6)"] = lambda: per_step_loop(loop_model, x).sum().backward()
+    times = {}
+    for name, fn in runs.items():
+        times[name] = time_it(fn, device, repeats=args.repeats)
+        print(f"{name:>30}: {times[name]['median_s'] * 1e3:9.1f} ms fwd+bwd", flush=True)
+    ref = times["MomentumLSTM(mu=0)"]["median_s"]
+    mom = times["MomentumLSTM(mu=0.6)"]["median_s"]
+    ratios = {
+        "momentum_over_mu0": mom / ref,
+        "per_step_loop_over_momentum": times["per-step Python loop (mu=0.6)"]["median_s"] / mom,
+        "momentum_over_torch_lstm": mom / times["torch.nn.LSTM"]["median_s"],
+    }
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}")
+    payload = {"environment": environment(), "config": vars(args), "times": times, "ratios": ratios}
+    print(f"wrote {write_result('momentum', payload, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,18 +2,24 @@
 
     python -m bench.compare_training --task adding --length 200 --models enrnn scornn \\
         --max-seconds 300 --name adding_L200
+    python -m bench.compare_training --task digits --models momentumlstm lstm --steps 2000 \\
+        --seeds 0 1 2 --name digits_momentumlstm_vs_lstm
 
-Each model trains with ``fastunitary.train`` (same task, batch, seed, time budget); the
-sizes are chosen per model with ``--size MODEL=HIDDEN[,SHORT]`` (default: the same real
-state width for every model). Writes ``bench/results/<name>.json`` (every run's metrics
-and the environment) and ``<name>.png`` (evaluation loss against training time and steps,
-with the task's baseline).
+Each model trains with ``fastunitary.train`` (same task, batch, seeds and budget: a time
+limit ``--max-seconds``, a step count ``--steps``, or both); the sizes are chosen per model
+with ``--size MODEL=HIDDEN[,SHORT]`` (default: the same real state width for every model).
+Writes ``bench/results/<name>.json`` (every run's metrics and the environment) and
+``<name>.png``: the evaluation loss (or, for tasks with an accuracy, the test accuracy)
+against training time and steps, the mean over seeds with the range between the worst and
+the best seed shaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 
 from fastunitary.train import TrainConfig, train
 
@@ -26,19 +32,26 @@ def plot(runs: dict, baseline: float, title: str, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    accuracy = "eval_accuracy" in next(iter(runs.values()))[0]["history"][0]
+    key = "eval_accuracy" if accuracy else "eval_loss"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for name, m in runs.items():
-        steps = [h["step"] for h in m["history"]]
-        secs = [h["seconds"] for h in m["history"]]
-        loss = [h["eval_loss"] for h in m["history"]]
-        axes[0].plot(secs, loss, label=f"{name} ({m['params']} params)")
-        axes[1].plot(steps, loss, label=name)
+    for name, seeds in runs.items():
+        n = min(len(m["history"]) for m in seeds)
+        steps = [h["step"] for h in seeds[0]["history"][:n]]
+        secs = np.mean([[h["seconds"] for h in m["history"][:n]] for m in seeds], axis=0)
+        vals = np.array([[h[key] for h in m["history"][:n]] for m in seeds])
+        label = f"{name} ({seeds[0]['params']} params, {len(seeds)} seed{'s' * (len(seeds) > 1)})"
+        for ax, x in ((axes[0], secs), (axes[1], steps)):
+            line, = ax.plot(x, vals.mean(0), label=label if ax is axes[0] else name)
+            if len(seeds) > 1:
+                ax.fill_between(x, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2)
     for ax, xlabel in zip(axes, ("training time (s)", "step")):
-        ax.axhline(baseline, color="gray", linestyle="--", label="baseline")
+        if not accuracy:
+            ax.axhline(baseline, color="gray", linestyle="--", label="baseline")
+            ax.set_yscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("evaluation loss")
+    axes[0].set_ylabel("test accuracy" if accuracy else "evaluation loss")
     axes[0].legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -49,42 +62,62 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="adding")
     p.add_argument("--length", type=int, default=200)
-    p.add_argument("--models", nargs="+", default=["enrnn", "scornn"])
+    p.add_argument("--models", nargs="+", default=["enrnn", "scornn"],
+                   help="model names; a momentum model may carry its own coefficients, "
+                        "e.g. momentumlstm:mu=0,step=1 (the plain LSTM with the official init)")
     p.add_argument("--size", action="append", default=[],
                    help="MODEL=HIDDEN[,SHORT], e.g. enrnn=48,32 scornn=80")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-A", dest="lr_A", type=float, default=1e-4)
-    p.add_argument("--max-seconds", type=float, default=300)
+    p.add_argument("--mu", type=float, default=0.6)
+    p.add_argument("--momentum-step", dest="momentum_step", type=float, default=0.6)
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--steps", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--name", default=None)
     args = p.parse_args(argv)
-    sizes = {"enrnn": (48, 32), "scornn": (80, None), "scurnn": (40, None), "lstm": (80, None),
-             "gru": (80, None)}
+    if args.max_seconds is None and args.steps is None:
+        args.max_seconds = 300.0
+    sizes = {"enrnn": (48, 32), "scornn": (80, None), "scurnn": (40, None)}
     for spec in args.size:
         model, dims = spec.split("=")
         parts = [int(v) for v in dims.split(",")]
         sizes[model] = (parts[0], parts[1] if len(parts) > 1 else None)
     runs = {}
-    for model in args.models:
-        hidden, short = sizes[model]
-        cfg = TrainConfig(task=args.task, model=model, hidden=hidden, short=short or 32,
-                          length=args.length, batch=args.batch, lr=args.lr, lr_A=args.lr_A,
-                          max_seconds=args.max_seconds, eval_every=args.eval_every,
-                          seed=args.seed)
-        m = train(cfg, progress=False)
-        runs[model] = m
-        print(f"{model:>7}: {m['steps']} steps in {m['seconds']:.0f} s, final eval loss "
-              f"{m['final_eval_loss']:.4f} (best {min(h['eval_loss'] for h in m['history']):.4f}), "
-              f"baseline {m['baseline_loss']:.4f}", flush=True)
+    for spec in args.models:
+        model, _, over = spec.partition(":")
+        coef = {"mu": args.mu, "step": args.momentum_step}
+        for item in filter(None, over.split(",")):
+            k, v = item.split("=")
+            if k not in coef:
+                raise SystemExit(f"unknown coefficient {k!r} in {spec!r} (mu, step)")
+            coef[k] = float(v)
+        hidden, short = sizes.get(model, (80, None))
+        runs[spec] = []
+        for seed in args.seeds:
+            cfg = TrainConfig(task=args.task, model=model, hidden=hidden, short=short or 32,
+                              length=args.length, batch=args.batch, lr=args.lr, lr_A=args.lr_A,
+                              mu=coef["mu"], momentum_step=coef["step"],
+                              max_seconds=args.max_seconds, steps=args.steps,
+                              eval_every=args.eval_every, seed=seed)
+            m = train(cfg, progress=False)
+            runs[spec].append(m)
+            best = (max(h["eval_accuracy"] for h in m["history"]) if "final_eval_accuracy" in m
+                    else min(h["eval_loss"] for h in m["history"]))
+            acc = (f", final test accuracy {m['final_eval_accuracy']:.3f} (best {best:.3f})"
+                   if "final_eval_accuracy" in m else f" (best {best:.4f})")
+            print(f"{spec:>12} seed {seed}: {m['steps']} steps in {m['seconds']:.0f} s, final eval "
+                  f"loss {m['final_eval_loss']:.4f}{acc}, baseline {m['baseline_loss']:.4f}",
+                  flush=True)
     name = args.name or f"{args.task}_L{args.length}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    baseline = next(iter(runs.values()))["baseline_loss"]
+    baseline = next(iter(runs.values()))[0]["baseline_loss"]
     payload = {"environment": environment(), "command_args": vars(args), "runs": runs}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(runs, baseline, f"{args.task}, L = {args.length}, batch {args.batch}",
-         RESULTS / f"{name}.png")
+    length = "T = 64" if "digits" in args.task else f"L = {args.length}"
+    plot(runs, baseline, f"{args.task}, {length}, batch {args.batch}", RESULTS / f"{name}.png")
     print(f"wrote {RESULTS / (name + '.json')} and {RESULTS / (name + '.png')}")
 
 

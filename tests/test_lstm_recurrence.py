@@ -6,6 +6,8 @@ import torch
 import fastunitary.functional as F
 from fastunitary import reference
 
+from .conftest import rel_err
+
 
 def inputs(T, B, n, dtype=torch.float64, states=True):
     g = torch.randn(T, B, 4 * n, dtype=dtype, requires_grad=True)
@@ -91,3 +93,192 @@ def test_compiles_without_graph_breaks():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# -- the Triton kernels (kernels/lstm_recurrence.py) ------------------------------------
+# Triton kernels of fastunitary::lstm_recurrence (kernels/lstm_recurrence.py).
+#
+# Under TRITON_INTERPRET=1 (conftest, no CUDA) the kernels run on CPU tensors; with CUDA they
+# run compiled. Each test draws fresh random float32 inputs and compares the op on
+# ``backend="triton"`` with ``backend="reference"`` (the same float32 op in plain PyTorch):
+# outputs h and c, and the gradients of g, W_hh, h0 and c0. Stated tolerance: max-norm
+# relative error (``max |a - b| / max |b|``) <= 1e-5 for outputs and gradients (measured:
+# <= 2e-6 on every shape here; the two differ only in the order of float32 sums). Every
+# kernel output is allocated NaN-filled (fixture), so an element a kernel fails to write
+# fails the comparison.
+
+LSTM_KERNEL_DEVICES = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+LSTM_OUT_TOL = 1e-5
+LSTM_GRAD_TOL = 1e-5
+
+
+@pytest.fixture
+def lstm_kernel_device(request, monkeypatch):
+    """Device for the LSTM kernel tests; NaN-filled kernel outputs so unwritten elements fail."""
+    from fastunitary.kernels import lstm_recurrence as K
+
+    monkeypatch.setattr(K, "FILL_OUTPUTS_WITH_NAN", True)
+    return torch.device(request.param)
+
+
+def lstm_inputs(T, B, n, device, *, with_state=True):
+    """``g (T, B, 4n)``, ``W_hh (4n, n)``, ``h0``, ``c0`` (float32; states optionally None)."""
+    g = torch.randn(T, B, 4 * n, device=device)
+    W = torch.randn(4 * n, n, device=device) / n**0.5
+    h0 = torch.randn(B, n, device=device) * 0.5 if with_state else None
+    c0 = torch.randn(B, n, device=device) * 0.5 if with_state else None
+    return g, W, h0, c0
+
+
+def lstm_run(backend, inputs, gh, gc):
+    """``(h, c)`` and the gradients of every non-None input of ``sum(h gh) [+ sum(c gc)]``."""
+    ins = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    h, c = F.lstm_recurrence(*ins, backend=backend)
+    loss = (h * gh).sum() + ((c * gc).sum() if gc is not None else 0)
+    grads = torch.autograd.grad(loss, [t for t in ins if t is not None])
+    return h.detach(), c.detach(), grads
+
+
+def assert_lstm_kernel_close(T, B, n, device, *, with_state=True, use_c=True):
+    inputs = lstm_inputs(T, B, n, device, with_state=with_state)
+    gh = torch.randn(T, B, n, device=device)
+    gc = torch.randn(T, B, n, device=device) if use_c else None  # None: grad_c arrives as zeros
+    h, c, grads = lstm_run("triton", inputs, gh, gc)
+    h_ref, c_ref, grads_ref = lstm_run("reference", inputs, gh, gc)
+    assert h.device.type == device.type and h.dtype == torch.float32
+    assert rel_err(h, h_ref) <= LSTM_OUT_TOL
+    assert rel_err(c, c_ref) <= LSTM_OUT_TOL
+    assert len(grads) == len(grads_ref) == (4 if with_state else 2)
+    for a, b in zip(grads, grads_ref):
+        assert torch.isfinite(a).all()
+        assert rel_err(a, b) <= LSTM_GRAD_TOL
+
+
+# (T, B, n): B = 1 and B = 17 (a partial second tile of 16 rows), T = 1 and odd T, n not a
+# power of two, n at the resident limit (32) and just beyond it (33, 40: streamed, with a
+# partial last tile of 16 columns).
+LSTM_KERNEL_SHAPES = [(1, 1, 1), (1, 17, 5), (7, 1, 16), (5, 3, 32), (9, 17, 7), (4, 2, 20),
+                      (3, 17, 33), (2, 1, 40)]
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("shape", LSTM_KERNEL_SHAPES, ids=lambda s: "T%d-B%d-n%d" % s)
+def test_lstm_kernel_matches_reference(lstm_kernel_device, shape):
+    """Loss on both h and c, with initial states; resident (n <= 32) and streamed designs."""
+    assert_lstm_kernel_close(*shape, lstm_kernel_device)
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("shape", [(5, 17, 7), (3, 2, 33)], ids=lambda s: "T%d-B%d-n%d" % s)
+def test_lstm_kernel_h_only_loss_and_zero_states(lstm_kernel_device, shape):
+    """A loss on h only (grad_c reaches the backward as zeros); h0 = c0 = None."""
+    assert_lstm_kernel_close(*shape, lstm_kernel_device, with_state=False, use_c=False)
+    assert_lstm_kernel_close(*shape, lstm_kernel_device, with_state=True, use_c=False)
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+def test_lstm_streamed_design_at_small_sizes(lstm_kernel_device, monkeypatch):
+    """The large-n design, forced at sizes that would be resident (partial tiles, B=1, T=1)."""
+    from fastunitary.kernels import lstm_recurrence as K
+
+    monkeypatch.setattr(K, "RESIDENT_MAX_N", 0)
+    for shape, with_state, use_c in [((1, 1, 5), True, True), ((6, 3, 21), False, True),
+                                     ((3, 17, 16), True, False)]:
+        assert K.plan(shape[2])["design"] == "streamed"
+        assert_lstm_kernel_close(*shape, lstm_kernel_device, with_state=with_state, use_c=use_c)
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("n", [7, 33])
+def test_lstm_kernel_expanded_gradient(lstm_kernel_device, n):
+    """h.sum() + c.sum() hands the backward stride-0 gradients; same as materialized ones."""
+    g, W, h0, c0 = [t.requires_grad_() for t in lstm_inputs(4, 3, n, lstm_kernel_device)]
+    h, c = F.lstm_recurrence(g, W, h0, c0, backend="triton")
+    g1 = torch.autograd.grad(h.sum() + c.sum(), (g, W, h0, c0))
+    h, c = F.lstm_recurrence(g, W, h0, c0, backend="triton")
+    g2 = torch.autograd.grad((h, c), (g, W, h0, c0),
+                             (torch.ones_like(h).contiguous(), torch.ones_like(c).contiguous()))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+def test_lstm_kernel_matches_torch_nn_lstm(lstm_kernel_device):
+    """g = x W_ih^T + b_ih + b_hh and W_hh = weight_hh_l0 reproduce torch.nn.LSTM (float32)."""
+    T, B, n_in, n = 7, 17, 5, 12
+    dev = lstm_kernel_device
+    lstm = torch.nn.LSTM(n_in, n).to(dev)
+    x = torch.randn(T, B, n_in, device=dev)
+    h0 = torch.randn(1, B, n, device=dev)
+    c0 = torch.randn(1, B, n, device=dev)
+    out, (h_n, c_n) = lstm(x, (h0, c0))
+    g = x @ lstm.weight_ih_l0.t() + lstm.bias_ih_l0 + lstm.bias_hh_l0
+    h, c = F.lstm_recurrence(g, lstm.weight_hh_l0, h0[0], c0[0], backend="triton")
+    torch.testing.assert_close(h, out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h[-1], h_n[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c[-1], c_n[0], rtol=1e-5, atol=1e-6)
+    # and the gradient of W_hh, through the same loss
+    (gW_ref,) = torch.autograd.grad(out.square().sum() + c_n.sum(), lstm.weight_hh_l0)
+    (gW,) = torch.autograd.grad(h.square().sum() + c[-1].sum(), lstm.weight_hh_l0)
+    assert rel_err(gW, gW_ref) <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+def test_lstm_kernel_compiled_matches_eager(lstm_kernel_device):
+    """torch.compile(fullgraph=True) through the op on the Triton backend: one graph, same result."""
+    torch._dynamo.reset()
+    g, W, h0, c0 = lstm_inputs(5, 3, 6, lstm_kernel_device)
+    W.requires_grad_()
+
+    def f(g, W):
+        h, c = F.lstm_recurrence(g, W, h0, c0, backend="triton")
+        return h.square().sum() + c.sum()
+
+    assert torch._dynamo.explain(f)(g, W).graph_break_count == 0
+    out_c = torch.compile(f, fullgraph=True)(g, W)
+    (g_c,) = torch.autograd.grad(out_c, W)
+    out_e = f(g, W)
+    (g_e,) = torch.autograd.grad(out_e, W)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-5, atol=1e-5)
+
+
+if torch.cuda.is_available():  # defined only where it runs: too slow for the interpreter
+
+    @pytest.mark.parametrize("n", [64, 257, 1024])
+    def test_lstm_kernel_large_n_cuda(n, monkeypatch):
+        """The streamed design at the sizes it exists for (compiled, CUDA only)."""
+        from fastunitary.kernels import lstm_recurrence as K
+
+        monkeypatch.setattr(K, "FILL_OUTPUTS_WITH_NAN", True)
+        assert K.plan(n)["design"] == "streamed"
+        assert_lstm_kernel_close(5, 19, n, torch.device("cuda"))
+
+
+def test_lstm_kernel_rejects_non_float32():
+    from fastunitary.kernels import lstm_recurrence as K
+
+    g, W, h0, c0 = lstm_inputs(2, 3, 4, "cpu")
+    for args in ((g.double(), W, h0, c0), (g, W.bfloat16(), h0, c0), (g, W, h0.half(), c0),
+                 (g, W, h0, c0.double())):
+        with pytest.raises(TypeError, match="float32"):
+            K.forward(*args)
+    h, c = torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)
+    with pytest.raises(TypeError, match="float32"):
+        K.backward(h, c, g.double(), W, h0, c0, h, c)
+
+
+def test_lstm_kernel_plan_depends_on_n_only():
+    from fastunitary.kernels import lstm_recurrence as K
+
+    assert K.plan(1)["design"] == "resident" and K.plan(1)["BLOCK_N"] == 16
+    assert K.plan(32)["design"] == "resident" and K.plan(32)["BLOCK_N"] == 32
+    assert K.plan(33)["design"] == "streamed" and K.plan(1024)["design"] == "streamed"
+    # every dispatched configuration is compiled ahead of time (ci/compile_check.py)
+    keys = ("design", "BLOCK_N", "num_warps", "num_warps_backward")
+    dispatched = {tuple(K.plan(n)[k] for k in keys) for n in range(1, 2049)}
+    configs = [c for c in K.aot_configs() if c[5]]
+    assert len(configs) == 2 * len(dispatched)
+    for name, kernel, sig, const, warps, _ in configs:
+        assert hasattr(K, kernel) and const["BLOCK_B"] == K.BLOCK_B

@@ -118,7 +118,10 @@ def momentum_scan(
     unsupported = "the Triton scan runs in float32, not float64" if dtype == torch.float64 else None
     backend = resolve_backend("momentum_scan", backend, u.device, unsupported)
     u = u.to(dtype)
-    b = u * (step.to(dtype) if isinstance(step, torch.Tensor) else step)
+    if isinstance(step, float) and step == 1.0:
+        b = u  # no pass over the sequence for a unit step
+    else:
+        b = u * (step.to(dtype) if isinstance(step, torch.Tensor) else step)
     if isinstance(mu, torch.Tensor):
         a = mu.to(dtype).expand(T, B, d)
     else:

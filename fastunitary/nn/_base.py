@@ -165,8 +165,9 @@ class RecurrentCell(nn.Module, abc.ABC):
     def input_term(self, x: torch.Tensor) -> torch.Tensor:
         """``u = U x + c``: ``(T, B, input_size) -> (T, B, d)``, planes ``[Re | Im]`` if
         complex; with momentum, the buffers ``v_t`` of ``u`` (see the class docstring)."""
-        u = F.linear(x, self.weight_ih, self.bias_ih)
-        return u if self.momentum is None else self.momentum(u, self.backend)
+        if self.momentum is None:
+            return F.linear(x, self.weight_ih, self.bias_ih)
+        return self.momentum.of_input(x, self.weight_ih, self.bias_ih, self.backend)
 
     def _step_inputs(self, input: torch.Tensor, hx: torch.Tensor | None):
         _checks.check_tensor("input", input, allow_complex=False)

@@ -102,21 +102,37 @@ class MomentumBuffer(nn.Module):
     @staticmethod
     def _scan(u: torch.Tensor, mu, step, backend: str) -> torch.Tensor:
         if isinstance(mu, float) and mu == 0.0:  # no carry: no scan
-            return u * step
+            return u if isinstance(step, float) and step == 1.0 else u * step
         return momentum_scan(u, mu, step, backend=backend)
 
-    def forward(self, g: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    def forward(self, g: torch.Tensor, backend: str = "auto", *, step=None) -> torch.Tensor:
         """``(T, B, d) -> (T, B, d)``: the buffer for every step of the input term ``g``;
-        ``backend`` is the scans' (the owning module's)."""
+        ``backend`` is the scans' (the owning module's); ``step`` overrides ``s`` (1.0 when
+        it was already applied to ``g``)."""
+        step = self.step if step is None else step
         if self.kind == "nesterov":
             coef = nesterov_coefficients(g.shape[0], self.restart, g.device, g.dtype)
-            return momentum_scan(g, coef, self.step, backend=backend)
-        m = self._scan(g, self.mu, self.step, backend)
+            return momentum_scan(g, coef, step, backend=backend)
+        m = self._scan(g, self.mu, step, backend)
         if self.kind == "momentum":
             return m
         beta = self.beta
         r = self._scan(g * g, beta, 1 - beta, backend)
         return m / torch.sqrt(r + ADAM_EPS)
+
+    def of_input(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 backend: str = "auto") -> torch.Tensor:
+        """The buffer of ``g = x W^T + b``: ``(T, B, m) -> (T, B, G)``.
+
+        For "momentum" and "nesterov" the buffer is linear in ``g``, so ``s`` scales the
+        (small) weights instead of the ``(T, B, G)`` input term: one pass over the
+        sequence less.
+        """
+        if self.kind in ("momentum", "nesterov"):
+            s = self.step
+            g = F.linear(x, weight * s, None if bias is None else bias * s)
+            return self(g, backend, step=1.0)
+        return self(F.linear(x, weight, bias), backend)
 
     def extra_repr(self) -> str:
         if self.learnable:

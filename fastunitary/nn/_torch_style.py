@@ -1,9 +1,11 @@
 """Stacked recurrent modules laid out exactly as ``torch.nn.LSTM`` / ``torch.nn.RNN``.
 
+Subclasses own ``self.momentum`` (a :class:`~fastunitary.nn._momentum.MomentumBuffer`).
 Parameters ``weight_ih_l{k}`` ``(G, in)``, ``weight_hh_l{k}`` ``(G, n)``, ``bias_ih_l{k}``,
 ``bias_hh_l{k}`` ``(G,)`` live on the module itself (``G = 4n`` for an LSTM, ``n`` for a
 plain cell), so a ``torch.nn.LSTM``/``RNN`` state dict loads as it is. Subclasses say how a
-layer turns its input term ``g = x W_ih^T + b_ih`` into states (:meth:`_run_layer`).
+layer turns the buffer of its input term ``g = x W_ih^T + b_ih`` into states (the
+``run_layer`` given to :meth:`_layers`).
 """
 
 from __future__ import annotations
@@ -76,11 +78,12 @@ class TorchStyleStack(nn.Module):
         return x, unbatched
 
     def _layers(self, x: torch.Tensor, run_layer):
-        """Run every layer (``run_layer(k, g) -> (output, *finals)``), dropout between them."""
+        """Run every layer (``run_layer(k, buf) -> (output, *finals)``, ``buf`` the momentum
+        buffer of the layer's input term), dropout between them."""
         finals = []
         for k in range(self.num_layers):
             w_ih, _, b_ih, _ = self.layer_parameters(k)
-            out = run_layer(k, F.linear(x, w_ih, b_ih))
+            out = run_layer(k, self.momentum.of_input(x, w_ih, b_ih, self.backend))
             x = out[0]
             finals.append(out[1:])
             if self.dropout > 0 and self.training and k < self.num_layers - 1:

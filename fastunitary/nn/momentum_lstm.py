@@ -82,9 +82,8 @@ class MomentumLSTMBase(TorchStyleStack):
             hx = (self._check_state("h_0", hx[0], B, unbatched),
                   self._check_state("c_0", hx[1], B, unbatched))
 
-        def run_layer(k, g):
+        def run_layer(k, buf):
             b_hh = self.layer_parameters(k)[3]
-            buf = self.momentum(g, self.backend)
             if b_hh is not None:
                 buf = buf + b_hh
             h0, c0 = (None, None) if hx is None else (hx[0][k], hx[1][k])

@@ -15,7 +15,9 @@ large product (cheaper than storing the four gates), runs the sequential part
     dz_i = dc c~ i (1 - i),  dz_f = dc c_{t-1} f (1 - f),  dz_g = dc i (1 - c~^2),
     dz_o = dh tanh(c_t) o (1 - o)
 
-and forms ``grad W_hh = sum_t dz_t^T h_{t-1}`` as one large product. :func:`lstm_autograd`
+and forms ``grad W_hh = sum_t dz_t^T h_{t-1}`` as one large product; the gate values and
+the coefficients of that sequential part are computed for all steps before it, so the
+loop itself is six small ops per step. :func:`lstm_autograd`
 is the per-step loop differentiated by autograd, the test oracle.
 """
 
@@ -58,6 +60,12 @@ def lstm_forward(
 def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
     """``(grad_g, grad_W_hh, grad_h0, grad_c0)`` of :func:`lstm_forward`.
 
+    Everything that does not depend on the carries is computed for all steps at once
+    before the loop (the gates from the recomputed ``z``, and the coefficients
+    ``K = [c~ i(1-i), c_{t-1} f(1-f), i(1-c~^2), tanh(c_t) o(1-o)]`` and
+    ``A = o (1 - tanh(c_t)^2)``), so each sequential step is six small ops:
+    ``dh``, ``dc``, ``dz = [dc, dc, dc, dh] * K``, ``dh_carry = dz W_hh``, ``dc_carry = dc f``.
+
     Args:
         grad_h, grad_c: ``(T, B, n)`` gradients of the outputs (may be broadcast views).
         g, W_hh, h0, c0: the forward's inputs;  h, c: its outputs.
@@ -69,26 +77,29 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
     h0, c0 = _zeros_state(g, h0), _zeros_state(g, c0)
     h_prev = torch.cat([h0.unsqueeze(0), h[:-1]])  # (T, B, n)
     c_prev = torch.cat([c0.unsqueeze(0), c[:-1]])
-    # Recompute all pre-activations at once, then their gate values in place.
-    z = torch.baddbmm(g.reshape(T, B, G), h_prev, W_hh.t().expand(T, n, G))
-    i, f, gg, o = (part.contiguous() for part in z.chunk(4, dim=-1))
-    i.sigmoid_(), f.sigmoid_(), gg.tanh_(), o.sigmoid_()
+    # Recompute all pre-activations at once, then turn them into the coefficients in place.
+    K = torch.baddbmm(g.reshape(T, B, G), h_prev, W_hh.t().expand(T, n, G)).view(T, B, 4, n)
+    i, f, cg, o = (K[:, :, k].sigmoid() if k != 2 else K[:, :, k].tanh() for k in range(4))
     tc = c.tanh()
-    dz = torch.empty_like(z)
-    dh_carry = torch.zeros((B, n), dtype=g.dtype, device=g.device)
-    dc_carry = torch.zeros((B, n), dtype=g.dtype, device=g.device)
+    A = o * (1 - tc * tc)
+    torch.mul(cg, i * (1 - i), out=K[:, :, 0])
+    torch.mul(c_prev, f * (1 - f), out=K[:, :, 1])
+    torch.mul(i, 1 - cg * cg, out=K[:, :, 2])
+    torch.mul(tc, o * (1 - o), out=K[:, :, 3])
+    del i, cg, o, tc, c_prev
+    dz = torch.empty((T, B, G), dtype=g.dtype, device=g.device)
+    dz4 = dz.view(T, B, 4, n)
+    dh = torch.zeros((B, n), dtype=g.dtype, device=g.device)  # the carry dz_{t+1} W_hh
+    dc = torch.zeros((B, n), dtype=g.dtype, device=g.device)  # the carry dc_{t+1} f_{t+1}
     for t in range(T - 1, -1, -1):
-        dh = grad_h[t] + dh_carry
-        dc = grad_c[t] + dc_carry + dh * o[t] * (1 - tc[t] * tc[t])
-        dz_t = dz[t]
-        torch.mul(dc * gg[t], i[t] * (1 - i[t]), out=dz_t[:, :n])
-        torch.mul(dc * c_prev[t], f[t] * (1 - f[t]), out=dz_t[:, n:2 * n])
-        torch.mul(dc * i[t], 1 - gg[t] * gg[t], out=dz_t[:, 2 * n:3 * n])
-        torch.mul(dh * tc[t], o[t] * (1 - o[t]), out=dz_t[:, 3 * n:])
-        dh_carry = dz_t @ W_hh
-        dc_carry = dc * f[t]
+        dh = dh + grad_h[t]
+        dc = torch.addcmul(dc + grad_c[t], dh, A[t])
+        torch.mul(K[t, :, :3], dc.unsqueeze(1), out=dz4[t, :, :3])
+        torch.mul(K[t, :, 3], dh, out=dz4[t, :, 3])
+        dh = dz[t] @ W_hh
+        dc = dc * f[t]
     grad_W = dz.reshape(T * B, G).t() @ h_prev.reshape(T * B, n)
-    return dz, grad_W, dh_carry, dc_carry
+    return dz, grad_W, dh, dc
 
 
 def lstm_autograd(g, W_hh, h0=None, c0=None):

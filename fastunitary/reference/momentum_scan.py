@@ -33,10 +33,22 @@ def _inclusive_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _log_depth_scan(a, b)
 
 
-def _sequential_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    v = b.contiguous().clone()
-    for t in range(1, v.shape[0]):
-        v[t].addcmul_(a[t], v[t - 1])
+def _sequential_scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """One pass over time, each step written straight into the output (no extra copy).
+
+    ``reverse``: ``v_t = b_t + a_{t+1} v_{t+1}`` from the end (the backward's scan), reading
+    ``a`` one step ahead; ``a`` may be a broadcast view, never materialized.
+    """
+    T = b.shape[0]
+    v = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+    if reverse:
+        v[T - 1] = b[T - 1]
+        for t in range(T - 2, -1, -1):
+            torch.addcmul(b[t], a[t + 1], v[t + 1], out=v[t])
+    else:
+        v[0] = b[0]
+        for t in range(1, T):
+            torch.addcmul(b[t], a[t], v[t - 1], out=v[t])
     return v
 
 
@@ -72,6 +84,8 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) -> to
 def linear_scan_backward(grad_v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``gbar`` ``(T, B, d)``: ``gbar_t = grad_v_t + a_{t+1} gbar_{t+1}`` (the scan reversed)."""
     a = a.expand_as(grad_v)
+    if grad_v.device.type == "cpu":
+        return _sequential_scan(a, grad_v, reverse=True)
     shifted = torch.zeros_like(grad_v)
     shifted[:-1] = a[1:]
     return _inclusive_scan(shifted.flip(0), grad_v.flip(0)).flip(0)

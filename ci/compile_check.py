@@ -36,7 +36,8 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 TARGETS = (80, 90)
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 #: Every kernel module of fastunitary.kernels; each declares its configs in aot_configs().
-MODULES = [m.name for m in pkgutil.iter_modules(fastunitary.kernels.__path__)]
+MODULES = [m.name for m in pkgutil.iter_modules(fastunitary.kernels.__path__)
+           if not m.name.startswith("_")]
 
 
 def all_cases(explore: bool):

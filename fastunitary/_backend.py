@@ -21,8 +21,11 @@ import torch
 
 from . import kernels as _kernels
 
-# Op names with a Triton implementation: the modules of fastunitary.kernels.
-_KERNEL_OPS = frozenset(m.name for m in pkgutil.iter_modules(_kernels.__path__))
+# Op names with a Triton implementation: the modules of fastunitary.kernels (a leading
+# underscore marks a shared helper module, not an op).
+_KERNEL_OPS = frozenset(
+    m.name for m in pkgutil.iter_modules(_kernels.__path__) if not m.name.startswith("_")
+)
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 BACKENDS = ("auto", "reference", "triton")

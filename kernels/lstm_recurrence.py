@@ -60,7 +60,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .recurrence import _launch, _tanh
+from ._host import alloc, check_float32, launch
+from .recurrence import _tanh
 
 #: Largest n kept resident on chip (four n x n gate blocks of W_hh). Set by the
 #: ahead-of-time compile check (ci/compile_check.py --explore, triton 3.6 and 3.9):
@@ -364,15 +365,7 @@ def plan(n: int) -> dict:
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
-    if FILL_OUTPUTS_WITH_NAN:
-        return torch.full(shape, float("nan"), dtype=like.dtype, device=like.device)
-    return torch.empty(shape, dtype=like.dtype, device=like.device)
-
-
-def _check(**tensors) -> None:
-    for name, t in tensors.items():
-        if t is not None and t.dtype != torch.float32:
-            raise TypeError(f"the Triton LSTM recurrence runs in float32; {name} is {t.dtype}")
+    return alloc(shape, like.device, FILL_OUTPUTS_WITH_NAN)
 
 
 def _state(s, B: int, n: int, like: torch.Tensor) -> torch.Tensor:
@@ -383,7 +376,7 @@ def _state(s, B: int, n: int, like: torch.Tensor) -> torch.Tensor:
 
 def forward(g, W_hh, h0, c0):
     """``(h, c)``, ``(T, B, n)`` each; the arguments of ``fastunitary::lstm_recurrence``."""
-    _check(g=g, W_hh=W_hh, h0=h0, c0=c0)
+    check_float32("LSTM recurrence", g=g, W_hh=W_hh, h0=h0, c0=c0)
     T, B, G = g.shape
     n = G // 4
     g, W = g.contiguous(), W_hh.contiguous()
@@ -392,7 +385,7 @@ def forward(g, W_hh, h0, c0):
     c = _alloc((T, B, n), g)
     p = plan(n)
     kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
-    _launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), g.device, g, W, h0, c0, h, c, T, B, n,
+    launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), g.device, g, W, h0, c0, h, c, T, B, n,
             BLOCK_B=p["BLOCK_B"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
     return h, c
 
@@ -400,7 +393,7 @@ def forward(g, W_hh, h0, c0):
 def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
     """``(grad_g, grad_W_hh, grad_h0, grad_c0)``; the arguments of
     ``fastunitary::lstm_recurrence_backward``."""
-    _check(g=g, W_hh=W_hh, h0=h0, c0=c0, h=h, c=c)
+    check_float32("LSTM recurrence", g=g, W_hh=W_hh, h0=h0, c0=c0, h=h, c=c)
     T, B, G = g.shape
     n = G // 4
     W = W_hh.contiguous()
@@ -419,12 +412,12 @@ def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
     if p["design"] == "resident":
         # written whole by the kernel (NaN-filled in tests so a missed element fails)
         grad_c0 = _alloc((B, n), g)
-        _launch(_backward_resident, (programs,), g.device, grad_h, grad_c, dz, W, c0, c,
+        launch(_backward_resident, (programs,), g.device, grad_h, grad_c, dz, W, c0, c,
                 grad_c0, T, B, n, **meta)
     else:
         # the carry dc_{t+1} f_{t+1} lives here between steps: zero after the last step
         grad_c0 = torch.zeros((B, n), dtype=torch.float32, device=g.device)
-        _launch(_backward_streamed, (programs,), g.device, grad_h, grad_c, dz, W, c0, c,
+        launch(_backward_streamed, (programs,), g.device, grad_h, grad_c, dz, W, c0, c,
                 grad_c0, T, B, n, **meta)
     # Weight gradient: one large product over all steps and the batch (plus the h0 term).
     grad_W = dz[0].t() @ h0

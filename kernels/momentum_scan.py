@@ -73,6 +73,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._host import alloc, check_float32, launch
+
 #: Time steps per chunk, channels per program, warps per program (see the module docstring).
 CHUNK = 64
 BLOCK_C = 32
@@ -141,23 +143,7 @@ def _scan(
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
-    if FILL_OUTPUTS_WITH_NAN:
-        return torch.full(shape, float("nan"), dtype=torch.float32, device=like.device)
-    return torch.empty(shape, dtype=torch.float32, device=like.device)
-
-
-def _check(**tensors) -> None:
-    for name, t in tensors.items():
-        if t is not None and t.dtype != torch.float32:
-            raise TypeError(f"the Triton momentum scan runs in float32; {name} is {t.dtype}")
-
-
-def _launch(kernel, grid, device: torch.device, *args, **meta):
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            kernel[grid](*args, **meta)
-    else:  # CPU tensors: Triton's interpreter (TRITON_INTERPRET=1)
-        kernel[grid](*args, **meta)
+    return alloc(shape, like.device, FILL_OUTPUTS_WITH_NAN)
 
 
 #: A_MODE values: how the coefficient ``a`` is read (see :func:`_coef_layout`).
@@ -188,7 +174,7 @@ def _run(a, x, v0, reverse: bool) -> torch.Tensor:
     out = _alloc((T, B, d), x)
     if out.numel() == 0:
         return out
-    _launch(_scan, (triton.cdiv(B * d, BLOCK_C),), x.device,
+    launch(_scan, (triton.cdiv(B * d, BLOCK_C),), x.device,
             a, x, out if v0 is None else v0, out, T, B, d, *strides,
             A_MODE=mode, REVERSE=reverse, HAS_V0=v0 is not None, CHUNK=CHUNK,
             BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
@@ -201,7 +187,7 @@ def forward(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) -> torch.
     The arguments of ``fastunitary::momentum_scan``: ``a``, ``b`` ``(T, B, d)`` float32 (``a``
     usually a broadcast view), ``v0`` ``(B, d)`` or ``None`` for zeros.
     """
-    _check(a=a, b=b, v0=v0)
+    check_float32("momentum scan", a=a, b=b, v0=v0)
     return _run(a, b, None if v0 is None else v0.contiguous(), reverse=False)
 
 
@@ -211,7 +197,7 @@ def backward(grad_v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     The arguments of ``fastunitary::momentum_scan_backward``; ``grad_v`` may be a stride-0
     expanded gradient.
     """
-    _check(grad_v=grad_v, a=a)
+    check_float32("momentum scan", grad_v=grad_v, a=a)
     return _run(a, grad_v, None, reverse=True)
 
 

@@ -60,6 +60,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._host import alloc, check_float32, launch
+
 #: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
 MODRELU_EPS = tl.constexpr(1e-12)
 ACTIVATION_CODES = {"modrelu": 0, "tanh": 1, "relu": 2, "identity": 3}
@@ -408,28 +410,12 @@ def plan(n: int, is_complex: bool) -> dict:
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
-    if FILL_OUTPUTS_WITH_NAN:
-        return torch.full(shape, float("nan"), dtype=like.dtype, device=like.device)
-    return torch.empty(shape, dtype=like.dtype, device=like.device)
-
-
-def _check(u: torch.Tensor, W: torch.Tensor) -> None:
-    for name, t in (("u", u), ("W", W)):
-        if t.dtype != torch.float32:
-            raise TypeError(f"the Triton recurrence runs in float32; {name} is {t.dtype}")
-
-
-def _launch(kernel, grid, device: torch.device, *args, **meta):
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            kernel[grid](*args, **meta)
-    else:  # CPU tensors: Triton's interpreter (TRITON_INTERPRET=1)
-        kernel[grid](*args, **meta)
+    return alloc(shape, like.device, FILL_OUTPUTS_WITH_NAN)
 
 
 def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
     """All states ``(T, B, D)``; the arguments of ``fastunitary::recurrence``."""
-    _check(u, W)
+    check_float32("recurrence", u=u, W=W)
     T, B, D = u.shape
     n = D // 2 if is_complex else D
     u, W = u.contiguous(), W.contiguous()
@@ -438,7 +424,7 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
     out = _alloc((T, B, D), u)
     p = plan(n, is_complex)
     kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
-    _launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), u.device, u, W, bias, h0, out, T, B, n,
+    launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), u.device, u, W, bias, h0, out, T, B, n,
             ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
             BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
     return out
@@ -446,7 +432,7 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
 
 def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
     """``(grad_u, grad_W, grad_bias, grad_h0)``; the arguments of ``fastunitary::recurrence_backward``."""
-    _check(h, W)
+    check_float32("recurrence", h=h, W=W)
     T, B, D = h.shape
     n = D // 2 if is_complex else D
     W = W.contiguous()
@@ -474,11 +460,11 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
     meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
                 BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps_backward"])
     if resident:
-        _launch(_backward_resident, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
+        launch(_backward_resident, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
                 T, B, n, **meta)
     else:
         zeros = torch.zeros((B, D), dtype=torch.float32, device=h.device)
-        _launch(_backward_streamed, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
+        launch(_backward_streamed, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
                 zeros, T, B, n, **meta)
     # Weight gradient: one large product over all steps and the batch (plus the h0 term).
     grad_W = dz[0].t() @ h0

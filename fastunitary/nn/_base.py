@@ -234,8 +234,9 @@ class RecurrentCell(nn.Module, abc.ABC):
             backend=self.backend,
         )
 
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
+    def _options_repr(self) -> str:
+        """The non-default options every cell shares, for ``extra_repr``."""
+        s = ""
         if self.bias_ih is None:
             s += ", bias=False"
         if self.h0 is not None:
@@ -243,6 +244,18 @@ class RecurrentCell(nn.Module, abc.ABC):
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + self._options_repr()
+
+
+def check_dropout(dropout: float, num_layers: int) -> None:
+    """``ValueError`` outside [0, 1); a warning when there is no layer boundary to act on."""
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn("dropout acts between layers; with num_layers=1 it does nothing",
+                      stacklevel=4)
 
 
 def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) -> torch.Tensor:
@@ -320,12 +333,7 @@ class StackedRNN(nn.Module):
     ):
         super().__init__()
         check_positive("num_layers", num_layers)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                "dropout acts between layers; with num_layers=1 it does nothing", stacklevel=3
-            )
+        check_dropout(dropout, num_layers)
         self.input_size, self.num_layers = input_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)
         cells = []

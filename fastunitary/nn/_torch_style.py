@@ -10,15 +10,13 @@ layer turns the buffer of its input term ``g = x W_ih^T + b_ih`` into states (th
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
 from .._backend import check_backend_name
-from ._base import check_positive, check_sequence_input
+from ._base import check_dropout, check_positive, check_sequence_input
 
 
 class TorchStyleStack(nn.Module):
@@ -34,11 +32,7 @@ class TorchStyleStack(nn.Module):
         check_positive("hidden_size", hidden_size)
         check_positive("num_layers", num_layers)
         check_backend_name(backend)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn("dropout acts between layers; with num_layers=1 it does nothing",
-                          stacklevel=3)
+        check_dropout(dropout, num_layers)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.backend, self.check_finite = backend, check_finite

@@ -158,13 +158,7 @@ class ENRNNCell(_base.RecurrentCell):
         s += f", num_negative={self.num_negative}, normalization={self.normalization!r}"
         if not self.coupled:
             s += ", coupled=False"
-        if self.bias_ih is None:
-            s += ", bias=False"
-        if self.h0 is not None:
-            s += ", trainable_h0=True"
-        if self.backend != "auto":
-            s += f", backend={self.backend!r}"
-        return s
+        return s + self._options_repr()
 
 
 class ENRNN(_base.StackedRNN):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +49,12 @@ def environment() -> dict:
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
+        try:
+            env["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, check=True).stdout.split("\n")[0].strip()
+        except (OSError, subprocess.CalledProcessError):
+            env["driver"] = None
     return env
 
 
@@ -67,6 +76,70 @@ def time_it(fn, device: torch.device, *, warmup: int = 1, repeats: int = 5) -> d
         times.append(time.perf_counter() - t)
     q = statistics.quantiles(times, n=5) if len(times) > 1 else times * 4
     return {"median_s": statistics.median(times), "q20_s": q[0], "q80_s": q[-1], "repeats": repeats}
+
+
+def time_cuda(fn, *, warmup: int = 3, repeats: int = 10) -> dict:
+    """As :func:`time_it`, timed by CUDA events around each call (GPU.md's rule)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    q = statistics.quantiles(times, n=5) if len(times) > 1 else times * 4
+    return {"median_s": statistics.median(times), "q20_s": q[0], "q80_s": q[-1], "repeats": repeats}
+
+
+@contextlib.contextmanager
+def _silenced_fds():
+    """Send the process's stdout/stderr file descriptors to /dev/null (the profiler's C++
+    side prints a line at every start and stop)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+def peak_memory(fn, device: torch.device) -> tuple[int, str]:
+    """Extra memory one call of ``fn`` needs at its peak, in bytes, and how it was measured.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before the call.
+    CPU: PyTorch's profiler records every allocation and free of the call; the peak of
+    their running sum (the CPU allocator keeps no statistics of its own, and the resident
+    set size hides what malloc reuses).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base, "cuda max_memory_allocated"
+    from torch.profiler import ProfilerActivity, profile
+
+    with _silenced_fds(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak, "torch.profiler allocations"
 
 
 def write_result(name: str, payload: dict, out: Path | None = None) -> Path:

@@ -5,5 +5,7 @@
 # Extra arguments go to pytest, e.g. `bash ci/test.sh -k cayley`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-TRITON_INTERPRET=1 python -m pytest -q --durations=10 "$@"
+# pytest-benchmark's table (tests/test_bench_throughput.py) tracks CPU throughput per commit
+TRITON_INTERPRET=1 python -m pytest -q --durations=10 \
+    --benchmark-columns=median,iqr,rounds --benchmark-sort=name "$@"
 python ci/compile_check.py

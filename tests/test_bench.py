@@ -1,0 +1,102 @@
+"""The benchmark suite (``python -m bench``): outputs, correctness gate, grids, formulas."""
+
+import dataclasses
+import json
+import types
+
+import pytest
+import torch
+
+from bench import registry, report, suite
+from bench.suite import Shape
+
+TINY = ["--T", "12", "--B", "2", "--hidden", "8", "--input-size", "3", "--repeats", "3",
+        "--row-seconds", "0.001", "--no-progress", "--device", "cpu"]
+
+
+def test_every_model_runs_gated_and_writes_json_table_and_plot(tmp_path, capsys):
+    result = suite.main(TINY + ["--out", str(tmp_path), "--name", "t"])
+    rows = result["rows"]
+    assert {r["case"] for r in rows} == set(registry.REGISTRY)
+    assert all(r["status"] == "ok" for r in rows), [r["status"] for r in rows]
+    for r in rows:
+        # every variant equals an independent computation of its model
+        assert r["rel_error"] < 1e-5 and r["tokens_per_s"] > 0 and r["median_s"] > 0
+        assert r["q20_s"] <= r["median_s"] <= r["q80_s"]
+        assert r["input_projection_timed"] is True
+        assert r["tflops"] == pytest.approx(r["flops"] / r["median_s"] / 1e12)
+        if r["mode"] == "forward+backward":  # activations saved for backward, at least
+            assert r["peak_memory_bytes"] >= 12 * 2 * 8 * 4
+    variants = {(r["case"], r["variant"]) for r in rows}
+    assert ("scurnn", "loop") in variants and ("lstm", "loop") not in variants  # baselines: no loop
+    lstm = [r for r in rows if r["case"] == "lstm"]
+    assert all(r["speed_vs_lstm"] == pytest.approx(1.0) for r in lstm)
+    by_case = {r["case"]: r for r in rows}
+    assert by_case["lstm"]["params"] == sum(p.numel() for p in torch.nn.LSTM(3, 8).parameters())
+    assert by_case["scurnn"]["recurrent_state_reals"] == 8  # complex n = 4 is 8 reals
+    saved = json.loads((tmp_path / "t_cpu.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(rows))
+    assert {"torch", "triton", "git_commit", "cpu_threads"} <= set(saved["environment"])
+    table = (tmp_path / "t_cpu.md").read_text()
+    assert table.count("\n| ") == len(rows) + 1  # header + one line per row
+    assert (tmp_path / "t_cpu.png").stat().st_size > 10_000
+    capsys.readouterr()
+    report.main([str(tmp_path / "t_cpu.json"), "--center", "--mode", "forward"])
+    assert capsys.readouterr().out.count("| forward |") == len(rows) // 2
+
+
+def test_a_variant_that_disagrees_is_reported_failed_and_not_timed(tmp_path, monkeypatch):
+    case = registry.REGISTRY["scornn"]
+    wrong = dataclasses.replace(case, loop=lambda m, x: 1.01 * case.loop(m, x))
+    monkeypatch.setitem(registry.REGISTRY, "scornn", wrong)
+    monkeypatch.setitem(suite.REGISTRY, "scornn", wrong)
+    rows = suite.main(TINY + ["--models", "scornn", "--out", str(tmp_path)])["rows"]
+    assert rows and all(r["status"] == "failed correctness gate" for r in rows)
+    assert all("median_s" not in r and r["rel_error"] > 5e-3 for r in rows)
+    assert "failed correctness gate" in (tmp_path / "bench_custom_cpu.md").read_text()
+
+
+def test_max_minutes_stops_before_the_next_row(tmp_path):
+    result = suite.main(TINY + ["--models", "lstm", "--max-minutes", "0", "--out", str(tmp_path)])
+    assert result["rows"] == [] and result["config"]["rows_planned"] == 2
+
+
+def test_presets_cover_the_grids():
+    full = suite.PRESETS["full"].shapes()
+    assert {s.T for s in full} == {1024, 4096, 16384}
+    assert {s.B for s in full} == {1, 16, 64, 256}
+    assert {s.hidden for s in full} == {128, 256, 512, 1024}
+    assert {s.dtype for s in full} == {"fp32", "bf16", "fp16"}
+    # half-precision shapes where cuDNN may run its persistent LSTM kernel
+    assert Shape(1024, 64, 512, "fp16") in full
+    quick = suite.PRESETS["quick"].shapes()
+    assert len(quick) == len(set(quick)) and {s.dtype for s in quick} == {"fp32"}
+    assert Shape(*suite.PRESETS["quick"].center, "fp32") in quick
+
+
+@pytest.mark.parametrize("case, shape, m, forward, gpu, algo", [
+    ("lstm", Shape(1024, 64, 256, "fp16"), 128, True, (9, 0, 132), "persist_static"),
+    ("lstm", Shape(1024, 64, 256, "fp16"), 128, False, (9, 0, 132), "persist_static"),
+    ("lstm", Shape(1024, 64, 128, "fp16"), 128, True, (9, 0, 132), "persist_static_small_h"),
+    ("lstm", Shape(1024, 64, 128, "fp32"), 128, False, (9, 0, 132), "persist_static_small_h"),
+    ("lstm", Shape(1024, 256, 256, "fp16"), 128, True, (9, 0, 132), "standard"),  # B > 128
+    ("lstm", Shape(1024, 64, 256, "bf16"), 128, True, (9, 0, 132), "standard"),
+    ("lstm", Shape(1024, 64, 256, "fp16"), 96, True, (9, 0, 132), "standard"),  # input % 128
+    ("lstm", Shape(1024, 64, 256, "fp16"), 128, True, (8, 6, 84), "standard"),  # sm_86
+    ("gru", Shape(1024, 64, 256, "fp16"), 128, True, (9, 0, 132), "standard"),
+    ("lstm", Shape(1024, 64, 256, "fp16"), 128, True, None, None),  # not on CUDA
+    ("scurnn", Shape(1024, 64, 256, "fp16"), 128, True, (9, 0, 132), None),
+])
+def test_cudnn_algorithm_follows_torch_heuristics(case, shape, m, forward, gpu, algo):
+    props = None if gpu is None else types.SimpleNamespace(
+        major=gpu[0], minor=gpu[1], multi_processor_count=gpu[2])
+    assert suite.cudnn_rnn_algorithm(case, shape, m, forward, props) == algo
+
+
+def test_flop_formulas():
+    s = Shape(T=10, B=3, hidden=8, dtype="fp32")
+    lstm, scurnn = registry.REGISTRY["lstm"], registry.REGISTRY["scurnn"]
+    assert suite.flops(lstm, s, 5, "forward") == 30 * (2 * 5 * 32 + 2 * 8 * 32)
+    assert suite.flops(lstm, s, 5, "forward+backward") == 3 * suite.flops(lstm, s, 5, "forward")
+    # complex n = 4 as its real 8 x 8 embedding, plus the Cayley map once per call
+    assert suite.flops(scurnn, s, 5, "forward") == 30 * (2 * 5 * 8 + 2 * 8 * 8) + 8 / 3 * 8 ** 3

@@ -1,0 +1,31 @@
+"""CPU throughput tracked in CI (pytest-benchmark): the library's reference path beside
+``torch.nn.LSTM`` (oneDNN), forward+backward at T = 256, B = 16, hidden 64.
+
+The suite's CPU sizes; ``python -m bench --quick`` is the full CPU sweep. Each case is
+first checked against its per-step loop, so a wrong model is never timed.
+"""
+
+import pytest
+import torch
+
+from bench.registry import REGISTRY
+from bench.suite import relative_error
+
+T, B, HIDDEN, INPUT = 256, 16, 64, 32
+
+
+@pytest.mark.parametrize("name", ["lstm", "scurnn", "scornn", "enrnn", "lstm_recurrence",
+                                  "momentumlstm"])
+def test_forward_backward_throughput(benchmark, name):
+    case = REGISTRY[name]
+    model = case.build(INPUT, HIDDEN)
+    x = torch.randn(T, B, INPUT)
+    with torch.no_grad():
+        assert relative_error(model(x)[0], case.loop(model, x)) < 1e-5
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(x)[0].sum().backward()
+
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    benchmark.extra_info["tokens_per_s"] = T * B / benchmark.stats["median"]

@@ -164,3 +164,49 @@ def test_fullgraph_compile_equals_eager(cls):
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("cls, kw", [
+    (MomentumLSTM, dict(mu=0.6, step=0.6)),
+    (MomentumLSTM, dict(mu=0.0, step=0.5)),
+    (MomentumLSTM, dict(mu=0.5, step=0.7, learnable=True)),
+    (NesterovLSTM, dict(step=0.3, restart=2)),
+])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cpu_native_route_equals_the_reference_op(cls, kw, bias, monkeypatch):
+    """Eager CPU runs a linear buffer through torch.lstm (oneDNN) on the factored input;
+    it must equal the lstm_recurrence route, outputs and every gradient."""
+    calls = []
+    native = torch.lstm
+    monkeypatch.setattr(torch, "lstm", lambda *a: calls.append(1) or native(*a))
+    model = cls(3, 5, num_layers=2, bias=bias, **kw)
+    if bias:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "bias" in name:
+                    p.uniform_(-0.5, 0.5)
+    x = torch.randn(7, 2, 3)
+    hx = (torch.randn(2, 2, 5), torch.randn(2, 2, 5))
+    w = torch.randn(7, 2, 5)
+    results = []
+    for backend in ("auto", "reference"):
+        model.backend = backend
+        model.zero_grad()
+        out, (h_n, c_n) = model(x, hx)
+        ((out * w).sum() + c_n.sum()).backward()
+        results.append((out, h_n, c_n, [p.grad.clone() for p in model.parameters()]))
+    assert len(calls) == 2  # one torch.lstm per layer, only on the "auto" run
+    (out_a, h_a, c_a, g_a), (out_r, h_r, c_r, g_r) = results
+    for a, b in [(out_a, out_r), (h_a, h_r), (c_a, c_r), *zip(g_a, g_r)]:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_no_native_route_where_the_buffer_does_not_factor(monkeypatch):
+    """AdamLSTM's buffer is not linear, and for input_size + 1 >= 4 hidden scanning the
+    gates is cheaper: both stay on the lstm_recurrence op."""
+    monkeypatch.setattr(torch, "lstm", lambda *a: pytest.fail("torch.lstm called"))
+    for model, m in ((AdamLSTM(3, 5, mu=0.6, step=0.6), 3), (MomentumLSTM(30, 4, mu=0.6), 30)):
+        x = torch.randn(4, 2, m)
+        torch.testing.assert_close(model(x)[0], loop_lstm(model, x, **(
+            dict(kind="adam", mu=0.6, s=0.6) if isinstance(model, AdamLSTM)
+            else dict(kind="momentum", mu=0.6, s=0.1)))[0], rtol=1e-5, atol=1e-5)

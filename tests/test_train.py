@@ -83,9 +83,10 @@ def test_digits_task_evaluates_on_the_fixed_test_half(task):
 
 
 def test_momentum_lstm_learns_digits():
-    """Sequential 8x8 digits (T = 64): well above chance (0.1) in 150 steps (0.35 seen)."""
-    cfg = TrainConfig(task="digits", model="momentumlstm", hidden=32, batch=32, steps=150,
-                      lr=1e-2, eval_every=150, seed=0)
+    """Sequential 8x8 digits (T = 64): well above chance (0.1) in 400 steps (0.34-0.50 seen
+    over seeds 0-3; at 150 steps the seeds spread over 0.10-0.45)."""
+    cfg = TrainConfig(task="digits", model="momentumlstm", hidden=32, batch=32, steps=400,
+                      lr=1e-2, eval_every=400, seed=0)
     m = train(cfg, progress=False)
     assert m["final_eval_accuracy"] > 0.25, m["final_eval_accuracy"]
 

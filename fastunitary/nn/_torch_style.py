@@ -71,13 +71,17 @@ class TorchStyleStack(nn.Module):
             _checks.check_finite("input", x)
         return x, unbatched
 
+    def _buffer(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """The momentum buffer of layer ``k``'s input term ``x W_ih^T + b_ih``: ``(T, B, G)``."""
+        w_ih, _, b_ih, _ = self.layer_parameters(k)
+        return self.momentum.of_input(x, w_ih, b_ih, self.backend)
+
     def _layers(self, x: torch.Tensor, run_layer):
-        """Run every layer (``run_layer(k, buf) -> (output, *finals)``, ``buf`` the momentum
-        buffer of the layer's input term), dropout between them."""
+        """Run every layer (``run_layer(k, x) -> (output, *finals)``, ``x`` the layer's
+        input ``(T, B, in)``), dropout between them."""
         finals = []
         for k in range(self.num_layers):
-            w_ih, _, b_ih, _ = self.layer_parameters(k)
-            out = run_layer(k, self.momentum.of_input(x, w_ih, b_ih, self.backend))
+            out = run_layer(k, x)
             x = out[0]
             finals.append(out[1:])
             if self.dropout > 0 and self.training and k < self.num_layers - 1:

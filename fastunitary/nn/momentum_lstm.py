@@ -5,7 +5,10 @@ METHODS.md section 5. With ``g_t = W_ih x_t + b_ih`` the input term of the gates
 :mod:`fastunitary.nn._momentum`) replaces it, and the standard LSTM cell runs on
 ``buffer_t + W_hh h_{t-1} + b_hh``. The buffers depend on the inputs only, so they are one
 parallel scan over the sequence (``momentum_scan``), and the recurrence is the plain
-``lstm_recurrence`` op (the fused kernel on CUDA). ``b_ih`` sits inside the buffer (scaled
+``lstm_recurrence`` op (the fused kernel on CUDA). A linear buffer (momentum, Nesterov)
+commutes with the input projection, so the scan runs over the input channels and, in eager
+CPU runs, the layer is PyTorch's own fused LSTM (oneDNN) on the scanned input
+(:func:`_native_lstm_layer`). ``b_ih`` sits inside the buffer (scaled
 by ``s``), ``b_hh`` outside, as in the official code; so ``MomentumLSTM(mu=0, step=1)`` is
 exactly ``torch.nn.LSTM``.
 
@@ -82,11 +85,17 @@ class MomentumLSTMBase(TorchStyleStack):
             hx = (self._check_state("h_0", hx[0], B, unbatched),
                   self._check_state("c_0", hx[1], B, unbatched))
 
-        def run_layer(k, buf):
+        def run_layer(k, x):
+            h0, c0 = (None, None) if hx is None else (hx[0][k], hx[1][k])
+            if self._use_native_lstm(x):
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+                factored = self.momentum.linear_input(x, w_ih, b_ih, self.backend)
+                if factored is not None:
+                    return _native_lstm_layer(*factored, w_hh, b_hh, h0, c0, self.training)
+            buf = self._buffer(k, x)
             b_hh = self.layer_parameters(k)[3]
             if b_hh is not None:
                 buf = buf + b_hh
-            h0, c0 = (None, None) if hx is None else (hx[0][k], hx[1][k])
             h, c = lstm_recurrence(buf, self.layer_parameters(k)[1], h0, c0, backend=self.backend)
             return h, h[-1], c[-1]
 
@@ -95,8 +104,40 @@ class MomentumLSTMBase(TorchStyleStack):
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return self._output(out, unbatched), (h_n, c_n)
 
+    def _use_native_lstm(self, x: torch.Tensor) -> bool:
+        """Eager CPU runs with ``backend="auto"`` use PyTorch's own LSTM (oneDNN) where the
+        buffer factorizes (see :func:`_native_lstm_layer`). Not under ``torch.compile``
+        (Dynamo refuses RNN ops; the registered ``lstm_recurrence`` op compiles), nor CPU
+        autocast (oneDNN has no fp16 LSTM), nor function transforms."""
+        return (
+            x.device.type == "cpu" and self.backend == "auto"
+            and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu")
+            and not torch._C._are_functorch_transforms_active()
+        )
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_bias={self.forget_bias}"
+
+
+def _native_lstm_layer(y, w_in, b_in, w_hh, b_hh, h0, c0, training: bool):
+    """One layer as ``torch.lstm`` on the factored input: the buffer is
+    ``F.linear(y, w_in, b_in)`` (``MomentumBuffer.linear_input``), so the momentum LSTM is
+    a standard LSTM with input ``y`` and input weights ``w_in``, and PyTorch's fused CPU
+    LSTM (oneDNN) runs it: 2-3x the speed of the per-step reference loop at hidden 128.
+
+    Returns ``(h (T, B, n), h_T (B, n), c_T (B, n))`` as the ``lstm_recurrence`` route.
+    """
+    B, n = y.shape[1], w_hh.shape[1]
+    zeros = y.new_zeros(1, B, n)
+    hx = (zeros if h0 is None else h0.unsqueeze(0), zeros if c0 is None else c0.unsqueeze(0))
+    if b_in is None and b_hh is None:
+        params, biased = [w_in, w_hh], False
+    else:
+        biases = [b if b is not None else w_in.new_zeros(w_in.shape[0]) for b in (b_in, b_hh)]
+        params, biased = [w_in, w_hh, *biases], True
+    out, h_n, c_n = torch.lstm(y, hx, params, biased, 1, 0.0, training, False, False)
+    return out, h_n[0], c_n[0]
 
 
 class MomentumLSTM(MomentumLSTMBase):

@@ -60,8 +60,9 @@ class MomentumRNN(TorchStyleStack):
         if hx is not None:
             hx = self._check_state("hx", hx, x.shape[1], unbatched)
 
-        def run_layer(k, buf):
+        def run_layer(k, x):
             _, w_hh, _, b_hh = self.layer_parameters(k)
+            buf = self._buffer(k, x)
             u = buf if b_hh is None else buf + b_hh
             h = recurrence_planes(u, w_hh, None, None if hx is None else hx[k],
                                   activation=self.nonlinearity, is_complex=False,

@@ -78,6 +78,28 @@ def time_it(fn, device: torch.device, *, warmup: int = 1, repeats: int = 5) -> d
     return {"median_s": statistics.median(times), "q20_s": q[0], "q80_s": q[-1], "repeats": repeats}
 
 
+def time_interleaved(fns: dict, device: torch.device, *, warmup: int = 1, repeats: int = 5) -> dict:
+    """:func:`time_it` for several functions, one call of each in turn per repeat, so that
+    a slow spell of a noisy machine hits all of them alike (their ratios are the result)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t)
+    out = {}
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=5) if len(ts) > 1 else ts * 4
+        out[name] = {"median_s": statistics.median(ts), "q20_s": q[0], "q80_s": q[-1],
+                     "repeats": repeats}
+    return out
+
+
 def time_cuda(fn, *, warmup: int = 3, repeats: int = 10) -> dict:
     """As :func:`time_it`, timed by CUDA events around each call (GPU.md's rule)."""
     for _ in range(warmup):

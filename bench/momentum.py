@@ -7,7 +7,8 @@ Forward+backward time of one sequence batch for: ``MomentumLSTM(mu=0.6)``, the s
 ``mu=0`` (no scan: the plain LSTM path), ``AdamLSTM`` (two scans), ``NesterovLSTM``
 (per-step coefficients), ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on CUDA), and a
 per-step Python loop with the same parameters differentiated by autograd (how the
-official code runs). Writes ``bench/results/momentum_<device>.json``.
+official code runs). The variants are timed in turn within each repeat, so that the
+ratios survive a noisy machine. Writes ``bench/results/momentum_<device>.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from fastunitary.nn import AdamLSTM, MomentumLSTM, NesterovLSTM
 
-from .common import environment, time_it, write_result
+from .common import environment, time_interleaved, write_result
 
 
 def per_step_loop(model: MomentumLSTM, x: torch.Tensor) -> torch.Tensor:
@@ -62,10 +63,10 @@ def main(argv=None) -> None:
     runs = {name: (lambda mod=mod.to(device): mod(x)[0].sum().backward()) for name, mod in models.items()}
     loop_model = models["MomentumLSTM(mu=0.6)"]
     runs["per-step Python loop (mu=0.6)"] = lambda: per_step_loop(loop_model, x).sum().backward()
-    times = {}
-    for name, fn in runs.items():
-        times[name] = time_it(fn, device, repeats=args.repeats)
-        print(f"{name:>30}: {times[name]['median_s'] * 1e3:9.1f} ms fwd+bwd", flush=True)
+    times = time_interleaved(runs, device, repeats=args.repeats)
+    for name, t in times.items():
+        print(f"{name:>30}: {t['median_s'] * 1e3:9.1f} ms fwd+bwd "
+              f"[{t['q20_s'] * 1e3:.1f}, {t['q80_s'] * 1e3:.1f}]", flush=True)
     ref = times["MomentumLSTM(mu=0)"]["median_s"]
     mom = times["MomentumLSTM(mu=0.6)"]["median_s"]
     ratios = {

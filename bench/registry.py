@@ -131,6 +131,8 @@ class Case:
         flops_per_call: ``f(input_size, hidden)``, forward, once per call (building ``W``).
         state_reals: ``f(hidden)``: reals carried from one step to the next.
         baseline: a PyTorch module (no backends of ours, no timed loop).
+        cpu_backend: the backend of the timed module on CPU (on CUDA: ``"auto"``, the
+            Triton kernels, and ``"reference"``).
     """
 
     name: str
@@ -141,6 +143,7 @@ class Case:
     flops_per_call: Callable[[int, int], float] = field(default=lambda m, H: 0.0)
     state_reals: Callable[[int], int] = field(default=lambda H: H)
     baseline: bool = False
+    cpu_backend: str = "auto"
 
 
 def _halves(H: int) -> tuple[int, int]:
@@ -159,9 +162,14 @@ REGISTRY: dict[str, Case] = {c.name: c for c in [
     # the short-term block's spectral radius: a dense eigenvalue iteration, ~10 n^3
     Case("enrnn", "ENRNN", lambda m, H: fnn.ENRNN(m, *_halves(H)), cell_loop,
          gated_flops(1), lambda m, H: cayley_flops(_halves(H)[0]) + 10.0 * _halves(H)[1] ** 3),
-    # fastunitary's own fused LSTM (lstm_recurrence): the like-for-like rival of cuDNN's
-    Case("lstm_recurrence", "fastunitary LSTM (MomentumLSTM mu=0)",
+    # the lstm_recurrence op: on CUDA the fused Triton LSTM, the like-for-like rival of
+    # cuDNN's; on CPU its reference loop (what runs under torch.compile there)
+    Case("lstm_recurrence", "lstm_recurrence op (LSTM)",
          lambda m, H: fnn.MomentumLSTM(m, H, mu=0.0, step=1.0), momentum_lstm_loop,
+         gated_flops(4), state_reals=lambda H: 2 * H, cpu_backend="reference"),
+    # the same module as users run it (eager CPU: PyTorch's fused LSTM on the factored input)
+    Case("momentumlstm_mu0", "MomentumLSTM(mu=0)",
+         lambda m, H: fnn.MomentumLSTM(m, H, mu=0.0, step=0.6), momentum_lstm_loop,
          gated_flops(4), state_reals=lambda H: 2 * H),
     Case("momentumlstm", "MomentumLSTM(mu=0.6)",
          lambda m, H: fnn.MomentumLSTM(m, H, mu=0.6, step=0.6), momentum_lstm_loop,

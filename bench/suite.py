@@ -237,7 +237,7 @@ def variants(case: Case, s: Shape, device: torch.device, loop_max_T: int) -> lis
     """(variant, backend) pairs to time for a case at a shape."""
     if case.baseline:
         return [("module", "auto")]
-    out = [("module", "auto")]
+    out = [("module", case.cpu_backend if device.type == "cpu" else "auto")]
     if device.type == "cuda" and s.T <= loop_max_T:
         out.append(("module", "reference"))
     if s.T <= loop_max_T:

@@ -43,7 +43,13 @@ def _train_parser(sub) -> None:
     p.add_argument("--momentum-step", dest="momentum_step", type=float, default=d.momentum_step,
                    help="momentum models: s")
     p.add_argument("--restart", type=int, default=d.restart, help="nesterovlstm: restart period R")
-    p.add_argument("--out", default=None, help="directory for metrics.json")
+    p.add_argument("--out", default=None,
+                   help="folder for metrics.json, metrics.csv, curves.png and checkpoint.pt")
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int,
+                   default=d.checkpoint_every,
+                   help="with --out: checkpoint every N steps (0: at each evaluation)")
+    p.add_argument("--resume", default=None,
+                   help="continue from a checkpoint.pt (same options; --steps may grow)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -55,6 +55,13 @@ class TrainConfig:
     mu: float = 0.6  # MomentumRNN family: momentum (MNIST recipe 0.6)
     momentum_step: float = 0.6  # MomentumRNN family: s (MNIST recipe 0.6)
     restart: int = 2  # NesterovLSTM: restart period R
+    checkpoint_every: int = 0  # with an output folder: checkpoint every N steps (0: at each evaluation)
+    resume: str | None = None  # a checkpoint.pt to continue from (bit-exact on CPU)
+
+
+#: options a resumed run may change; every other one must equal the checkpoint's
+RESUMABLE_CHANGES = frozenset({"steps", "max_seconds", "resume", "checkpoint_every", "eval_every"})
+CHECKPOINT_FORMAT = 1
 
 
 class Task(abc.ABC):
@@ -250,6 +257,8 @@ def _check_config(cfg: TrainConfig) -> None:
     for name in ("hidden", "short", "layers", "length", "batch", "eval_every", "eval_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
 
 
 @torch.no_grad()
@@ -283,14 +292,20 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         eval_x, eval_y = task.batch(cfg.eval_size, np.random.default_rng(cfg.seed + 1), device)
     params = sum(p.numel() for p in model.parameters())
     tokens = cfg.batch * task.tokens_per_sequence
+    state = {"step": 0, "train_seconds": 0.0, "loss_value": math.nan, "history": []}
+    if cfg.resume is not None:
+        state = load_checkpoint(cfg, model, optimizers, rng)
+    out = None if out is None else Path(out)
+    every = cfg.checkpoint_every or cfg.eval_every
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, desc=f"{cfg.model} {cfg.task} L={cfg.length}",
-                   unit="step", dynamic_ncols=True)
-    history, step, train_seconds, loss_value = [], 0, 0.0, math.nan
+        bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", dynamic_ncols=True,
+                   desc=f"{cfg.model} {cfg.task} L={cfg.length}")
+    history, step = state["history"], state["step"]
+    train_seconds, loss_value = state["train_seconds"], state["loss_value"]
     while (cfg.steps is None or step < cfg.steps) and (
         cfg.max_seconds is None or train_seconds < cfg.max_seconds
     ):
@@ -312,10 +327,14 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         if step % cfg.eval_every == 0:
             history.append({"step": step, "seconds": train_seconds, "train_loss": loss_value,
                             **{f"eval_{k}": v for k, v in evaluate(model, eval_x, eval_y).items()}})
+        if out is not None and step % every == 0:
+            save_checkpoint(out / "checkpoint.pt", cfg, model, optimizers, rng,
+                            step=step, train_seconds=train_seconds, loss_value=loss_value,
+                            history=history)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", baseline=f"{task.baseline:.4f}",
-                            tok_s=f"{step * tokens / train_seconds:.3g}")
+                            tok_s=f"{(step - state['step']) * tokens / max(train_seconds - state['train_seconds'], 1e-9):.3g}")
     if bar is not None:
         bar.close()
     final = evaluate(model, eval_x, eval_y)
@@ -334,8 +353,87 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     }
     if "accuracy" in final:
         metrics["final_eval_accuracy"] = final["accuracy"]
+        metrics["best_eval_accuracy"] = max(
+            [final["accuracy"]] + [h["eval_accuracy"] for h in history])
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        save_checkpoint(out / "checkpoint.pt", cfg, model, optimizers, rng, step=step,
+                        train_seconds=train_seconds, loss_value=loss_value, history=history)
+        write_outputs(out, metrics)
     return metrics
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, optimizers, rng, **state) -> None:
+    """Everything a run needs to continue exactly: weights (and buffers such as ENRNN's
+    sticky switch), optimizer states, the batch generator's and torch's RNG states, the
+    step count, training time and evaluation history. Written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(cfg),
+        "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), **state,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(cfg: TrainConfig, model: nn.Module, optimizers, rng) -> dict:
+    """Restore a :func:`save_checkpoint` file into a freshly built run; return its counters."""
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise ValueError(f"resume: no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=cfg.device, weights_only=False)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"resume: {path} is not a fastunitary checkpoint (format {ckpt.get('format')!r})")
+    mine = dataclasses.asdict(cfg)
+    changed = sorted(k for k, v in ckpt["config"].items()
+                     if k not in RESUMABLE_CHANGES and mine.get(k) != v)
+    if changed:
+        detail = ", ".join(f"{k}: {ckpt['config'][k]!r} -> {mine.get(k)!r}" for k in changed)
+        raise ValueError(f"resume: the run differs from the checkpoint's in {detail}; only "
+                         f"{', '.join(sorted(RESUMABLE_CHANGES))} may change")
+    model.load_state_dict(ckpt["model"])
+    for opt, st in zip(optimizers, ckpt["optimizers"], strict=True):
+        opt.load_state_dict(st)
+    rng.bit_generator.state = ckpt["numpy_rng"]
+    torch.set_rng_state(ckpt["torch_rng"])
+    return {k: ckpt[k] for k in ("step", "train_seconds", "loss_value", "history")}
+
+
+def write_outputs(out: Path, metrics: dict) -> None:
+    """``metrics.json``, ``metrics.csv`` (one row per evaluation) and ``curves.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    history = metrics["history"]
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    lines = [",".join(keys)] + [",".join(repr(h.get(k, "")) for k in keys) for h in history]
+    (out / "metrics.csv").write_text("\n".join(lines) + "\n")
+    plot_curves(metrics, out / "curves.png")
+
+
+def plot_curves(metrics: dict, path: Path) -> None:
+    """Evaluation loss (and accuracy, where the task has one) against steps, baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = metrics["history"]
+    acc = any("eval_accuracy" in r for r in h)
+    fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(11 if acc else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot([r["step"] for r in h], [r["eval_loss"] for r in h], marker=".", label="eval loss")
+    ax.plot([r["step"] for r in h], [r["train_loss"] for r in h], alpha=0.5, label="train loss")
+    ax.axhline(metrics["baseline_loss"], color="gray", linestyle="--", label="baseline")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    if acc:
+        ax = axes[0][1]
+        ax.plot([r["step"] for r in h], [r.get("eval_accuracy") for r in h], marker=".")
+        ax.set_xlabel("step")
+        ax.set_ylabel("eval accuracy")
+    fig.suptitle(f"{metrics['model']} on {metrics['task']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from fastunitary import cli
 from fastunitary.train import TrainConfig, train
@@ -97,3 +98,52 @@ def test_cli_digits(capsys):
                      "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "momentumlstm on digits (T=64)" in out and "test accuracy" in out
+
+
+@pytest.mark.parametrize("model", ["scurnn", "enrnn", "momentumlstm"])
+def test_resume_continues_bit_exactly(tmp_path, model):
+    """10 steps straight equal 6 steps, a checkpoint, and 4 more: losses, evaluation history
+    and every weight (ENRNN's sticky switch included), bit for bit on CPU."""
+    base = dict(task="copying", model=model, hidden=6, short=4, length=5, batch=4,
+                eval_every=3, eval_size=8, seed=3)
+    straight = train(TrainConfig(**base, steps=10), out=tmp_path / "a", progress=False)
+    train(TrainConfig(**base, steps=6), out=tmp_path / "b", progress=False)
+    resumed = train(TrainConfig(**base, steps=10, resume=str(tmp_path / "b" / "checkpoint.pt")),
+                    out=tmp_path / "b", progress=False)
+    for key in ("steps", "final_train_loss", "final_eval_loss", "final_eval_accuracy"):
+        assert resumed[key] == straight[key], key
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed["history"]) == strip(straight["history"])
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    base = dict(task="copying", model="scornn", hidden=6, length=5, batch=4, eval_every=2,
+                eval_size=8)
+    train(TrainConfig(**base, steps=2), out=tmp_path, progress=False)
+    ckpt = str(tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"hidden: 6 -> 8"):
+        train(TrainConfig(**{**base, "hidden": 8}, steps=4, resume=ckpt), progress=False)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(TrainConfig(**base, steps=4, resume=str(tmp_path / "none.pt")), progress=False)
+
+
+def test_outputs_csv_plot_and_best_accuracy(tmp_path):
+    m = train(TrainConfig(task="copying", model="scornn", hidden=6, length=5, batch=4,
+                          eval_every=2, eval_size=8, steps=6), out=tmp_path, progress=False)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["step", "seconds", "train_loss"] and len(rows) == 4
+    assert [float(r.split(",")[0]) for r in rows[1:]] == [2, 4, 6]
+    assert m["best_eval_accuracy"] == max(h["eval_accuracy"] for h in m["history"])
+    assert (tmp_path / "curves.png").stat().st_size > 5_000
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 6
+
+
+def test_cli_resume(tmp_path, capsys):
+    args = ["train", "--task", "adding", "--model", "scornn", "--hidden", "6", "--length", "5",
+            "--batch", "4", "--eval-every", "2", "--no-progress", "--out", str(tmp_path)]
+    assert cli.main(args + ["--steps", "2"]) == 0
+    assert cli.main(args + ["--steps", "4", "--resume", str(tmp_path / "checkpoint.pt")]) == 0
+    assert "4 steps" in capsys.readouterr().out.splitlines()[-2]

@@ -278,13 +278,16 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     ``tokens_per_second``, ``config`` and the evaluation ``history``.
     """
     _check_config(cfg)
+    dist = Distributed.from_environment(cfg)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)  # the same on every rank: each takes its shard
     device = torch.device(cfg.device)
     task = TASK_CLASSES[cfg.task](cfg)
     rnn, width = build_rnn(cfg, task.input_size)
     model = SequenceModel(rnn, width, task).to(device)
-    step_fn = torch.compile(model, fullgraph=True) if cfg.compile else model
+    step_fn = dist.wrap(model)
+    if cfg.compile:
+        step_fn = torch.compile(step_fn, fullgraph=not dist.active)
     optimizers = make_optimizers(model, cfg)
     if hasattr(task, "eval_set"):  # a fixed test set
         eval_x, eval_y = task.eval_set(device)
@@ -295,21 +298,21 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     state = {"step": 0, "train_seconds": 0.0, "loss_value": math.nan, "history": []}
     if cfg.resume is not None:
         state = load_checkpoint(cfg, model, optimizers, rng)
-    out = None if out is None else Path(out)
+    out = None if out is None or not dist.is_main else Path(out)
     every = cfg.checkpoint_every or cfg.eval_every
 
     bar = None
-    if progress:
+    if progress and dist.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", dynamic_ncols=True,
                    desc=f"{cfg.model} {cfg.task} L={cfg.length}")
     history, step = state["history"], state["step"]
     train_seconds, loss_value = state["train_seconds"], state["loss_value"]
-    while (cfg.steps is None or step < cfg.steps) and (
+    while dist.agree((cfg.steps is None or step < cfg.steps) and (
         cfg.max_seconds is None or train_seconds < cfg.max_seconds
-    ):
-        x, y = task.batch(cfg.batch, rng, device)
+    )):
+        x, y = dist.shard(*task.batch(cfg.batch, rng, device), per_step=task.per_step)
         t0 = time.perf_counter()
         loss = task.loss(step_fn(x), y)
         for opt in optimizers:
@@ -319,7 +322,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         for opt in optimizers:
             opt.step()
-        loss_value = loss.item()
+        loss_value = dist.mean(loss.detach()).item()  # the global batch's loss
         train_seconds += time.perf_counter() - t0
         step += 1
         if not math.isfinite(loss_value):
@@ -337,6 +340,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
                             tok_s=f"{(step - state['step']) * tokens / max(train_seconds - state['train_seconds'], 1e-9):.3g}")
     if bar is not None:
         bar.close()
+    dist.close()
     final = evaluate(model, eval_x, eval_y)
     metrics = {
         "task": cfg.task,
@@ -349,6 +353,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         "seconds": train_seconds,
         "tokens_per_second": step * tokens / max(train_seconds, 1e-9),
         "config": dataclasses.asdict(cfg),
+        "world_size": dist.world,  # processes (torchrun), each on batch / world_size sequences
         "history": history,
     }
     if "accuracy" in final:
@@ -360,6 +365,93 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
                         train_seconds=train_seconds, loss_value=loss_value, history=history)
         write_outputs(out, metrics)
     return metrics
+
+
+class Distributed:
+    """Data parallelism through PyTorch's own engine, when launched by ``torchrun``.
+
+    Every rank draws the same global batch from the same generator and trains on its own
+    contiguous slice of ``B / world_size`` sequences; ``DistributedDataParallel`` averages
+    the gradients, so the run follows the single-process run on the global batch (up to the
+    rounding of the all-reduce). The tasks draw batches from a seeded generator rather than
+    iterating a dataset, so the slice takes the place of a ``DistributedSampler``. Rank 0
+    alone writes outputs and shows progress. Backend: gloo on CPU, NCCL on CUDA.
+    """
+
+    def __init__(self, rank: int = 0, world: int = 1, owns_group: bool = False,
+                 device: str = "cpu"):
+        self.rank, self.world, self.owns_group = rank, world, owns_group
+        self.device = torch.device(device)  # where collectives' tensors live (NCCL: CUDA)
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, cfg: TrainConfig) -> Distributed:
+        import os
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as td
+
+        if cfg.batch % world:
+            raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of "
+                             f"processes ({world}): each trains on an equal slice")
+        owns = not td.is_initialized()
+        if owns:
+            td.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+        if cfg.device.startswith("cuda"):
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            cfg.device = f"cuda:{local}"
+            torch.cuda.set_device(local)
+        return cls(td.get_rank(), td.get_world_size(), owns, cfg.device)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor, *, per_step: bool):
+        """This rank's slice of the global batch (batch is dim 1 of ``x``, and of ``y`` when
+        the task scores every step, else dim 0)."""
+        if not self.active:
+            return x, y
+        b = x.shape[1] // self.world
+        sl = slice(self.rank * b, (self.rank + 1) * b)
+        return x[:, sl], (y[:, sl] if per_step else y[sl])
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            import torch.distributed as td
+
+            t = t.clone()
+            td.all_reduce(t)
+            t /= self.world
+        return t
+
+    def agree(self, go_on: bool) -> bool:
+        """Every rank stops at the same step (time budgets differ between processes)."""
+        if not self.active:
+            return go_on
+        import torch.distributed as td
+
+        flag = torch.tensor([0 if go_on else 1], device=self.device)
+        td.all_reduce(flag)
+        return int(flag) == 0
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as td
+
+            td.destroy_process_group()
 
 
 def save_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, optimizers, rng, **state) -> None:

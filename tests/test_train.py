@@ -147,3 +147,32 @@ def test_cli_resume(tmp_path, capsys):
     assert cli.main(args + ["--steps", "2"]) == 0
     assert cli.main(args + ["--steps", "4", "--resume", str(tmp_path / "checkpoint.pt")]) == 0
     assert "4 steps" in capsys.readouterr().out.splitlines()[-2]
+
+
+def test_torchrun_two_processes_follow_one_process_on_the_global_batch(tmp_path):
+    """`torchrun --nproc-per-node 2` (gloo, CPU): DistributedDataParallel on two halves of
+    each batch trains as one process on the whole batch (to all-reduce rounding)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", "--task", "copying", "--model", "scurnn", "--hidden", "6", "--length", "5",
+            "--batch", "8", "--steps", "6", "--eval-every", "3", "--eval-size", "16",
+            "--no-progress"]
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "fastunitary", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["steps"] == one["steps"] == 6
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for key in ("final_train_loss", "final_eval_loss"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)
+    assert not (tmp_path / "two" / "checkpoint.pt.tmp").exists()

@@ -1,0 +1,105 @@
+"""The tasks as HuggingFace ``datasets`` splits in torch format.
+
+    from fastunitary.tasks.splits import load_task
+    splits = load_task("copying", delay=1000, n_train=100_000)   # DatasetDict train/test
+    batch = splits["train"][:32]          # {"x": (32, 1020) int64, "y": (32, 1020) int64}
+
+Every split is generated (or read) as numpy arrays by the task's own vectorized code and
+handed to Arrow as fixed-size list arrays over the same buffers, with a fingerprint named
+after the task's options: no per-row Python, no hashing of the data, so 100 000 copying
+sequences of length 1020 take about a second. Nothing is downloaded (``HF_HUB_OFFLINE``
+plays no part): the synthetic tasks are drawn from seeded generators, the digits come
+with scikit-learn.
+
+Rows are sequences, batch first (``torch.utils.data.DataLoader`` stacks them to
+``(B, T, ...)``; the modules take ``batch_first=True`` or a transpose). Token columns are
+stored as uint8 and come out as int64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .adding import adding_arrays
+from .copying import copying_arrays
+from .digits import digits_arrays
+
+TASKS = ("copying", "adding", "digits", "permuted_digits")
+
+
+def arrow_dataset(columns: dict[str, np.ndarray], fingerprint: str):
+    """A torch-format ``datasets.Dataset`` over ``columns`` (equal first dimensions, one
+    row each), each column a nest of fixed-size lists over its numpy buffer."""
+    import datasets
+    import pyarrow as pa
+
+    def fixed(a: np.ndarray):
+        arr = pa.array(np.ascontiguousarray(a).reshape(-1))
+        for d in reversed(a.shape[1:]):
+            arr = pa.FixedSizeListArray.from_arrays(arr, d)
+        return arr
+
+    lengths = {len(a) for a in columns.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"columns must have equal lengths, got {lengths}")
+    table = pa.table({name: fixed(a) for name, a in columns.items()})
+    ds = datasets.Dataset(datasets.table.InMemoryTable(table), fingerprint=fingerprint)
+    return ds.with_format("torch")
+
+
+def _splits(make, n_train: int, n_test: int, seed: int, tag: str):
+    import datasets
+
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive int, got {n!r}")
+    # the test split has its own stream (seed + 1), as the training loop's evaluation set
+    return datasets.DatasetDict({
+        split: arrow_dataset(make(n, np.random.default_rng(s)), f"{tag}-{split}-{n}-{s}")
+        for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1))
+    })
+
+
+def copying_splits(delay: int, *, n_train: int = 10_000, n_test: int = 1_000,
+                   convention: str = "scornn", seed: int = 0):
+    """``x``, ``y``: ``(T + 20,)`` tokens per row (see :mod:`fastunitary.tasks.copying`)."""
+    def make(n, rng):
+        x, y = copying_arrays(n, delay, convention=convention, rng=rng)
+        return {"x": x.astype(np.uint8), "y": y.astype(np.uint8)}
+    return _splits(make, n_train, n_test, seed, f"copying-{delay}-{convention}")
+
+
+def adding_splits(length: int, *, n_train: int = 10_000, n_test: int = 1_000, seed: int = 0):
+    """``x``: ``(L, 2)`` float32 per row (values, markers); ``y``: ``()`` float32."""
+    def make(n, rng):
+        x, y = adding_arrays(n, length, rng=rng)
+        return {"x": x, "y": y}
+    return _splits(make, n_train, n_test, seed, f"adding-{length}")
+
+
+def digits_splits(*, permuted: bool = False, seed: int = 0):
+    """The fixed split of :mod:`fastunitary.tasks.digits`: ``x`` ``(64, 1)`` float32 per row,
+    ``y`` the class (``seed`` picks the permutation when ``permuted``)."""
+    import datasets
+
+    tag = f"digits-{'permuted-' + str(seed) if permuted else 'sequential'}"
+    out = {}
+    for split in ("train", "test"):
+        x, y = digits_arrays(split, permuted=permuted, seed=seed)
+        out[split] = arrow_dataset({"x": x, "y": y}, f"{tag}-{split}")
+    return datasets.DatasetDict(out)
+
+
+def load_task(name: str, **options):
+    """``datasets.DatasetDict`` with ``"train"`` and ``"test"`` for a task of :data:`TASKS`.
+
+    Options: copying ``delay``, ``convention``, ``n_train``, ``n_test``, ``seed``; adding
+    ``length``, ``n_train``, ``n_test``, ``seed``; digits / permuted_digits ``seed``.
+    """
+    if name == "copying":
+        return copying_splits(**options)
+    if name == "adding":
+        return adding_splits(**options)
+    if name in ("digits", "permuted_digits"):
+        return digits_splits(permuted=name == "permuted_digits", **options)
+    raise ValueError(f"task must be one of {TASKS}, got {name!r}")

@@ -20,7 +20,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--short", type=int, default=d.short, help="enrnn: short_size")
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--length", type=int, default=d.length,
-                   help="copying: delay T; adding: sequence length L; digits: fixed at 64")
+                   help="copying: delay T; adding: sequence length L; digits: fixed at 64, "
+                        "fashion_mnist: 784")
     p.add_argument("--convention", choices=("scornn", "exprnn"), default=d.convention,
                    help="copying: marker position")
     p.add_argument("--batch", type=int, default=d.batch)
@@ -64,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg.max_seconds = 60.0
     try:
         m = train(cfg, out=args.out, progress=not args.no_progress)
-    except (ValueError, TypeError, FloatingPointError) as e:
+    except (ValueError, TypeError, FloatingPointError, FileNotFoundError) as e:
         print(f"fastunitary train: error: {e}", file=sys.stderr)
         return 2
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"
     what = "recall accuracy" if cfg.task == "copying" else "test accuracy"
     extra = (f"; {what} {m['final_eval_accuracy']:.3f}" if "final_eval_accuracy" in m else "")
-    length = {"copying": f"T={cfg.length}", "adding": f"L={cfg.length}"}.get(cfg.task, "T=64")
+    length = {"copying": f"T={cfg.length}", "adding": f"L={cfg.length}"}.get(
+        cfg.task, "T=784" if "fashion" in cfg.task else "T=64")
     print(
         f"{m['model']} on {m['task']} ({length}): {m['steps']} steps in "
         f"{m['seconds']:.0f} s, {m['tokens_per_second']:.3g} tokens/s\n"

@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nn as fnn
-from .tasks import adding, copying, digits
+from .tasks import adding, copying, digits, fashion_mnist
 
 #: the MomentumRNN family's LSTMs, by their command-line names
 MOMENTUM_LSTMS = {"momentumlstm": fnn.MomentumLSTM, "adamlstm": fnn.AdamLSTM,
                   "rmsproplstm": fnn.RMSPropLSTM, "nesterovlstm": fnn.NesterovLSTM}
 MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru", *MOMENTUM_LSTMS, "momentumrnn")
-TASKS = ("copying", "adding", "digits", "permuted_digits")
+TASKS = ("copying", "adding", "digits", "permuted_digits", "fashion_mnist",
+         "permuted_fashion_mnist")
 
 
 @dataclasses.dataclass
@@ -136,36 +137,40 @@ class AddingTask(Task):
         return F.mse_loss(out, y)
 
 
-class DigitsTask(Task):
-    """Sequential (or permuted) 8x8 digits, one pixel per step; a class after the last step.
+class ImageSequenceTask(Task):
+    """A fixed image data set read one pixel per step, sequential or permuted; a class
+    after the last step. Training batches are drawn from the train split; evaluation uses
+    the test split (see the subclasses for how much of it)."""
 
-    A fixed dataset (fastunitary.tasks.digits): training batches are drawn from the train
-    half, evaluation uses the whole test half (``eval_size`` is ignored). ``length`` is 64.
-    """
-
-    name, input_size, output_size, per_step = "digits", 1, digits.N_CLASSES, False
-    baseline = math.log(digits.N_CLASSES)  # cross-entropy of a uniform guess
+    input_size, per_step = 1, False
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.permuted = cfg.task == "permuted_digits"
+        self.permuted = cfg.task.startswith("permuted_")
         self._train = None
 
     @property
     def tokens_per_sequence(self) -> int:
-        return digits.LENGTH
+        return self.length
+
+    def arrays(self, split: str):
+        """``x`` ``(n, T, 1)`` float32, ``y`` ``(n,)`` int64."""
+        raise NotImplementedError
+
+    def tensors(self, split: str, device):
+        x, y = self.arrays(split)
+        return (torch.from_numpy(x).transpose(0, 1).contiguous().to(device),
+                torch.from_numpy(y).to(device))
 
     def batch(self, size, rng, device):
         if self._train is None or self._train[0].device != torch.device(device):
-            self._train = digits.digits_tensors("train", permuted=self.permuted,
-                                                seed=self.cfg.seed, device=device)
+            self._train = self.tensors("train", device)
         x, y = self._train
         idx = torch.from_numpy(rng.integers(0, y.shape[0], size=size)).to(y.device)
         return x[:, idx], y[idx]
 
     def eval_set(self, device):
-        return digits.digits_tensors("test", permuted=self.permuted, seed=self.cfg.seed,
-                                     device=device)
+        return self.tensors("test", device)
 
     def loss(self, out, y):
         return F.cross_entropy(out, y)
@@ -175,8 +180,37 @@ class DigitsTask(Task):
                 "accuracy": (out.argmax(-1) == y).float().mean().item()}
 
 
+class DigitsTask(ImageSequenceTask):
+    """Sequential (or permuted) 8x8 digits (fastunitary.tasks.digits): the first half of
+    scikit-learn's images trains, the whole second half tests (``eval_size`` is ignored).
+    ``length`` is 64."""
+
+    name, output_size, length = "digits", digits.N_CLASSES, digits.LENGTH
+    baseline = math.log(digits.N_CLASSES)  # cross-entropy of a uniform guess
+
+    def arrays(self, split):
+        return digits.digits_arrays(split, permuted=self.permuted, seed=self.cfg.seed)
+
+
+class FashionMNISTTask(ImageSequenceTask):
+    """Sequential (or permuted) Fashion-MNIST, T = 784 (fastunitary.tasks.fashion_mnist):
+    60 000 training images; evaluation on the first ``eval_size`` of the 10 000 test images
+    (all of them with ``--eval-size 10000``)."""
+
+    name, output_size, length = "fashion_mnist", fashion_mnist.N_CLASSES, fashion_mnist.LENGTH
+    baseline = math.log(fashion_mnist.N_CLASSES)
+
+    def arrays(self, split):
+        x, y = fashion_mnist.fashion_mnist_arrays(split, permuted=self.permuted,
+                                                  seed=self.cfg.seed)
+        if split == "test":
+            x, y = x[: self.cfg.eval_size], y[: self.cfg.eval_size]
+        return x, y
+
+
 TASK_CLASSES = {"copying": CopyingTask, "adding": AddingTask, "digits": DigitsTask,
-                "permuted_digits": DigitsTask}
+                "permuted_digits": DigitsTask, "fashion_mnist": FashionMNISTTask,
+                "permuted_fashion_mnist": FashionMNISTTask}
 
 
 class SequenceModel(nn.Module):

@@ -9,7 +9,7 @@ handed to Arrow as fixed-size list arrays over the same buffers, with a fingerpr
 after the task's options: no per-row Python, no hashing of the data, so 100 000 copying
 sequences of length 1020 take about a second. Nothing is downloaded (``HF_HUB_OFFLINE``
 plays no part): the synthetic tasks are drawn from seeded generators, the digits come
-with scikit-learn.
+with scikit-learn, Fashion-MNIST from Debian's package or a local folder.
 
 Rows are sequences, batch first (``torch.utils.data.DataLoader`` stacks them to
 ``(B, T, ...)``; the modules take ``batch_first=True`` or a transpose). Token columns are
@@ -23,8 +23,10 @@ import numpy as np
 from .adding import adding_arrays
 from .copying import copying_arrays
 from .digits import digits_arrays
+from .fashion_mnist import fashion_mnist_arrays
 
-TASKS = ("copying", "adding", "digits", "permuted_digits")
+TASKS = ("copying", "adding", "digits", "permuted_digits", "fashion_mnist",
+         "permuted_fashion_mnist")
 
 
 def arrow_dataset(columns: dict[str, np.ndarray], fingerprint: str):
@@ -77,24 +79,35 @@ def adding_splits(length: int, *, n_train: int = 10_000, n_test: int = 1_000, se
     return _splits(make, n_train, n_test, seed, f"adding-{length}")
 
 
+def _image_splits(arrays, name: str, permuted: bool, seed: int, **options):
+    import datasets
+
+    tag = f"{name}-{'permuted-' + str(seed) if permuted else 'sequential'}"
+    out = {}
+    for split in ("train", "test"):
+        x, y = arrays(split, permuted=permuted, seed=seed, **options)
+        out[split] = arrow_dataset({"x": x, "y": y}, f"{tag}-{split}")
+    return datasets.DatasetDict(out)
+
+
 def digits_splits(*, permuted: bool = False, seed: int = 0):
     """The fixed split of :mod:`fastunitary.tasks.digits`: ``x`` ``(64, 1)`` float32 per row,
     ``y`` the class (``seed`` picks the permutation when ``permuted``)."""
-    import datasets
+    return _image_splits(digits_arrays, "digits", permuted, seed)
 
-    tag = f"digits-{'permuted-' + str(seed) if permuted else 'sequential'}"
-    out = {}
-    for split in ("train", "test"):
-        x, y = digits_arrays(split, permuted=permuted, seed=seed)
-        out[split] = arrow_dataset({"x": x, "y": y}, f"{tag}-{split}")
-    return datasets.DatasetDict(out)
+
+def fashion_mnist_splits(*, permuted: bool = False, seed: int = 0, root=None):
+    """Fashion-MNIST (:mod:`fastunitary.tasks.fashion_mnist`): ``x`` ``(784, 1)`` float32,
+    ``y`` the class; 60 000 train and 10 000 test rows."""
+    return _image_splits(fashion_mnist_arrays, "fashion-mnist", permuted, seed, root=root)
 
 
 def load_task(name: str, **options):
     """``datasets.DatasetDict`` with ``"train"`` and ``"test"`` for a task of :data:`TASKS`.
 
     Options: copying ``delay``, ``convention``, ``n_train``, ``n_test``, ``seed``; adding
-    ``length``, ``n_train``, ``n_test``, ``seed``; digits / permuted_digits ``seed``.
+    ``length``, ``n_train``, ``n_test``, ``seed``; digits ``seed``; fashion_mnist ``seed``,
+    ``root`` (the IDX folder).
     """
     if name == "copying":
         return copying_splits(**options)
@@ -102,4 +115,6 @@ def load_task(name: str, **options):
         return adding_splits(**options)
     if name in ("digits", "permuted_digits"):
         return digits_splits(permuted=name == "permuted_digits", **options)
+    if name in ("fashion_mnist", "permuted_fashion_mnist"):
+        return fashion_mnist_splits(permuted=name.startswith("permuted_"), **options)
     raise ValueError(f"task must be one of {TASKS}, got {name!r}")

@@ -146,6 +146,12 @@ class Case:
     cpu_backend: str = "auto"
 
 
+def _lstm_case(name: str, label: str, build, state_per_hidden: int, **options) -> Case:
+    """A MomentumRNN-family LSTM: its per-step loop, LSTM FLOPs, ``h``, ``c`` and buffers."""
+    return Case(name, label, build, momentum_lstm_loop, gated_flops(4),
+                state_reals=lambda H: state_per_hidden * H, **options)
+
+
 def _halves(H: int) -> tuple[int, int]:
     return H // 2, H - H // 2
 
@@ -164,21 +170,16 @@ REGISTRY: dict[str, Case] = {c.name: c for c in [
          gated_flops(1), lambda m, H: cayley_flops(_halves(H)[0]) + 10.0 * _halves(H)[1] ** 3),
     # the lstm_recurrence op: on CUDA the fused Triton LSTM, the like-for-like rival of
     # cuDNN's; on CPU its reference loop (what runs under torch.compile there)
-    Case("lstm_recurrence", "lstm_recurrence op (LSTM)",
-         lambda m, H: fnn.MomentumLSTM(m, H, mu=0.0, step=1.0), momentum_lstm_loop,
-         gated_flops(4), state_reals=lambda H: 2 * H, cpu_backend="reference"),
+    _lstm_case("lstm_recurrence", "lstm_recurrence op (LSTM)",
+               lambda m, H: fnn.MomentumLSTM(m, H, mu=0.0, step=1.0), 2, cpu_backend="reference"),
     # the same module as users run it (eager CPU: PyTorch's fused LSTM on the factored input)
-    Case("momentumlstm_mu0", "MomentumLSTM(mu=0)",
-         lambda m, H: fnn.MomentumLSTM(m, H, mu=0.0, step=0.6), momentum_lstm_loop,
-         gated_flops(4), state_reals=lambda H: 2 * H),
-    Case("momentumlstm", "MomentumLSTM(mu=0.6)",
-         lambda m, H: fnn.MomentumLSTM(m, H, mu=0.6, step=0.6), momentum_lstm_loop,
-         gated_flops(4), state_reals=lambda H: 6 * H),
-    Case("adamlstm", "AdamLSTM", lambda m, H: fnn.AdamLSTM(m, H, mu=0.6, step=0.6),
-         momentum_lstm_loop, gated_flops(4), state_reals=lambda H: 10 * H),
-    Case("nesterovlstm", "NesterovLSTM(R=2)",
-         lambda m, H: fnn.NesterovLSTM(m, H, step=0.6, restart=2), momentum_lstm_loop,
-         gated_flops(4), state_reals=lambda H: 6 * H),
+    _lstm_case("momentumlstm_mu0", "MomentumLSTM(mu=0)",
+               lambda m, H: fnn.MomentumLSTM(m, H, mu=0.0, step=0.6), 2),
+    _lstm_case("momentumlstm", "MomentumLSTM(mu=0.6)",
+               lambda m, H: fnn.MomentumLSTM(m, H, mu=0.6, step=0.6), 6),
+    _lstm_case("adamlstm", "AdamLSTM", lambda m, H: fnn.AdamLSTM(m, H, mu=0.6, step=0.6), 10),
+    _lstm_case("nesterovlstm", "NesterovLSTM(R=2)",
+               lambda m, H: fnn.NesterovLSTM(m, H, step=0.6, restart=2), 6),
     Case("momentumrnn", "MomentumRNN(mu=0.6)",
          lambda m, H: fnn.MomentumRNN(m, H, mu=0.6, step=0.6), momentum_rnn_loop,
          gated_flops(1), state_reals=lambda H: 2 * H),

@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written."""
 
 import re
 from pathlib import Path
@@ -6,31 +6,30 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no python example"
+def run_block(marker: str) -> dict:
+    """Execute the README's first python block containing ``marker``; its namespace."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+              if marker in b]
+    assert blocks, f"README has no python example with {marker!r}"
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["output"].shape == (32, 1000, 128)
-    assert namespace["h_complex"].shape == (2, 32, 64)
+    return namespace
+
+
+def test_readme_example_runs():
+    ns = run_block("")
+    assert ns["output"].shape == (32, 1000, 128)
+    assert ns["h_complex"].shape == (2, 32, 64)
 
 
 def test_readme_momentum_example_runs():
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-              if "MomentumLSTM(" in b]
-    assert blocks, "README has no MomentumLSTM example"
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["output"].shape == (8, 784, 128)
-    assert namespace["c_n"].shape == (1, 8, 128)
-    assert namespace["out_orth"].shape == (8, 784, 128)
+    ns = run_block("MomentumLSTM(")
+    assert ns["output"].shape == (8, 784, 128)
+    assert ns["c_n"].shape == (1, 8, 128)
+    assert ns["out_orth"].shape == (8, 784, 128)
 
 
 def test_readme_splits_example_runs():
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-              if "load_task(" in b]
-    assert blocks, "README has no datasets-splits example"
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["batch"]["x"].shape == (32, 1020)
-    assert namespace["digits"]["test"][0]["x"].shape == (64, 1)
+    ns = run_block("load_task(")
+    assert ns["batch"]["x"].shape == (32, 1020)
+    assert ns["digits"]["test"][0]["x"].shape == (64, 1)

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from .train import MODELS, TASKS, TrainConfig, train
+from .train import MODELS, TASK_CLASSES, TASKS, TrainConfig, train
 
 
 def _train_parser(sub) -> None:
@@ -20,8 +20,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--short", type=int, default=d.short, help="enrnn: short_size")
     p.add_argument("--layers", type=int, default=d.layers)
     p.add_argument("--length", type=int, default=d.length,
-                   help="copying: delay T; adding: sequence length L; digits: fixed at 64, "
-                        "fashion_mnist: 784")
+                   help="copying: delay T; adding: sequence length L; fixed for digits (64), "
+                        "fashion_mnist (784), mnist1d (40)")
     p.add_argument("--convention", choices=("scornn", "exprnn"), default=d.convention,
                    help="copying: marker position")
     p.add_argument("--batch", type=int, default=d.batch)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     what = "recall accuracy" if cfg.task == "copying" else "test accuracy"
     extra = (f"; {what} {m['final_eval_accuracy']:.3f}" if "final_eval_accuracy" in m else "")
     length = {"copying": f"T={cfg.length}", "adding": f"L={cfg.length}"}.get(
-        cfg.task, "T=784" if "fashion" in cfg.task else "T=64")
+        cfg.task) or f"T={TASK_CLASSES[cfg.task].length}"
     print(
         f"{m['model']} on {m['task']} ({length}): {m['steps']} steps in "
         f"{m['seconds']:.0f} s, {m['tokens_per_second']:.3g} tokens/s\n"

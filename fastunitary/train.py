@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nn as fnn
-from .tasks import adding, copying, digits, fashion_mnist
+from .tasks import adding, copying, digits, fashion_mnist, mnist_1d
 
 #: the MomentumRNN family's LSTMs, by their command-line names
 MOMENTUM_LSTMS = {"momentumlstm": fnn.MomentumLSTM, "adamlstm": fnn.AdamLSTM,
                   "rmsproplstm": fnn.RMSPropLSTM, "nesterovlstm": fnn.NesterovLSTM}
 MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru", *MOMENTUM_LSTMS, "momentumrnn")
 TASKS = ("copying", "adding", "digits", "permuted_digits", "fashion_mnist",
-         "permuted_fashion_mnist")
+         "permuted_fashion_mnist", "mnist1d", "shuffled_mnist1d")
 
 
 @dataclasses.dataclass
@@ -208,9 +208,26 @@ class FashionMNISTTask(ImageSequenceTask):
         return x, y
 
 
+class MNIST1DTask(ImageSequenceTask):
+    """MNIST-1D (fastunitary.tasks.mnist_1d), T = 40: 4000 training and 1000 test
+    sequences (all of them evaluated), the published data set (generator seed 42);
+    ``shuffled_mnist1d`` permutes time."""
+
+    name, output_size, length = "mnist1d", mnist_1d.N_CLASSES, mnist_1d.LENGTH
+    baseline = math.log(mnist_1d.N_CLASSES)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.permuted = cfg.task.startswith("shuffled_")
+
+    def arrays(self, split):
+        return mnist_1d.mnist1d_arrays(split, shuffled=self.permuted)
+
+
 TASK_CLASSES = {"copying": CopyingTask, "adding": AddingTask, "digits": DigitsTask,
                 "permuted_digits": DigitsTask, "fashion_mnist": FashionMNISTTask,
-                "permuted_fashion_mnist": FashionMNISTTask}
+                "permuted_fashion_mnist": FashionMNISTTask, "mnist1d": MNIST1DTask,
+                "shuffled_mnist1d": MNIST1DTask}
 
 
 class SequenceModel(nn.Module):

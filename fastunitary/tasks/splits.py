@@ -24,9 +24,10 @@ from .adding import adding_arrays
 from .copying import copying_arrays
 from .digits import digits_arrays
 from .fashion_mnist import fashion_mnist_arrays
+from .mnist_1d import mnist1d_arrays
 
 TASKS = ("copying", "adding", "digits", "permuted_digits", "fashion_mnist",
-         "permuted_fashion_mnist")
+         "permuted_fashion_mnist", "mnist1d", "shuffled_mnist1d")
 
 
 def arrow_dataset(columns: dict[str, np.ndarray], fingerprint: str):
@@ -107,7 +108,7 @@ def load_task(name: str, **options):
 
     Options: copying ``delay``, ``convention``, ``n_train``, ``n_test``, ``seed``; adding
     ``length``, ``n_train``, ``n_test``, ``seed``; digits ``seed``; fashion_mnist ``seed``,
-    ``root`` (the IDX folder).
+    ``root`` (the IDX folder); mnist1d ``seed`` (the generator's, 42 published).
     """
     if name == "copying":
         return copying_splits(**options)
@@ -115,6 +116,14 @@ def load_task(name: str, **options):
         return adding_splits(**options)
     if name in ("digits", "permuted_digits"):
         return digits_splits(permuted=name == "permuted_digits", **options)
+    if name in ("mnist1d", "shuffled_mnist1d"):
+        import datasets
+
+        shuffled = name.startswith("shuffled_")
+        return datasets.DatasetDict({
+            split: arrow_dataset(dict(zip("xy", mnist1d_arrays(split, shuffled=shuffled, **options))),
+                                 f"{name}-{options.get('seed', 42)}-{split}")
+            for split in ("train", "test")})
     if name in ("fashion_mnist", "permuted_fashion_mnist"):
         return fashion_mnist_splits(permuted=name.startswith("permuted_"), **options)
     raise ValueError(f"task must be one of {TASKS}, got {name!r}")

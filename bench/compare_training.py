@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
-from fastunitary.train import TrainConfig, train
+from fastunitary.train import TASK_CLASSES, TrainConfig, train
 
 from .common import RESULTS, environment
 
@@ -77,6 +78,7 @@ def main(argv=None) -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--name", default=None)
+    p.add_argument("--out", default=str(RESULTS), help="folder for <name>.json and <name>.png")
     args = p.parse_args(argv)
     if args.max_seconds is None and args.steps is None:
         args.max_seconds = 300.0
@@ -112,13 +114,33 @@ def main(argv=None) -> None:
                   f"loss {m['final_eval_loss']:.4f}{acc}, baseline {m['baseline_loss']:.4f}",
                   flush=True)
     name = args.name or f"{args.task}_L{args.length}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     baseline = next(iter(runs.values()))[0]["baseline_loss"]
     payload = {"environment": environment(), "command_args": vars(args), "runs": runs}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    length = "T = 64" if "digits" in args.task else f"L = {args.length}"
-    plot(runs, baseline, f"{args.task}, {length}, batch {args.batch}", RESULTS / f"{name}.png")
-    print(f"wrote {RESULTS / (name + '.json')} and {RESULTS / (name + '.png')}")
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    length = {"copying": f"T = {args.length}", "adding": f"L = {args.length}"}.get(
+        args.task) or f"T = {TASK_CLASSES[args.task].length}"
+    plot(runs, baseline, f"{args.task}, {length}, batch {args.batch}", out / f"{name}.png")
+    print(summary(runs))
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
+
+
+def summary(runs: dict) -> str:
+    """One line per model: parameters, the mean over seeds of the final (and best) result,
+    and where it stands against the task's baseline."""
+    lines = []
+    for spec, seeds in runs.items():
+        m0 = seeds[0]
+        loss = np.mean([m["final_eval_loss"] for m in seeds])
+        line = (f"{spec:>12}: {m0['params']} params, {m0['steps']} steps, final eval loss "
+                f"{loss:.4f} vs baseline {m0['baseline_loss']:.4f} "
+                f"({'below' if loss < m0['baseline_loss'] else 'NOT below'})")
+        if "final_eval_accuracy" in m0:
+            line += (f", accuracy final {np.mean([m['final_eval_accuracy'] for m in seeds]):.3f}"
+                     f" best {np.mean([m['best_eval_accuracy'] for m in seeds]):.3f}")
+        lines.append(line + (f" (mean of {len(seeds)} seeds)" if len(seeds) > 1 else ""))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,19 @@ def test_flop_formulas():
     assert suite.flops(lstm, s, 5, "forward+backward") == 3 * suite.flops(lstm, s, 5, "forward")
     # complex n = 4 as its real 8 x 8 embedding, plus the Cayley map once per call
     assert suite.flops(scurnn, s, 5, "forward") == 30 * (2 * 5 * 8 + 2 * 8 * 8) + 8 / 3 * 8 ** 3
+
+
+def test_compare_training_writes_runs_plot_and_summary(tmp_path, capsys):
+    from bench import compare_training
+
+    compare_training.main(["--task", "copying", "--length", "5", "--models", "scurnn", "lstm",
+                           "--size", "scurnn=4", "--size", "lstm=4", "--batch", "4",
+                           "--steps", "4", "--eval-every", "2", "--seeds", "0", "1",
+                           "--name", "c", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    runs = json.loads((tmp_path / "c.json").read_text())["runs"]
+    assert set(runs) == {"scurnn", "lstm"} and all(len(v) == 2 for v in runs.values())
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    for name in ("scurnn", "lstm"):
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(f"{name}:"))
+        assert "vs baseline" in line and "(mean of 2 seeds)" in line

@@ -27,13 +27,14 @@ from fastunitary.train import TASK_CLASSES, TrainConfig, train
 from .common import RESULTS, environment
 
 
-def plot(runs: dict, baseline: float, title: str, path) -> None:
+def plot(runs: dict, baseline: float, title: str, path, metric: str = "loss") -> None:
+    """``metric`` ``"loss"`` (log scale, baseline dashed) or ``"accuracy"``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    accuracy = "eval_accuracy" in next(iter(runs.values()))[0]["history"][0]
+    accuracy = metric == "accuracy"
     key = "eval_accuracy" if accuracy else "eval_loss"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for name, seeds in runs.items():
@@ -79,6 +80,9 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--name", default=None)
     p.add_argument("--out", default=str(RESULTS), help="folder for <name>.json and <name>.png")
+    p.add_argument("--metric", choices=("loss", "accuracy"), default=None,
+                   help="what the plot shows (default: loss against the baseline for copying "
+                        "and adding, test accuracy for the classification tasks)")
     args = p.parse_args(argv)
     if args.max_seconds is None and args.steps is None:
         args.max_seconds = 300.0
@@ -121,7 +125,8 @@ def main(argv=None) -> None:
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     length = {"copying": f"T = {args.length}", "adding": f"L = {args.length}"}.get(
         args.task) or f"T = {TASK_CLASSES[args.task].length}"
-    plot(runs, baseline, f"{args.task}, {length}, batch {args.batch}", out / f"{name}.png")
+    metric = args.metric or ("loss" if args.task in ("copying", "adding") else "accuracy")
+    plot(runs, baseline, f"{args.task}, {length}, batch {args.batch}", out / f"{name}.png", metric)
     print(summary(runs))
     print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
 

@@ -80,6 +80,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--name", default=None)
     p.add_argument("--out", default=str(RESULTS), help="folder for <name>.json and <name>.png")
+    p.add_argument("--progress", action="store_true", help="a progress bar per run")
     p.add_argument("--metric", choices=("loss", "accuracy"), default=None,
                    help="what the plot shows (default: loss against the baseline for copying "
                         "and adding, test accuracy for the classification tasks)")
@@ -108,7 +109,7 @@ def main(argv=None) -> None:
                               mu=coef["mu"], momentum_step=coef["step"],
                               max_seconds=args.max_seconds, steps=args.steps,
                               eval_every=args.eval_every, seed=seed)
-            m = train(cfg, progress=False)
+            m = train(cfg, progress=args.progress)
             runs[spec].append(m)
             best = (max(h["eval_accuracy"] for h in m["history"]) if "final_eval_accuracy" in m
                     else min(h["eval_loss"] for h in m["history"]))

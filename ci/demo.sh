@@ -8,4 +8,4 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 python -m bench.compare_training --task copying --length 100 --models scurnn lstm \
     --size scurnn=64 --size lstm=35 --batch 32 --lr 1e-3 --steps 1500 --eval-every 100 \
-    --name copying_T100 --out runs/demo "$@"
+    --name copying_T100 --out runs/demo --progress "$@"

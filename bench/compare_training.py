@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastunitary.train import TASK_CLASSES, TrainConfig, train
+from fastunitary.train import TrainConfig, length_label, train
 
 from .common import RESULTS, environment
 
@@ -124,8 +124,7 @@ def main(argv=None) -> None:
     baseline = next(iter(runs.values()))[0]["baseline_loss"]
     payload = {"environment": environment(), "command_args": vars(args), "runs": runs}
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    length = {"copying": f"T = {args.length}", "adding": f"L = {args.length}"}.get(
-        args.task) or f"T = {TASK_CLASSES[args.task].length}"
+    length = length_label(TrainConfig(task=args.task, length=args.length)).replace("=", " = ")
     metric = args.metric or ("loss" if args.task in ("copying", "adding") else "accuracy")
     plot(runs, baseline, f"{args.task}, {length}, batch {args.batch}", out / f"{name}.png", metric)
     print(summary(runs))

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from .train import MODELS, TASK_CLASSES, TASKS, TrainConfig, train
+from .train import MODELS, TASKS, TrainConfig, length_label, train
 
 
 def _train_parser(sub) -> None:
@@ -14,6 +14,8 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model on a task and report loss vs baseline",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", choices=TASKS, default=d.task)
+    p.add_argument("--permuted", action="store_true",
+                   help="the permuted (shuffled) variant of digits, fashion_mnist or mnist1d")
     p.add_argument("--model", choices=MODELS, default=d.model)
     p.add_argument("--hidden", type=int, default=d.hidden,
                    help="hidden size (complex state size for scurnn, unitary_size for enrnn)")
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     args = parser.parse_args(argv)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if args.permuted:
+        variant = {"digits": "permuted_digits", "fashion_mnist": "permuted_fashion_mnist",
+                   "mnist1d": "shuffled_mnist1d"}
+        if args.task not in variant:
+            parser.error(f"--permuted applies to {', '.join(variant)}, not {args.task}")
+        args.task = variant[args.task]
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.steps is None and cfg.max_seconds is None:
         cfg.max_seconds = 60.0
@@ -71,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"
     what = "recall accuracy" if cfg.task == "copying" else "test accuracy"
     extra = (f"; {what} {m['final_eval_accuracy']:.3f}" if "final_eval_accuracy" in m else "")
-    length = {"copying": f"T={cfg.length}", "adding": f"L={cfg.length}"}.get(
-        cfg.task) or f"T={TASK_CLASSES[cfg.task].length}"
+    length = length_label(cfg)
     print(
         f"{m['model']} on {m['task']} ({length}): {m['steps']} steps in "
         f"{m['seconds']:.0f} s, {m['tokens_per_second']:.3g} tokens/s\n"

@@ -230,6 +230,13 @@ TASK_CLASSES = {"copying": CopyingTask, "adding": AddingTask, "digits": DigitsTa
                 "shuffled_mnist1d": MNIST1DTask}
 
 
+def length_label(cfg: TrainConfig) -> str:
+    """The sequence length of a run as people name it: copying's delay T, adding's L, or
+    the fixed T of a data set."""
+    return {"copying": f"T={cfg.length}", "adding": f"L={cfg.length}"}.get(
+        cfg.task) or f"T={TASK_CLASSES[cfg.task].length}"
+
+
 class SequenceModel(nn.Module):
     """Task input -> recurrent network -> linear readout (every step, or the last one)."""
 
@@ -357,7 +364,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", dynamic_ncols=True,
-                   desc=f"{cfg.model} {cfg.task} L={cfg.length}")
+                   desc=f"{cfg.model} {cfg.task} {length_label(cfg)}")
     history, step = state["history"], state["step"]
     train_seconds, loss_value = state["train_seconds"], state["loss_value"]
     while dist.agree((cfg.steps is None or step < cfg.steps) and (
@@ -387,8 +394,12 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
                             history=history)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", baseline=f"{task.baseline:.4f}",
-                            tok_s=f"{(step - state['step']) * tokens / max(train_seconds - state['train_seconds'], 1e-9):.3g}")
+            run_seconds = max(train_seconds - state["train_seconds"], 1e-9)
+            shown = {"loss": f"{loss_value:.4f}", "baseline": f"{task.baseline:.4f}"}
+            if history and "eval_accuracy" in history[-1]:
+                shown["eval_acc"] = f"{history[-1]['eval_accuracy']:.3f}"
+            shown["tok_s"] = f"{(step - state['step']) * tokens / run_seconds:.3g}"
+            bar.set_postfix(shown)
     if bar is not None:
         bar.close()
     dist.close()

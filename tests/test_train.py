@@ -176,3 +176,13 @@ def test_torchrun_two_processes_follow_one_process_on_the_global_batch(tmp_path)
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)
     assert not (tmp_path / "two" / "checkpoint.pt.tmp").exists()
+
+
+def test_cli_permuted_flag(tmp_path, capsys):
+    args = ["train", "--task", "digits", "--permuted", "--model", "lstm", "--hidden", "4",
+            "--steps", "1", "--no-progress", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["task"] == "permuted_digits"
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--task", "copying", "--permuted", "--steps", "1"])
+    assert "--permuted applies to" in capsys.readouterr().err

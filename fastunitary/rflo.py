@@ -1,0 +1,182 @@
+"""RFLO: random-feedback local online learning for a leaky rate RNN (METHODS.md section 7).
+
+Murray (2019), "Local online learning in recurrent networks with random feedback", eLife
+8:e43299. The network, with ``alpha = 1 / tau``:
+
+    u_t = W h_{t-1} + W_in x_t
+    h_t = (1 - alpha) h_{t-1} + alpha phi(u_t),        y_t = W_out h_t,   eps_t = y*_t - y_t
+
+RFLO updates every step from quantities local to each synapse and a fixed random feedback
+matrix ``B`` ``(n, n_out)`` that stands in for ``W_out^T``:
+
+    p_t[i, j] = (1 - alpha) p_{t-1}[i, j] + alpha phi'(u_t[i]) h_{t-1}[j]    (eligibility)
+    q_t[i, k] = (1 - alpha) q_{t-1}[i, k] + alpha phi'(u_t[i]) x_t[k]
+    W    += lr   (B eps_t)[i] p_t[i, j]
+    W_in += lr   (B eps_t)[i] q_t[i, k]
+    W_out += lr_out eps_t h_t^T
+
+Batched over ``B`` sequences (the updates average over the batch), a few tensor ops per
+step; memory is the traces, ``O(B (n^2 + n m))``, whatever the sequence length: nothing of
+the trajectory is stored. Choices recorded here (the paper's Figure 2 setting where it
+states one): ``W`` Gaussian with standard deviation ``g / sqrt(n)`` (``g = 1.5``),
+``W_in`` and ``B`` standard Gaussian, ``W_out`` Gaussian with standard deviation
+``1 / sqrt(n)``; updates apply at every step (online), traces restart with each sequence.
+
+:func:`bptt_loss` runs the same network differentiably for the backpropagation-through-time
+baseline. Its leaky update is not the ``recurrence`` op's form (``h_t = act(W h + u)``), so
+it is an autograd loop over time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import _checks
+
+ACTIVATIONS = {
+    "tanh": (torch.tanh, lambda u: 1 - torch.tanh(u) ** 2),
+    "relu": (torch.relu, lambda u: (u > 0).to(u.dtype)),
+}
+
+
+class LeakyRNN(nn.Module):
+    """A leaky rate RNN ``h_t = (1 - 1/tau) h_{t-1} + (1/tau) phi(W h_{t-1} + W_in x_t)``
+    with a linear readout ``y_t = W_out h_t``.
+
+    Args:
+        input_size (m), hidden_size (n), output_size (n_out).
+        tau: time constant in steps (> 1 allowed down to 1: no leak).
+        activation: ``"tanh"`` or ``"relu"``.
+        g: gain of the initial recurrent weights.
+        generator: for the initialization.
+
+    Parameters: ``weight`` ``(n, n)``, ``weight_in`` ``(n, m)``, ``weight_out`` ``(n_out, n)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, *, tau: float = 10.0,
+                 activation: str = "tanh", g: float = 1.5,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("output_size", output_size)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not tau >= 1:
+            raise ValueError(f"tau must be >= 1 (time steps), got {tau}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        n = hidden_size
+        self.tau, self.activation = float(tau), activation
+        self.weight = nn.Parameter(torch.randn(n, n, generator=generator) * (g / math.sqrt(n)))
+        self.weight_in = nn.Parameter(torch.randn(n, input_size, generator=generator))
+        self.weight_out = nn.Parameter(torch.randn(output_size, n, generator=generator) / math.sqrt(n))
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 / self.tau
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
+        """``x`` ``(T, B, m)`` -> ``(y (T, B, n_out), h (T, B, n))``, differentiable."""
+        x = _check_sequence(self, x)
+        phi = ACTIVATIONS[self.activation][0]
+        h = x.new_zeros(x.shape[1], self.weight.shape[0]) if h0 is None else h0
+        hs = []
+        for t in range(x.shape[0]):
+            h = (1 - self.alpha) * h + self.alpha * phi(h @ self.weight.T + x[t] @ self.weight_in.T)
+            hs.append(h)
+        h = torch.stack(hs)
+        return h @ self.weight_out.T, h
+
+
+def _check_sequence(rnn: LeakyRNN, x: torch.Tensor) -> torch.Tensor:
+    _checks.check_tensor("x", x, allow_complex=False)
+    if x.dim() != 3 or x.shape[-1] != rnn.weight_in.shape[1]:
+        raise ValueError(f"x must have shape (T, B, input_size = {rnn.weight_in.shape[1]}), "
+                         f"got {tuple(x.shape)}")
+    return x
+
+
+class RFLO:
+    """Online RFLO training of a :class:`LeakyRNN` (see the module docstring).
+
+    Args:
+        rnn: the network; its parameters are updated in place (no autograd).
+        lr: step size for ``W`` and ``W_in``.  lr_out: for ``W_out`` (default ``lr``).
+        train_input: update ``W_in`` too.
+        generator: draws the fixed feedback matrix ``B`` ``(n, n_out)``.
+    """
+
+    def __init__(self, rnn: LeakyRNN, lr: float = 1e-3, lr_out: float | None = None, *,
+                 train_input: bool = True, generator: torch.Generator | None = None):
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.rnn, self.lr = rnn, float(lr)
+        self.lr_out = self.lr if lr_out is None else float(lr_out)
+        self.train_input = train_input
+        n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
+        W = rnn.weight
+        self.feedback = torch.randn(n, n_out, generator=generator).to(W.device, W.dtype)
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, target: torch.Tensor, h0: torch.Tensor | None = None,
+            *, learn: bool = True) -> torch.Tensor:
+        """One pass over a batch of sequences, updating the weights at every step.
+
+        Args:
+            x: ``(T, B, m)`` inputs.  target: ``(T, B, n_out)``.  h0: ``(B, n)`` or zeros.
+            learn: ``False`` runs the network without updating it (evaluation).
+        Returns:
+            ``(T,)``: the squared error ``mean_b ||eps_t||^2 / 2`` at each step, before that
+            step's update.
+        """
+        rnn = self.rnn
+        x = _check_sequence(rnn, x)
+        T, B, _ = x.shape
+        n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
+        if target.shape != (T, B, n_out):
+            raise ValueError(f"target must have shape (T, B, output_size) = {(T, B, n_out)}, "
+                             f"got {tuple(target.shape)}")
+        phi, dphi = ACTIVATIONS[rnn.activation]
+        a = rnn.alpha
+        W, W_in, W_out = rnn.weight, rnn.weight_in, rnn.weight_out
+        h = x.new_zeros(B, n) if h0 is None else h0.clone()
+        p = x.new_zeros(B, n, n)  # eligibility traces: O(B n^2), independent of T
+        q = x.new_zeros(B, n, x.shape[-1])
+        losses = x.new_empty(T)
+        for t in range(T):
+            u = h @ W.T + x[t] @ W_in.T
+            d = dphi(u) * a  # (B, n)
+            if learn:
+                p.mul_(1 - a).add_(d.unsqueeze(2) * h.unsqueeze(1))
+                if self.train_input:
+                    q.mul_(1 - a).add_(d.unsqueeze(2) * x[t].unsqueeze(1))
+            h = (1 - a) * h + a * phi(u)
+            eps = target[t] - h @ W_out.T  # (B, n_out)
+            losses[t] = 0.5 * (eps * eps).sum(-1).mean()
+            if learn:
+                err = eps @ self.feedback.T  # (B, n): the random projection of the error
+                W.add_(torch.einsum("bi,bij->ij", err, p), alpha=self.lr / B)
+                if self.train_input:
+                    W_in.add_(torch.einsum("bi,bik->ik", err, q), alpha=self.lr / B)
+                W_out.add_(eps.T @ h, alpha=self.lr_out / B)
+        return losses
+
+
+def bptt_loss(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor,
+              h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over steps and batch of ``||y*_t - y_t||^2 / 2``, differentiable (the
+    backpropagation-through-time baseline on the same network)."""
+    y, _ = rnn(x, h0)
+    return 0.5 * ((target - y) ** 2).sum(-1).mean()
+
+
+def periodic_target(period: int, steps: int | None = None, *, batch: int = 1,
+                    device=None) -> torch.Tensor:
+    """``sin(2 pi t / period)`` for ``t = 1 .. steps`` (one period by default): the
+    periodic-output task of the paper's Figure 2, ``(steps, batch, 1)``."""
+    steps = period if steps is None else steps
+    t = torch.arange(1, steps + 1, dtype=torch.float32, device=device)
+    return torch.sin(2 * math.pi * t / period).view(steps, 1, 1).expand(steps, batch, 1)

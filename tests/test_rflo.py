@@ -1,0 +1,114 @@
+"""fastunitary.rflo: the leaky RNN, RFLO's online update against its definition, memory."""
+
+import pytest
+import torch
+
+from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target
+
+
+def loop_rflo(rnn, B_fb, x, target, h0, lr, lr_out):
+    """RFLO for one sequence written from METHODS.md section 7, index by index."""
+    W, W_in, W_out = (p.detach().clone() for p in (rnn.weight, rnn.weight_in, rnn.weight_out))
+    n, m = W_in.shape
+    a = 1 / rnn.tau
+    h = h0[0].clone()
+    p = torch.zeros(n, n)
+    q = torch.zeros(n, m)
+    for t in range(x.shape[0]):
+        u = W @ h + W_in @ x[t, 0]
+        dphi = 1 - torch.tanh(u) ** 2
+        for i in range(n):
+            for j in range(n):
+                p[i, j] = (1 - a) * p[i, j] + a * dphi[i] * h[j]
+            for k in range(m):
+                q[i, k] = (1 - a) * q[i, k] + a * dphi[i] * x[t, 0, k]
+        h = (1 - a) * h + a * torch.tanh(u)
+        eps = target[t, 0] - W_out @ h
+        Be = B_fb @ eps
+        W += lr * Be[:, None] * p
+        W_in += lr * Be[:, None] * q
+        W_out += lr_out * torch.outer(eps, h)
+    return W, W_in, W_out
+
+
+def test_update_equals_its_definition():
+    g = torch.Generator().manual_seed(0)
+    rnn = LeakyRNN(2, 4, 3, tau=3.0, generator=g)
+    trainer = RFLO(rnn, lr=0.05, lr_out=0.02, generator=g)
+    x, target, h0 = torch.randn(6, 1, 2), torch.randn(6, 1, 3), torch.randn(1, 4)
+    expected = loop_rflo(rnn, trainer.feedback, x, target, h0, 0.05, 0.02)
+    trainer.run(x, target, h0)
+    for got, want in zip((rnn.weight, rnn.weight_in, rnn.weight_out), expected):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_update_is_the_mean_of_per_sequence_updates():
+    g = torch.Generator().manual_seed(1)
+    rnn = LeakyRNN(2, 5, 1, generator=g)
+    state = {k: v.clone() for k, v in rnn.state_dict().items()}
+    trainer = RFLO(rnn, lr=0.1, generator=g)
+    x, target = torch.randn(1, 3, 2), torch.randn(1, 3, 1)  # one step: no carried change
+    trainer.run(x, target)
+    batched = rnn.weight.detach().clone()
+    deltas = []
+    for b in range(3):
+        rnn.load_state_dict(state)
+        trainer.run(x[:, b:b + 1], target[:, b:b + 1])
+        deltas.append(rnn.weight.detach() - state["weight"])
+    torch.testing.assert_close(batched - state["weight"], torch.stack(deltas).mean(0))
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_T():
+    """Peak allocation of a run at T = 1k and 16k (torch's profiler): equal up to the
+    (T,) loss record, i.e. the traces, not the trajectory."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rnn = LeakyRNN(1, 30, 1)
+    trainer = RFLO(rnn, lr=1e-4)
+
+    def peak(T):
+        x, y = torch.zeros(T, 4, 1), periodic_target(50, T, batch=4)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            trainer.run(x, y)
+        live = top = 0
+        for e in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                        key=lambda e: e.start_ns()):
+            live += e.nbytes()
+            top = max(top, live)
+        return top
+
+    small, large = peak(1_000), peak(16_000)
+    assert large - small <= 4 * 15_000 + 4096, (small, large)  # the float32 loss per step
+    assert small < 200_000  # traces (4 x 30 x 30 floats) and step temporaries
+
+
+def test_learns_a_periodic_output_and_bptt_runs_on_the_same_network():
+    g = torch.Generator().manual_seed(0)
+    rnn = LeakyRNN(1, 30, 1, tau=10, generator=g)
+    h0 = torch.randn(1, 30, generator=g) * 0.5
+    trainer = RFLO(rnn, lr=3e-3, train_input=False, generator=g)
+    x, y = torch.zeros(200, 1, 1), periodic_target(200)
+    before = trainer.run(x, y, h0, learn=False).mean()
+    for _ in range(120):
+        trainer.run(x, y, h0)
+    after = trainer.run(x, y, h0, learn=False).mean()
+    assert after < before / 10, (before, after)
+    loss = bptt_loss(rnn, x, y, h0)
+    loss.backward()
+    assert rnn.weight.grad is not None and torch.isfinite(rnn.weight.grad).all()
+    assert loss.item() == pytest.approx(after.item(), rel=1e-4)
+
+
+def test_bad_input():
+    rnn = LeakyRNN(2, 3, 1)
+    with pytest.raises(ValueError, match="tau must be >= 1"):
+        LeakyRNN(2, 3, 1, tau=0.5)
+    with pytest.raises(ValueError, match="activation must be"):
+        LeakyRNN(2, 3, 1, activation="gelu")
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, input_size = 2\)"):
+        RFLO(rnn).run(torch.zeros(4, 1, 3), torch.zeros(4, 1, 1))
+    with pytest.raises(ValueError, match="target must have shape"):
+        RFLO(rnn).run(torch.zeros(4, 1, 2), torch.zeros(4, 1, 2))
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        RFLO(rnn, lr=0)

@@ -8,7 +8,7 @@ of tau). RFLO (``fastunitary.rflo.RFLO``, online updates every step, fixed rando
 feedback) and BPTT (Adam on the trial's mean squared error, gradients through the whole
 trial) train the same initial network for the same number of trials. Every ``--eval-every``
 trials the loss of a trial without learning is recorded. Writes
-``bench/results/rflo_periodic.json`` and ``.png`` (loss against trials, one panel per
+``bench/results/<name>.json`` and ``.png`` (``--name``, default ``rflo_periodic``) (loss against trials, one panel per
 period).
 """
 
@@ -74,6 +74,7 @@ def main(argv=None) -> None:
     p.add_argument("--lr-bptt", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--name", default="rflo_periodic", help="file name stem")
     args = p.parse_args(argv)
     results = {}
     for periods_tau in args.periods:
@@ -103,10 +104,10 @@ def main(argv=None) -> None:
     axes[0][0].legend()
     fig.suptitle(f"periodic output, {args.hidden} units, tau = {args.tau:g}")
     fig.tight_layout()
-    fig.savefig(out / "rflo_periodic.png", dpi=100)
+    fig.savefig(out / f"{args.name}.png", dpi=100)
     payload = {"environment": environment(), "config": vars(args), "results": results}
-    (out / "rflo_periodic.json").write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out / 'rflo_periodic.json'} and {out / 'rflo_periodic.png'}")
+    (out / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {out / (args.name + '.json')} and {out / (args.name + '.png')}")
 
 
 if __name__ == "__main__":

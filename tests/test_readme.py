@@ -33,3 +33,9 @@ def test_readme_splits_example_runs():
     ns = run_block("load_task(")
     assert ns["batch"]["x"].shape == (32, 1020)
     assert ns["digits"]["test"][0]["x"].shape == (64, 1)
+
+
+def test_readme_rflo_example_runs():
+    ns = run_block("RFLO(")
+    assert ns["step_losses"].shape == (200,)
+    assert ns["loss"].item() < ns["step_losses"].mean().item() * 10

@@ -113,11 +113,11 @@ def _mode_value(values: list) -> int:
 
 def write(result: dict, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{name}_{_device_tag(result)}"
-    paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
+    stem = f"{name}_{_device_tag(result)}"
+    paths = [out / f"{stem}.json", out / f"{stem}.md"]
     paths[0].write_text(json.dumps(result, indent=2) + "\n")
     paths[1].write_text(markdown(result))
-    png = plot(result, stem.with_suffix(".png"))
+    png = plot(result, out / f"{stem}.png")
     return paths + ([png] if png else [])
 
 

@@ -253,6 +253,9 @@ def flops(case: Case, s: Shape, input_size: int, mode: str) -> float:
 
 def run_suite(args) -> dict:
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # events, synchronize and memory statistics follow the current device
+        torch.cuda.set_device(device)
     shapes, loop_max_T = plan(args)
     cases = [REGISTRY[name] for name in args.models]
     preset = PRESETS["full" if args.full else "quick"]
@@ -281,6 +284,8 @@ def run_suite(args) -> dict:
             "mode": mode, "dtype": s.dtype, "T": s.T, "B": s.B, "hidden": s.hidden,
             "input_size": args.input_size, "recurrent_state_reals": case.state_reals(s.hidden),
             "params": parameter_count(runner.module), "input_projection_timed": True,
+            # forward+backward rows: the backward's algorithm (it may differ from the
+            # forward's for hidden sizes in (128, 192])
             "cudnn_algorithm": cudnn_rnn_algorithm(case.name, s, args.input_size,
                                                    mode == "forward", gpu),
         }

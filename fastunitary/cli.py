@@ -70,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         args.task = variant[args.task]
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.steps is None and cfg.max_seconds is None:
+        if cfg.resume is not None:  # the time budget counts what was trained already
+            parser.error("--resume needs a budget: --steps N (the total) or --max-seconds S")
         cfg.max_seconds = 60.0
     try:
         m = train(cfg, out=args.out, progress=not args.no_progress)
-    except (ValueError, TypeError, FloatingPointError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FloatingPointError, FileNotFoundError, ImportError) as e:
         print(f"fastunitary train: error: {e}", file=sys.stderr)
         return 2
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"

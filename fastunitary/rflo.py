@@ -48,7 +48,7 @@ class LeakyRNN(nn.Module):
 
     Args:
         input_size (m), hidden_size (n), output_size (n_out).
-        tau: time constant in steps (> 1 allowed down to 1: no leak).
+        tau: time constant in steps, >= 1 (``tau = 1``: no leak).
         activation: ``"tanh"`` or ``"relu"``.
         g: gain of the initial recurrent weights.
         generator: for the initialization.
@@ -117,8 +117,7 @@ class RFLO:
         self.lr_out = self.lr if lr_out is None else float(lr_out)
         self.train_input = train_input
         n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
-        W = rnn.weight
-        self.feedback = torch.randn(n, n_out, generator=generator).to(W.device, W.dtype)
+        self.feedback = torch.randn(n, n_out, generator=generator)
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, target: torch.Tensor, h0: torch.Tensor | None = None,
@@ -142,6 +141,8 @@ class RFLO:
         phi, dphi = ACTIVATIONS[rnn.activation]
         a = rnn.alpha
         W, W_in, W_out = rnn.weight, rnn.weight_in, rnn.weight_out
+        # B follows the network wherever it was moved since
+        self.feedback = self.feedback.to(W.device, W.dtype)
         h = x.new_zeros(B, n) if h0 is None else h0.clone()
         p = x.new_zeros(B, n, n)  # eligibility traces: O(B n^2), independent of T
         q = x.new_zeros(B, n, x.shape[-1])

@@ -332,14 +332,16 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     """Train ``cfg.model`` on ``cfg.task``; return (and write to ``out``) the metrics.
 
     Metrics: ``task``, ``model``, ``steps``, ``final_train_loss``, ``final_eval_loss``,
-    ``final_eval_accuracy`` (copying), ``baseline_loss``, ``params``, ``seconds``,
+    ``final_eval_accuracy`` and ``best_eval_accuracy`` (tasks scored by accuracy),
+    ``baseline_loss``, ``params``, ``seconds``,
     ``tokens_per_second``, ``config`` and the evaluation ``history``.
     """
     _check_config(cfg)
     dist = Distributed.from_environment(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)  # the same on every rank: each takes its shard
-    device = torch.device(cfg.device)
+    # the concrete device ("cuda" -> "cuda:0", or this rank's GPU under torchrun)
+    device = dist.device if dist.active else torch.empty(0, device=cfg.device).device
     task = TASK_CLASSES[cfg.task](cfg)
     rnn, width = build_rnn(cfg, task.input_size)
     model = SequenceModel(rnn, width, task).to(device)
@@ -468,11 +470,13 @@ class Distributed:
         owns = not td.is_initialized()
         if owns:
             td.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+        device = cfg.device
         if cfg.device.startswith("cuda"):
+            # one GPU per process; cfg.device stays as given, so checkpoints resume anywhere
             local = int(os.environ.get("LOCAL_RANK", "0"))
-            cfg.device = f"cuda:{local}"
             torch.cuda.set_device(local)
-        return cls(td.get_rank(), td.get_world_size(), owns, cfg.device)
+            device = f"cuda:{local}"
+        return cls(td.get_rank(), td.get_world_size(), owns, device)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         if not self.active:
@@ -536,7 +540,9 @@ def load_checkpoint(cfg: TrainConfig, model: nn.Module, optimizers, rng) -> dict
     path = Path(cfg.resume)
     if not path.is_file():
         raise ValueError(f"resume: no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=cfg.device, weights_only=False)
+    # on the CPU: load_state_dict copies into the parameters wherever they live, and the
+    # RNG state must stay a CPU byte tensor
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"resume: {path} is not a fastunitary checkpoint (format {ckpt.get('format')!r})")
     mine = dataclasses.asdict(cfg)

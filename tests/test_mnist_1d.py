@@ -37,3 +37,18 @@ def test_splits_training_and_bad_split():
     assert m["steps"] == 2 and 0 <= m["best_eval_accuracy"] <= 1
     with pytest.raises(ValueError, match="split must be"):
         mnist1d_arrays("valid")
+
+
+def test_generation_leaves_the_global_generators_alone():
+    import random
+
+    from fastunitary.tasks import mnist_1d
+
+    mnist_1d._generate.cache_clear()
+    np.random.seed(7)
+    random.seed(7)
+    mnist1d_arrays("test", seed=3)
+    after = np.random.random(), random.random()
+    np.random.seed(7)
+    random.seed(7)
+    assert after == (np.random.random(), random.random())

@@ -210,3 +210,10 @@ def test_no_native_route_where_the_buffer_does_not_factor(monkeypatch):
         torch.testing.assert_close(model(x)[0], loop_lstm(model, x, **(
             dict(kind="adam", mu=0.6, s=0.6) if isinstance(model, AdamLSTM)
             else dict(kind="momentum", mu=0.6, s=0.1)))[0], rtol=1e-5, atol=1e-5)
+
+
+def test_state_of_another_dtype_is_refused_clearly():
+    model = MomentumLSTM(3, 5, mu=0.6)
+    h = torch.zeros(1, 2, 5, dtype=torch.float64)
+    with pytest.raises(TypeError, match="h_0 is torch.float64 but the module's parameters"):
+        model(torch.randn(4, 2, 3), (h, h))

@@ -186,3 +186,9 @@ def test_cli_permuted_flag(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--task", "copying", "--permuted", "--steps", "1"])
     assert "--permuted applies to" in capsys.readouterr().err
+
+
+def test_cli_resume_needs_a_budget(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--resume", str(tmp_path / "checkpoint.pt")])
+    assert "--resume needs a budget" in capsys.readouterr().err

@@ -4,8 +4,8 @@ Subclasses own ``self.momentum`` (a :class:`~fastunitary.nn._momentum.MomentumBu
 Parameters ``weight_ih_l{k}`` ``(G, in)``, ``weight_hh_l{k}`` ``(G, n)``, ``bias_ih_l{k}``,
 ``bias_hh_l{k}`` ``(G,)`` live on the module itself (``G = 4n`` for an LSTM, ``n`` for a
 plain cell), so a ``torch.nn.LSTM``/``RNN`` state dict loads as it is. Subclasses say how a
-layer turns the buffer of its input term ``g = x W_ih^T + b_ih`` into states (the
-``run_layer`` given to :meth:`_layers`).
+layer turns its input ``x`` into states (the ``run_layer`` given to :meth:`_layers`),
+usually through the buffer of its input term ``g = x W_ih^T + b_ih`` (:meth:`_buffer`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class TorchStyleStack(nn.Module):
         want = (self.num_layers, self.hidden_size) if unbatched else (self.num_layers, B, self.hidden_size)
         _checks.check_shape(name, s, want, what="(num_layers, " + ("" if unbatched else "B, ") + "hidden_size)")
         _checks.check_same_device("the module's parameters", self.weight_ih_l0, **{name: s})
+        if s.dtype != self.weight_ih_l0.dtype and not torch.is_autocast_enabled(s.device.type):
+            raise TypeError(f"{name} is {s.dtype} but the module's parameters are "
+                            f"{self.weight_ih_l0.dtype}; convert one of them")
         if self.check_finite:
             _checks.check_finite(name, s)
         return s.unsqueeze(1) if unbatched else s

@@ -27,9 +27,17 @@ def _generate(shuffled: bool, seed: int) -> dict:
         raise ImportError(
             "MNIST-1D needs the mnist1d package, which regenerates the data locally: "
             "pip install mnist1d (or the fastunitary[dev] extra)") from e
+    import random
+
     args = get_dataset_args()
     args.shuffle_seq, args.seed = shuffled, seed
-    return make_dataset(args)
+    # make_dataset reseeds numpy's and Python's global generators: give them back
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        return make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def mnist1d_arrays(split: str, *, shuffled: bool = False,

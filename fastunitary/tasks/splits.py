@@ -100,7 +100,8 @@ def digits_splits(*, permuted: bool = False, seed: int = 0):
 def fashion_mnist_splits(*, permuted: bool = False, seed: int = 0, root=None):
     """Fashion-MNIST (:mod:`fastunitary.tasks.fashion_mnist`): ``x`` ``(784, 1)`` float32,
     ``y`` the class; 60 000 train and 10 000 test rows."""
-    return _image_splits(fashion_mnist_arrays, "fashion-mnist", permuted, seed, root=root)
+    name = "fashion-mnist" + ("" if root is None else f"-{root}")
+    return _image_splits(fashion_mnist_arrays, name, permuted, seed, root=root)
 
 
 def load_task(name: str, **options):

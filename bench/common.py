@@ -63,6 +63,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timing_summary(times: list[float]) -> dict:
+    """Median and 20/80 quantiles of per-call times in seconds, and how many there were."""
+    q = statistics.quantiles(times, n=5) if len(times) > 1 else times * 4
+    return {"median_s": statistics.median(times), "q20_s": q[0], "q80_s": q[-1],
+            "repeats": len(times)}
+
+
 def time_it(fn, device: torch.device, *, warmup: int = 1, repeats: int = 5) -> dict:
     """Median and 20/80 quantiles of wall time in seconds (host clock, synchronized)."""
     for _ in range(warmup):
@@ -74,8 +81,7 @@ def time_it(fn, device: torch.device, *, warmup: int = 1, repeats: int = 5) -> d
         fn()
         sync(device)
         times.append(time.perf_counter() - t)
-    q = statistics.quantiles(times, n=5) if len(times) > 1 else times * 4
-    return {"median_s": statistics.median(times), "q20_s": q[0], "q80_s": q[-1], "repeats": repeats}
+    return timing_summary(times)
 
 
 def time_interleaved(fns: dict, device: torch.device, *, warmup: int = 1, repeats: int = 5) -> dict:
@@ -92,12 +98,7 @@ def time_interleaved(fns: dict, device: torch.device, *, warmup: int = 1, repeat
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t)
-    out = {}
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=5) if len(ts) > 1 else ts * 4
-        out[name] = {"median_s": statistics.median(ts), "q20_s": q[0], "q80_s": q[-1],
-                     "repeats": repeats}
-    return out
+    return {name: timing_summary(ts) for name, ts in times.items()}
 
 
 def time_cuda(fn, *, warmup: int = 3, repeats: int = 10) -> dict:
@@ -113,8 +114,7 @@ def time_cuda(fn, *, warmup: int = 3, repeats: int = 10) -> dict:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
-    q = statistics.quantiles(times, n=5) if len(times) > 1 else times * 4
-    return {"median_s": statistics.median(times), "q20_s": q[0], "q80_s": q[-1], "repeats": repeats}
+    return timing_summary(times)
 
 
 @contextlib.contextmanager

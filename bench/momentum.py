@@ -20,23 +20,7 @@ import torch
 from fastunitary.nn import AdamLSTM, MomentumLSTM, NesterovLSTM
 
 from .common import environment, time_interleaved, write_result
-
-
-def per_step_loop(model: MomentumLSTM, x: torch.Tensor) -> torch.Tensor:
-    """The official form: one Python iteration per time step, buffer and cell inside."""
-    W_ih, W_hh, b_ih, b_hh = model.layer_parameters(0)
-    mu, s = model.momentum.mu, model.momentum.step
-    B, n = x.shape[1], model.hidden_size
-    h = c = x.new_zeros(B, n)
-    v = x.new_zeros(B, 4 * n)
-    out = []
-    for t in range(x.shape[0]):
-        v = mu * v + s * (x[t] @ W_ih.T + b_ih)
-        i, f, g, o = (v + h @ W_hh.T + b_hh).chunk(4, -1)
-        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-        h = o.sigmoid() * c.tanh()
-        out.append(h)
-    return torch.stack(out)
+from .registry import momentum_lstm_loop
 
 
 def main(argv=None) -> None:
@@ -62,7 +46,7 @@ def main(argv=None) -> None:
     }
     runs = {name: (lambda mod=mod.to(device): mod(x)[0].sum().backward()) for name, mod in models.items()}
     loop_model = models["MomentumLSTM(mu=0.6)"]
-    runs["per-step Python loop (mu=0.6)"] = lambda: per_step_loop(loop_model, x).sum().backward()
+    runs["per-step Python loop (mu=0.6)"] = lambda: momentum_lstm_loop(loop_model, x).sum().backward()
     times = time_interleaved(runs, device, repeats=args.repeats)
     for name, t in times.items():
         print(f"{name:>30}: {t['median_s'] * 1e3:9.1f} ms fwd+bwd "

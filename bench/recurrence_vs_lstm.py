@@ -17,20 +17,10 @@ import argparse
 
 import torch
 
-from fastunitary import reference
 from fastunitary.nn import ScuRNN
 
 from .common import environment, time_it, write_result
-
-
-def naive_scurnn(rnn: ScuRNN, x: torch.Tensor) -> torch.Tensor:
-    """The same layer as a per-step autograd loop on complex tensors."""
-    cell = rnn.layers[0]
-    n = cell.hidden_size
-    u = cell.input_term(x)
-    h = reference.recurrence_autograd(torch.complex(u[..., :n], u[..., n:]),
-                                      cell.recurrent_matrix(), cell.modrelu_bias, None)
-    return torch.cat([h.real, h.imag], -1)
+from .registry import cell_loop
 
 
 def main(argv=None) -> None:
@@ -60,7 +50,7 @@ def main(argv=None) -> None:
             return run
 
         t_lstm = time_it(step(lambda: lstm(x)[0]), device, repeats=args.repeats)
-        t_naive = time_it(step(lambda: naive_scurnn(scurnn, x)), device,
+        t_naive = time_it(step(lambda: cell_loop(scurnn, x)), device,
                           repeats=max(1, args.repeats // 2))
         with torch.no_grad():
             scurnn.backend = "reference"

@@ -221,10 +221,9 @@ def progress(jobs: list, disable: bool):
     return tqdm(jobs, desc="bench", unit="row", disable=disable)
 
 
-def plan(args) -> tuple[list[Shape], int]:
+def plan(args, preset: Preset) -> tuple[list[Shape], int]:
     """Shapes to run and the largest T at which loops and reference backends run."""
-    preset = PRESETS["full" if args.full else "quick"]
-    if args.T or args.B or args.hidden or args.dtype:
+    if args.custom:
         T0, B0, H0 = preset.center
         shapes = [Shape(*p) for p in itertools.product(
             args.T or [T0], args.B or [B0], args.hidden or [H0], args.dtype or ["fp32"])]
@@ -256,9 +255,9 @@ def run_suite(args) -> dict:
     if device.type == "cuda":
         # events, synchronize and memory statistics follow the current device
         torch.cuda.set_device(device)
-    shapes, loop_max_T = plan(args)
-    cases = [REGISTRY[name] for name in args.models]
     preset = PRESETS["full" if args.full else "quick"]
+    shapes, loop_max_T = plan(args, preset)
+    cases = [REGISTRY[name] for name in args.models]
     repeats = args.repeats or preset.repeats
     args.row_seconds = args.row_seconds or preset.row_seconds
     jobs = [(c, s, v, b, m) for s in shapes for c in cases for v, b in variants(c, s, device, loop_max_T)
@@ -357,8 +356,8 @@ def parse_args(argv=None):
                    help="start no new row after this long; what ran is written")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    custom = args.T or args.B or args.hidden or args.dtype
-    args.name = args.name or f"bench_{'custom' if custom else 'full' if args.full else 'quick'}"
+    args.custom = bool(args.T or args.B or args.hidden or args.dtype)  # a product, no sweep
+    args.name = args.name or f"bench_{'custom' if args.custom else 'full' if args.full else 'quick'}"
     return args
 
 

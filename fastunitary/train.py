@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import abc
+import csv
 import dataclasses
 import json
 import math
@@ -19,13 +20,12 @@ from torch import nn
 
 from . import nn as fnn
 from .tasks import adding, copying, digits, fashion_mnist, mnist_1d
+from .tasks.splits import TASKS
 
 #: the MomentumRNN family's LSTMs, by their command-line names
 MOMENTUM_LSTMS = {"momentumlstm": fnn.MomentumLSTM, "adamlstm": fnn.AdamLSTM,
                   "rmsproplstm": fnn.RMSPropLSTM, "nesterovlstm": fnn.NesterovLSTM}
 MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru", *MOMENTUM_LSTMS, "momentumrnn")
-TASKS = ("copying", "adding", "digits", "permuted_digits", "fashion_mnist",
-         "permuted_fashion_mnist", "mnist1d", "shuffled_mnist1d")
 
 
 @dataclasses.dataclass
@@ -143,19 +143,21 @@ class ImageSequenceTask(Task):
     the test split (see the subclasses for how much of it)."""
 
     input_size, per_step = 1, False
+    #: the task-name prefix of the permuted variant
+    variant_prefix = "permuted_"
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.permuted = cfg.task.startswith("permuted_")
+        self.permuted = cfg.task.startswith(self.variant_prefix)
         self._train = None
 
     @property
     def tokens_per_sequence(self) -> int:
         return self.length
 
+    @abc.abstractmethod
     def arrays(self, split: str):
         """``x`` ``(n, T, 1)`` float32, ``y`` ``(n,)`` int64."""
-        raise NotImplementedError
 
     def tensors(self, split: str, device):
         x, y = self.arrays(split)
@@ -215,10 +217,7 @@ class MNIST1DTask(ImageSequenceTask):
 
     name, output_size, length = "mnist1d", mnist_1d.N_CLASSES, mnist_1d.LENGTH
     baseline = math.log(mnist_1d.N_CLASSES)
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.permuted = cfg.task.startswith("shuffled_")
+    variant_prefix = "shuffled_"
 
     def arrays(self, split):
         return mnist_1d.mnist1d_arrays(split, shuffled=self.permuted)
@@ -425,8 +424,10 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         metrics["best_eval_accuracy"] = max(
             [final["accuracy"]] + [h["eval_accuracy"] for h in history])
     if out is not None:
-        save_checkpoint(out / "checkpoint.pt", cfg, model, optimizers, rng, step=step,
-                        train_seconds=train_seconds, loss_value=loss_value, history=history)
+        if step % every:  # the loop saved this step already otherwise
+            save_checkpoint(out / "checkpoint.pt", cfg, model, optimizers, rng, step=step,
+                            train_seconds=train_seconds, loss_value=loss_value,
+                            history=history)
         write_outputs(out, metrics)
     return metrics
 
@@ -565,9 +566,11 @@ def write_outputs(out: Path, metrics: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     history = metrics["history"]
-    keys = list(dict.fromkeys(k for h in history for k in h))
-    lines = [",".join(keys)] + [",".join(repr(h.get(k, "")) for k in keys) for h in history]
-    (out / "metrics.csv").write_text("\n".join(lines) + "\n")
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for h in history for k in h)),
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
     plot_curves(metrics, out / "curves.png")
 
 

@@ -87,16 +87,15 @@ class MomentumLSTMBase(TorchStyleStack):
 
         def run_layer(k, x):
             h0, c0 = (None, None) if hx is None else (hx[0][k], hx[1][k])
+            w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
             if self._use_native_lstm(x):
-                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
                 factored = self.momentum.linear_input(x, w_ih, b_ih, self.backend)
                 if factored is not None:
                     return _native_lstm_layer(*factored, w_hh, b_hh, h0, c0, self.training)
-            buf = self._buffer(k, x)
-            b_hh = self.layer_parameters(k)[3]
+            buf = self.momentum.of_input(x, w_ih, b_ih, self.backend)
             if b_hh is not None:
                 buf = buf + b_hh
-            h, c = lstm_recurrence(buf, self.layer_parameters(k)[1], h0, c0, backend=self.backend)
+            h, c = lstm_recurrence(buf, w_hh, h0, c0, backend=self.backend)
             return h, h[-1], c[-1]
 
         out, (h_n, c_n) = self._layers(x, run_layer)

@@ -37,7 +37,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     uint32 sizes, then the data in C order.
     """
     path = Path(path)
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise ValueError(f"{path} is not an IDX file (magic {raw[:4].hex()})")
     k = raw[3]

@@ -80,15 +80,18 @@ def adding_splits(length: int, *, n_train: int = 10_000, n_test: int = 1_000, se
     return _splits(make, n_train, n_test, seed, f"adding-{length}")
 
 
-def _image_splits(arrays, name: str, permuted: bool, seed: int, **options):
+def _fixed_splits(arrays, tag: str):
+    """A data set with a fixed split: ``arrays(split) -> (x, y)``."""
     import datasets
 
+    return datasets.DatasetDict({
+        split: arrow_dataset(dict(zip("xy", arrays(split))), f"{tag}-{split}")
+        for split in ("train", "test")})
+
+
+def _image_splits(arrays, name: str, permuted: bool, seed: int, **options):
     tag = f"{name}-{'permuted-' + str(seed) if permuted else 'sequential'}"
-    out = {}
-    for split in ("train", "test"):
-        x, y = arrays(split, permuted=permuted, seed=seed, **options)
-        out[split] = arrow_dataset({"x": x, "y": y}, f"{tag}-{split}")
-    return datasets.DatasetDict(out)
+    return _fixed_splits(lambda split: arrays(split, permuted=permuted, seed=seed, **options), tag)
 
 
 def digits_splits(*, permuted: bool = False, seed: int = 0):
@@ -102,6 +105,13 @@ def fashion_mnist_splits(*, permuted: bool = False, seed: int = 0, root=None):
     ``y`` the class; 60 000 train and 10 000 test rows."""
     name = "fashion-mnist" + ("" if root is None else f"-{root}")
     return _image_splits(fashion_mnist_arrays, name, permuted, seed, root=root)
+
+
+def mnist1d_splits(*, shuffled: bool = False, seed: int = 42):
+    """MNIST-1D (:mod:`fastunitary.tasks.mnist_1d`): ``x`` ``(40, 1)`` float32, ``y`` the
+    class; 4000 train and 1000 test rows (``seed``: the generator's, 42 published)."""
+    tag = f"mnist1d-{'shuffled' if shuffled else 'sequential'}-{seed}"
+    return _fixed_splits(lambda split: mnist1d_arrays(split, shuffled=shuffled, seed=seed), tag)
 
 
 def load_task(name: str, **options):
@@ -118,13 +128,7 @@ def load_task(name: str, **options):
     if name in ("digits", "permuted_digits"):
         return digits_splits(permuted=name == "permuted_digits", **options)
     if name in ("mnist1d", "shuffled_mnist1d"):
-        import datasets
-
-        shuffled = name.startswith("shuffled_")
-        return datasets.DatasetDict({
-            split: arrow_dataset(dict(zip("xy", mnist1d_arrays(split, shuffled=shuffled, **options))),
-                                 f"{name}-{options.get('seed', 42)}-{split}")
-            for split in ("train", "test")})
+        return mnist1d_splits(shuffled=name.startswith("shuffled_"), **options)
     if name in ("fashion_mnist", "permuted_fashion_mnist"):
         return fashion_mnist_splits(permuted=name.startswith("permuted_"), **options)
     raise ValueError(f"task must be one of {TASKS}, got {name!r}")

@@ -9,6 +9,7 @@ from .modrelu import modrelu
 from .momentum_scan import momentum_scan
 from .planes import as_complex, real_embedding, to_planes
 from .recurrence import recurrence, recurrence_planes
+from .sbo_recurrence import sbo_recurrence
 from .spectral_radius import spectral_normalize, spectral_radius
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "real_embedding",
     "recurrence",
     "recurrence_planes",
+    "sbo_recurrence",
     "spectral_normalize",
     "spectral_radius",
     "to_planes",

@@ -13,6 +13,7 @@ from .cayley import (
 from .modrelu import MODRELU_EPS, modrelu, modrelu_backward_coefficients
 from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward
 from .momentum_scan import linear_scan, linear_scan_backward, linear_scan_loop
+from .sbo_recurrence import SBO_METHODS, sbo_autograd, sbo_backward, sbo_forward
 from .spectral_radius import spectral_radius, spectral_radius_autograd
 from .recurrence import ACTIVATIONS, recurrence_autograd, recurrence_backward, recurrence_forward
 
@@ -35,6 +36,10 @@ __all__ = [
     "recurrence_autograd",
     "recurrence_backward",
     "recurrence_forward",
+    "SBO_METHODS",
+    "sbo_autograd",
+    "sbo_backward",
+    "sbo_forward",
     "spectral_radius",
     "spectral_radius_autograd",
 ]

@@ -1,0 +1,160 @@
+"""fastunitary.functional.sbo_recurrence and its reference (METHODS.md section 6)."""
+
+import pytest
+import torch
+
+from fastunitary._backend import BackendUnavailableError
+from fastunitary.functional import sbo_recurrence
+from fastunitary.reference import sbo_autograd, sbo_backward, sbo_forward
+
+from .conftest import DEVICES, rel_err
+
+METHODS = ["gd", "heavy_ball", "nesterov"]
+
+
+def _inputs(T, B, n, dtype=torch.float64, device="cpu", state=False, method="gd"):
+    u = torch.randn(T, B, n, dtype=dtype, device=device, requires_grad=True)
+    # Near the official initialization (I + small), plus enough spread for D to vary.
+    W = (torch.eye(n, dtype=dtype) + 0.3 * torch.randn(n, n, dtype=dtype)).to(device)
+    W.requires_grad_()
+    h0 = torch.randn(B, n, dtype=dtype, device=device, requires_grad=True) if state else None
+    m0 = (torch.randn(B, n, dtype=dtype, device=device, requires_grad=True)
+          if state and method != "gd" else None)
+    mu = torch.tensor(0.6, dtype=dtype, device=device, requires_grad=True)
+    return u, W, h0, m0, mu
+
+
+def test_step_is_the_gradient_of_the_lower_level_objective():
+    """One GD iteration from h with eta moves by -eta * grad f, f written out by hand."""
+    u, W, h0, _, _ = _inputs(1, 3, 5, state=True)
+    h, _ = sbo_recurrence(u.detach(), W.detach(), h0.detach(), method="gd", eta=0.1)
+    hv = h0.detach().clone().requires_grad_()
+    f = 0.5 * (hv - torch.relu(hv @ W.detach().T + u.detach()[0])).pow(2).sum()
+    f.backward()
+    torch.testing.assert_close(h[0], h0.detach() - 0.1 * hv.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("state", [False, True])
+def test_op_matches_per_step_loop_and_its_gradients(method, steps, state):
+    """Outputs and every gradient against the autograd loop (float64, to 1e-10)."""
+    u, W, h0, m0, mu = _inputs(7, 3, 5, state=state, method=method)
+    want, m_want = sbo_autograd(u, W, h0, m0, mu, 0.3, steps, method)
+    got, m_got = sbo_recurrence(u, W, h0, m0, method=method, eta=0.3, mu=mu, steps=steps,
+                                backend="reference")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    gh = torch.randn_like(want)
+    loss_w = (want * gh).sum()
+    loss_g = (got * gh).sum()
+    if method != "gd":
+        gm = torch.randn_like(m_want)
+        torch.testing.assert_close(m_got, m_want, rtol=1e-10, atol=1e-10)
+        loss_w, loss_g = loss_w + (m_want * gm).sum(), loss_g + (m_got * gm).sum()
+    inputs = [t for t in (u, W, h0, m0, None if method == "gd" else mu) if t is not None]
+    for a, b in zip(torch.autograd.grad(loss_g, inputs), torch.autograd.grad(loss_w, inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_nesterov_default_lookahead_is_h0():
+    """Without m0, Nesterov's first look-ahead point is h0 (no kick), and the gradient to
+    h0 includes that path."""
+    u, W, h0, _, mu = _inputs(4, 2, 3, state=True)
+    a, _ = sbo_recurrence(u, W, h0, method="nesterov", eta=0.2, mu=mu)
+    b, _ = sbo_recurrence(u, W, h0, h0, method="nesterov", eta=0.2, mu=mu)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(
+        lambda h0: sbo_recurrence(u.detach(), W.detach(), h0, method="nesterov", eta=0.2,
+                                  mu=0.6)[0], (h0,))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck(method):
+    u, W, h0, m0, mu = _inputs(5, 2, 4, state=True, method=method)
+    args = [t for t in (u, W, h0, m0) if t is not None]
+
+    def f(*a):
+        return sbo_recurrence(*a, method=method, eta=0.25, mu=mu, steps=2)[0]
+
+    assert torch.autograd.gradcheck(f, tuple(args))
+
+
+def test_backward_chunks_equal_one_chunk(monkeypatch):
+    """The weight gradient is formed per chunk of iterations: chunk boundaries change nothing."""
+    from fastunitary.reference import sbo_recurrence as mod
+
+    u, W, h0, m0, mu = _inputs(9, 2, 3, state=True, method="heavy_ball")
+    with torch.no_grad():
+        hs, ms = sbo_forward(u, W, h0, m0, mu, 0.2, 2, "heavy_ball")
+        g = torch.randn_like(hs), torch.randn_like(ms)
+        whole = sbo_backward(*g, u, W, h0, m0, mu, hs, ms, 0.2, 2, "heavy_ball")
+        monkeypatch.setattr(mod, "_CHUNK_ELEMENTS", 7)  # chunks of 1 iteration
+        chunked = sbo_backward(*g, u, W, h0, m0, mu, hs, ms, 0.2, 2, "heavy_ball")
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_and_autocast(device):
+    u, W, _, _, _ = _inputs(6, 4, 8, dtype=torch.float32, device=device)
+    want, _ = sbo_autograd(u.double(), W.double(), method="heavy_ball", mu=0.5, eta=0.1)
+    got, _ = sbo_recurrence(u, W, method="heavy_ball", mu=0.5, eta=0.1)
+    assert got.dtype == torch.float32 and rel_err(got, want.float()) < 1e-5
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        low, _ = sbo_recurrence(u.bfloat16(), W, method="heavy_ball", mu=0.5, eta=0.1)
+    assert low.dtype == torch.float32 and rel_err(low, want.float()) < 2e-2
+
+
+def test_gradient_with_stride0_cotangent():
+    u, W, _, _, _ = _inputs(5, 2, 3, dtype=torch.float32)
+    h, _ = sbo_recurrence(u, W, method="gd", eta=0.2)
+    gu, gW = torch.autograd.grad(h.sum(), (u, W))  # the cotangent is expanded with stride 0
+    hh, _ = sbo_autograd(u, W, eta=0.2)
+    wu, wW = torch.autograd.grad(hh.sum(), (u, W))
+    torch.testing.assert_close(gu, wu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gW, wW, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fullgraph_compile_equals_eager():
+    torch._dynamo.reset()
+    u, W, _, _, _ = _inputs(6, 2, 4, dtype=torch.float32)
+    mu = torch.tensor(0.5, requires_grad=True)
+
+    def f(u, W, mu):
+        return sbo_recurrence(u, W, method="nesterov", eta=0.1, mu=mu, steps=2)[0].square().sum()
+
+    assert torch._dynamo.explain(f)(u, W, mu).graph_break_count == 0
+    compiled = torch.compile(f, fullgraph=True)
+    got, want = compiled(u, W, mu), f(u, W, mu)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(got, (u, W, mu)), torch.autograd.grad(want, (u, W, mu))):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="adam"),
+         ValueError, "method"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), steps=0), ValueError, "steps"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), eta=0.0), ValueError, "eta"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 3)), ValueError, "W"),
+        (lambda: sbo_recurrence(torch.zeros(2, 4), torch.zeros(4, 4)), ValueError, "u"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), torch.zeros(3, 4)),
+         ValueError, "h0"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), None, torch.zeros(2, 4)),
+         ValueError, "m0"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="heavy_ball",
+                                mu=torch.zeros(2)), ValueError, "mu"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4, dtype=torch.complex64), torch.zeros(4, 4)),
+         TypeError, "u"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), backend="triton"),
+         BackendUnavailableError, "act\\(W h \\+ u\\)"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), backend="cuda"),
+         ValueError, "backend"),
+    ],
+)
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

@@ -46,6 +46,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--momentum-step", dest="momentum_step", type=float, default=d.momentum_step,
                    help="momentum models: s")
     p.add_argument("--restart", type=int, default=d.restart, help="nesterovlstm: restart period R")
+    p.add_argument("--eta", type=float, default=d.eta, help="sbornn*: inner step size")
+    p.add_argument("--inner-steps", dest="inner_steps", type=int, default=d.inner_steps,
+                   help="sbornn*: optimizer iterations per time step (K)")
     p.add_argument("--out", default=None,
                    help="folder for metrics.json, metrics.csv, curves.png and checkpoint.pt")
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int,

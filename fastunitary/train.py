@@ -25,7 +25,9 @@ from .tasks.splits import TASKS
 #: the MomentumRNN family's LSTMs, by their command-line names
 MOMENTUM_LSTMS = {"momentumlstm": fnn.MomentumLSTM, "adamlstm": fnn.AdamLSTM,
                   "rmsproplstm": fnn.RMSPropLSTM, "nesterovlstm": fnn.NesterovLSTM}
-MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru", *MOMENTUM_LSTMS, "momentumrnn")
+#: SBO-RNN's optimizers, by their command-line names
+SBO_RNNS = {"sbornn": "gd", "sbornn_hb": "heavy_ball", "sbornn_nag": "nesterov"}
+MODELS = ("scurnn", "scornn", "enrnn", "lstm", "gru", *MOMENTUM_LSTMS, "momentumrnn", *SBO_RNNS)
 
 
 @dataclasses.dataclass
@@ -56,6 +58,8 @@ class TrainConfig:
     mu: float = 0.6  # MomentumRNN family: momentum (MNIST recipe 0.6)
     momentum_step: float = 0.6  # MomentumRNN family: s (MNIST recipe 0.6)
     restart: int = 2  # NesterovLSTM: restart period R
+    eta: float = 0.05  # SBO-RNN: inner step size (mu is --mu)
+    inner_steps: int = 1  # SBO-RNN: optimizer iterations per time step (K)
     checkpoint_every: int = 0  # with an output folder: checkpoint every N steps (0: at each evaluation)
     resume: str | None = None  # a checkpoint.pt to continue from (bit-exact on CPU)
 
@@ -279,6 +283,10 @@ def build_rnn(cfg: TrainConfig, input_size: int) -> tuple[nn.Module, int]:
         rnn = fnn.MomentumRNN(input_size, cfg.hidden, cfg.layers, mu=cfg.mu,
                               step=cfg.momentum_step, backend=cfg.backend)
         return rnn, cfg.hidden
+    elif cfg.model in SBO_RNNS:
+        rnn = fnn.SBORNN(input_size, cfg.hidden, cfg.layers, method=SBO_RNNS[cfg.model],
+                         eta=cfg.eta, mu=cfg.mu, steps=cfg.inner_steps, backend=cfg.backend)
+        return rnn, cfg.hidden
     else:
         raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
     return rnn, rnn.output_size
@@ -311,7 +319,10 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
     if cfg.steps is None and cfg.max_seconds is None:
         raise ValueError("give a budget: steps, max_seconds, or both")
-    for name in ("hidden", "short", "layers", "length", "batch", "eval_every", "eval_size"):
+    if not cfg.eta > 0:
+        raise ValueError(f"eta must be > 0, got {cfg.eta}")
+    for name in ("hidden", "short", "layers", "length", "batch", "eval_every", "eval_size",
+                 "inner_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.checkpoint_every < 0:

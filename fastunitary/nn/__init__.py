@@ -3,6 +3,7 @@
 from .enrnn import ENRNN, ENRNNCell
 from .momentum_lstm import AdamLSTM, MomentumLSTM, NesterovLSTM, RMSPropLSTM
 from .momentum_rnn import MomentumRNN
+from .sbornn import SBORNN
 from .scornn import ScoRNN, ScoRNNCell
 from .scurnn import ScuRNN, ScuRNNCell
 
@@ -14,6 +15,7 @@ __all__ = [
     "MomentumRNN",
     "NesterovLSTM",
     "RMSPropLSTM",
+    "SBORNN",
     "ScoRNN",
     "ScoRNNCell",
     "ScuRNN",

@@ -1,0 +1,150 @@
+"""SBO-RNN (Zhang et al., NeurIPS 2021; METHODS.md section 6): each hidden state is a few
+optimizer iterations on the lower-level objective ``f_t(h) = 1/2 ||h - relu(W h + U x_t + b)||^2``.
+
+Choices, from the official code (github.com/Zhang-VISLab, ``ODE_Vanilla``/``F_cell``):
+
+- the three optimizers of the paper, ``"gd"``, ``"heavy_ball"`` (``"HB"``) and
+  ``"nesterov"`` (``"NAG"``), with the optimizer state carried across time steps;
+- a dense recurrent matrix, initialized as ``I + P Q`` with ``P`` ``(n, r)``, ``Q``
+  ``(r, n)`` uniform in ``±1/sqrt(n)`` and ``r = min(50, n)`` (the official low-rank
+  initialization). The official code never registers ``P`` and ``Q`` as parameters, so
+  its ``W`` stays at that random value; here ``W`` is trained, as the paper describes;
+- ``mu`` a learnable scalar per layer (official: ``requires_grad=True``; start 0.5);
+  ``eta`` a fixed hyperparameter (official: fixed);
+- input weights and biases uniform in ``±1/sqrt(n)``; the official ``alpha`` is 1;
+- ``steps`` (K) iterations per time step generalize the official single iteration.
+
+Not implemented: the official "sparse" variant (a scalar recurrent weight).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._backend import BackendUnavailableError
+from ..functional.sbo_recurrence import NO_KERNEL, SBO_METHODS, sbo_recurrence
+from ._torch_style import TorchStyleStack
+
+#: rank of the official initialization ``W = I + P Q``
+INIT_RANK = 50
+
+
+class SBORNN(TorchStyleStack):
+    """Multi-layer SBO-RNN with the calling convention of ``torch.nn.RNN``.
+
+    Example::
+
+        rnn = SBORNN(input_size=1, hidden_size=128, method="heavy_ball", eta=0.05)
+        output, (h_n, m_n) = rnn(x)    # x: (T, B, 1) -> output (T, B, 128)
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout: as
+            ``torch.nn.RNN``. Parameters are named and shaped as ``torch.nn.RNN``'s
+            (``weight_ih_l{k}`` ``(n, in)``, ``weight_hh_l{k}`` ``(n, n)``, ``bias_ih_l{k}``,
+            ``bias_hh_l{k}``), plus ``mu_l{k}`` (0-dim) for the momentum methods.
+        method: ``"gd"``, ``"heavy_ball"`` or ``"nesterov"``.
+        eta: the inner step size (> 0). The official code uses 1e-3 on pixel MNIST; on
+            sequential digits (T = 64) 0.02-0.05 learn (0.05 is the default; see the README).
+        mu: initial momentum coefficient of the momentum methods.
+        learn_mu: train ``mu`` (the official setting) or keep it fixed (a buffer).
+        steps: optimizer iterations per time step (K).
+        backend: ``"auto"`` or ``"reference"`` (no Triton kernel: see
+            :mod:`fastunitary.functional.sbo_recurrence`).
+        check_finite: raise on NaN/inf in the input or state.
+
+    Shapes: ``input`` ``(T, B, input_size)`` (``(B, T, ...)`` with ``batch_first``, or
+    ``(T, input_size)`` unbatched); ``hx`` ``(num_layers, B, n)`` for ``"gd"``, and for
+    the momentum methods either that or a pair ``(h0, m0)`` of such tensors (the optimizer
+    state, as an LSTM's ``(h, c)``). Returns ``(output (T, B, n), h_n)`` for ``"gd"`` and
+    ``(output, (h_n, m_n))`` for the momentum methods.
+    """
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, *,
+                 method: str = "gd", eta: float = 0.05, mu: float = 0.5, learn_mu: bool = True,
+                 steps: int = 1, backend: str = "auto", check_finite: bool = False):
+        if method not in SBO_METHODS:
+            raise ValueError(f"method must be one of {SBO_METHODS}, got {method!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if not eta > 0:
+            raise ValueError(f"eta must be > 0, got {eta!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         backend=backend, check_finite=check_finite)
+        if backend == "triton":
+            raise BackendUnavailableError(NO_KERNEL)
+        self.method, self.eta, self.steps, self.learn_mu = method, float(eta), steps, learn_mu
+        if method != "gd":
+            for k in range(num_layers):
+                value = torch.tensor(float(mu))
+                if learn_mu:
+                    self.register_parameter(f"mu_l{k}", nn.Parameter(value))
+                else:
+                    self.register_buffer(f"mu_l{k}", value)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        n = self.hidden_size
+        bound = n ** -0.5
+        r = min(INIT_RANK, n)
+        with torch.no_grad():
+            for k in range(self.num_layers):
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+                for p in (w_ih, b_ih, b_hh):
+                    if p is not None:
+                        p.uniform_(-bound, bound, generator=generator)
+                P = torch.empty(n, r).uniform_(-bound, bound, generator=generator)
+                Q = torch.empty(r, n).uniform_(-bound, bound, generator=generator)
+                w_hh.copy_(torch.eye(n) + P @ Q)
+
+    @property
+    def has_momentum(self) -> bool:
+        return self.method != "gd"
+
+    def _initial_state(self, hx, B: int, unbatched: bool):
+        if hx is None:
+            return None, None
+        if isinstance(hx, (tuple, list)):
+            if not self.has_momentum:
+                raise TypeError("method='gd' takes hx as one tensor (num_layers, B, hidden_size), "
+                                "not a pair: it has no optimizer state")
+            if len(hx) != 2:
+                raise ValueError(f"hx must be a tensor or a pair (h0, m0), got {len(hx)} items")
+            return (self._check_state("hx[0]", hx[0], B, unbatched),
+                    self._check_state("hx[1]", hx[1], B, unbatched))
+        return self._check_state("hx", hx, B, unbatched), None
+
+    def forward(self, input: torch.Tensor, hx=None):
+        """``input`` ``(T, B, input_size)`` -> ``(output (T, B, n), h_n)`` (``"gd"``) or
+        ``(output, (h_n, m_n))`` (momentum methods); see the class docstring for ``hx``."""
+        x, unbatched = self._sequence(input)
+        h0, m0 = self._initial_state(hx, x.shape[1], unbatched)
+
+        def run_layer(k, x):
+            w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+            u = F.linear(x, w_ih, b_ih)
+            if b_hh is not None:
+                u = u + b_hh
+            h, m = sbo_recurrence(
+                u, w_hh, None if h0 is None else h0[k], None if m0 is None else m0[k],
+                method=self.method, eta=self.eta, mu=getattr(self, f"mu_l{k}", 0.0),
+                steps=self.steps, backend=self.backend)
+            return (h, h[-1]) if m is None else (h, h[-1], m)
+
+        out, finals = self._layers(x, run_layer)
+        if unbatched:
+            finals = [f.squeeze(1) for f in finals]
+        state = finals[0] if len(finals) == 1 else tuple(finals)
+        return self._output(out, unbatched), state
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr() + f", method={self.method!r}, eta={self.eta}"
+        if self.steps != 1:
+            s += f", steps={self.steps}"
+        if self.has_momentum and not self.learn_mu:
+            s += ", learn_mu=False"
+        return s

@@ -65,8 +65,9 @@ def main(argv=None) -> None:
     p.add_argument("--task", default="adding")
     p.add_argument("--length", type=int, default=200)
     p.add_argument("--models", nargs="+", default=["enrnn", "scornn"],
-                   help="model names; a momentum model may carry its own coefficients, "
-                        "e.g. momentumlstm:mu=0,step=1 (the plain LSTM with the official init)")
+                   help="model names; a momentum or SBO model may carry its own coefficients, "
+                        "e.g. momentumlstm:mu=0,step=1 (the plain LSTM with the official init) "
+                        "or sbornn_hb:mu=0.5,eta=0.05")
     p.add_argument("--size", action="append", default=[],
                    help="MODEL=HIDDEN[,SHORT], e.g. enrnn=48,32 scornn=80")
     p.add_argument("--batch", type=int, default=50)
@@ -95,18 +96,18 @@ def main(argv=None) -> None:
     runs = {}
     for spec in args.models:
         model, _, over = spec.partition(":")
-        coef = {"mu": args.mu, "step": args.momentum_step}
+        coef = {"mu": args.mu, "step": args.momentum_step, "eta": TrainConfig.eta}
         for item in filter(None, over.split(",")):
             k, v = item.split("=")
             if k not in coef:
-                raise SystemExit(f"unknown coefficient {k!r} in {spec!r} (mu, step)")
+                raise SystemExit(f"unknown coefficient {k!r} in {spec!r} (mu, step, eta)")
             coef[k] = float(v)
         hidden, short = sizes.get(model, (80, None))
         runs[spec] = []
         for seed in args.seeds:
             cfg = TrainConfig(task=args.task, model=model, hidden=hidden, short=short or 32,
                               length=args.length, batch=args.batch, lr=args.lr, lr_A=args.lr_A,
-                              mu=coef["mu"], momentum_step=coef["step"],
+                              mu=coef["mu"], momentum_step=coef["step"], eta=coef["eta"],
                               max_seconds=args.max_seconds, steps=args.steps,
                               eval_every=args.eval_every, seed=seed)
             m = train(cfg, progress=args.progress)

@@ -84,6 +84,15 @@ def momentum_rnn_loop(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def sbo_loop(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SBO-RNN (one layer) as the official per-step loop, the inner gradient by autograd."""
+    W_ih, W_hh, b_ih, b_hh = model.layer_parameters(0)
+    u = (x @ W_ih.T + b_ih + b_hh).float()
+    mu = getattr(model, "mu_l0", 0.0)
+    return reference.sbo_autograd(u, W_hh, mu=mu, eta=model.eta, steps=model.steps,
+                                  method=model.method)[0]
+
+
 def torch_lstm_loop(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     """``torch.nn.LSTM`` (one layer) recomputed step by step: the gate for the baseline."""
     g = x @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0
@@ -114,6 +123,11 @@ def cayley_flops(d: int) -> float:
     """``(I + A)^{-1} (I - A)`` on a real ``d x d`` (or its real embedding): an LU
     factorization (2/3 d^3) and ``d`` right-hand sides (2 d^3)."""
     return 8.0 / 3.0 * d ** 3
+
+
+def sbo_flops(m: int, H: int) -> float:
+    """SBO-RNN, one inner iteration: the input projection, ``W h`` and ``(D r) W``."""
+    return 2.0 * m * H + 4.0 * H * H
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,10 @@ REGISTRY: dict[str, Case] = {c.name: c for c in [
     Case("momentumrnn", "MomentumRNN(mu=0.6)",
          lambda m, H: fnn.MomentumRNN(m, H, mu=0.6, step=0.6), momentum_rnn_loop,
          gated_flops(1), state_reals=lambda H: 2 * H),
+    # SBO-RNN's best optimizer on digits; no fused kernel (not the recurrence's form)
+    Case("sbornn_hb", "SBORNN(heavy ball)",
+         lambda m, H: fnn.SBORNN(m, H, method="heavy_ball"), sbo_loop, sbo_flops,
+         state_reals=lambda H: 2 * H),
 ]}
 
 

@@ -39,3 +39,9 @@ def test_readme_rflo_example_runs():
     ns = run_block("RFLO(")
     assert ns["step_losses"].shape == (200,)
     assert ns["loss"].item() < ns["step_losses"].mean().item() * 10
+
+
+def test_readme_sbornn_example_runs():
+    ns = run_block("SBORNN(")
+    assert ns["output"].shape == (64, 32, 64) and ns["h_n"].shape == (1, 32, 64)
+    assert ns["m_n"].shape == (1, 32, 64) and ns["more"].shape == (10, 32, 64)

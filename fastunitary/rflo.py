@@ -23,8 +23,8 @@ states one): ``W`` Gaussian with standard deviation ``g / sqrt(n)`` (``g = 1.5``
 ``1 / sqrt(n)``; updates apply at every step (online), traces restart with each sequence.
 
 :func:`bptt_loss` runs the same network differentiably for the backpropagation-through-time
-baseline. Its leaky update is not the ``recurrence`` op's form (``h_t = act(W h + u)``), so
-it is an autograd loop over time.
+baseline: :meth:`LeakyRNN.forward` is the library's ``recurrence`` op in its leaky form
+(``leak = 1 / tau``), one op over the sequence with a closed-form backward.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from . import _checks
+from .functional.recurrence import recurrence
 
 ACTIVATIONS = {
     "tanh": (torch.tanh, lambda u: 1 - torch.tanh(u) ** 2),
@@ -79,15 +80,11 @@ class LeakyRNN(nn.Module):
         return 1.0 / self.tau
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
-        """``x`` ``(T, B, m)`` -> ``(y (T, B, n_out), h (T, B, n))``, differentiable."""
+        """``x`` ``(T, B, m)``, ``h0`` ``(B, n)`` or ``None`` (zeros) -> ``(y (T, B, n_out),
+        h (T, B, n))``, differentiable: the ``recurrence`` op with ``leak = 1 / tau``."""
         x = _check_sequence(self, x)
-        phi = ACTIVATIONS[self.activation][0]
-        h = x.new_zeros(x.shape[1], self.weight.shape[0]) if h0 is None else h0
-        hs = []
-        for t in range(x.shape[0]):
-            h = (1 - self.alpha) * h + self.alpha * phi(h @ self.weight.T + x[t] @ self.weight_in.T)
-            hs.append(h)
-        h = torch.stack(hs)
+        h = recurrence(x @ self.weight_in.T, self.weight, None, h0, activation=self.activation,
+                       leak=self.alpha)
         return h @ self.weight_out.T, h
 
 

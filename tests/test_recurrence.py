@@ -144,19 +144,20 @@ def test_zero_bias_default_for_modrelu():
 
 
 @pytest.mark.parametrize("activation", ["modrelu", "tanh"])
-def test_opcheck_registered_ops(activation):
+@pytest.mark.parametrize("leak", [1.0, 0.3])
+def test_opcheck_registered_ops(activation, leak):
     """torch.library.opcheck on both ops, with transposed and expanded (stride-0) inputs."""
     ops = torch.ops.fastunitary
     u, W, bias, h0 = make_inputs(5, 3, 4, complex_=False, activation=activation, dtype=torch.float32)
     for uu, WW in ((u, W), (u.transpose(0, 1).contiguous().transpose(0, 1), W.t()),
                    (u[:, :1].expand(5, 3, 4), W)):
         args = (uu.clone().requires_grad_(), WW.clone().requires_grad_(), bias, h0, activation,
-                False, "reference")
+                False, "reference", leak)
         torch.library.opcheck(ops.recurrence, args)
         h = ops.recurrence(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
         gh = torch.ones(1, 1, 1).expand_as(h)  # a stride-0 gradient
         torch.library.opcheck(ops.recurrence_backward,
-                              (gh, uu, WW, bias, h0, h, activation, False, "reference"))
+                              (gh, uu, WW, bias, h0, h, activation, False, "reference", leak))
 
 
 @pytest.mark.parametrize("complex_", [False, True])
@@ -208,6 +209,46 @@ def test_bad_input(call, exc, match):
         call()
 
 
+@pytest.mark.parametrize("activation, complex_", [("tanh", False), ("relu", False),
+                                                   ("identity", False), ("modrelu", False),
+                                                   ("modrelu", True)])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_leaky_form_matches_oracle(activation, complex_, with_h0, monkeypatch):
+    """h_t = (1 - a) h_{t-1} + a act(W h_{t-1} + u_t): outputs and every gradient against
+    the autograd loop (float64, 1e-10), with one chunk and with chunks of one step."""
+    u, W, bias, h0 = make_inputs(9, 3, 4, complex_=complex_, activation=activation,
+                                 with_h0=with_h0)
+    inputs = [t.requires_grad_() for t in (u, W, bias, h0) if t is not None]
+    want = reference.recurrence_autograd(u, W, bias, h0, activation, leak=0.3)
+    gh = torch.randn_like(want)
+    grads_want = torch.autograd.grad((want * gh.conj()).real.sum(), inputs)
+    for chunk in (1 << 20, 8):
+        monkeypatch.setattr(ref_rec, "_CHUNK_ELEMENTS", chunk)
+        got = F.recurrence(u, W, bias, h0, activation=activation, leak=0.3)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        for a, b in zip(torch.autograd.grad((got * gh.conj()).real.sum(), inputs), grads_want):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_leaky_gradcheck_and_leak_one_is_plain():
+    u, W, _, h0 = make_inputs(6, 2, 3, complex_=False, activation="tanh")
+    args = tuple(t.requires_grad_() for t in (u, W, h0))
+    assert torch.autograd.gradcheck(
+        lambda u, W, h0: F.recurrence(u, W, None, h0, activation="tanh", leak=0.25), args)
+    torch.testing.assert_close(F.recurrence(u, W, None, h0, activation="tanh", leak=1.0),
+                               F.recurrence(u, W, None, h0, activation="tanh"), rtol=0, atol=0)
+
+
+def test_leaky_form_has_no_kernel(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    u, W, _, _ = make_inputs(4, 2, 3, complex_=False, activation="tanh", dtype=torch.float32)
+    with pytest.raises(BackendUnavailableError, match="leak"):
+        F.recurrence(u, W, activation="tanh", leak=0.5, backend="triton")
+    for leak in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="leak must be in"):
+            F.recurrence(u, W, activation="tanh", leak=leak)
+
+
 def test_triton_backend_refuses_float64(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     u, W, bias, h0 = make_inputs(4, 2, 3, complex_=False, activation="modrelu")
@@ -220,8 +261,8 @@ def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
     ops = torch.ops.fastunitary
     calls = fake_kernel(
         "recurrence",
-        lambda *a: ops.recurrence(*a, "reference"),
-        lambda *a: ops.recurrence_backward(*a, "reference"),
+        lambda *a: ops.recurrence(*a, "reference", 1.0),
+        lambda *a: ops.recurrence_backward(*a, "reference", 1.0),
     )
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     u, W, bias, h0 = make_inputs(4, 2, 3, complex_=True, activation="modrelu", dtype=torch.float32)

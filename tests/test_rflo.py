@@ -31,6 +31,26 @@ def loop_rflo(rnn, B_fb, x, target, h0, lr, lr_out):
     return W, W_in, W_out
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_network_is_the_leaky_recurrence_op(activation):
+    """LeakyRNN.forward (the recurrence op with leak 1/tau, what bptt_loss differentiates)
+    equals the update of METHODS.md section 7 written per step, with every gradient."""
+    rnn = LeakyRNN(2, 6, 1, tau=4.0, activation=activation).double()
+    x, h0 = torch.randn(12, 3, 2, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    phi = torch.tanh if activation == "tanh" else torch.relu
+    h, hs = h0, []
+    for t in range(12):
+        h = (1 - 1 / 4) * h + (1 / 4) * phi(h @ rnn.weight.T + x[t] @ rnn.weight_in.T)
+        hs.append(h)
+    want = torch.stack(hs) @ rnn.weight_out.T
+    got, _ = rnn(x, h0)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    params = list(rnn.parameters())
+    for a, b in zip(torch.autograd.grad(got.square().sum(), params),
+                    torch.autograd.grad(want.square().sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_update_equals_its_definition():
     g = torch.Generator().manual_seed(0)
     rnn = LeakyRNN(2, 4, 3, tau=3.0, generator=g)

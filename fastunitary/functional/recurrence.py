@@ -34,15 +34,16 @@ def _recurrence_op(
     activation: str,
     is_complex: bool,
     backend: str,
+    leak: float,
 ) -> torch.Tensor:
     with autocast_off(u):
-        if backend == "triton":
+        if backend == "triton":  # only the plain form (leak 1): resolve_backend saw to it
             return kernel_module("recurrence").forward(u, W, bias, h0, activation, is_complex)
-        return reference.recurrence_forward(u, W, bias, h0, activation, is_complex)
+        return reference.recurrence_forward(u, W, bias, h0, activation, is_complex, leak)
 
 
 @_recurrence_op.register_fake
-def _(u, W, bias, h0, activation, is_complex, backend):
+def _(u, W, bias, h0, activation, is_complex, backend, leak):
     return torch.empty_like(u, memory_format=torch.contiguous_format)
 
 
@@ -57,20 +58,22 @@ def _recurrence_backward_op(
     activation: str,
     is_complex: bool,
     backend: str,
+    leak: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    if backend == "triton":
-        impl = kernel_module("recurrence").backward
-    else:
-        impl = reference.recurrence_backward
     with autocast_off(h):
-        gu, gW, gb, gh0 = impl(grad_h, u, W, bias, h0, h, activation, is_complex)
+        if backend == "triton":
+            impl = kernel_module("recurrence").backward
+            gu, gW, gb, gh0 = impl(grad_h, u, W, bias, h0, h, activation, is_complex)
+        else:
+            gu, gW, gb, gh0 = reference.recurrence_backward(
+                grad_h, u, W, bias, h0, h, activation, is_complex, leak)
     # contiguous, as the fake kernel promises (a W given transposed must not leak its strides)
     gb = h.new_empty(0) if gb is None else gb.contiguous()
     return gu.contiguous(), gW.contiguous(), gb, gh0.contiguous()
 
 
 @_recurrence_backward_op.register_fake
-def _(grad_h, u, W, bias, h0, h, activation, is_complex, backend):
+def _(grad_h, u, W, bias, h0, h, activation, is_complex, backend, leak):
     T, B, d = h.shape
     contiguous = torch.contiguous_format
     gb = h.new_empty(0) if bias is None else torch.empty_like(bias, memory_format=contiguous)
@@ -79,12 +82,13 @@ def _(grad_h, u, W, bias, h0, h, activation, is_complex, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    u, W, bias, h0, activation, is_complex, backend = inputs
-    ctx.config = (activation, is_complex, backend)
+    u, W, bias, h0, activation, is_complex, backend, leak = inputs
+    ctx.config = (activation, is_complex, backend, leak)
     ctx.has_bias, ctx.has_h0 = bias is not None, h0 is not None
-    # Only modReLU's backward needs the pre-activations, recomputed from u; tanh and relu
-    # read their derivative off h_t.
-    ctx.save_for_backward(u if activation == "modrelu" else None, W, bias, h0, output)
+    # Only modReLU's backward and the leaky form need the pre-activations, recomputed from
+    # u; plain tanh and relu read their derivative off h_t.
+    keep_u = activation == "modrelu" or leak != 1.0
+    ctx.save_for_backward(u if keep_u else None, W, bias, h0, output)
 
 
 def _backward(ctx, grad_h):
@@ -95,6 +99,7 @@ def _backward(ctx, grad_h):
         gW,
         gb if ctx.has_bias else None,
         gh0 if ctx.has_h0 else None,
+        None,
         None,
         None,
         None,
@@ -118,6 +123,7 @@ def recurrence_planes(
     activation: str,
     is_complex: bool,
     backend: str,
+    leak: float = 1.0,
 ) -> torch.Tensor:
     """The registered op on the planes layout, for modules that already hold planes.
 
@@ -133,10 +139,16 @@ def recurrence_planes(
         n = u.shape[-1] // 2 if is_complex else u.shape[-1]
         bias = u.new_zeros(n, dtype=dtype)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    unsupported = "the Triton recurrence runs in float32, not float64" if dtype == torch.float64 else None
+    if not 0.0 < leak <= 1.0:
+        raise ValueError(f"leak must be in (0, 1], got {leak!r}")
+    unsupported = None
+    if dtype == torch.float64:
+        unsupported = "the Triton recurrence runs in float32, not float64"
+    elif leak != 1.0:
+        unsupported = "the Triton recurrence runs the plain form (leak = 1), not a leaky one"
     backend = resolve_backend("recurrence", backend, u.device, unsupported)
     return _recurrence_op(
-        cast(u), cast(W), cast(bias), cast(h0), activation, is_complex, backend
+        cast(u), cast(W), cast(bias), cast(h0), activation, is_complex, backend, float(leak)
     )
 
 
@@ -147,9 +159,11 @@ def recurrence(
     h0: Optional[torch.Tensor] = None,
     *,
     activation: str = "modrelu",
+    leak: float = 1.0,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """All states of ``h_t = act(W h_{t-1} + u_t)``, real or complex.
+    """All states of ``h_t = act(W h_{t-1} + u_t)``, real or complex; with ``leak``
+    ``alpha < 1`` the leaky (rate) form ``h_t = (1 - alpha) h_{t-1} + alpha act(W h_{t-1} + u_t)``.
 
     Args:
         u: ``(T, B, n)`` input term (``U x_t + c``, precomputed for all t), real or complex.
@@ -159,6 +173,9 @@ def recurrence(
         h0: ``(B, n)`` initial state, complex exactly when ``u`` is; ``None`` for zeros.
         activation: ``"modrelu"``, ``"tanh"``, ``"relu"`` or ``"identity"``. For a complex
             state tanh and relu act on the real and imaginary parts separately.
+        leak: in (0, 1]; 1 (the default) is the plain recurrence. The Triton kernel runs
+            only the plain form: a leaky one runs the reference (``"auto"``) or raises
+            (``"triton"``).
         backend: ``"auto"``, ``"reference"`` or ``"triton"``.
     Returns:
         ``(T, B, n)``: ``h_1 ... h_T``, float32 (complex64) whatever the input precision
@@ -194,6 +211,6 @@ def recurrence(
         u, W = to_planes(u), real_embedding(W.real, W.imag)
         h0 = None if h0 is None else to_planes(h0)
     h = recurrence_planes(
-        u, W, bias, h0, activation=activation, is_complex=is_complex, backend=backend
+        u, W, bias, h0, activation=activation, is_complex=is_complex, backend=backend, leak=leak
     )
     return as_complex(h) if is_complex else h

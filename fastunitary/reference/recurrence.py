@@ -1,5 +1,8 @@
 """The recurrence ``h_t = act(W h_{t-1} + u_t)`` in plain PyTorch: the CPU path and the oracle.
 
+With a ``leak`` ``alpha`` below 1 it is the leaky (rate) form
+``h_t = (1 - alpha) h_{t-1} + alpha act(W h_{t-1} + u_t)``; ``alpha = 1`` is the plain one.
+
 Two implementations:
 
 - :func:`recurrence_forward` / :func:`recurrence_backward`: one sequential loop each way
@@ -49,8 +52,9 @@ def recurrence_forward(
     h0: torch.Tensor | None,
     activation: str,
     is_complex: bool,
+    leak: float = 1.0,
 ) -> torch.Tensor:
-    """All states of ``h_t = act(W h_{t-1} + u_t)``, planes layout.
+    """All states of ``h_t = act(W h_{t-1} + u_t)`` (leaky: see the module), planes layout.
 
     Args:
         u: ``(T, B, d)`` input term.
@@ -66,7 +70,8 @@ def recurrence_forward(
     h = torch.zeros((B, d), dtype=u.dtype, device=u.device) if h0 is None else h0
     for t in range(T):
         z = torch.addmm(u[t], h, WT, out=out[t])
-        h = _activate_(z, bias, activation, is_complex)
+        a = _activate_(z, bias, activation, is_complex)
+        h = a if leak == 1.0 else a.mul_(leak).add_(h, alpha=1.0 - leak)
     return out
 
 
@@ -84,13 +89,19 @@ def recurrence_backward(
     h: torch.Tensor,
     activation: str,
     is_complex: bool,
+    leak: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Closed-form backward of :func:`recurrence_forward`.
+
+    Leaky form: ``g_t = grad h_t + (1 - alpha) g_{t+1} + W^T dz_{t+1}`` and
+    ``dz_t = alpha act'(z_t) g_t``, with ``z_t`` recomputed from ``u`` (``h_t`` is no longer
+    ``act(z_t)``, so tanh and relu cannot read their derivative off it).
 
     Args:
         grad_h: ``(T, B, d)`` gradient of the loss with respect to every ``h_t``; any
             strides (an expanded, stride-0 gradient is read correctly).
-        u: ``(T, B, d)`` the forward's input term; needed only for ``"modrelu"``.
+        u: ``(T, B, d)`` the forward's input term; needed only for ``"modrelu"`` and for a
+            leak below 1.
         W, bias, h0: the forward's inputs.
         h: ``(T, B, d)`` the forward's output.
     Returns:
@@ -107,6 +118,8 @@ def recurrence_backward(
     WT = W.t()
     chunk = max(1, min(T, _CHUNK_ELEMENTS // max(1, B * d)))
     g = torch.empty((chunk, B, d), dtype=dtype, device=device)
+    leaky = leak != 1.0
+    g_next = None  # g_{t+1} across a chunk boundary (leaky form)
     for t1 in range(T, 0, -chunk):
         t0 = max(0, t1 - chunk)
         C = t1 - t0
@@ -116,16 +129,26 @@ def recurrence_backward(
             z = torch.matmul(h_prev, WT).add_(u[t0:t1])
             P, Q, Phi = modrelu_backward_coefficients(z, bias, is_complex)
             del z
+        elif leaky and activation in ("tanh", "relu"):
+            z = torch.matmul(h_prev, WT).add_(u[t0:t1])
+            P = 1.0 - z.tanh_().square_() if activation == "tanh" else (z > 0).to(dtype)
+            del z
         elif activation == "tanh":
             P = 1.0 - h[t0:t1].square()
         elif activation == "relu":
             P = (h[t0:t1] > 0).to(dtype)
         else:
             P = None
+        if leaky:
+            P, Q, Phi = (None if c is None else c * leak for c in (P, Q, Phi))
+            if P is None:
+                P = torch.full((1, 1, 1), leak, dtype=dtype, device=device).expand(C, B, d)
         for t in range(t1 - 1, t0 - 1, -1):
             k = t - t0
             if t + 1 < T:
                 gk = torch.addmm(grad_h[t], dz[t + 1], W, out=g[k])
+                if leaky:
+                    gk.add_(g[k + 1] if k + 1 < C else g_next, alpha=1.0 - leak)
             else:
                 gk = g[k].copy_(grad_h[t])
             if P is None:
@@ -139,7 +162,11 @@ def recurrence_backward(
         if grad_bias is not None:
             pb = (Phi * g[:C]).sum(dim=(0, 1))
             grad_bias += pb if not is_complex else pb.unflatten(-1, (2, -1)).sum(-2)
+        if leaky:
+            g_next = g[0].clone()
     grad_h0 = dz[0] @ W
+    if leaky:
+        grad_h0.add_(g_next, alpha=1.0 - leak)
     return dz, grad_W, grad_bias, grad_h0
 
 
@@ -149,8 +176,10 @@ def recurrence_autograd(
     bias: torch.Tensor | None = None,
     h0: torch.Tensor | None = None,
     activation: str = "modrelu",
+    leak: float = 1.0,
 ) -> torch.Tensor:
-    """The recurrence as a per-step autograd loop on natural tensors: the test oracle.
+    """The recurrence as a per-step autograd loop on natural tensors: the test oracle
+    (``leak`` below 1: ``h_t = (1 - leak) h_{t-1} + leak act(W h_{t-1} + u_t)``).
 
     Args:
         u: ``(T, B, n)`` real or complex.  W: ``(n, n)``.  bias: ``(n,)`` real.
@@ -164,11 +193,12 @@ def recurrence_autograd(
     for t in range(u.shape[0]):
         z = h @ W.transpose(-2, -1) + u[t]
         if activation == "modrelu":
-            h = modrelu(z, bias if bias is not None else torch.zeros_like(z.real[0]))
+            a = modrelu(z, bias if bias is not None else torch.zeros_like(z.real[0]))
         elif activation in ("tanh", "relu"):
             f = torch.tanh if activation == "tanh" else torch.relu
-            h = torch.complex(f(z.real), f(z.imag)) if z.is_complex() else f(z)
+            a = torch.complex(f(z.real), f(z.imag)) if z.is_complex() else f(z)
         else:
-            h = z
+            a = z
+        h = a if leak == 1.0 else (1 - leak) * h + leak * a
         out.append(h)
     return torch.stack(out)

@@ -102,6 +102,16 @@ def _backward(ctx, grad_hs, grad_ms):
 _sbo_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def check_options(method: str, eta: float, steps: int) -> None:
+    """Raise ``ValueError`` unless ``method``, ``eta`` and ``steps`` are valid."""
+    if method not in SBO_METHODS:
+        raise ValueError(f"method must be one of {SBO_METHODS}, got {method!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not eta > 0:
+        raise ValueError(f"eta must be > 0, got {eta!r}")
+
+
 def sbo_recurrence(
     u: torch.Tensor,
     W: torch.Tensor,
@@ -139,12 +149,7 @@ def sbo_recurrence(
     """
     check_tensor("u", u, allow_complex=False)
     check_tensor("W", W, allow_complex=False)
-    if method not in SBO_METHODS:
-        raise ValueError(f"method must be one of {SBO_METHODS}, got {method!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not eta > 0:
-        raise ValueError(f"eta must be > 0, got {eta!r}")
+    check_options(method, eta, steps)
     check_backend_name(backend)
     if backend == "triton":
         raise BackendUnavailableError(NO_KERNEL)

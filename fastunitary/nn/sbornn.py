@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._backend import BackendUnavailableError
-from ..functional.sbo_recurrence import NO_KERNEL, SBO_METHODS, sbo_recurrence
+from ..functional.sbo_recurrence import NO_KERNEL, check_options, sbo_recurrence
 from ._torch_style import TorchStyleStack
 
 #: rank of the official initialization ``W = I + P Q``
@@ -67,12 +67,7 @@ class SBORNN(TorchStyleStack):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, *,
                  method: str = "gd", eta: float = 0.05, mu: float = 0.5, learn_mu: bool = True,
                  steps: int = 1, backend: str = "auto", check_finite: bool = False):
-        if method not in SBO_METHODS:
-            raise ValueError(f"method must be one of {SBO_METHODS}, got {method!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if not eta > 0:
-            raise ValueError(f"eta must be > 0, got {eta!r}")
+        check_options(method, eta, steps)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          backend=backend, check_finite=check_finite)
         if backend == "triton":

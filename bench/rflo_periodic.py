@@ -38,7 +38,7 @@ def run(period: int, args) -> dict:
     # RFLO updates at every step: a trial of P steps moves the weights P times, so the step
     # size is scaled by 200 / P to keep the change per trial that of the 20-tau period
     lr = args.lr_rflo * 20 * args.tau / period if args.scale_lr else args.lr_rflo
-    trainer = RFLO(rnn, lr=lr, train_input=False,
+    trainer = RFLO(rnn, lr=lr, lr_out=args.lr_out_rflo, train_input=False,
                    generator=torch.Generator().manual_seed(args.seed + 1))
     curve, t0 = [], time.perf_counter()
     for k in range(args.trials + 1):
@@ -75,6 +75,8 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", type=int, default=30)
     p.add_argument("--tau", type=float, default=10.0)
     p.add_argument("--lr-rflo", type=float, default=3e-3)
+    p.add_argument("--lr-out-rflo", type=float, default=None,
+                   help="RFLO's step size for the readout W_out (default: --lr-rflo)")
     p.add_argument("--lr-bptt", type=float, default=3e-3)
     p.add_argument("--scale-lr", action="store_true",
                    help="scale RFLO's per-step rate by 20 tau / period (default: one rate)")

@@ -85,7 +85,8 @@ def momentum_rnn_loop(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def sbo_loop(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """SBO-RNN (one layer) as the official per-step loop, the inner gradient by autograd."""
+    """SBO-RNN (one layer) as a per-step loop, the inner gradient by autograd (the official
+    code runs one Python iteration per step too, with explicit (B, n, n) Jacobians)."""
     W_ih, W_hh, b_ih, b_hh = model.layer_parameters(0)
     u = (x @ W_ih.T + b_ih + b_hh).float()
     mu = getattr(model, "mu_l0", 0.0)

@@ -42,7 +42,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", default=d.device)
     p.add_argument("--backend", choices=("auto", "reference", "triton"), default=d.backend)
     p.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True)")
-    p.add_argument("--mu", type=float, default=d.mu, help="momentum models: mu")
+    p.add_argument("--mu", type=float, default=d.mu,
+                   help="momentum models and sbornn_hb/sbornn_nag: mu (default 0.6, the "
+                        "MomentumRNN recipe; SBO-RNN's official start is 0.5)")
     p.add_argument("--momentum-step", dest="momentum_step", type=float, default=d.momentum_step,
                    help="momentum models: s")
     p.add_argument("--restart", type=int, default=d.restart, help="nesterovlstm: restart period R")

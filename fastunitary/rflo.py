@@ -85,6 +85,8 @@ class LeakyRNN(nn.Module):
         x = _check_sequence(self, x)
         h = recurrence(x @ self.weight_in.T, self.weight, None, h0, activation=self.activation,
                        leak=self.alpha)
+        if not torch.is_autocast_enabled(h.device.type):  # the op returns float32 or wider
+            h = h.to(self.weight_out.dtype)
         return h @ self.weight_out.T, h
 
 

@@ -79,19 +79,51 @@ def test_gradcheck(method):
     assert torch.autograd.gradcheck(f, tuple(args))
 
 
-def test_backward_chunks_equal_one_chunk(monkeypatch):
+@pytest.mark.parametrize("method", METHODS)
+def test_backward_chunks_equal_one_chunk(method, monkeypatch):
     """The weight gradient is formed per chunk of iterations: chunk boundaries change nothing."""
     from fastunitary.reference import sbo_recurrence as mod
 
-    u, W, h0, m0, mu = _inputs(9, 2, 3, state=True, method="heavy_ball")
+    u, W, h0, m0, mu = _inputs(9, 2, 3, state=True, method=method)
     with torch.no_grad():
-        hs, ms = sbo_forward(u, W, h0, m0, mu, 0.2, 2, "heavy_ball")
+        hs, ms = sbo_forward(u, W, h0, m0, mu, 0.2, 2, method)
         g = torch.randn_like(hs), torch.randn_like(ms)
-        whole = sbo_backward(*g, u, W, h0, m0, mu, hs, ms, 0.2, 2, "heavy_ball")
-        monkeypatch.setattr(mod, "_CHUNK_ELEMENTS", 7)  # chunks of 1 iteration
-        chunked = sbo_backward(*g, u, W, h0, m0, mu, hs, ms, 0.2, 2, "heavy_ball")
-    for a, b in zip(chunked, whole):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        whole = sbo_backward(*g, u, W, h0, m0, mu, hs, ms, 0.2, 2, method)
+        for elements in (7, 13):  # chunks of 1 and 2 iterations
+            monkeypatch.setattr(mod, "_CHUNK_ELEMENTS", elements)
+            chunked = sbo_backward(*g, u, W, h0, m0, mu, hs, ms, 0.2, 2, method)
+            for a, b in zip(chunked, whole):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["heavy_ball", "nesterov"])
+def test_momentum_state_without_h0(method):
+    """m0 given, h0 zeros by default: gradients to m0 and the rest against the loop."""
+    u, W, _, _, mu = _inputs(5, 2, 3)
+    m0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    got, _ = sbo_recurrence(u, W, None, m0, method=method, eta=0.3, mu=mu)
+    want, _ = sbo_autograd(u, W, None, m0, mu, 0.3, 1, method)
+    for a, b in zip(torch.autograd.grad(got.sum(), (u, W, m0, mu)),
+                    torch.autograd.grad(want.sum(), (u, W, m0, mu))):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_opcheck_registered_ops(method):
+    """torch.library.opcheck on both ops, with a transposed W and a stride-0 cotangent."""
+    ops = torch.ops.fastunitary
+    u, W, h0, m0, mu = (None if t is None else t.detach().float()
+                        for t in _inputs(4, 3, 5, state=True, method=method))
+    for WW in (W, W.t().contiguous().t()):
+        args = (u.clone().requires_grad_(), WW.clone().requires_grad_(), h0, m0, mu, 0.2, 2,
+                method)
+        torch.library.opcheck(ops.sbo_recurrence, args)
+        hs, ms = ops.sbo_recurrence(*[a.detach() if isinstance(a, torch.Tensor) else a
+                                      for a in args])
+        ghs = torch.ones(1, 1, 1).expand_as(hs)
+        torch.library.opcheck(ops.sbo_recurrence_backward,
+                              (ghs, torch.zeros_like(ms), u, WW, h0, m0, mu, hs, ms, 0.2, 2,
+                               method))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -124,33 +124,46 @@ def test_mu_is_learned_or_fixed_and_round_trips():
     assert "mu_l0" not in SBORNN(3, 4).state_dict()  # gd has no momentum
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_gradient_norms_stay_in_a_band_over_1000_steps(method):
+@pytest.mark.parametrize("method, upper", [("gd", 1 + 1e-5), ("heavy_ball", 2.0),
+                                           ("nesterov", 2.0)])
+def test_gradient_norms_stay_in_a_band_over_1000_steps(method, upper):
     """The paper's claim (no vanishing or exploding gradient). With the official
-    initialization and the default eta = 0.05, ||d <c, h_T> / d h_t|| / ||c|| over T = 1000
-    stays in [0.05, 1]: measured 0.13-0.97 (gd 0.15-0.97); a tanh nn.RNN of the same size
-    falls below 1e-6 (checked below). For gd the upper bound is a theorem: the step's
-    Jacobian is I - eta J^T J, of norm <= 1 while eta ||J||^2 <= 2."""
+    initialization and the default eta = 0.05, ``||d <c, h_T> / d h_t|| / ||c||`` along the
+    trajectory (the optimizer state carried, as in training) over T = 1000 stays in
+    [0.05, upper]: measured gd 0.15-0.97, heavy ball 0.07-0.97, Nesterov 0.15-1.46. A tanh
+    nn.RNN of the same size falls below 1e-6 (checked below). For gd the bound 1 is a
+    theorem: the step's Jacobian is I - eta J^T J, of norm <= 1 while eta ||J||^2 <= 2."""
     torch.manual_seed(0)
     T, B, n = 1000, 8, 64
     model = SBORNN(8, n, method=method)
     x = torch.rand(T, B, 8)
     c = torch.randn(B, n)
-    with torch.no_grad():
-        hs = model(x)[0]
     ratios = []
     for t in (0, 10, 100, 500, 900, 999):
-        h0 = (hs[t - 1] if t else torch.zeros(B, n)).unsqueeze(0).clone().requires_grad_()
-        out, _ = model(x[t:], h0)
+        with torch.no_grad():
+            state = model(x[:t])[1] if t else None
+        if method == "gd":
+            h0 = torch.zeros(1, B, n) if state is None else state
+            h0 = h0.clone().requires_grad_()
+            hx = h0
+        else:
+            h0 = (torch.zeros(1, B, n) if state is None else state[0]).clone().requires_grad_()
+            hx = h0 if state is None else (h0, state[1])
+        out, _ = model(x[t:], hx)
         g, = torch.autograd.grad((out[-1] * c).sum(), h0)
         ratios.append((g.norm() / c.norm()).item())
-    assert 0.05 <= min(ratios) and max(ratios) <= 1 + 1e-5, ratios
+    assert 0.05 <= min(ratios) and max(ratios) <= upper, ratios
 
     rnn = torch.nn.RNN(8, n)
     h0 = torch.zeros(1, B, n, requires_grad=True)
     out, _ = rnn(x, h0)
     g, = torch.autograd.grad((out[-1] * c).sum(), h0)
     assert (g.norm() / c.norm()).item() < 1e-6
+
+
+def test_output_is_contiguous_with_inner_steps():
+    out, _ = SBORNN(3, 4, steps=3)(torch.randn(5, 2, 3))
+    assert out.is_contiguous() and out.view(-1, 4).shape == (10, 4)
 
 
 def test_learns_sequential_digits():

@@ -144,7 +144,7 @@ def sbo_recurrence(
             module docstring).
     Returns:
         ``(h, m_T)``: ``h`` ``(T, B, n)`` the state after each time step, in float32
-        (float64 if an input is) whatever the input precision; ``m_T`` ``(B, n)`` the
+        (float64 if ``u`` or ``W`` is) whatever the input precision; ``m_T`` ``(B, n)`` the
         final optimizer state (``None`` for ``"gd"``), to continue a sequence.
     """
     check_tensor("u", u, allow_complex=False)
@@ -172,5 +172,5 @@ def sbo_recurrence(
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     hs, ms = _sbo_op(cast(u), cast(W), cast(h0), cast(m0), mu_t.to(u.device, dtype),
                      float(eta), steps, method)
-    h = hs if steps == 1 else hs[steps - 1::steps]
+    h = hs if steps == 1 else hs[steps - 1::steps].contiguous()
     return h, (ms[-1] if method != "gd" else None)

@@ -1,15 +1,18 @@
 """RFLO beside BPTT on the periodic-output task of Murray (2019), Figure 2.
 
     python -m bench.rflo_periodic [--periods 20 40 80 160] [--trials 200]
+    python -m bench.rflo_periodic --trials 2000 --eval-every 50 --lr-rflo 3e-4 \
+        --lr-out-rflo 1e-2 --name rflo_periodic_2000     # the README's table
 
 A leaky RNN of 30 units (tau = 10 steps), no external input, starts every trial from the
 same random state and must output ``sin(2 pi t / P)`` over one period ``P`` (given in units
 of tau). RFLO (``fastunitary.rflo.RFLO``, online updates every step, fixed random
 feedback) and BPTT (Adam on the trial's mean squared error, gradients through the whole
-trial) train the same initial network for the same number of trials, each with one fixed
-rate (``--scale-lr`` scales RFLO's per-step rate by ``20 tau / period``, since its updates
-add up over a trial's steps; on seed 0 that did not help). Every ``--eval-every`` trials the loss of a
-trial without learning is recorded. Writes ``bench/results/<name>.json`` and ``.png``
+trial) train the same initial network for the same number of trials, each with fixed
+rates: RFLO's readout may take its own (``--lr-out-rflo``); ``--scale-lr`` scales RFLO's
+per-step rate by ``20 tau / period``, since its updates add up over a trial's steps (on
+seed 0 that did not help). Every ``--eval-every`` trials the loss of a trial without
+learning is recorded. Writes ``bench/results/<name>.json`` and ``.png``
 (``--name``, default ``rflo_periodic``): loss against trials, one panel per period.
 """
 

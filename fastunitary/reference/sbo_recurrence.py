@@ -53,12 +53,10 @@ def initial_momentum(h0: torch.Tensor, m0: torch.Tensor | None, method: str) -> 
 
 
 def _lower_gradient(h, W, u_t):
-    """``(g, active, s)`` of ``f_t`` at ``h``; rows: ``z = h W^T + u``, ``g = r - (D r) W``."""
+    """``g`` of ``f_t`` at ``h``; rows: ``z = h W^T + u``, ``r = h - relu(z)``, ``g = r - (D r) W``."""
     z = torch.addmm(u_t, h, W.t())
-    active = z > 0
-    r = h - z.clamp_min_(0)
-    s = r * active
-    return r - s @ W, active, s
+    r = h - z.clamp_min(0)
+    return r - (r * (z > 0)) @ W
 
 
 def sbo_forward(
@@ -89,7 +87,7 @@ def sbo_forward(
     h = u.new_zeros((B, n)) if h0 is None else h0
     m = initial_momentum(h, m0, method)
     for i in range(N):
-        g, _, _ = _lower_gradient(h, W, u[i // steps])
+        g = _lower_gradient(h, W, u[i // steps])
         if method == "gd":
             h = torch.add(h, g, alpha=-eta, out=hs[i])
         elif method == "heavy_ball":

@@ -1,19 +1,23 @@
 """RFLO beside BPTT on the periodic-output task of Murray (2019), Figure 2.
 
-    python -m bench.rflo_periodic [--periods 20 40 80 160] [--trials 200]
+    python -m bench.rflo_periodic [--periods 20 40 80 160] [--trials 200] [--seeds 0 1 2]
     python -m bench.rflo_periodic --trials 2000 --eval-every 50 --lr-rflo 3e-4 \
-        --lr-out-rflo 1e-2 --name rflo_periodic_2000     # the README's table
+        --lr-out-rflo 1e-2 --name rflo_periodic_2000     # the README's first table
 
 A leaky RNN of 30 units (tau = 10 steps), no external input, starts every trial from the
 same random state and must output ``sin(2 pi t / P)`` over one period ``P`` (given in units
 of tau). RFLO (``fastunitary.rflo.RFLO``, online updates every step, fixed random
 feedback) and BPTT (Adam on the trial's mean squared error, gradients through the whole
-trial) train the same initial network for the same number of trials, each with fixed
-rates: RFLO's readout may take its own (``--lr-out-rflo``); ``--scale-lr`` scales RFLO's
-per-step rate by ``20 tau / period``, since its updates add up over a trial's steps (on
-seed 0 that did not help). Every ``--eval-every`` trials the loss of a trial without
-learning is recorded. Writes ``bench/results/<name>.json`` and ``.png``
-(``--name``, default ``rflo_periodic``): loss against trials, one panel per period.
+trial) train the same initial network for the same number of trials. RFLO's readout may
+take its own step (``--lr-out-rflo``); ``--decay K`` divides RFLO's steps by
+``1 + trial / K``; ``--scale-lr`` scales RFLO's per-step rate by ``20 tau / period``, since
+its updates add up over a trial's steps (on seed 0 that did not help); ``--g`` is the gain
+of the initial recurrent weights. Every ``--eval-every`` trials the loss of a trial
+without learning is recorded. Each seed (``--seeds``) is a separate realization: its own
+initial network, start state and feedback matrix; ``--jobs`` runs them in parallel
+processes. Writes ``bench/results/<name>.json`` and ``.png`` (``--name``, default
+``rflo_periodic``): loss against trials, one panel per period, the median over seeds with
+the range of the seeds shaded.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -30,9 +36,12 @@ from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target
 from .common import RESULTS, environment
 
 
-def run(period: int, args) -> dict:
-    g = torch.Generator().manual_seed(args.seed)
-    net = LeakyRNN(1, args.hidden, 1, tau=args.tau, generator=g)
+def run(period: int, seed: int, args) -> dict:
+    """Both rules on one realization (``seed``) of one period ``P`` (steps)."""
+    if args.jobs > 1:
+        torch.set_num_threads(1)  # realizations run side by side in processes
+    g = torch.Generator().manual_seed(seed)
+    net = LeakyRNN(1, args.hidden, 1, tau=args.tau, g=args.g, generator=g)
     h0 = torch.randn(1, args.hidden, generator=g) * 0.5
     x, y = torch.zeros(period, 1, 1), periodic_target(period)
     out = {}
@@ -41,13 +50,16 @@ def run(period: int, args) -> dict:
     # RFLO updates at every step: a trial of P steps moves the weights P times, so the step
     # size is scaled by 200 / P to keep the change per trial that of the 20-tau period
     lr = args.lr_rflo * 20 * args.tau / period if args.scale_lr else args.lr_rflo
-    trainer = RFLO(rnn, lr=lr, lr_out=args.lr_out_rflo, train_input=False,
-                   generator=torch.Generator().manual_seed(args.seed + 1))
+    lr_out = lr if args.lr_out_rflo is None else args.lr_out_rflo
+    trainer = RFLO(rnn, lr=lr, lr_out=lr_out, train_input=False,
+                   generator=torch.Generator().manual_seed(seed + 1))
     curve, t0 = [], time.perf_counter()
     for k in range(args.trials + 1):
         if k % args.eval_every == 0:
             curve.append((k, trainer.run(x, y, h0, learn=False).mean().item()))
         if k < args.trials:
+            decay = 1.0 if args.decay is None else 1.0 / (1.0 + k / args.decay)
+            trainer.lr, trainer.lr_out = lr * decay, lr_out * decay
             trainer.run(x, y, h0)
     out["rflo"] = {"curve": curve, "seconds": time.perf_counter() - t0}
     # BPTT on the same initial network
@@ -64,10 +76,52 @@ def run(period: int, args) -> dict:
             bptt_loss(rnn, x, y, h0).backward()
             opt.step()
     out["bptt"] = {"curve": curve, "seconds": time.perf_counter() - t0}
-    for name, r in out.items():
+    for r in out.values():
         first, last = r["curve"][0][1], r["curve"][-1][1]
-        r.update(first=first, last=last, reduction=first / last)
+        best = min(v for _, v in r["curve"])
+        r.update(first=first, last=last, best=best, reduction=first / last,
+                 best_reduction=first / best)
     return out
+
+
+def summarize(per_seed: dict) -> dict:
+    """Median over seeds of the first and last loss and of the reduction, per rule."""
+    out = {}
+    for rule in ("rflo", "bptt"):
+        runs = [r[rule] for r in per_seed.values()]
+        out[rule] = {key: statistics.median(r[key] for r in runs)
+                     for key in ("first", "last", "reduction", "best_reduction")}
+        out[rule]["reductions"] = [r["reduction"] for r in runs]
+    return out
+
+
+def plot(results: dict, args, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5), squeeze=False)
+    for ax, (periods_tau, r) in zip(axes[0], results.items()):
+        for rule, color in (("rflo", "C0"), ("bptt", "C1")):
+            curves = [s[rule]["curve"] for s in r["seeds"].values()]
+            trials = [k for k, _ in curves[0]]
+            values = list(zip(*[[v for _, v in c] for c in curves]))  # per trial, over seeds
+            ax.plot(trials, [statistics.median(v) for v in values], color=color,
+                    label=rule.upper())
+            if len(curves) > 1:
+                ax.fill_between(trials, [min(v) for v in values], [max(v) for v in values],
+                                color=color, alpha=0.2, lw=0)
+        ax.set_yscale("log")
+        ax.set_title(f"period {periods_tau} tau")
+        ax.set_xlabel("trial")
+        ax.grid(True, alpha=0.3)
+    seeds = "" if len(args.seeds) == 1 else f"; median of {len(args.seeds)} seeds, range shaded"
+    axes[0][0].set_ylabel("loss (no learning during the trial)")
+    axes[0][0].legend()
+    fig.suptitle(f"periodic output, {args.hidden} units, tau = {args.tau:g}, g = {args.g:g}{seeds}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main(argv=None) -> None:
@@ -77,45 +131,42 @@ def main(argv=None) -> None:
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--hidden", type=int, default=30)
     p.add_argument("--tau", type=float, default=10.0)
+    p.add_argument("--g", type=float, default=1.5, help="gain of the initial recurrent weights")
     p.add_argument("--lr-rflo", type=float, default=3e-3)
     p.add_argument("--lr-out-rflo", type=float, default=None,
                    help="RFLO's step size for the readout W_out (default: --lr-rflo)")
+    p.add_argument("--decay", type=float, default=None, metavar="K",
+                   help="divide RFLO's step sizes by 1 + trial / K (default: constant)")
     p.add_argument("--lr-bptt", type=float, default=3e-3)
     p.add_argument("--scale-lr", action="store_true",
                    help="scale RFLO's per-step rate by 20 tau / period (default: one rate)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="realizations: initial network, start state, feedback")
+    p.add_argument("--jobs", type=int, default=1, help="processes running realizations")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--name", default="rflo_periodic", help="file name stem")
     args = p.parse_args(argv)
+    tasks = [(pt, s) for pt in args.periods for s in args.seeds]
+    steps = {pt: int(round(pt * args.tau)) for pt in args.periods}
+    if args.jobs == 1:
+        done = {t: run(steps[t[0]], t[1], args) for t in tasks}
+    else:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = {t: pool.submit(run, steps[t[0]], t[1], args) for t in tasks}
+            done = {t: f.result() for t, f in futures.items()}
     results = {}
-    for periods_tau in args.periods:
-        P = int(round(periods_tau * args.tau))
-        results[periods_tau] = r = run(P, args)
-        print(f"period {periods_tau:>4} tau ({P} steps): "
-              + "   ".join(f"{k}: {v['first']:.4f} -> {v['last']:.5f} ({v['reduction']:.1f}x, "
-                           f"{v['seconds']:.0f} s)" for k, v in r.items()), flush=True)
+    for pt in args.periods:
+        per_seed = {s: done[(pt, s)] for s in args.seeds}
+        results[pt] = r = {"summary": summarize(per_seed), "seeds": per_seed}
+        print(f"period {pt:>4} tau ({steps[pt]} steps): " + "   ".join(
+            f"{rule}: {v['first']:.4f} -> {v['last']:.5f} (median {v['reduction']:.1f}x; "
+            f"seeds " + ", ".join(f"{x:.1f}x" for x in v["reductions"]) + ")"
+            for rule, v in r["summary"].items()), flush=True)
     from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5), squeeze=False)
-    for ax, (periods_tau, r) in zip(axes[0], results.items()):
-        for name, v in r.items():
-            ax.plot(*zip(*v["curve"]), label=name.upper())
-        ax.set_yscale("log")
-        ax.set_title(f"period {periods_tau} tau")
-        ax.set_xlabel("trial")
-        ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("loss (no learning during the trial)")
-    axes[0][0].legend()
-    fig.suptitle(f"periodic output, {args.hidden} units, tau = {args.tau:g}")
-    fig.tight_layout()
-    fig.savefig(out / f"{args.name}.png", dpi=100)
+    plot(results, args, out / f"{args.name}.png")
     payload = {"environment": environment(), "config": vars(args), "results": results}
     (out / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out / (args.name + '.json')} and {out / (args.name + '.png')}")

@@ -116,3 +116,47 @@ def test_compare_training_writes_runs_plot_and_summary(tmp_path, capsys):
     for name in ("scurnn", "lstm"):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(f"{name}:"))
         assert "vs baseline" in line and "(mean of 2 seeds)" in line
+
+
+def test_rflo_periodic_runs_every_seed_and_reports_their_median(tmp_path, capsys):
+    import statistics
+
+    from bench import rflo_periodic
+
+    argv = ["--periods", "2", "--trials", "4", "--eval-every", "2", "--g", "1.0", "--decay", "2",
+            "--lr-out-rflo", "1e-2", "--out", str(tmp_path)]
+    rflo_periodic.main(argv + ["--seeds", "0", "1", "2", "--name", "r"])
+    result = json.loads((tmp_path / "r.json").read_text())["results"]["2"]
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+    for rule in ("rflo", "bptt"):
+        seeds = [result["seeds"][s][rule] for s in ("0", "1", "2")]
+        assert [k for k, _ in seeds[0]["curve"]] == [0, 2, 4]
+        # realizations differ (their own network, start state and feedback) ...
+        assert len({s["first"] for s in seeds}) == 3
+        # ... and the summary is their median
+        summary = result["summary"][rule]
+        assert summary["reduction"] == statistics.median(s["reduction"] for s in seeds)
+        assert summary["reductions"] == [s["reduction"] for s in seeds]
+    # a seed run alone reproduces its run among others
+    rflo_periodic.main(argv + ["--seeds", "1", "--name", "one"])
+    alone = json.loads((tmp_path / "one.json").read_text())["results"]["2"]["seeds"]["1"]
+    assert alone["rflo"]["curve"] == result["seeds"]["1"]["rflo"]["curve"]
+    assert "median" in capsys.readouterr().out
+
+
+def test_rflo_periodic_decay_divides_both_steps_by_one_plus_trial_over_k(tmp_path, monkeypatch):
+    from bench import rflo_periodic
+
+    seen = []
+
+    class Recording(rflo_periodic.RFLO):
+        def run(self, x, target, h0=None, *, learn=True):
+            if learn:
+                seen.append((self.lr, self.lr_out))
+            return super().run(x, target, h0, learn=learn)
+
+    monkeypatch.setattr(rflo_periodic, "RFLO", Recording)
+    rflo_periodic.main(["--periods", "2", "--trials", "3", "--eval-every", "3", "--lr-rflo", "1e-3",
+                        "--lr-out-rflo", "1e-2", "--decay", "2", "--out", str(tmp_path)])
+    want = [(1e-3 / (1 + k / 2), 1e-2 / (1 + k / 2)) for k in range(3)]
+    assert [r for pair in seen for r in pair] == pytest.approx([r for pair in want for r in pair])

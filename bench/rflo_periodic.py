@@ -28,7 +28,9 @@ import json
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target
@@ -106,12 +108,10 @@ def plot(results: dict, args, path) -> None:
         for rule, color in (("rflo", "C0"), ("bptt", "C1")):
             curves = [s[rule]["curve"] for s in r["seeds"].values()]
             trials = [k for k, _ in curves[0]]
-            values = list(zip(*[[v for _, v in c] for c in curves]))  # per trial, over seeds
-            ax.plot(trials, [statistics.median(v) for v in values], color=color,
-                    label=rule.upper())
+            values = np.array([[v for _, v in c] for c in curves])  # (seeds, evaluations)
+            ax.plot(trials, np.median(values, 0), color=color, label=rule.upper())
             if len(curves) > 1:
-                ax.fill_between(trials, [min(v) for v in values], [max(v) for v in values],
-                                color=color, alpha=0.2, lw=0)
+                ax.fill_between(trials, values.min(0), values.max(0), color=color, alpha=0.2, lw=0)
         ax.set_yscale("log")
         ax.set_title(f"period {periods_tau} tau")
         ax.set_xlabel("trial")
@@ -162,8 +162,6 @@ def main(argv=None) -> None:
             f"{rule}: {v['first']:.4f} -> {v['last']:.5f} (median {v['reduction']:.1f}x; "
             f"seeds " + ", ".join(f"{x:.1f}x" for x in v["reductions"]) + ")"
             for rule, v in r["summary"].items()), flush=True)
-    from pathlib import Path
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot(results, args, out / f"{args.name}.png")

@@ -58,8 +58,9 @@ def test_matches_the_equations():
 
 
 @pytest.mark.parametrize("rule", ["sticky", "max1"])
-def test_short_term_radius_stays_at_most_one_under_large_steps(rule):
-    rnn = ENRNN(3, 6, 8, normalization=rule)
+@pytest.mark.parametrize("short_size", [8, 72])  # 72: above FULL_EIG_MAX_N, the squaring route
+def test_short_term_radius_stays_at_most_one_under_large_steps(rule, short_size):
+    rnn = ENRNN(3, 6, short_size, normalization=rule)
     opt = torch.optim.Adam(rnn.parameters(), lr=0.5)
     for _ in range(15):
         out, _ = rnn(torch.randn(10, 4, 3))

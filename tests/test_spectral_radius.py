@@ -11,7 +11,7 @@ from fastunitary import reference
 # the module (the package re-exports a function of the same name)
 sr = importlib.import_module("fastunitary.reference.spectral_radius")
 
-LARGE = sr.FULL_EIG_MAX_N + 16  # sizes that take the float32-eigvals + inverse-iteration route
+LARGE = sr.FULL_EIG_MAX_N + 16  # sizes that take the squaring (float32) or inverse-iteration (float64) route
 
 
 def with_dominant_pair(n, *, radius=1.5, angle=0.6, seed=0):
@@ -95,26 +95,106 @@ def rotated(block: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     return Q @ D @ Q.T
 
 
-@pytest.mark.parametrize("kind", ["dense", "conjugate_pair", "diagonal", "batched_float32"])
-def test_fast_route_equals_full_eigendecomposition(kind):
-    """Above FULL_EIG_MAX_N the float32-eigvals + float64 inverse-iteration route gives the
-    full float64 eigendecomposition's radius and gradient to float64 rounding."""
+@pytest.mark.parametrize("kind", ["dense", "conjugate_pair", "diagonal", "batched"])
+def test_float64_route_equals_full_eigendecomposition(kind):
+    """Above FULL_EIG_MAX_N a float64 M takes float32 eigenvalues + float64 inverse
+    iteration: the full float64 eigendecomposition's radius and gradient to float64 rounding."""
     torch.manual_seed(1)
     M = {
         "dense": lambda: torch.randn(LARGE, LARGE, dtype=torch.float64) / LARGE**0.5,
         "conjugate_pair": lambda: with_dominant_pair(LARGE, radius=1.2, angle=0.3),
         # float32 eigenvalues are exact here: the shift must still not make M - sI singular
         "diagonal": lambda: torch.diag(torch.linspace(-0.5, 2.0, LARGE, dtype=torch.float64)),
-        "batched_float32": lambda: torch.randn(3, LARGE, LARGE) / LARGE**0.5,
+        "batched": lambda: torch.randn(3, LARGE, LARGE, dtype=torch.float64) / LARGE**0.5,
     }[kind]()
     lam32 = torch.linalg.eigvals(M.float())
     shift = lam32.gather(-1, lam32.abs().argmax(-1, keepdim=True)).squeeze(-1).to(torch.complex128)
-    assert sr._refine(M.double(), shift)[3].all(), "the refinement must be accepted on these matrices (else the test is vacuous)"
+    assert sr._refine(M, shift)[3].all(), "the refinement must be accepted on these matrices (else the test is vacuous)"
     sigma, grad = sr.spectral_radius(M)
     sigma_ref, grad_ref = sr.spectral_radius_eig(M)
-    tol = 1e-6 if M.dtype == torch.float32 else 1e-11
-    torch.testing.assert_close(sigma, sigma_ref, rtol=tol, atol=0)
-    torch.testing.assert_close(grad, grad_ref, rtol=tol, atol=tol * grad_ref.abs().max().item())
+    torch.testing.assert_close(sigma, sigma_ref, rtol=1e-11, atol=0)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-11, atol=1e-11 * grad_ref.abs().max().item())
+
+
+def enrnn_initial_M(n: int) -> torch.Tensor:
+    from fastunitary.nn import ENRNN
+
+    torch.manual_seed(0)
+    return ENRNN(2, 8, n).layers[0].M.detach()
+
+
+@pytest.mark.parametrize(
+    "kind", ["dense", "conjugate_pair", "diagonal", "batched", "enrnn_initial", "near_tie", "opposite_tie"]
+)
+def test_squaring_route_equals_full_eigendecomposition(kind):
+    """Above FULL_EIG_MAX_N a float32 M takes the squaring route: the radius to float32
+    rounding (the two-sided Rayleigh quotient is float64-accurate before the cast), the
+    gradient to 5e-6 kappa of its largest entry, kappa = ||u|| ||w|| / |w u| the condition
+    number of the dominant eigenvalue (the eigenvectors come from float32 powers)."""
+    torch.manual_seed(2)
+    M = {
+        "dense": lambda: torch.randn(LARGE, LARGE) / LARGE**0.5,
+        "conjugate_pair": lambda: with_dominant_pair(LARGE, radius=1.2, angle=0.3).float(),
+        "diagonal": lambda: torch.diag(torch.linspace(-0.5, 2.0, LARGE)),
+        "batched": lambda: torch.randn(3, LARGE, LARGE) / LARGE**0.5,
+        "enrnn_initial": lambda: enrnn_initial_M(LARGE),
+        # the two largest moduli 1e-5 apart: both lie in the subspace, Rayleigh-Ritz tells them apart
+        "near_tie": lambda: rotated(torch.diag(torch.tensor([1.0, 0.99999], dtype=torch.float64)), LARGE).float(),
+        "opposite_tie": lambda: rotated(torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64)), LARGE).float(),
+    }[kind]()
+    assert sr._dominant_by_powers(M.double()) is not None, "the squaring route must accept these (else the test is vacuous)"
+    sigma, grad = sr.spectral_radius(M)
+    sigma_ref, grad_ref = sr.spectral_radius_eig(M.double())
+    torch.testing.assert_close(sigma.double(), sigma_ref, rtol=1e-7, atol=0)
+    if kind != "opposite_tie":  # not differentiable there: either eigenvalue's derivative is returned
+        lam, U = torch.linalg.eig(M.double())
+        top = lam.abs().argmax(-1)
+        u = U.gather(-1, top[..., None, None].expand(*U.shape[:-1], 1)).squeeze(-1)
+        w = torch.linalg.inv(U).gather(-2, top[..., None, None].expand(*U.shape[:-2], 1, U.shape[-1])).squeeze(-2)
+        kappa = (torch.linalg.vector_norm(u, dim=-1) * torch.linalg.vector_norm(w, dim=-1) / (w * u).sum(-1).abs()).max()
+        assert kappa < 20  # the bound below stays meaningful
+        torch.testing.assert_close(grad.double(), grad_ref, rtol=0, atol=5e-6 * kappa.item() * grad_ref.abs().max().item())
+
+
+def test_squaring_route_keeps_the_normalized_radius_at_one():
+    """W2 = M / sigma from the squaring route has spectral radius <= 1 + 1e-6 (and >= 1 - 1e-6)."""
+    torch.manual_seed(3)
+    M = torch.randn(4, 200, 200) * 0.2
+    assert sr._dominant_by_powers(M.double()) is not None
+    W2, _, on = F.spectral_normalize(M)
+    assert on.all()
+    radius = torch.linalg.eigvals(W2.double()).abs().max(-1).values
+    assert ((radius - 1).abs() <= 1e-6).all(), radius
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "zero", "nilpotent", "defective"])
+def test_squaring_route_refuses_and_falls_back(kind):
+    """Where the top of the spectrum is a continuum of equal moduli (orthogonal M), a
+    Jordan block, or nothing at all (nilpotent M), the squaring route's residual test
+    refuses, and the exact routes answer: no error, the full eigendecomposition's radius."""
+    torch.manual_seed(4)
+    M = {
+        "orthogonal": lambda: torch.linalg.qr(torch.randn(LARGE, LARGE)).Q,
+        "zero": lambda: torch.zeros(LARGE, LARGE),
+        "nilpotent": lambda: torch.triu(torch.randn(LARGE, LARGE), diagonal=1),
+        "defective": lambda: rotated(torch.tensor([[2.0, 1.0], [0.0, 2.0]], dtype=torch.float64), LARGE).float(),
+    }[kind]()
+    assert sr._dominant_by_powers(M.double()) is None
+    sigma, grad = sr.spectral_radius(M)
+    assert torch.isfinite(grad).all()
+    sigma_ref = sr.spectral_radius_eig(M.double())[0]
+    tol = 1e-6 if kind == "orthogonal" else 1e-3  # a defective eigenvalue is only ~sqrt(eps)-accurate
+    torch.testing.assert_close(sigma.double(), sigma_ref, rtol=tol, atol=tol)
+
+
+def test_squaring_route_restores_the_float32_matmul_precision():
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        sr.spectral_radius(torch.randn(LARGE, LARGE))
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def test_fast_route_gradient_against_finite_differences():
@@ -160,6 +240,26 @@ def test_compiles_without_graph_breaks():
     out_e, on_e = f(M, active)
     torch.testing.assert_close(out_c, out_e)
     assert torch.equal(on_c, on_e)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n, dtype", [(6, torch.float32), (LARGE, torch.float32), (LARGE, torch.float64)])
+def test_compiled_gradient_equals_eager_on_a_dominant_pair(n, dtype):
+    """All three routes give the same gradient compiled as eager where the dominant
+    eigenvalues are a conjugate pair (the conjugate in the closed form must survive)."""
+    torch._dynamo.reset()
+    M = with_dominant_pair(n, radius=1.3, angle=0.8, seed=3).to(dtype)
+    G = torch.randn(n, n, dtype=dtype)
+
+    def f(M):
+        return (F.spectral_normalize(M)[0] * G).sum()
+
+    grads = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        Mg = M.clone().requires_grad_()
+        fn(Mg).backward()
+        grads.append(Mg.grad)
+    torch.testing.assert_close(grads[1], grads[0])
 
 
 @pytest.mark.parametrize(

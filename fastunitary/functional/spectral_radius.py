@@ -1,11 +1,13 @@
 """``spectral_radius`` and ``spectral_normalize``: ENRNN's eigenvalue normalization.
 
-``spectral_radius(M)`` is a registered op (one node under ``torch.compile``, the complex
-eigenvalue computation and its one host synchronization kept inside it; see
+``spectral_radius(M)`` is a registered op (one node under ``torch.compile``, the eigenvalue
+computation and its few host synchronizations kept inside it; see
 :mod:`fastunitary.reference.spectral_radius` for the route) whose backward is the closed form of METHODS.md section
 4, applied with plain real tensor algebra. ``spectral_normalize`` composes it into
 ``W2 = M / sigma`` under ENRNN's two rules, with tensor ops only (no ``.item()``), so the
-"sticky" switch compiles without graph breaks. Computed on any device, in float64.
+"sticky" switch compiles without graph breaks. Computed on any device: to float64
+rounding for a float64 ``M``, to float32 rounding (by powers of ``M``, GEMMs on its own
+device) for a float32 ``M`` larger than 64 x 64.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def test_squaring_route_equals_full_eigendecomposition(kind):
         "near_tie": lambda: rotated(torch.diag(torch.tensor([1.0, 0.99999], dtype=torch.float64)), LARGE).float(),
         "opposite_tie": lambda: rotated(torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64)), LARGE).float(),
     }[kind]()
-    assert sr._dominant_by_powers(M.double()) is not None, "the squaring route must accept these (else the test is vacuous)"
+    assert sr._dominant_by_powers(M.double())[1].all(), "the powers route must accept these (else the test is vacuous)"
     sigma, grad = sr.spectral_radius(M)
     sigma_ref, grad_ref = sr.spectral_radius_eig(M.double())
     torch.testing.assert_close(sigma.double(), sigma_ref, rtol=1e-7, atol=0)
@@ -160,7 +160,7 @@ def test_squaring_route_keeps_the_normalized_radius_at_one():
     """W2 = M / sigma from the squaring route has spectral radius <= 1 + 1e-6 (and >= 1 - 1e-6)."""
     torch.manual_seed(3)
     M = torch.randn(4, 200, 200) * 0.2
-    assert sr._dominant_by_powers(M.double()) is not None
+    assert sr._dominant_by_powers(M.double())[1].all()
     W2, _, on = F.spectral_normalize(M)
     assert on.all()
     radius = torch.linalg.eigvals(W2.double()).abs().max(-1).values
@@ -179,12 +179,78 @@ def test_squaring_route_refuses_and_falls_back(kind):
         "nilpotent": lambda: torch.triu(torch.randn(LARGE, LARGE), diagonal=1),
         "defective": lambda: rotated(torch.tensor([[2.0, 1.0], [0.0, 2.0]], dtype=torch.float64), LARGE).float(),
     }[kind]()
-    assert sr._dominant_by_powers(M.double()) is None
+    assert not sr._dominant_by_powers(M.double())[1].any()
     sigma, grad = sr.spectral_radius(M)
     assert torch.isfinite(grad).all()
     sigma_ref = sr.spectral_radius_eig(M.double())[0]
     tol = 1e-6 if kind == "orthogonal" else 1e-3  # a defective eigenvalue is only ~sqrt(eps)-accurate
     torch.testing.assert_close(sigma.double(), sigma_ref, rtol=tol, atol=tol)
+
+
+def non_normal_near_tie(n: int, gap: float, kappa: float, seed: int) -> torch.Tensor:
+    """Eigenvalues 1 (well conditioned), 1 - gap and 0.99 with nearly parallel eigenvectors
+    (condition ~kappa), the rest in (-0.5, 0.5): float32 cannot tell 1 from 1 - gap."""
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    d = torch.rand(n, generator=g, dtype=torch.float64) - 0.5
+    d[0], d[1], d[2] = 1.0, 1.0 - gap, 0.99
+    U = Q.clone()
+    U[:, 1] = (1 - 1 / kappa**2) ** 0.5 * Q[:, 2] + Q[:, 1] / kappa
+    return U @ torch.diag(d) @ torch.linalg.inv(U)
+
+
+@pytest.mark.parametrize("gap", [1e-5, 1e-4, 1e-3])
+def test_non_normal_near_tie_is_never_underestimated(gap):
+    """Where a non-normal eigenvalue sits just below the top, the radius is the top one
+    (the powers route refuses what float32 cannot resolve) and the gradient stays within
+    1e-3 of its largest entry."""
+    for seed in range(3):
+        M = non_normal_near_tie(100, gap, 100.0, seed).float()
+        sigma, grad = sr.spectral_radius(M)
+        sigma_ref, grad_ref = sr.spectral_radius_eig(M.double())
+        assert sigma.double() >= sigma_ref * (1 - 1e-6)
+        torch.testing.assert_close(grad.double(), grad_ref, rtol=0, atol=1e-3 * grad_ref.abs().max().item())
+
+
+def test_block_cannot_be_dodged():
+    """A symmetric M whose dominant eigenvector is orthogonal to a seed-0 block (the block
+    the first version used for every M) still gets its radius: the block is drawn from M."""
+    n = LARGE
+    block = torch.randn(n, sr.SUBSPACE_DIM, generator=torch.Generator().manual_seed(0)).double()
+    Qb = torch.linalg.qr(block).Q
+    x = torch.randn(n, dtype=torch.float64)
+    x -= Qb @ (Qb.T @ x)
+    V = torch.linalg.qr(torch.cat([x[:, None], torch.randn(n, n - 1, dtype=torch.float64)], 1)).Q
+    d = torch.rand(n, dtype=torch.float64) * 0.5
+    d[0], d[1] = 1.0, 0.99
+    M = (V @ torch.diag(d) @ V.T).float()
+    torch.testing.assert_close(sr.spectral_radius(M)[0].double(), torch.tensor(1.0, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def test_batch_members_do_not_depend_on_each_other():
+    """A refused member (orthogonal) takes the float64 route alone; the others keep the
+    answer they get on their own (to float32 rounding: the GEMMs are batched)."""
+    torch.manual_seed(5)
+    easy = torch.randn(LARGE, LARGE) / LARGE**0.5
+    hard = torch.linalg.qr(torch.randn(LARGE, LARGE)).Q
+    sigma, grad = sr.spectral_radius(torch.stack((easy, hard)))
+    sigma_easy, grad_easy = sr.spectral_radius(easy)
+    torch.testing.assert_close(sigma[0], sigma_easy, rtol=1e-7, atol=0)  # rounding: batched GEMMs, block
+    torch.testing.assert_close(grad[0], grad_easy, rtol=0, atol=1e-5 * grad_easy.abs().max().item())
+    torch.testing.assert_close(sigma[1], sr.spectral_radius_eig(hard.double())[0].float())
+
+
+def test_works_under_the_per_backend_precision_api():
+    """torch >= 2.9's fp32_precision API and the legacy one refuse to be mixed: the route
+    must use the one the process uses, and restore it."""
+    previous = torch.backends.cuda.matmul.fp32_precision
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        M = torch.randn(LARGE, LARGE) / LARGE**0.5
+        torch.testing.assert_close(sr.spectral_radius(M)[0].double(), sr.spectral_radius_eig(M.double())[0], rtol=1e-6, atol=0)
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = previous
 
 
 def test_squaring_route_restores_the_float32_matmul_precision():

@@ -21,21 +21,23 @@ Three routes:
 - A float32 (or lower precision) ``M`` with ``n > FULL_EIG_MAX_N``: powers, in the
   precision of the training step (``_dominant_by_powers``). ``P = M^64`` by six squarings
   (float32 GEMMs, the fastest dense operation there is), then ``P`` applied to a fixed
-  random block of 32 columns until ``M^640`` (or more) has mapped it onto the dominant
-  invariant subspace; Rayleigh-Ritz in float64 on that span and on the matching left span,
-  and the two-sided Rayleigh quotient. Accepted only when the direction the powers
-  converged to is an eigenvector to float32 rounding (relative residual
-  ``<= SUBSPACE_RESIDUAL_TOL``); the radius is then the largest accurate Ritz value, so two
-  moduli nearly tied inside the span are told apart. The radius is float64-accurate before
-  the cast (its error is the product of the two residuals); the gradient is accurate to
-  about ``1e-6 kappa`` of its largest entry, ``kappa`` the dominant eigenvalue's condition
-  number. What it cannot see is an eigenvalue that the random block misses entirely (its
-  left eigenvector orthogonal to all 32 columns: probability zero) or more than 32
-  eigenvalues of nearly the top modulus (an orthogonal ``M``): the residual test refuses
-  those, and the next route answers. ``O(n^3)`` like the others, but ~6 GEMMs instead of a
-  Hessenberg QR: on a 2-core CPU about 6 times cheaper than the next route for a dense
-  ``M`` at n = 512 and 1024, 1 to 2 times for ENRNN's initial ``M``
-  (``bench/spectral_radius.py``).
+  random block of 32 columns (drawn from a seed derived from ``M``) until ``M^640`` (or
+  more) has mapped it onto the dominant invariant subspace; Rayleigh-Ritz in float64 on
+  that span and on the matching left span, and the two-sided Rayleigh quotient. The
+  candidate is the Ritz value of largest modulus among the directions the powers really
+  produced; it is accepted only if it is an eigenpair to float32 rounding (relative
+  residual ``<= SUBSPACE_RESIDUAL_TOL``) and no other Ritz value could, within its
+  first-order error bound (condition number times residual), be a larger eigenvalue: a
+  near-tie that float32 cannot resolve is refused rather than guessed, and so is a
+  candidate whose eigenvector a close non-normal neighbour would spoil. Accepted, the radius
+  is float64-accurate before the cast; the gradient is accurate to about ``1e-6 kappa`` of
+  its largest entry (``kappa`` the dominant eigenvalue's condition number), to ~1e-3 at
+  worst next to a non-normal neighbour within 1e-3 in modulus. Refused (more than 32
+  eigenvalues tied at the top modulus as for an orthogonal ``M``, such near-ties, a
+  defective or nilpotent ``M``), that matrix alone takes the next route. ``O(n^3)`` like
+  the others, but ~6 GEMMs instead of a Hessenberg QR: on a 2-core CPU about 6 times
+  cheaper than the next route for a dense ``M`` at n = 512 and 1024, 1 to 2 times for
+  ENRNN's initial ``M`` (``bench/spectral_radius.py``).
 - A float64 ``M`` (or a refused float32 one) with ``n > FULL_EIG_MAX_N``: only the
   *eigenvalues*, in float32 (Hessenberg QR without accumulating Schur vectors, at half the
   width), pick the dominant one, then refine it and get both eigenvectors in float64 by
@@ -56,6 +58,7 @@ Three routes:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import torch
 
@@ -75,6 +78,10 @@ SUBSPACE_DIM = 32
 SUBSPACE_RESIDUAL_TOL = 3e-7
 # A Ritz direction lighter than this (relative to the heaviest) is float32 noise in the span.
 SUBSPACE_WEIGHT_FLOOR = 1e-4
+# Refused above this first-order eigenvector mixing (bounds over separation): a non-normal
+# neighbour within ~1e-3 of the top leaves the gradient with >1e-4 relative error (Gaussian
+# M reach ~1e-2; near-ties that spoil the gradient, 5e-2 and more).
+SUBSPACE_MIXING_MAX = 3e-2
 
 
 def _gradient(lam: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,9 +168,24 @@ def _refine(M: torch.Tensor, shift: torch.Tensor):
 
 @contextlib.contextmanager
 def _full_precision_float32_matmul():
-    """TF32 (``set_float32_matmul_precision("high")``) would leave the squared powers with
-    ~1e-3 relative error, far above the residual the subspace route accepts."""
-    previous = torch.get_float32_matmul_precision()
+    """TF32 or bf16 float32 matmuls (``set_float32_matmul_precision("high")``, or the
+    per-backend ``fp32_precision`` API) would leave the powers with ~1e-3 relative error,
+    far above the residual the powers route accepts: ask for IEEE float32 while it runs.
+    The two APIs refuse to be mixed, so the one the process uses is the one restored. (A
+    process-wide setting: not thread-safe, like every use of it.)"""
+    try:
+        previous = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the process uses the per-backend fp32_precision API
+        backends = [b.matmul for b in (torch.backends.cuda, torch.backends.mkldnn)]
+        saved = [b.fp32_precision for b in backends]
+        for b in backends:
+            b.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for b, value in zip(backends, saved):
+                b.fp32_precision = value
+        return
     torch.set_float32_matmul_precision("highest")
     try:
         yield
@@ -213,27 +235,49 @@ def _two_sided_ritz(M: torch.Tensor, right: torch.Tensor, left: torch.Tensor):
     """The dominant eigenpair of ``M`` ``(..., n, n)`` float64 seen from two subspaces.
 
     Rayleigh-Ritz of ``M`` on the span of ``right`` ``(..., n, k)`` and of ``M^T`` on
-    ``left``. Accepted only if the heaviest right Ritz pair (the direction the powers
-    converged to) is accurate, residual at float32 level (``SUBSPACE_RESIDUAL_TOL``); the
-    answer is then the accurate right pair of largest modulus (so a near-tie inside the
-    span is told apart), which must carry a real weight (``SUBSPACE_WEIGHT_FLOOR`` of the
-    heaviest), and the left pair whose value is nearest, itself accurate. The eigenvalue is
-    the two-sided Rayleigh quotient ``w M u / (w u)`` (error of the order of the product of
-    the two residuals). Returns ``(lam, u, w, ok)`` as ``_refine``.
+    ``left``; each right pair is matched to the left pair of nearest value, which gives its
+    condition number ``kappa = ||u|| ||w|| / |w u|`` and a first-order bound
+    ``kappa ||M u - theta u||`` on how far ``theta`` may lie from an eigenvalue. The
+    candidate is the right pair of largest modulus among those with real weight in the span
+    (``SUBSPACE_WEIGHT_FLOOR``: lighter ones are float32 noise). Accepted only if
+
+    - the candidate and its left partner are accurate (relative residual at float32 level,
+      ``SUBSPACE_RESIDUAL_TOL``), and so is the heaviest pair (the powers converged);
+    - no other accurate pair could, within the two bounds, be an eigenvalue larger than the
+      candidate's by more than ``1e-6`` relative (its conjugate excepted): a near-tie that
+      float32 cannot resolve is refused, not guessed;
+    - the candidate's eigenvector is not mixed with a close neighbour's beyond
+      ``SUBSPACE_MIXING_MAX`` (first order: the two bounds over their separation);
+    - ``w u`` is not ~0 (a defective eigenvalue).
+
+    The eigenvalue is the two-sided Rayleigh quotient ``w M u / (w u)`` (error of the order
+    of the product of the two residuals). Returns ``(lam, u, w, ok)`` as ``_refine``.
     """
     theta, U, MU, residual, weight = _ritz_pairs(M, right)
-    accurate = residual <= SUBSPACE_RESIDUAL_TOL
-    converged = _gather_last(accurate, weight.argmax(dim=-1))
-    i = torch.where(accurate, theta.abs(), -1.0).argmax(dim=-1)
-    present = _gather_last(weight, i) >= SUBSPACE_WEIGHT_FLOOR * weight.amax(dim=-1)
     theta_left, W, _, residual_left, _ = _ritz_pairs(M.mT, left)
-    j = (theta_left - _gather_last(theta, i).unsqueeze(-1)).abs().argmin(dim=-1)
-    u, Mu, w = _gather_column(U, i), _gather_column(MU, i), _gather_column(W, j)
-    wu = (w * u).sum(-1)
+    partner = (theta_left.unsqueeze(-2) - theta.unsqueeze(-1)).abs().argmin(dim=-1)  # (..., k)
+    W = W.gather(-1, partner.unsqueeze(-2).expand_as(W))  # left vector for each right pair
+    wu_all = (W * U).sum(-2)  # (..., k); unit columns
+    bound = residual * torch.linalg.matrix_norm(M)[..., None] / wu_all.abs()  # kappa * ||r||
+    accurate = (residual <= SUBSPACE_RESIDUAL_TOL) & (residual_left.gather(-1, partner) <= SUBSPACE_RESIDUAL_TOL)
+    real_weight = weight >= SUBSPACE_WEIGHT_FLOOR * weight.amax(dim=-1, keepdim=True)
+    i = torch.where(real_weight, theta.abs(), -1.0).argmax(dim=-1)
+    theta_i, bound_i = _gather_last(theta, i), _gather_last(bound, i)
+    lower = (theta_i.abs() - bound_i) * (1 + 1e-6)  # what sigma is at least, with the slack
+    conjugate = ((theta - theta_i.conj().unsqueeze(-1)).abs() <= bound + bound_i.unsqueeze(-1)) \
+        & (theta_i.imag.abs() > bound_i).unsqueeze(-1)
+    others = real_weight & ~torch.nn.functional.one_hot(i, theta.shape[-1]).bool() & ~conjugate
+    tie = (others & (theta.abs() + bound > lower.unsqueeze(-1))).any(dim=-1)
+    # first-order size of the candidate eigenvector's error: its residual seen through the
+    # nearest other eigenvalue (bounds over separation); the gradient inherits it
+    mixing = torch.where(others, (bound + bound_i.unsqueeze(-1)) / (theta - theta_i.unsqueeze(-1)).abs(), 0.0).amax(dim=-1)
+    u, Mu, w = _gather_column(U, i), _gather_column(MU, i), _gather_column(W, i)
+    wu = _gather_last(wu_all, i)
     lam = (w * Mu).sum(-1) / wu
     ok = (
-        converged & present & (_gather_last(residual_left, j) <= SUBSPACE_RESIDUAL_TOL)
-        & (wu.abs() > 1e-13)  # unit u and w: w u -> 0 is a defective eigenvalue
+        _gather_last(accurate, i) & _gather_last(accurate, weight.argmax(dim=-1)) & ~tie
+        & (mixing <= SUBSPACE_MIXING_MAX)
+        & (wu.abs() > 1e-13)
         & torch.isfinite(lam)
     )
     return lam, u, w, ok
@@ -253,29 +297,44 @@ def _dominant_by_powers(M: torch.Tensor):
     dominant invariant subspace, the components along every other eigenvector shrunk by
     ``(|lambda_(k+1)| / |lambda_1|)^(q 2^SQUARINGS)``. A square costs ``2 n^3`` flops and
     an application ``4 n^2 k``, so the last doublings are cheaper as applications. After
-    each ``q`` of ``BLOCK_POWERS``, ``_two_sided_ritz`` in float64 and its residual test.
-    Returns ``(lam, u, w)`` as ``_refine`` does, or ``None`` where some matrix of the batch
-    was not accepted at the highest power.
+    each ``q`` of ``BLOCK_POWERS``, ``_two_sided_ritz`` in float64 and its acceptance test;
+    each matrix of a batch keeps the first answer accepted for it. The block is drawn from
+    a seed derived from ``M`` (``_generator_from``). Returns ``((lam, u, w), done)``:
+    ``lam (...)``, ``u``, ``w`` ``(..., n)`` as ``_refine``, meaningful where ``done (...)``
+    (bool) is set.
     """
     n = M.shape[-1]
-    block = torch.randn(n, min(SUBSPACE_DIM, n), generator=torch.Generator().manual_seed(0)).to(M.device)
+    block = torch.randn(n, min(SUBSPACE_DIM, n), generator=_generator_from(M)).to(M.device, torch.float32)
+    # normalized in float64 first: a float32 Frobenius norm overflows above ~1e19
+    P = _unit_frobenius(M).to(torch.float32)
     with _full_precision_float32_matmul():
-        P = _unit_frobenius(M.to(torch.float32))
         for _ in range(SQUARINGS):
             P = _unit_frobenius(P @ P)
-        if not bool(torch.isfinite(P).all()):  # M nilpotent to float32 precision
-            return None
         right, left, applied = block, block, 0
+        found, done = None, torch.zeros(M.shape[:-2], dtype=torch.bool, device=M.device)
         for q in BLOCK_POWERS:
             for _ in range(q - applied):
                 right, left = _unit_columns(P @ right), _unit_columns(P.mT @ left)
             applied = q
-            if not bool(torch.isfinite(right).all() & torch.isfinite(left).all()):
-                return None  # the block fell into the kernel of a nilpotent M
-            lam, u, w, ok = _two_sided_ritz(M, right, left)
-            if bool(ok.all()):  # one host sync per check
-                return lam, u, w
-    return None
+            finite = torch.isfinite(right).all(-1).all(-1) & torch.isfinite(left).all(-1).all(-1)
+            lam, u, w, ok = _two_sided_ritz(M, torch.nan_to_num(right), torch.nan_to_num(left))
+            # each matrix of a batch keeps the first answer it gets: none depends on the others
+            new = ok & finite & ~done
+            found = (lam, u, w) if found is None else tuple(
+                torch.where(new.reshape(new.shape + (1,) * (x.dim() - new.dim())), x, y)
+                for x, y in zip((lam, u, w), found))
+            done = done | new
+            if bool(done.all()) or not bool(finite.any()):  # one host sync per check
+                break
+    return found, done
+
+
+def _generator_from(M: torch.Tensor) -> torch.Generator:
+    """A CPU generator seeded from ``M``'s entries: the same ``M`` always gets the same
+    block (eager equals compiled, runs repeat), while no fixed block exists that a matrix
+    could be built to be orthogonal to."""
+    digest = torch.stack((M.sum(), M.abs().sum(), M.diagonal(dim1=-2, dim2=-1).sum())).cpu().numpy().tobytes()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(digest, digest_size=8).digest(), "little"))
 
 
 def spectral_radius(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,10 +350,21 @@ def spectral_radius(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return spectral_radius_eig(M)
     Mw = M.to(torch.float64)
     if M.dtype != torch.float64:
-        found = _dominant_by_powers(Mw)
-        if found is not None:
-            sigma, grad = _gradient(*found)
-            return sigma.to(M.dtype), grad.to(M.dtype)
+        (lam, u, w), done = _dominant_by_powers(Mw)
+        sigma, grad = _gradient(lam, u, w)
+        if not bool(done.all()):  # the refused matrices alone take the float64 route
+            n = M.shape[-1]
+            sigma, grad, refused = sigma.reshape(-1).clone(), grad.reshape(-1, n, n).clone(), ~done.reshape(-1)
+            sigma[refused], grad[refused] = _spectral_radius_float64(Mw.reshape(-1, n, n)[refused])
+            sigma, grad = sigma.reshape(M.shape[:-2]), grad.reshape(M.shape)
+        return sigma.to(M.dtype), grad.to(M.dtype)
+    return _spectral_radius_float64(M)
+
+
+def _spectral_radius_float64(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 route: float32 eigenvalues, float64 inverse iteration, else the full
+    eigendecomposition (module docstring). ``M`` ``(..., n, n)``; results in its dtype."""
+    Mw = M.to(torch.float64)
     lam32 = torch.linalg.eigvals(Mw.to(torch.float32))
     if not bool(torch.isfinite(lam32).all()):
         return spectral_radius_eig(M)

@@ -100,6 +100,16 @@ def _gradient(lam: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torc
     return sigma, grad
 
 
+def _gather_last(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[..., index]`` for ``x`` ``(..., k)`` and ``index`` ``(...)``."""
+    return x.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+
+def _gather_column(X: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``X[..., :, index]`` for ``X`` ``(..., n, k)`` and ``index`` ``(...)``."""
+    return X.gather(-1, index[..., None, None].expand(*X.shape[:-1], 1)).squeeze(-1)
+
+
 def spectral_radius_eig(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sigma, d sigma / d M)`` from the full float64 eigendecomposition.
 
@@ -109,15 +119,14 @@ def spectral_radius_eig(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``sigma`` ``(...)`` and the gradient ``(..., n, n)``, both in ``M``'s dtype.
     """
     lam, U = torch.linalg.eig(M.to(torch.float64))
-    k = lam.abs().argmax(dim=-1, keepdim=True)  # (..., 1)
-    lam_k = lam.gather(-1, k).squeeze(-1)  # (...)
-    u = U.gather(-1, k.unsqueeze(-2).expand(*U.shape[:-1], 1)).squeeze(-1)  # U[..., :, k]
+    k = lam.abs().argmax(dim=-1)  # (...)
+    lam_k, u = _gather_last(lam, k), _gather_column(U, k)
     # The eigenvector matrix is exactly singular only for a defective M whose Jordan
     # structure survives rounding (M = 0, a strictly triangular M): there the radius is not
     # differentiable and the derivative is returned as zero rather than an error.
     U_inv, info = torch.linalg.inv_ex(U)
-    w = U_inv.gather(-2, k.unsqueeze(-1).expand(*U.shape[:-2], 1, U.shape[-1]))
-    sigma, grad = _gradient(lam_k, u, w.squeeze(-2))
+    w = _gather_column(U_inv.mT, k)  # row k of U^-1
+    sigma, grad = _gradient(lam_k, u, w)
     grad = torch.where((info == 0)[..., None, None], grad, torch.zeros_like(grad))
     return sigma.to(M.dtype), grad.to(M.dtype)
 
@@ -197,16 +206,6 @@ def _unit_frobenius(P: torch.Tensor) -> torch.Tensor:
     return P / torch.linalg.matrix_norm(P)[..., None, None]
 
 
-def _gather_last(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x[..., index]`` for ``x`` ``(..., k)`` and ``index`` ``(...)``."""
-    return x.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-
-
-def _gather_column(X: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``X[..., :, index]`` for ``X`` ``(..., n, k)`` and ``index`` ``(...)``."""
-    return X.gather(-1, index[..., None, None].expand(*X.shape[:-1], 1)).squeeze(-1)
-
-
 def _ritz_pairs(M: torch.Tensor, Y: torch.Tensor):
     """Rayleigh-Ritz of ``M`` ``(..., n, n)`` float64 on the span of ``Y`` ``(..., n, k)``.
 
@@ -284,6 +283,8 @@ def _two_sided_ritz(M: torch.Tensor, right: torch.Tensor, left: torch.Tensor):
 
 
 def _unit_columns(Y: torch.Tensor) -> torch.Tensor:
+    # unlike _unit, no floor: a column that reached zero (nilpotent M) must turn NaN, which
+    # _dominant_by_powers reads as "refuse"
     return Y / torch.linalg.vector_norm(Y, dim=-2, keepdim=True)
 
 
@@ -292,7 +293,7 @@ def _dominant_by_powers(M: torch.Tensor):
 
     ``M`` ``(..., n, n)`` float64 (the float32 input, widened). ``P = M^(2^SQUARINGS)`` by
     repeated squaring in float32 (each square rescaled to unit Frobenius norm), then ``P``
-    applied ``q`` times to a fixed random block of ``SUBSPACE_DIM`` columns (and ``P^T`` to
+    applied ``q`` times to a random block of ``SUBSPACE_DIM`` columns (and ``P^T`` to
     a second copy, for the left subspace): ``M^(q 2^SQUARINGS)`` maps the block onto the
     dominant invariant subspace, the components along every other eigenvector shrunk by
     ``(|lambda_(k+1)| / |lambda_1|)^(q 2^SQUARINGS)``. A square costs ``2 n^3`` flops and
@@ -368,8 +369,7 @@ def _spectral_radius_float64(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     lam32 = torch.linalg.eigvals(Mw.to(torch.float32))
     if not bool(torch.isfinite(lam32).all()):
         return spectral_radius_eig(M)
-    k = lam32.abs().argmax(dim=-1, keepdim=True)
-    lam, u, w, ok = _refine(Mw, lam32.gather(-1, k).squeeze(-1).to(torch.complex128))
+    lam, u, w, ok = _refine(Mw, _gather_last(lam32, lam32.abs().argmax(dim=-1)).to(torch.complex128))
     # One host sync per call (this runs inside an opaque op, once per optimizer step).
     if not bool(ok.all()):
         return spectral_radius_eig(M)

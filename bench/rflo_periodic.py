@@ -12,7 +12,7 @@ trial) train the same initial network for the same number of trials. RFLO's read
 take its own step (``--lr-out-rflo``); ``--decay K`` divides RFLO's steps by
 ``1 + trial / K``; ``--scale-lr`` scales RFLO's per-step rate by ``20 tau / period``, since
 its updates add up over a trial's steps (on seed 0 that did not help); ``--g`` is the gain
-of the initial recurrent weights. Every ``--eval-every`` trials the loss of a trial
+of the initial recurrent weights and ``--readout-gain`` the scale of the initial readout. Every ``--eval-every`` trials the loss of a trial
 without learning is recorded. Each seed (``--seeds``) is a separate realization: its own
 initial network, start state and feedback matrix; ``--jobs`` runs them in parallel
 processes. Writes ``bench/results/<name>.json`` and ``.png`` (``--name``, default
@@ -43,7 +43,8 @@ def run(period: int, seed: int, args) -> dict:
     if args.jobs > 1:
         torch.set_num_threads(1)  # realizations run side by side in processes
     g = torch.Generator().manual_seed(seed)
-    net = LeakyRNN(1, args.hidden, 1, tau=args.tau, g=args.g, generator=g)
+    net = LeakyRNN(1, args.hidden, 1, tau=args.tau, g=args.g, readout_gain=args.readout_gain,
+                   generator=g)
     h0 = torch.randn(1, args.hidden, generator=g) * 0.5
     x, y = torch.zeros(period, 1, 1), periodic_target(period)
     out = {}
@@ -132,6 +133,9 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", type=int, default=30)
     p.add_argument("--tau", type=float, default=10.0)
     p.add_argument("--g", type=float, default=1.5, help="gain of the initial recurrent weights")
+    p.add_argument("--readout-gain", type=float, default=0.1,
+                   help="scale of the initial readout (LeakyRNN's readout_gain; runs committed "
+                        "before it existed used 1.0)")
     p.add_argument("--lr-rflo", type=float, default=3e-3)
     p.add_argument("--lr-out-rflo", type=float, default=None,
                    help="RFLO's step size for the readout W_out (default: --lr-rflo)")

@@ -107,7 +107,7 @@ def test_learns_a_periodic_output_and_bptt_runs_on_the_same_network():
     g = torch.Generator().manual_seed(0)
     rnn = LeakyRNN(1, 30, 1, tau=10, generator=g)
     h0 = torch.randn(1, 30, generator=g) * 0.5
-    trainer = RFLO(rnn, lr=3e-3, train_input=False, generator=g)
+    trainer = RFLO(rnn, lr=3e-3, lr_out=1e-2, train_input=False, generator=g)
     x, y = torch.zeros(200, 1, 1), periodic_target(200)
     before = trainer.run(x, y, h0, learn=False).mean()
     for _ in range(120):
@@ -120,10 +120,22 @@ def test_learns_a_periodic_output_and_bptt_runs_on_the_same_network():
     assert loss.item() == pytest.approx(after.item(), rel=1e-4)
 
 
+def test_readout_gain_scales_the_initial_readout():
+    n = 400
+    for gain in (0.1, 1.0):
+        g = torch.Generator().manual_seed(3)
+        w = LeakyRNN(1, n, 8, readout_gain=gain, generator=g).weight_out
+        # 3200 draws: the sample std is within 5 % of gain / sqrt(n) with overwhelming odds
+        assert w.std().item() == pytest.approx(gain / n ** 0.5, rel=0.05)
+    assert (LeakyRNN(1, 5, 1, readout_gain=0.0).weight_out == 0).all()
+
+
 def test_bad_input():
     rnn = LeakyRNN(2, 3, 1)
     with pytest.raises(ValueError, match="tau must be >= 1"):
         LeakyRNN(2, 3, 1, tau=0.5)
+    with pytest.raises(ValueError, match="readout_gain must be >= 0"):
+        LeakyRNN(2, 3, 1, readout_gain=-1.0)
     with pytest.raises(ValueError, match="activation must be"):
         LeakyRNN(2, 3, 1, activation="gelu")
     with pytest.raises(ValueError, match=r"x must have shape \(T, B, input_size = 2\)"):

@@ -38,7 +38,8 @@ def test_readme_splits_example_runs():
 def test_readme_rflo_example_runs():
     ns = run_block("RFLO(")
     assert ns["step_losses"].shape == (200,)
-    assert ns["loss"].item() < ns["step_losses"].mean().item() * 10
+    # a silent network scores mean(sin^2) / 2 = 0.25; 100 trials take seeds 0-5 to 0.0003-0.085
+    assert ns["loss"].item() < 0.125
 
 
 def test_readme_sbornn_example_runs():

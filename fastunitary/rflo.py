@@ -25,7 +25,7 @@ sequence. ``readout_gain`` is 0.1 by default, as small as in the paper's noteboo
 (``0.1 U(-1, 1) / sqrt(n)``): RFLO's update of ``W`` descends the loss only once ``W_out``
 has turned towards ``B^T`` (feedback alignment), and a readout that starts small is soon
 dominated by what it learned, which carries the alignment; on the periodic-output task
-that took RFLO's median drop at 80 tau from about 2x to 12x (README, RFLO section).
+that took RFLO's best median drop at 80 tau from 5.4x to 12x (README, RFLO section).
 
 :func:`bptt_loss` runs the same network differentiably for the backpropagation-through-time
 baseline: :meth:`LeakyRNN.forward` is the library's ``recurrence`` op in its leaky form

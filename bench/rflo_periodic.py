@@ -13,12 +13,12 @@ trial) train the same initial network for the same number of trials. RFLO's read
 take its own step (``--lr-out-rflo``); ``--decay K`` divides RFLO's steps by
 ``1 + trial / K``; ``--scale-lr`` scales RFLO's per-step rate by ``20 tau / period``, since
 its updates add up over a trial's steps (on seed 0 that did not help); ``--g`` is the gain
-of the initial recurrent weights and ``--readout-gain`` the scale of the initial readout. Every ``--eval-every`` trials the loss of a trial
-without learning is recorded. Each seed (``--seeds``) is a separate realization: its own
-initial network, start state and feedback matrix; ``--jobs`` runs them in parallel
-processes. Writes ``bench/results/<name>.json`` and ``.png`` (``--name``, default
-``rflo_periodic``): loss against trials, one panel per period, the median over seeds with
-the range of the seeds shaded.
+of the initial recurrent weights and ``--readout-gain`` the scale of the initial readout.
+Every ``--eval-every`` trials the loss of a trial without learning is recorded. Each seed
+(``--seeds``) is a separate realization: its own initial network, start state and feedback
+matrix; ``--jobs`` runs them in parallel processes. Writes ``bench/results/<name>.json``
+and ``.png`` (``--name``, default ``rflo_periodic``): loss against trials, one panel per
+period, the median over seeds with the range of the seeds shaded.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ take its own step (``--lr-out-rflo``); ``--decay K`` divides RFLO's steps by
 ``1 + trial / K``; ``--scale-lr`` scales RFLO's per-step rate by ``20 tau / period``, since
 its updates add up over a trial's steps (on seed 0 that did not help); ``--g`` is the gain
 of the initial recurrent weights and ``--readout-gain`` the scale of the initial readout.
+``--lr-bptt`` is Adam's step and ``--clip-bptt`` a bound on BPTT's gradient norm (long
+periods: gradients through a chaotic network's thousand steps spike). ``--rflo-from`` takes
+RFLO's curves from an earlier run of the same RFLO setting (it checks) and trains only BPTT:
+RFLO's curves do not depend on BPTT's setting, and on a CPU they are the slow half.
 Every ``--eval-every`` trials the loss of a trial without learning is recorded. Each seed
 (``--seeds``) is a separate realization: its own initial network, start state and feedback
 matrix; ``--jobs`` runs them in parallel processes. Writes ``bench/results/<name>.json``
@@ -39,8 +43,9 @@ from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target
 from .common import RESULTS, environment
 
 
-def run(period: int, seed: int, args) -> dict:
-    """Both rules on one realization (``seed``) of one period ``P`` (steps)."""
+def run(period: int, seed: int, args, rflo: dict | None = None) -> dict:
+    """Both rules on one realization (``seed``) of one period ``P`` (steps); ``rflo``: RFLO's
+    result from an earlier run of the same setting (``--rflo-from``), used instead of training."""
     if args.jobs > 1:
         torch.set_num_threads(1)  # realizations run side by side in processes
     g = torch.Generator().manual_seed(seed)
@@ -49,7 +54,21 @@ def run(period: int, seed: int, args) -> dict:
     h0 = torch.randn(1, args.hidden, generator=g) * 0.5
     x, y = torch.zeros(period, 1, 1), periodic_target(period)
     out = {}
-    # RFLO
+    if rflo is not None:
+        out["rflo"] = {"curve": rflo["curve"], "seconds": rflo["seconds"]}
+    else:
+        out["rflo"] = train_rflo(net, x, y, h0, period, seed, args)
+    out["bptt"] = train_bptt(net, x, y, h0, args)
+    for r in out.values():
+        first, last = r["curve"][0][1], r["curve"][-1][1]
+        best = min(v for _, v in r["curve"])
+        r.update(first=first, last=last, best=best, reduction=first / last,
+                 best_reduction=first / best)
+    return out
+
+
+def train_rflo(net, x, y, h0, period: int, seed: int, args) -> dict:
+    """RFLO's loss curve on a copy of ``net``."""
     rnn = copy.deepcopy(net)
     # RFLO updates at every step: a trial of P steps moves the weights P times, so the step
     # size is scaled by 200 / P to keep the change per trial that of the 20-tau period
@@ -65,8 +84,11 @@ def run(period: int, seed: int, args) -> dict:
             decay = 1.0 if args.decay is None else 1.0 / (1.0 + k / args.decay)
             trainer.lr, trainer.lr_out = lr * decay, lr_out * decay
             trainer.run(x, y, h0)
-    out["rflo"] = {"curve": curve, "seconds": time.perf_counter() - t0}
-    # BPTT on the same initial network
+    return {"curve": curve, "seconds": time.perf_counter() - t0}
+
+
+def train_bptt(net, x, y, h0, args) -> dict:
+    """BPTT's (Adam's) loss curve on a copy of ``net``."""
     rnn = copy.deepcopy(net)
     rnn.weight_in.requires_grad_(False)
     opt = torch.optim.Adam([rnn.weight, rnn.weight_out], lr=args.lr_bptt)
@@ -78,14 +100,10 @@ def run(period: int, seed: int, args) -> dict:
         if k < args.trials:
             opt.zero_grad()
             bptt_loss(rnn, x, y, h0).backward()
+            if args.clip_bptt is not None:
+                torch.nn.utils.clip_grad_norm_([rnn.weight, rnn.weight_out], args.clip_bptt)
             opt.step()
-    out["bptt"] = {"curve": curve, "seconds": time.perf_counter() - t0}
-    for r in out.values():
-        first, last = r["curve"][0][1], r["curve"][-1][1]
-        best = min(v for _, v in r["curve"])
-        r.update(first=first, last=last, best=best, reduction=first / last,
-                 best_reduction=first / best)
-    return out
+    return {"curve": curve, "seconds": time.perf_counter() - t0}
 
 
 def summarize(per_seed: dict) -> dict:
@@ -126,6 +144,32 @@ def plot(results: dict, args, path) -> None:
     fig.savefig(path, dpi=100)
 
 
+# what RFLO's curves depend on: an earlier run's curves stand for this run's only if these match
+RFLO_SETTING = ("hidden", "tau", "g", "readout_gain", "lr_rflo", "lr_out_rflo", "decay",
+                "scale_lr", "trials", "eval_every")
+
+
+def reused_rflo(args) -> dict:
+    """``{(period, seed): RFLO result}`` from ``args.rflo_from``, after checking that it was
+    measured with this run's RFLO setting on every period and seed asked for."""
+    earlier = json.loads(Path(args.rflo_from).read_text())
+    config = earlier["config"]
+    differ = [k for k in RFLO_SETTING if config.get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--rflo-from {args.rflo_from}: its RFLO setting differs in "
+                         + ", ".join(f"{k} ({config.get(k)!r} there, {getattr(args, k)!r} here)"
+                                     for k in differ))
+    out = {}
+    for pt in args.periods:
+        seeds = earlier["results"].get(str(pt), {}).get("seeds", {})
+        missing = [s for s in args.seeds if str(s) not in seeds]
+        if missing:
+            raise SystemExit(f"--rflo-from {args.rflo_from}: no RFLO run at period {pt} tau "
+                             f"for seeds {missing}")
+        out.update({(pt, s): seeds[str(s)]["rflo"] for s in args.seeds})
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--periods", type=int, nargs="+", default=[20, 40, 80, 160], help="in units of tau")
@@ -143,6 +187,11 @@ def main(argv=None) -> None:
     p.add_argument("--decay", type=float, default=None, metavar="K",
                    help="divide RFLO's step sizes by 1 + trial / K (default: constant)")
     p.add_argument("--lr-bptt", type=float, default=3e-3)
+    p.add_argument("--clip-bptt", type=float, default=None, metavar="NORM",
+                   help="clip BPTT's gradient norm to NORM before each Adam step (default: no clip)")
+    p.add_argument("--rflo-from", default=None, metavar="JSON",
+                   help="take RFLO's curves from an earlier run's JSON with the same RFLO "
+                        "setting, periods and seeds, and train only BPTT")
     p.add_argument("--scale-lr", action="store_true",
                    help="scale RFLO's per-step rate by 20 tau / period (default: one rate)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -153,11 +202,12 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     tasks = [(pt, s) for pt in args.periods for s in args.seeds]
     steps = {pt: int(round(pt * args.tau)) for pt in args.periods}
+    reused = reused_rflo(args) if args.rflo_from else {}
     if args.jobs == 1:
-        done = {t: run(steps[t[0]], t[1], args) for t in tasks}
+        done = {t: run(steps[t[0]], t[1], args, reused.get(t)) for t in tasks}
     else:
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = {t: pool.submit(run, steps[t[0]], t[1], args) for t in tasks}
+            futures = {t: pool.submit(run, steps[t[0]], t[1], args, reused.get(t)) for t in tasks}
             done = {t: f.result() for t, f in futures.items()}
     results = {}
     for pt in args.periods:

@@ -160,3 +160,39 @@ def test_rflo_periodic_decay_divides_both_steps_by_one_plus_trial_over_k(tmp_pat
                         "--lr-out-rflo", "1e-2", "--decay", "2", "--out", str(tmp_path)])
     want = [(1e-3 / (1 + k / 2), 1e-2 / (1 + k / 2)) for k in range(3)]
     assert [r for pair in seen for r in pair] == pytest.approx([r for pair in want for r in pair])
+
+
+def test_rflo_periodic_rflo_from_reuses_rflo_and_trains_only_bptt(tmp_path, monkeypatch):
+    from bench import rflo_periodic
+
+    argv = ["--periods", "2", "--trials", "3", "--eval-every", "1", "--g", "1.0",
+            "--out", str(tmp_path)]
+    rflo_periodic.main(argv + ["--seeds", "0", "1", "--name", "a"])
+    earlier = json.loads((tmp_path / "a.json").read_text())["results"]["2"]["seeds"]
+
+    def no_rflo(*args, **kwargs):
+        raise AssertionError("RFLO trained although its curves were given")
+
+    clips = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, max_norm, *args, **kwargs):
+        clips.append(max_norm)
+        return real_clip(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(rflo_periodic, "train_rflo", no_rflo)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    rflo_periodic.main(argv + ["--seeds", "1", "--name", "b", "--rflo-from", str(tmp_path / "a.json"),
+                               "--lr-bptt", "1e-2", "--clip-bptt", "0.5"])
+    later = json.loads((tmp_path / "b.json").read_text())["results"]["2"]["seeds"]["1"]
+    assert later["rflo"]["curve"] == earlier["1"]["rflo"]["curve"]
+    assert later["bptt"]["curve"][0] == earlier["1"]["bptt"]["curve"][0]  # same start
+    assert later["bptt"]["curve"] != earlier["1"]["bptt"]["curve"]  # another step, clipped
+    assert clips == [0.5] * 3
+
+    # curves of another RFLO setting, or of missing seeds, are refused
+    with pytest.raises(SystemExit, match="lr_rflo"):
+        rflo_periodic.main(argv + ["--seeds", "0", "--rflo-from", str(tmp_path / "a.json"),
+                                   "--lr-rflo", "1e-4"])
+    with pytest.raises(SystemExit, match=r"seeds \[2\]"):
+        rflo_periodic.main(argv + ["--seeds", "0", "2", "--rflo-from", str(tmp_path / "a.json")])

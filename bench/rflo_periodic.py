@@ -1,9 +1,9 @@
 """RFLO beside BPTT on the periodic-output task of Murray (2019), Figure 2.
 
     python -m bench.rflo_periodic [--periods 20 40 80 160] [--trials 200] [--seeds 0 1 2]
-    python -m bench.rflo_periodic --trials 2000 --eval-every 50 --lr-rflo 3e-4 \
-        --lr-out-rflo 1e-2 --seeds 0 1 2 --jobs 2 --readout-gain 1 \
-        --name rflo_periodic_2000_3seeds                 # the README's table
+    python -m bench.rflo_periodic --trials 3000 --eval-every 50 --lr-rflo 1e-4 \
+        --lr-out-rflo 1e-3 --decay 1000 --seeds 0 1 2 3 4 5 6 7 8 --jobs 2 \
+        --name rflo_periodic_9seeds                      # RFLO in the README's table
 
 A leaky RNN of 30 units (tau = 10 steps), no external input, starts every trial from the
 same random state and must output ``sin(2 pi t / P)`` over one period ``P`` (given in units

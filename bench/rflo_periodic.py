@@ -17,7 +17,7 @@ of the initial recurrent weights and ``--readout-gain`` the scale of the initial
 ``--lr-bptt`` is Adam's step and ``--clip-bptt`` a bound on BPTT's gradient norm (long
 periods: gradients through a chaotic network's thousand steps spike). ``--rflo-from`` takes
 RFLO's curves from an earlier run of the same RFLO setting (it checks) and trains only BPTT:
-RFLO's curves do not depend on BPTT's setting, and on a CPU they are the slow half.
+RFLO's curves do not depend on BPTT's setting, and on a CPU they take most of the time.
 Every ``--eval-every`` trials the loss of a trial without learning is recorded. Each seed
 (``--seeds``) is a separate realization: its own initial network, start state and feedback
 matrix; ``--jobs`` runs them in parallel processes. Writes ``bench/results/<name>.json``

@@ -4,6 +4,7 @@
     python -m bench.rflo_periodic --trials 3000 --eval-every 50 --lr-rflo 1e-4 \
         --lr-out-rflo 1e-3 --decay 1000 --seeds 0 1 2 3 4 5 6 7 8 --jobs 2 \
         --name rflo_periodic_9seeds                      # RFLO in the README's table
+    python -m bench.rflo_periodic --periods 160 --cue-segment 20 --readout-baseline ...
 
 A leaky RNN of 30 units (tau = 10 steps), no external input, starts every trial from the
 same random state and must output ``sin(2 pi t / P)`` over one period ``P`` (given in units
@@ -18,9 +19,14 @@ of the initial recurrent weights and ``--readout-gain`` the scale of the initial
 periods: gradients through a chaotic network's thousand steps spike). ``--rflo-from`` takes
 RFLO's curves from an earlier run of the same RFLO setting (it checks) and trains only BPTT:
 RFLO's curves do not depend on BPTT's setting, and on a CPU they take most of the time.
-Every ``--eval-every`` trials the loss of a trial without learning is recorded. Each seed
-(``--seeds``) is a separate realization: its own initial network, start state and feedback
-matrix; ``--jobs`` runs them in parallel processes. Writes ``bench/results/<name>.json``
+``--cue-segment S`` gives the network one-hot cue inputs, a new one every ``S`` tau
+(``fastunitary.rflo.segment_cues``: our reading of the paper's augmented circuit for long
+durations); both rules then train ``W_in`` too. ``--readout-baseline`` adds a third rule:
+the readout alone with RFLO's readout steps, ``W`` and ``W_in`` fixed, which tells how much
+of RFLO's drop its recurrent updates make. Every ``--eval-every`` trials the loss of a
+trial without learning is recorded. Each seed (``--seeds``) is a separate realization: its
+own initial network, start state and feedback matrix; ``--jobs`` runs them in parallel
+processes. Writes ``bench/results/<name>.json``
 and ``.png`` (``--name``, default ``rflo_periodic``): loss against trials, one panel per
 period, the median over seeds with the range of the seeds shaded.
 """
@@ -38,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target
+from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target, segment_cues
 
 from .common import RESULTS, environment
 
@@ -49,16 +55,22 @@ def run(period: int, seed: int, args, rflo: dict | None = None) -> dict:
     if args.jobs > 1:
         torch.set_num_threads(1)  # realizations run side by side in processes
     g = torch.Generator().manual_seed(seed)
-    net = LeakyRNN(1, args.hidden, 1, tau=args.tau, g=args.g, readout_gain=args.readout_gain,
-                   generator=g)
+    if args.cue_segment is None:
+        x = torch.zeros(period, 1, 1)  # the paper's Figure 2: no input
+    else:
+        x = segment_cues(period, int(round(args.cue_segment * args.tau)))
+    net = LeakyRNN(x.shape[-1], args.hidden, 1, tau=args.tau, g=args.g,
+                   readout_gain=args.readout_gain, generator=g)
     h0 = torch.randn(1, args.hidden, generator=g) * 0.5
-    x, y = torch.zeros(period, 1, 1), periodic_target(period)
+    y = periodic_target(period)
     out = {}
     if rflo is not None:
         out["rflo"] = {"curve": rflo["curve"], "seconds": rflo["seconds"]}
     else:
         out["rflo"] = train_rflo(net, x, y, h0, period, seed, args)
     out["bptt"] = train_bptt(net, x, y, h0, args)
+    if args.readout_baseline:
+        out["readout"] = train_rflo(net, x, y, h0, period, seed, args, readout_only=True)
     for r in out.values():
         first, last = r["curve"][0][1], r["curve"][-1][1]
         best = min(v for _, v in r["curve"])
@@ -67,14 +79,17 @@ def run(period: int, seed: int, args, rflo: dict | None = None) -> dict:
     return out
 
 
-def train_rflo(net, x, y, h0, period: int, seed: int, args) -> dict:
-    """RFLO's loss curve on a copy of ``net``."""
+def train_rflo(net, x, y, h0, period: int, seed: int, args, readout_only: bool = False) -> dict:
+    """RFLO's loss curve on a copy of ``net``; ``readout_only``: ``W`` and ``W_in`` stay
+    fixed and the readout takes RFLO's readout steps (the reservoir baseline)."""
     rnn = copy.deepcopy(net)
     # RFLO updates at every step: a trial of P steps moves the weights P times, so the step
     # size is scaled by 200 / P to keep the change per trial that of the 20-tau period
     lr = args.lr_rflo * 20 * args.tau / period if args.scale_lr else args.lr_rflo
     lr_out = lr if args.lr_out_rflo is None else args.lr_out_rflo
-    trainer = RFLO(rnn, lr=lr, lr_out=lr_out, train_input=False,
+    lr = 0.0 if readout_only else lr
+    # without cues the input is zero and W_in has nothing to learn
+    trainer = RFLO(rnn, lr=lr, lr_out=lr_out, train_input=args.cue_segment is not None,
                    generator=torch.Generator().manual_seed(seed + 1))
     curve, t0 = [], time.perf_counter()
     for k in range(args.trials + 1):
@@ -90,8 +105,9 @@ def train_rflo(net, x, y, h0, period: int, seed: int, args) -> dict:
 def train_bptt(net, x, y, h0, args) -> dict:
     """BPTT's (Adam's) loss curve on a copy of ``net``."""
     rnn = copy.deepcopy(net)
-    rnn.weight_in.requires_grad_(False)
-    opt = torch.optim.Adam([rnn.weight, rnn.weight_out], lr=args.lr_bptt)
+    params = [rnn.weight, rnn.weight_out] + ([] if args.cue_segment is None else [rnn.weight_in])
+    rnn.weight_in.requires_grad_(args.cue_segment is not None)
+    opt = torch.optim.Adam(params, lr=args.lr_bptt)
     curve, t0 = [], time.perf_counter()
     for k in range(args.trials + 1):
         if k % args.eval_every == 0:
@@ -101,7 +117,7 @@ def train_bptt(net, x, y, h0, args) -> dict:
             opt.zero_grad()
             bptt_loss(rnn, x, y, h0).backward()
             if args.clip_bptt is not None:
-                torch.nn.utils.clip_grad_norm_([rnn.weight, rnn.weight_out], args.clip_bptt)
+                torch.nn.utils.clip_grad_norm_(params, args.clip_bptt)
             opt.step()
     return {"curve": curve, "seconds": time.perf_counter() - t0}
 
@@ -109,7 +125,7 @@ def train_bptt(net, x, y, h0, args) -> dict:
 def summarize(per_seed: dict) -> dict:
     """Median over seeds of the first and last loss and of the reduction, per rule."""
     out = {}
-    for rule in ("rflo", "bptt"):
+    for rule in next(iter(per_seed.values())):
         runs = [r[rule] for r in per_seed.values()]
         out[rule] = {key: statistics.median(r[key] for r in runs)
                      for key in ("first", "last", "reduction", "best_reduction")}
@@ -125,11 +141,12 @@ def plot(results: dict, args, path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5), squeeze=False)
     for ax, (periods_tau, r) in zip(axes[0], results.items()):
-        for rule, color in (("rflo", "C0"), ("bptt", "C1")):
+        rules = next(iter(r["seeds"].values()))
+        for rule, color in zip(rules, ("C0", "C1", "C2")):
             curves = [s[rule]["curve"] for s in r["seeds"].values()]
             trials = [k for k, _ in curves[0]]
             values = np.array([[v for _, v in c] for c in curves])  # (seeds, evaluations)
-            ax.plot(trials, np.median(values, 0), color=color, label=rule.upper())
+            ax.plot(trials, np.median(values, 0), color=color, label=RULE_LABELS[rule])
             if len(curves) > 1:
                 ax.fill_between(trials, values.min(0), values.max(0), color=color, alpha=0.2, lw=0)
         ax.set_yscale("log")
@@ -139,14 +156,18 @@ def plot(results: dict, args, path) -> None:
     seeds = "" if len(args.seeds) == 1 else f"; median of {len(args.seeds)} seeds, range shaded"
     axes[0][0].set_ylabel("loss (no learning during the trial)")
     axes[0][0].legend()
-    fig.suptitle(f"periodic output, {args.hidden} units, tau = {args.tau:g}, g = {args.g:g}{seeds}")
+    cues = "" if args.cue_segment is None else f", cue every {args.cue_segment:g} tau"
+    fig.suptitle(f"periodic output, {args.hidden} units, tau = {args.tau:g}, g = {args.g:g}"
+                 f"{cues}{seeds}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
+RULE_LABELS = {"rflo": "RFLO", "bptt": "BPTT", "readout": "readout only"}
+
 # what RFLO's curves depend on: an earlier run's curves stand for this run's only if these match
 RFLO_SETTING = ("hidden", "tau", "g", "readout_gain", "lr_rflo", "lr_out_rflo", "decay",
-                "scale_lr", "trials", "eval_every")
+                "scale_lr", "trials", "eval_every", "cue_segment")
 
 
 def reused_rflo(args) -> dict:
@@ -192,6 +213,12 @@ def main(argv=None) -> None:
     p.add_argument("--rflo-from", default=None, metavar="JSON",
                    help="take RFLO's curves from an earlier run's JSON with the same RFLO "
                         "setting, periods and seeds, and train only BPTT")
+    p.add_argument("--cue-segment", type=float, default=None, metavar="TAU",
+                   help="give the network one-hot cue inputs, a new one every TAU (units of "
+                        "tau), trained by both rules (default: no input, the paper's Figure 2)")
+    p.add_argument("--readout-baseline", action="store_true",
+                   help="also train the readout alone with RFLO's readout steps, W and W_in "
+                        "fixed: what RFLO's recurrent updates add to a reservoir")
     p.add_argument("--scale-lr", action="store_true",
                    help="scale RFLO's per-step rate by 20 tau / period (default: one rate)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],

@@ -27,6 +27,10 @@ has turned towards ``B^T`` (feedback alignment), and a readout that starts small
 dominated by what it learned, which carries the alignment; on the periodic-output task
 that took RFLO's best median drop at 80 tau from 5.4x to 12x (README, RFLO section).
 
+For outputs longer than RFLO learns from the network's own dynamics (on the periodic-output
+task: beyond about 80 tau), :func:`segment_cues` gives the network a sequence of cue inputs
+that splits the output into short segments (README, RFLO section).
+
 :func:`bptt_loss` runs the same network differentiably for the backpropagation-through-time
 baseline: :meth:`LeakyRNN.forward` is the library's ``recurrence`` op in its leaky form
 (``leak = 1 / tau``), one op over the sequence with a closed-form backward.
@@ -115,17 +119,21 @@ class RFLO:
 
     Args:
         rnn: the network; its parameters are updated in place (no autograd).
-        lr: step size for ``W`` and ``W_in``.  lr_out: for ``W_out`` (default ``lr``).
+        lr: step size for ``W`` and ``W_in``; ``0`` leaves them fixed, so only the readout
+            learns (the delta rule on a fixed network, a reservoir: the baseline that tells
+            what RFLO's recurrent updates add).  lr_out: for ``W_out`` (default ``lr``).
         train_input: update ``W_in`` too.
         generator: draws the fixed feedback matrix ``B`` ``(n, n_out)``.
     """
 
     def __init__(self, rnn: LeakyRNN, lr: float = 1e-3, lr_out: float | None = None, *,
                  train_input: bool = True, generator: torch.Generator | None = None):
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        if not lr >= 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
         self.rnn, self.lr = rnn, float(lr)
         self.lr_out = self.lr if lr_out is None else float(lr_out)
+        if not self.lr_out >= 0 or self.lr == self.lr_out == 0:
+            raise ValueError(f"lr_out must be >= 0 and lr, lr_out not both 0, got {lr}, {lr_out}")
         self.train_input = train_input
         n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
         self.feedback = torch.randn(n, n_out, generator=generator)
@@ -158,9 +166,10 @@ class RFLO:
         p = x.new_zeros(B, n, n)  # eligibility traces: O(B n^2), independent of T
         q = x.new_zeros(B, n, x.shape[-1])
         losses = x.new_empty(T)
+        recurrent = learn and self.lr > 0  # lr = 0: the traces would never be used
         for t in range(T):
             y = phi(h @ W.T + x[t] @ W_in.T)
-            if learn:
+            if recurrent:
                 d = dphi(y) * a  # (B, n)
                 p.mul_(1 - a).add_(d.unsqueeze(2) * h.unsqueeze(1))
                 if self.train_input:
@@ -168,11 +177,12 @@ class RFLO:
             h = (1 - a) * h + a * y
             eps = target[t] - h @ W_out.T  # (B, n_out)
             losses[t] = 0.5 * (eps * eps).sum(-1).mean()
-            if learn:
+            if recurrent:
                 err = eps @ self.feedback.T  # (B, n): the random projection of the error
                 W.add_(torch.einsum("bi,bij->ij", err, p), alpha=self.lr / B)
                 if self.train_input:
                     W_in.add_(torch.einsum("bi,bik->ik", err, q), alpha=self.lr / B)
+            if learn:
                 W_out.add_(eps.T @ h, alpha=self.lr_out / B)
         return losses
 
@@ -183,6 +193,24 @@ def bptt_loss(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor,
     backpropagation-through-time baseline on the same network)."""
     y, _ = rnn(x, h0)
     return 0.5 * ((target - y) ** 2).sum(-1).mean()
+
+
+def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None) -> torch.Tensor:
+    """One-hot cues ``(steps, batch, ceil(steps / segment))``: input ``k`` is 1 during steps
+    ``k segment .. (k + 1) segment - 1`` and 0 otherwise.
+
+    Our reading of the "augmented circuit architecture that allows the RNN to concatenate
+    short-duration patterns into longer sequences", which the paper's abstract proposes for
+    long durations: an auxiliary circuit steps through a sequence of inputs, so the RNN
+    learns a long output as short segments, each cued by its own input, instead of
+    carrying one pattern through the whole duration. With segments of 20 tau, a length
+    RFLO learns without input, a 160-tau output is eight cued segments.
+    """
+    if not (isinstance(steps, int) and isinstance(segment, int) and steps >= 1 and segment >= 1):
+        raise ValueError(f"steps and segment must be positive ints, got {steps!r}, {segment!r}")
+    index = torch.arange(steps, device=device) // segment
+    cues = torch.nn.functional.one_hot(index, -(-steps // segment)).to(torch.float32)
+    return cues.unsqueeze(1).expand(steps, batch, cues.shape[-1])
 
 
 def periodic_target(period: int, steps: int | None = None, *, batch: int = 1,

@@ -196,3 +196,45 @@ def test_rflo_periodic_rflo_from_reuses_rflo_and_trains_only_bptt(tmp_path, monk
                                    "--lr-rflo", "1e-4"])
     with pytest.raises(SystemExit, match=r"seeds \[2\]"):
         rflo_periodic.main(argv + ["--seeds", "0", "2", "--rflo-from", str(tmp_path / "a.json")])
+
+
+def test_rflo_periodic_cues_are_segment_inputs_that_every_rule_but_the_readout_trains(
+        tmp_path, monkeypatch):
+    from bench import rflo_periodic
+    from fastunitary.rflo import segment_cues
+
+    trainers = []  # (trainer, its network's initial weights, the inputs of its trials)
+
+    class Recording(rflo_periodic.RFLO):
+        def __init__(self, rnn, *args, **kwargs):
+            super().__init__(rnn, *args, **kwargs)
+            trainers.append((self, {k: v.detach().clone() for k, v in rnn.named_parameters()}, []))
+
+        def run(self, x, target, h0=None, *, learn=True):
+            trainers[-1][2].append(x)
+            return super().run(x, target, h0, learn=learn)
+
+    bptt = []
+    real_loss = rflo_periodic.bptt_loss
+
+    def recording_loss(rnn, x, target, h0=None):
+        bptt.append((rnn, x))
+        return real_loss(rnn, x, target, h0)
+
+    monkeypatch.setattr(rflo_periodic, "RFLO", Recording)
+    monkeypatch.setattr(rflo_periodic, "bptt_loss", recording_loss)
+    rflo_periodic.main(["--periods", "3", "--trials", "3", "--eval-every", "3", "--lr-rflo", "1e-2",
+                        "--cue-segment", "1", "--readout-baseline", "--out", str(tmp_path)])
+    cues = segment_cues(30, 10)  # period 3 tau = 30 steps, a new cue every tau = 10 steps
+    (rflo, start, rflo_x), (readout, start_readout, readout_x) = trainers
+    for xs in (rflo_x, readout_x, [x for _, x in bptt]):
+        assert all(torch.equal(x, cues) for x in xs)
+    assert all(torch.equal(start[k], start_readout[k]) for k in start)  # the same network
+    for name in ("weight", "weight_in", "weight_out"):  # RFLO trains the cues' weights too
+        assert not torch.equal(getattr(rflo.rnn, name).detach(), start[name]), name
+    assert not torch.equal(bptt[-1][0].weight_in.detach(), start["weight_in"])  # and BPTT
+    for name in ("weight", "weight_in"):  # the baseline leaves the network alone
+        assert torch.equal(getattr(readout.rnn, name).detach(), start[name]), name
+    assert not torch.equal(readout.rnn.weight_out.detach(), start["weight_out"])
+    result = json.loads((tmp_path / "rflo_periodic.json").read_text())["results"]["3"]
+    assert set(result["summary"]) == {"rflo", "bptt", "readout"}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target
+from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target, segment_cues
 
 
 def loop_rflo(rnn, B_fb, x, target, h0, lr, lr_out):
@@ -51,15 +51,26 @@ def test_network_is_the_leaky_recurrence_op(activation):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_update_equals_its_definition():
+@pytest.mark.parametrize("lr", [0.05, 0.0])  # 0: only the readout learns
+def test_update_equals_its_definition(lr):
     g = torch.Generator().manual_seed(0)
     rnn = LeakyRNN(2, 4, 3, tau=3.0, generator=g)
-    trainer = RFLO(rnn, lr=0.05, lr_out=0.02, generator=g)
+    trainer = RFLO(rnn, lr=lr, lr_out=0.02, generator=g)
     x, target, h0 = torch.randn(6, 1, 2), torch.randn(6, 1, 3), torch.randn(1, 4)
-    expected = loop_rflo(rnn, trainer.feedback, x, target, h0, 0.05, 0.02)
+    expected = loop_rflo(rnn, trainer.feedback, x, target, h0, lr, 0.02)
+    before = rnn.weight_out.detach().clone()
     trainer.run(x, target, h0)
     for got, want in zip((rnn.weight, rnn.weight_in, rnn.weight_out), expected):
         torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(rnn.weight_out.detach(), before)
+
+
+def test_segment_cues_switch_one_input_on_per_segment():
+    cues = segment_cues(7, 3, batch=2)  # segments: steps 0-2, 3-5, 6
+    assert cues.shape == (7, 2, 3) and cues.dtype == torch.float32
+    want = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    assert torch.equal(cues[:, 0].argmax(-1), want) and torch.equal(cues[:, 1], cues[:, 0])
+    assert (cues.sum(-1) == 1).all()
 
 
 def test_batch_update_is_the_mean_of_per_sequence_updates():
@@ -142,5 +153,11 @@ def test_bad_input():
         RFLO(rnn).run(torch.zeros(4, 1, 3), torch.zeros(4, 1, 1))
     with pytest.raises(ValueError, match="target must have shape"):
         RFLO(rnn).run(torch.zeros(4, 1, 2), torch.zeros(4, 1, 2))
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be >= 0"):
+        RFLO(rnn, lr=-1e-3)
+    with pytest.raises(ValueError, match="not both 0"):
         RFLO(rnn, lr=0)
+    with pytest.raises(ValueError, match="lr_out must be >= 0"):
+        RFLO(rnn, lr=1e-3, lr_out=-1.0)
+    with pytest.raises(ValueError, match="positive ints"):
+        segment_cues(10, 0)

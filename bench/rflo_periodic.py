@@ -26,9 +26,9 @@ the readout alone with RFLO's readout steps, ``W`` and ``W_in`` fixed, which tel
 of RFLO's drop its recurrent updates make. Every ``--eval-every`` trials the loss of a
 trial without learning is recorded. Each seed (``--seeds``) is a separate realization: its
 own initial network, start state and feedback matrix; ``--jobs`` runs them in parallel
-processes. Writes ``bench/results/<name>.json``
-and ``.png`` (``--name``, default ``rflo_periodic``): loss against trials, one panel per
-period, the median over seeds with the range of the seeds shaded.
+processes. Writes ``bench/results/<name>.json`` and ``.png`` (``--name``, default
+``rflo_periodic``): loss against trials, one panel per period, the median over seeds with
+the range of the seeds shaded.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ def plot(results: dict, args, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5), squeeze=False)
+    # at least 7 inches wide: the title names the whole setting, one panel alone is narrower
+    fig, axes = plt.subplots(1, len(results), figsize=(max(4 * len(results), 7), 3.5),
+                             squeeze=False)
     for ax, (periods_tau, r) in zip(axes[0], results.items()):
         rules = next(iter(r["seeds"].values()))
         for rule, color in zip(rules, ("C0", "C1", "C2")):

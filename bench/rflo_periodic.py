@@ -139,7 +139,7 @@ def plot(results: dict, args, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # at least 7 inches wide: the title names the whole setting, one panel alone is narrower
+    # at least 7 inches wide: the title names the whole setting, wider than one panel
     fig, axes = plt.subplots(1, len(results), figsize=(max(4 * len(results), 7), 3.5),
                              squeeze=False)
     for ax, (periods_tau, r) in zip(axes[0], results.items()):
@@ -155,7 +155,7 @@ def plot(results: dict, args, path) -> None:
         ax.set_title(f"period {periods_tau} tau")
         ax.set_xlabel("trial")
         ax.grid(True, alpha=0.3)
-    seeds = "" if len(args.seeds) == 1 else f"; median of {len(args.seeds)} seeds, range shaded"
+    seeds = "" if len(args.seeds) == 1 else f"\nmedian of {len(args.seeds)} seeds, range shaded"
     axes[0][0].set_ylabel("loss (no learning during the trial)")
     axes[0][0].legend()
     cues = "" if args.cue_segment is None else f", cue every {args.cue_segment:g} tau"

@@ -42,6 +42,13 @@ def test_readme_rflo_example_runs():
     assert ns["loss"].item() < 0.125
 
 
+def test_readme_rflo_cues_example_runs():
+    ns = run_block("segment_cues(")
+    assert ns["x"].shape == (1600, 1, 8) and ns["step_losses"].shape == (1600,)
+    # the silent start scores 0.25; 30 trials take seeds 0-3 to 0.008-0.013 (10x is 0.025)
+    assert ns["loss"].item() < 0.025
+
+
 def test_readme_sbornn_example_runs():
     ns = run_block("SBORNN(")
     assert ns["output"].shape == (64, 32, 64) and ns["h_n"].shape == (1, 32, 64)

@@ -78,8 +78,8 @@ class LeakyRNN(nn.Module):
                         ("output_size", output_size)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not tau >= 1:
-            raise ValueError(f"tau must be >= 1 (time steps), got {tau}")
+        if not 1 <= tau < math.inf:
+            raise ValueError(f"tau must be >= 1 and finite (time steps), got {tau}")
         if not readout_gain >= 0:
             raise ValueError(f"readout_gain must be >= 0, got {readout_gain}")
         if activation not in ACTIVATIONS:
@@ -99,6 +99,7 @@ class LeakyRNN(nn.Module):
         """``x`` ``(T, B, m)``, ``h0`` ``(B, n)`` or ``None`` (zeros) -> ``(y (T, B, n_out),
         h (T, B, n))``, differentiable: the ``recurrence`` op with ``leak = 1 / tau``."""
         x = _check_sequence(self, x)
+        _check_state(self, h0, x.shape[1])
         h = recurrence(x @ self.weight_in.T, self.weight, None, h0, activation=self.activation,
                        leak=self.alpha)
         if not torch.is_autocast_enabled(h.device.type):  # the op returns float32 or wider
@@ -106,12 +107,35 @@ class LeakyRNN(nn.Module):
         return h @ self.weight_out.T, h
 
 
+def _check_dtype(name: str, t: torch.Tensor, rnn: LeakyRNN) -> None:
+    """The network's dtype, except under autocast (which casts at each matmul); RFLO's
+    in-place updates would otherwise fail deep inside, or silently round."""
+    dtype = rnn.weight.dtype
+    if t.dtype != dtype and not torch.is_autocast_enabled(t.device.type):
+        raise TypeError(f"{name} is {t.dtype} but the network's parameters are {dtype}; "
+                        f"convert one of them (e.g. rnn.double())")
+
+
 def _check_sequence(rnn: LeakyRNN, x: torch.Tensor) -> torch.Tensor:
     _checks.check_tensor("x", x, allow_complex=False)
-    if x.dim() != 3 or x.shape[-1] != rnn.weight_in.shape[1]:
-        raise ValueError(f"x must have shape (T, B, input_size = {rnn.weight_in.shape[1]}), "
+    m = rnn.weight_in.shape[1]
+    if x.dim() != 3 or x.shape[-1] != m or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must have shape (T, B, input_size = {m}) with T, B >= 1, "
                          f"got {tuple(x.shape)}")
+    _checks.check_same_device("the network's parameters", rnn.weight, x=x)
+    _check_dtype("x", x, rnn)
     return x
+
+
+def _check_state(rnn: LeakyRNN, h0: torch.Tensor | None, batch: int) -> None:
+    """``h0`` is ``(B, n)`` or ``None``: the same rule for :meth:`LeakyRNN.forward`,
+    :func:`bptt_loss` and :meth:`RFLO.run`, so one start state serves every rule."""
+    if h0 is None:
+        return
+    _checks.check_tensor("h0", h0, allow_complex=False)
+    _checks.check_shape("h0", h0, (batch, rnn.weight.shape[0]), what="(B, hidden_size)")
+    _checks.check_same_device("the network's parameters", rnn.weight, h0=h0)
+    _check_dtype("h0", h0, rnn)
 
 
 class RFLO:
@@ -128,12 +152,15 @@ class RFLO:
 
     def __init__(self, rnn: LeakyRNN, lr: float = 1e-3, lr_out: float | None = None, *,
                  train_input: bool = True, generator: torch.Generator | None = None):
-        if not lr >= 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not isinstance(rnn, LeakyRNN):
+            raise TypeError(f"rnn must be a fastunitary.rflo.LeakyRNN, got {type(rnn).__name__}")
+        if not 0 <= lr < math.inf:
+            raise ValueError(f"lr must be >= 0 and finite, got {lr}")
         self.rnn, self.lr = rnn, float(lr)
         self.lr_out = self.lr if lr_out is None else float(lr_out)
-        if not self.lr_out >= 0 or self.lr == self.lr_out == 0:
-            raise ValueError(f"lr_out must be >= 0 and lr, lr_out not both 0, got {lr}, {lr_out}")
+        if not 0 <= self.lr_out < math.inf or self.lr == self.lr_out == 0:
+            raise ValueError(
+                f"lr_out must be >= 0 and finite, and lr, lr_out not both 0, got {lr}, {lr_out}")
         self.train_input = train_input
         n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
         self.feedback = torch.randn(n, n_out, generator=generator)
@@ -154,9 +181,11 @@ class RFLO:
         x = _check_sequence(rnn, x)
         T, B, _ = x.shape
         n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
-        if target.shape != (T, B, n_out):
-            raise ValueError(f"target must have shape (T, B, output_size) = {(T, B, n_out)}, "
-                             f"got {tuple(target.shape)}")
+        _checks.check_tensor("target", target, allow_complex=False)
+        _checks.check_shape("target", target, (T, B, n_out), what="(T, B, output_size)")
+        _checks.check_same_device("the network's parameters", rnn.weight, target=target)
+        _check_dtype("target", target, rnn)
+        _check_state(rnn, h0, B)
         phi, dphi = ACTIVATIONS[rnn.activation]
         a = rnn.alpha
         W, W_in, W_out = rnn.weight, rnn.weight_in, rnn.weight_out
@@ -195,6 +224,12 @@ def bptt_loss(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor,
     return 0.5 * ((target - y) ** 2).sum(-1).mean()
 
 
+def _check_positive_ints(**values) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
 def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None) -> torch.Tensor:
     """One-hot cues ``(steps, batch, ceil(steps / segment))``: input ``k`` is 1 during steps
     ``k segment .. (k + 1) segment - 1`` and 0 otherwise.
@@ -206,17 +241,22 @@ def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None) -> to
     carrying one pattern through the whole duration. With segments of 20 tau, a length
     RFLO learns without input, a 160-tau output is eight cued segments.
     """
-    if not (isinstance(steps, int) and isinstance(segment, int) and steps >= 1 and segment >= 1):
-        raise ValueError(f"steps and segment must be positive ints, got {steps!r}, {segment!r}")
+    _check_positive_ints(steps=steps, segment=segment, batch=batch)
     index = torch.arange(steps, device=device) // segment
     cues = torch.nn.functional.one_hot(index, -(-steps // segment)).to(torch.float32)
     return cues.unsqueeze(1).expand(steps, batch, cues.shape[-1])
 
 
-def periodic_target(period: int, steps: int | None = None, *, batch: int = 1,
+def periodic_target(period: float, steps: int | None = None, *, batch: int = 1,
                     device=None) -> torch.Tensor:
     """``sin(2 pi t / period)`` for ``t = 1 .. steps`` (one period by default): the
-    periodic-output task of the paper's Figure 2, ``(steps, batch, 1)``."""
+    periodic-output task of the paper's Figure 2, ``(steps, batch, 1)``. ``period`` is in
+    steps and need not be whole when ``steps`` is given."""
+    if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0 < period < math.inf:
+        raise ValueError(f"period must be a positive number of steps, got {period!r}")
+    if steps is None and not isinstance(period, int):
+        raise ValueError(f"steps defaults to period, which must then be an int; got {period!r}")
     steps = period if steps is None else steps
+    _check_positive_ints(steps=steps, batch=batch)
     t = torch.arange(1, steps + 1, dtype=torch.float32, device=device)
     return torch.sin(2 * math.pi * t / period).view(steps, 1, 1).expand(steps, batch, 1)

@@ -1,5 +1,7 @@
 """fastunitary.rflo: the leaky RNN, RFLO's online update against its definition, memory."""
 
+import math
+
 import pytest
 import torch
 
@@ -159,5 +161,100 @@ def test_bad_input():
         RFLO(rnn, lr=0)
     with pytest.raises(ValueError, match="lr_out must be >= 0"):
         RFLO(rnn, lr=1e-3, lr_out=-1.0)
-    with pytest.raises(ValueError, match="positive ints"):
+    with pytest.raises(ValueError, match="segment must be a positive int"):
         segment_cues(10, 0)
+
+
+def test_tau_must_be_finite():
+    # alpha = 1 / inf = 0 would freeze the state: RFLO would run a network that never moves
+    with pytest.raises(ValueError, match="tau must be >= 1 and finite"):
+        LeakyRNN(2, 3, 1, tau=float("inf"))
+
+
+@pytest.mark.parametrize("lr, lr_out", [(float("inf"), None), (1e-3, float("inf")),
+                                        (float("nan"), None)])
+def test_step_sizes_must_be_finite(lr, lr_out):
+    with pytest.raises(ValueError, match="finite"):
+        RFLO(LeakyRNN(2, 3, 1), lr=lr, lr_out=lr_out)
+
+
+def test_rflo_takes_only_a_leaky_rnn():
+    with pytest.raises(TypeError, match="rnn must be a fastunitary.rflo.LeakyRNN"):
+        RFLO(torch.nn.Linear(2, 2))
+
+
+H0_CASES = {
+    "broadcast row": (torch.zeros(1, 5), ValueError, r"h0 must have shape \(3, 5\)"),
+    "unbatched": (torch.zeros(5), ValueError, r"h0 must have shape \(3, 5\)"),
+    "wrong batch": (torch.zeros(4, 5), ValueError, r"h0 must have shape \(3, 5\)"),
+    "wrong width": (torch.zeros(3, 6), ValueError, r"h0 must have shape \(3, 5\)"),
+    "float64": (torch.zeros(3, 5, dtype=torch.float64), TypeError, "h0 is torch.float64"),
+    "a list": ([[0.0] * 5] * 3, TypeError, "h0 must be a torch.Tensor"),
+    "integer": (torch.zeros(3, 5, dtype=torch.long), TypeError, "h0 must be a floating-point tensor"),
+}
+
+
+@pytest.mark.parametrize("case", H0_CASES)
+def test_every_entry_point_rejects_the_same_bad_h0(case):
+    """RFLO.run, the forward and bptt_loss share one rule for the start state, so an h0 that
+    one rule accepts the others accept too (RFLO.run used to broadcast a (1, n) h0)."""
+    h0, error, message = H0_CASES[case]
+    rnn = LeakyRNN(2, 5, 1, tau=3)
+    x, target = torch.randn(7, 3, 2), torch.randn(7, 3, 1)
+    before = [p.clone() for p in rnn.parameters()]
+    for call in (lambda: RFLO(rnn).run(x, target, h0), lambda: rnn(x, h0),
+                 lambda: bptt_loss(rnn, x, target, h0)):
+        with pytest.raises(error, match=message):
+            call()
+    assert all(torch.equal(a, b) for a, b in zip(before, rnn.parameters()))
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_run_rejects_a_target_of_another_dtype_whether_learning_or_not(learn):
+    rnn = LeakyRNN(2, 5, 1)
+    x, target = torch.randn(7, 3, 2), torch.randn(7, 3, 1, dtype=torch.float64)
+    with pytest.raises(TypeError, match="target is torch.float64"):
+        RFLO(rnn).run(x, target, learn=learn)
+    with pytest.raises(TypeError, match="target must be a torch.Tensor"):
+        RFLO(rnn).run(x, target.tolist(), learn=learn)
+
+
+def test_x_of_another_dtype_or_empty_is_rejected_by_every_entry_point():
+    rnn = LeakyRNN(2, 5, 1)
+    for call in (lambda x: RFLO(rnn).run(x, torch.zeros(*x.shape[:2], 1, dtype=x.dtype)),
+                 lambda x: rnn(x)):
+        with pytest.raises(TypeError, match="x is torch.float64"):
+            call(torch.randn(7, 3, 2, dtype=torch.float64))
+        for empty in (torch.zeros(0, 3, 2), torch.zeros(7, 0, 2)):
+            with pytest.raises(ValueError, match="T, B >= 1"):
+                call(empty)
+
+
+def test_a_float64_network_runs_in_float64():
+    rnn = LeakyRNN(2, 5, 1).double()
+    x = torch.randn(7, 3, 2, dtype=torch.float64)
+    target, h0 = torch.randn(7, 3, 1, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    assert RFLO(rnn).run(x, target, h0).dtype == torch.float64
+    assert rnn(x, h0)[0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: periodic_target(0), "period must be a positive number"),
+    (lambda: periodic_target(-3), "period must be a positive number"),
+    (lambda: periodic_target(float("inf"), 5), "period must be a positive number"),
+    (lambda: periodic_target(2.5), "steps defaults to period"),
+    (lambda: periodic_target(4, 0), "steps must be a positive int"),
+    (lambda: periodic_target(4, batch=-1), "batch must be a positive int"),
+    (lambda: segment_cues(10, 5, batch=-1), "batch must be a positive int"),
+    (lambda: segment_cues(10.0, 5), "steps must be a positive int"),
+])
+def test_task_helpers_reject_bad_sizes(call, message):
+    # expand(-1) used to keep batch 1 silently; a zero period divided by zero
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_periodic_target_takes_a_fractional_period_with_explicit_steps():
+    y = periodic_target(2.5, 5, batch=2)
+    assert y.shape == (5, 2, 1)
+    assert torch.allclose(y[:, 0, 0], torch.sin(2 * math.pi * torch.arange(1, 6) / 2.5), atol=1e-6)

@@ -109,9 +109,9 @@ def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
     elif ACT == 1:
         hr = _tanh(zr)
         hi = _tanh(zi)
-    elif ACT == 2:
-        hr = tl.maximum(zr, 0.0)
-        hi = tl.maximum(zi, 0.0)
+    elif ACT == 2:  # not tl.maximum: it drops a NaN (max.f32), and torch.relu keeps it
+        hr = tl.where(zr < 0.0, 0.0, zr)
+        hi = tl.where(zi < 0.0, 0.0, zi)
     return hr, hi
 
 

@@ -399,6 +399,23 @@ def test_streamed_design_at_small_sizes(kernel_device, complex_, activation, mon
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_propagates_nan_like_the_reference(kernel_device, activation, complex_):
+    """A NaN in u spreads through W to every later state of its batch row, as on the
+    reference; relu's kernel once dropped it (Triton's max ignores NaN), hiding a diverged
+    run on the fast backend."""
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device) for t in make_inputs(
+        4, 3, 5, complex_=complex_, activation=activation, dtype=torch.float32, unitary=True)]
+    u = u.clone()
+    u[0, 1, 2] = float("nan")
+    h_ref = F.recurrence(u, W, bias, h0, activation=activation, backend="reference")
+    h = F.recurrence(u, W, bias, h0, activation=activation, backend="triton")
+    assert torch.equal(torch.isnan(h), torch.isnan(h_ref))
+    assert torch.isnan(h[1:, 1]).all() and not torch.isnan(h[:, [0, 2]]).any()
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 def test_kernel_bfloat16_input(kernel_device):
     """bf16 u is accumulated in float32: within 2e-2 of the float64 reference of the exact input."""
     inputs64 = make_inputs(37, 3, 16, complex_=False, activation="modrelu", unitary=True)

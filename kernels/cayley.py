@@ -29,6 +29,7 @@ there. No tf32 anywhere. Cost: ``2 N^3`` FLOPs (``N = n`` real, ``2n`` complex) 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import triton
@@ -146,7 +147,7 @@ def forward(A: torch.Tensor, d: torch.Tensor | None):
         raise TypeError(f"the Triton Cayley map takes float32 planes, got {A.dtype}")
     P, n = A.shape[0], A.shape[-1]
     batch_shape = A.shape[1:-2]
-    A64 = A.to(torch.float64).reshape(P, -1, n, n)
+    A64 = A.to(torch.float64).reshape(P, math.prod(batch_shape), n, n)  # -1 is ambiguous at n = 0
     if P == 2:  # real embedding [[Re, -Im], [Im, Re]]: skew-symmetric, 2n x 2n
         top = torch.cat([A64[0], -A64[1]], dim=-1)
         A64 = torch.cat([top, torch.cat([A64[1], A64[0]], dim=-1)], dim=-2)

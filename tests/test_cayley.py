@@ -276,6 +276,21 @@ def test_kernel_batched_and_gradients(kernel_device, complex_):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("shape", [(0, 0), (3, 0, 0)])
+def test_kernel_empty_matrix_like_reference(kernel_device, complex_, shape):
+    """n = 0 gives empty W and gradients on both backends (the kernel's reshape once failed
+    on an ambiguous -1)."""
+    kind = torch.complex64 if complex_ else torch.float32
+    for backend, dev in (("triton", kernel_device), ("reference", torch.device("cpu"))):
+        A = torch.zeros(shape, dtype=kind, device=dev, requires_grad=True)
+        W = F.cayley(A, backend=backend)
+        assert W.shape == shape and W.dtype == kind
+        (W.real.sum()).backward()
+        assert A.grad.shape == shape
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 def test_kernel_compiled_matches_eager(kernel_device):
     torch._dynamo.reset()
     A = random_skew(20, complex_=True).to(torch.complex64).to(kernel_device)

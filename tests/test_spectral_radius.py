@@ -332,6 +332,7 @@ def test_compiled_gradient_equals_eager_on_a_dominant_pair(n, dtype):
     "call, exc, match",
     [
         (lambda: F.spectral_radius(torch.zeros(3, 4)), ValueError, "square"),
+        (lambda: F.spectral_radius(torch.zeros(2, 0, 0)), ValueError, "n >= 1"),
         (lambda: F.spectral_radius(torch.zeros(3, 3, dtype=torch.complex64)), TypeError, "real"),
         (lambda: F.spectral_normalize(torch.zeros(3, 3), rule="always"), ValueError, "rule"),
         (lambda: F.spectral_normalize(torch.zeros(3, 3), rule="sticky", active=torch.tensor(1)),
@@ -343,3 +344,18 @@ def test_compiled_gradient_equals_eager_on_a_dominant_pair(n, dtype):
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("fn", [F.spectral_radius, lambda M: F.spectral_normalize(3 * M)[0]])
+def test_double_backward_raises_instead_of_dropping_a_term(fn):
+    """d sigma / d M depends on M: a double backward that held it constant returned a
+    Hessian-vector product 2.4 away from finite differences, silently."""
+    M = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(fn(M).square().sum(), M, create_graph=True)
+    with pytest.raises(RuntimeError, match="spectral_radius_backward"):
+        torch.autograd.grad(g.sum(), M)
+
+
+def test_opcheck_backward_op():
+    grad_sigma, dsigma = torch.randn(3), torch.randn(3, 4, 4)
+    torch.library.opcheck(torch.ops.fastunitary.spectral_radius_backward, (grad_sigma, dsigma))

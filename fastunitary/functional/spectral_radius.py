@@ -34,6 +34,19 @@ def _(M):
     return M.new_empty(M.shape[:-2]), torch.empty_like(M, memory_format=torch.contiguous_format)
 
 
+@torch.library.custom_op("fastunitary::spectral_radius_backward", mutates_args=())
+def _spectral_radius_backward_op(grad_sigma: torch.Tensor, dsigma: torch.Tensor) -> torch.Tensor:
+    """``grad_sigma[..., None, None] * d sigma / d M``. An op of its own, with no autograd
+    formula, so that a double backward raises instead of treating ``d sigma / d M`` as a
+    constant (which would silently drop the second-order term through ``sigma``)."""
+    return grad_sigma[..., None, None] * dsigma
+
+
+@_spectral_radius_backward_op.register_fake
+def _(grad_sigma, dsigma):
+    return torch.empty_like(dsigma, memory_format=torch.contiguous_format)
+
+
 def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(output[1])
@@ -41,7 +54,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_sigma, _grad_of_grad):
     (dsigma,) = ctx.saved_tensors
-    return grad_sigma[..., None, None] * dsigma
+    return _spectral_radius_backward_op(grad_sigma, dsigma)
 
 
 _spectral_radius_op.register_autograd(_backward, setup_context=_setup_context)
@@ -51,6 +64,8 @@ def _check_square_real(M: torch.Tensor) -> None:
     check_tensor("M", M, allow_complex=False)
     if M.dim() < 2 or M.shape[-1] != M.shape[-2]:
         raise ValueError(f"M must have shape (..., n, n) (square), got {tuple(M.shape)}")
+    if M.shape[-1] == 0:  # an empty spectrum has no largest eigenvalue to normalize by
+        raise ValueError(f"M must have n >= 1, got shape {tuple(M.shape)}")
 
 
 def spectral_radius(M: torch.Tensor) -> torch.Tensor:

@@ -162,6 +162,23 @@ def test_bad_input(call, exc, match):
         call()
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda: F.cayley_planes(torch.zeros(3, 4, 4), None, "reference"), r"P = 1 \(real\) or 2"),
+    (lambda: F.cayley_planes(torch.zeros(4, 4), None, "reference"), r"P = 1 \(real\) or 2"),
+    (lambda: F.cayley_planes(torch.zeros(1, 4, 4), torch.ones(4), "reference"),
+     r"d must have shape \(1, 4\)"),
+])
+def test_cayley_planes_checks_the_plane_count(call, match):
+    # a third plane was silently dropped
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_to_planes_takes_complex_only():
+    with pytest.raises(TypeError, match="to_planes expects a complex tensor"):
+        F.to_planes(torch.zeros(3))
+
+
 def test_triton_backend_refuses_float64():
     with pytest.raises(BackendUnavailableError, match="float32 planes"):
         F.cayley(random_skew(4), backend="triton")

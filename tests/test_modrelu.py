@@ -83,6 +83,17 @@ def test_inplace_planes_matches_functional(is_complex):
     torch.testing.assert_close(out, torch.cat([h.real, h.imag], -1) if is_complex else h)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.complex64])
+def test_result_has_the_dtype_of_z_whatever_the_bias(dtype):
+    """A float64 bias used to promote the result (float64, complex128)."""
+    z = torch.randn(2, 4, dtype=dtype)
+    bias = torch.full((4,), -0.1, dtype=torch.float64, requires_grad=True)
+    h = F.modrelu(z, bias)
+    assert h.dtype == dtype
+    h.abs().sum().backward()
+    assert bias.grad.dtype == torch.float64
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
 def test_gradcheck(dtype):
     # keep |z| + b away from the kink at 0, where modReLU is not differentiable

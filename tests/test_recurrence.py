@@ -198,6 +198,15 @@ def _bad(**over):
         (_bad(h0=torch.zeros(2, 3, dtype=torch.complex64)), TypeError, "h0 is"),
         (_bad(bias=torch.zeros(4)), ValueError, r"bias must have shape \(3,\)"),
         (_bad(activation="tanh"), ValueError, "bias is the modReLU bias"),
+        (lambda: F.recurrence_planes(torch.zeros(4, 2, 3), torch.zeros(3, 3), torch.zeros(3), None,
+                                     activation="tanh", is_complex=False, backend="reference"),
+         ValueError, "bias is the modReLU bias"),
+        (lambda: F.recurrence_planes(torch.zeros(4, 3), torch.zeros(3, 3), None, None,
+                                     activation="tanh", is_complex=False, backend="reference"),
+         ValueError, r"u must have shape \(T, B, d\)"),
+        (lambda: F.recurrence_planes(torch.zeros(4, 2, 3), torch.zeros(3, 3), None, None,
+                                     activation="tanh", is_complex=True, backend="reference"),
+         ValueError, "d even"),
         (_bad(activation="gelu", bias=None), ValueError, "activation must be one of"),
         (_bad(u=torch.zeros(4, 2, 3, dtype=torch.int64)), TypeError, "u must be a floating"),
         (_bad(W=torch.zeros(3, 3, device="meta")), ValueError, "W is on meta"),
@@ -207,6 +216,19 @@ def _bad(**over):
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("double", ["h0", "bias"])
+def test_a_double_h0_or_bias_makes_the_state_double(double):
+    """Any float64 input sets float64 accumulation: a float64 h0 was rounded to float32."""
+    u, W, bias, h0 = make_inputs(5, 2, 4, complex_=False, activation="modrelu", dtype=torch.float32)
+    kw = {"bias": bias, "h0": h0}
+    kw[double] = kw[double].double()
+    h = F.recurrence(u, W, kw["bias"], kw["h0"], backend="reference")
+    assert h.dtype == torch.float64
+    exact = reference.recurrence_autograd(u.double(), W.double(), kw["bias"].double(),
+                                          kw["h0"].double())
+    torch.testing.assert_close(h, exact)
 
 
 @pytest.mark.parametrize("activation, complex_", [("tanh", False), ("relu", False),

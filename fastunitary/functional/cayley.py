@@ -105,6 +105,12 @@ def cayley_planes(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> t
     Returns:
         ``(P, ..., n, n)``: the planes of ``W``.
     """
+    if A.dim() < 3 or A.shape[0] not in (1, 2) or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"A must have shape (P, ..., n, n) with P = 1 (real) or 2 (complex "
+                         f"planes), got {tuple(A.shape)}")
+    if d is not None and tuple(d.shape) != tuple(A.shape[:-1]):
+        raise ValueError(f"d must have shape {tuple(A.shape[:-1])} = (P, ..., n) like A, "
+                         f"got {tuple(d.shape)}")
     unsupported = "the Triton Cayley map takes float32 planes" if A.dtype != torch.float32 else None
     W, _ = _cayley_op(A, d, resolve_backend("cayley", backend, A.device, unsupported))
     return W

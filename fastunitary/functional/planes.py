@@ -13,6 +13,8 @@ import torch
 
 def to_planes(z: torch.Tensor) -> torch.Tensor:
     """``(..., n)`` complex -> ``(..., 2n)`` real ``[Re z, Im z]``."""
+    if not z.is_complex():
+        raise TypeError(f"to_planes expects a complex tensor, got {z.dtype}")
     return torch.cat([z.real, z.imag], dim=-1)
 
 

@@ -132,9 +132,16 @@ def recurrence_planes(
         W: ``(d, d)`` (the real embedding of a complex ``W``).
         bias: ``(n,)`` modReLU bias or ``None``.  h0: ``(B, d)`` or ``None``.
     Returns:
-        ``(T, B, d)`` in float32 (float64 if ``W`` is float64), whatever ``u``'s dtype.
+        ``(T, B, d)`` in float32 (float64 if any input is float64), whatever ``u``'s dtype.
     """
-    dtype = compute_dtype(u.dtype, W.dtype)
+    if u.dim() != 3 or (is_complex and u.shape[-1] % 2):
+        raise ValueError(f"u must have shape (T, B, d), d even for complex planes, "
+                         f"got {tuple(u.shape)}")
+    if bias is not None and activation != "modrelu":
+        raise ValueError(
+            f"bias is the modReLU bias; with activation={activation!r} fold it into u"
+        )
+    dtype = compute_dtype(*(t.dtype for t in (u, W, bias, h0) if t is not None))
     if activation == "modrelu" and bias is None:
         n = u.shape[-1] // 2 if is_complex else u.shape[-1]
         bias = u.new_zeros(n, dtype=dtype)
@@ -179,7 +186,7 @@ def recurrence(
         backend: ``"auto"``, ``"reference"`` or ``"triton"``.
     Returns:
         ``(T, B, n)``: ``h_1 ... h_T``, float32 (complex64) whatever the input precision
-        (float64/complex128 if an input is double), so that the state accumulates in at
+        (float64/complex128 if any of ``u``, ``W``, ``bias``, ``h0`` is double), so that the state accumulates in at
         least float32 under autocast.
     """
     check_tensor("u", u)
@@ -196,10 +203,6 @@ def recurrence(
         raise TypeError(f"u is {u.dtype} but W is {W.dtype}: both real or both complex")
     check_same_device("u", u, W=W, bias=bias, h0=h0)
     if bias is not None:
-        if activation != "modrelu":
-            raise ValueError(
-                f"bias is the modReLU bias; with activation={activation!r} fold it into u"
-            )
         check_tensor("bias", bias, allow_complex=False)
         check_shape("bias", bias, (n,), what="(n,)")
     if h0 is not None:

@@ -15,6 +15,7 @@ op is still a single node under ``torch.compile(fullgraph=True)``.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -108,8 +109,8 @@ def check_options(method: str, eta: float, steps: int) -> None:
         raise ValueError(f"method must be one of {SBO_METHODS}, got {method!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not eta > 0:
-        raise ValueError(f"eta must be > 0, got {eta!r}")
+    if not 0 < eta < math.inf:
+        raise ValueError(f"eta must be > 0 and finite, got {eta!r}")
 
 
 def sbo_recurrence(
@@ -164,7 +165,12 @@ def sbo_recurrence(
             check_shape(name, s, (B, n), what="(B, n)")
     if m0 is not None and method == "gd":
         raise ValueError("m0 is the momentum methods' state; method='gd' has none")
-    mu_t = mu if isinstance(mu, torch.Tensor) else torch.tensor(float(mu))
+    if isinstance(mu, torch.Tensor):
+        check_tensor("mu", mu, allow_complex=False)
+        check_same_device("u", u, mu=mu)
+        mu_t = mu
+    else:
+        mu_t = torch.tensor(float(mu))
     if mu_t.dim() != 0:
         raise ValueError(f"mu must be a float or a 0-dim tensor, got shape {tuple(mu_t.shape)}")
     check_same_device("u", u, W=W, h0=h0, m0=m0)

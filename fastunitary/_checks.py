@@ -53,7 +53,7 @@ def check_same_device(reference_name: str, reference: torch.Tensor, **others) ->
     for name, t in others.items():
         if t is not None and t.device != reference.device:
             raise ValueError(
-                f"{name} is on {t.device} but {reference_name} is on {reference.device}; "
+                f"{name} is on {t.device}, {reference_name} on {reference.device}; "
                 f"move both to the same device"
             )
 

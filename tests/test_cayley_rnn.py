@@ -1,4 +1,6 @@
-"""Behaviour shared by ScuRNN and ScoRNN (fastunitary/nn/_cayley_rnn.py), tested on both."""
+"""Behaviour shared by ScuRNN and ScoRNN (fastunitary/nn/_cayley_rnn.py), tested on both;
+at the end, the dtype policy and the torch.nn.LSTM-only options of every module of
+fastunitary.nn (fastunitary/nn/_base.py)."""
 
 import copy
 import io
@@ -6,6 +8,7 @@ import io
 import pytest
 import torch
 
+import fastunitary.nn as fnn
 from fastunitary import reference
 from fastunitary.nn import ScoRNN, ScoRNNCell, ScuRNN, ScuRNNCell
 
@@ -175,6 +178,30 @@ def test_weight_computed_once_and_cached_in_eval(cls, cell_cls, monkeypatch):
 
 
 @pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_clear_weight_cache_after_changes_through_data(cls, cell_cls):
+    """``.data`` in-place ops bypass the version counter the cache keys on:
+    clear_weight_cache() (module or cell) drops the stale W; tracked in-place ops and a
+    train/eval switch need no call."""
+    x = torch.randn(6, 2, 3)
+    rnn = cls(3, 4, 2).eval()
+    cell = cell_cls(3, 4).eval()
+    with torch.no_grad():
+        rnn(x)
+        cell(x[0])  # both cache W
+        for m, p in ((rnn, rnn.layers[1].skew_re), (cell, cell.skew_re)):
+            p.data.mul_(3).add_(0.5)
+            m.clear_weight_cache()
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
+        torch.testing.assert_close(cell(x[0]), copy.deepcopy(cell)(x[0]), rtol=0, atol=0)
+        rnn.layers[0].skew_re.mul_(3)  # tracked: invalidates without a call
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
+        rnn.train()
+        rnn.layers[0].skew_re.data.add_(0.5)  # untracked, but a mode switch dropped W
+        rnn.eval()
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
 def test_weight_cache_never_leaks_inference_tensors(cls, cell_cls):
     """Frozen A, eval, a run under inference_mode, then training of the rest still works."""
     rnn = cls(3, 4)
@@ -304,10 +331,14 @@ def test_bad_input(cls, cell_cls):
         (_bad_call(cls, torch.randn(5, 2, 3), torch.zeros(2, 2, d, device="meta")), ValueError, "hx is on meta"),
         (_bad_call(cls, torch.randn(0, 2, 3)), ValueError, "T >= 1"),
         (_bad_call(cls, torch.randn(5, 2, 3), torch.zeros(2, 2, d, dtype=torch.float64)), TypeError, "hx is torch.float64"),
+        (lambda: cell_cls(3, 4)(torch.randn(2, 3, dtype=torch.float64)), TypeError,
+         "input is torch.float64 but the module's parameters are torch.float32"),
+        (lambda: cell_cls(3, 4)(torch.randn(2, 3), torch.zeros(2, d, dtype=torch.float64)), TypeError,
+         "hx is torch.float64 but the module's parameters are torch.float32"),
         (lambda: cls(3, 0), ValueError, "hidden_size must be a positive int"),
         (lambda: cls(3, 4, num_layers=0), ValueError, "num_layers must be a positive int"),
         (lambda: cls(3, 4, backend="gpu"), ValueError, "backend must be one of"),
-        (lambda: cls(3, 4, dropout=1.5), ValueError, "dropout"),
+        (lambda: cls(3, 4, dropout=1.5), ValueError, r"dropout must be in \[0, 1\]"),
         (lambda: cell_cls(3, 4)(torch.randn(2, 5)), ValueError, "input_size = 3"),
         (lambda: cell_cls(3, 4)(torch.randn(2, 3), torch.zeros(3, d)), ValueError, rf"hx must have shape \(2, {d}\)"),
     ]
@@ -381,3 +412,92 @@ def test_compile_fullgraph_matches_eager(cls, cell_cls):
     # a new sequence length reuses the graph with a dynamic T instead of unrolling it
     out_long, _ = compiled(torch.randn(40, 4, 3))
     assert out_long.shape == (40, 4, rnn.output_size)
+
+
+def test_complex_hx_of_another_precision_names_its_complex_dtype():
+    """Checked before the complex state becomes real planes (float64 for complex128)."""
+    with pytest.raises(TypeError, match=r"hx is torch.complex128 but the module's parameters are "
+                                        r"torch.float32 \(a complex hx must be torch.complex64\)"):
+        ScuRNN(3, 4)(torch.randn(5, 2, 3), torch.zeros(1, 2, 4, dtype=torch.complex128))
+    with pytest.raises(TypeError, match="hx is torch.complex128"):
+        ScuRNNCell(3, 4)(torch.randn(2, 3), torch.zeros(2, 4, dtype=torch.complex128))
+    # complex128 is the complex state of a float64 module, as planes of float64
+    rnn, x = ScuRNN(3, 4).double(), torch.randn(5, 2, 3, dtype=torch.float64)
+    h = torch.randn(1, 2, 4, dtype=torch.complex128)
+    torch.testing.assert_close(rnn(x, h)[0], rnn(x, torch.cat([h.real, h.imag], -1))[0],
+                               rtol=0, atol=0)
+    torch._dynamo.reset()  # and the check compiles without a graph break
+    compiled = torch.compile(rnn, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, h)[0], rnn(x, h)[0], rtol=0, atol=0)
+
+
+def test_dropout_one_is_accepted_as_in_torch():
+    rnn = ScoRNN(3, 4, 2, dropout=1.0)
+    assert rnn.dropout == 1.0 and torch.nn.LSTM(3, 4, 2, dropout=1.0).dropout == 1.0
+    out, _ = rnn(torch.randn(5, 2, 3))  # training: layer 1 sees zeros
+    torch.testing.assert_close(out, rnn.layers[1].run_sequence(torch.zeros(5, 2, 4)))
+
+
+# -- every module of fastunitary.nn ---------------------------------------------------------
+ALL_MODULES = sorted(fnn.__all__)
+STACKED = [name for name in ALL_MODULES if not name.endswith("Cell")]
+
+
+def _make(name, num_layers=None, **kwargs):
+    """``name`` with input_size 3, hidden 4 (ENRNN: 3 + 2), ``num_layers`` if stacked."""
+    sizes = (3, 3, 2) if name.startswith("ENRNN") else (3, 4)
+    return getattr(fnn, name)(*sizes, *(() if num_layers is None else (num_layers,)), **kwargs)
+
+
+def _run(model, x):
+    out = model(x)
+    return out if torch.is_tensor(out) else out[0]
+
+
+@pytest.mark.parametrize("name", ALL_MODULES)
+def test_autocast_bfloat16_forward_and_backward(name):
+    """The supported route to bf16 compute: float32 parameters under autocast."""
+    model = _make(name)
+    x = torch.randn(2, 3) if name.endswith("Cell") else torch.randn(6, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _run(model, x)
+    assert out.dtype == torch.float32
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ALL_MODULES)
+def test_half_precision_parameters_are_refused_clearly(name, dtype):
+    """Parameters are float32 (or float64): a .bfloat16()/.half() module raises at the
+    call, pointing to autocast, instead of crashing inside an op or running in float32."""
+    models = [_make(name)] if name.endswith("Cell") else [_make(name, 1), _make(name, 2)]
+    x = torch.randn(2, 3) if name.endswith("Cell") else torch.randn(6, 2, 3)
+    for model in models:
+        with pytest.raises(TypeError, match=rf"the module's parameters are {dtype}; keep them "
+                                            r"in float32 \(or float64\) and run under torch.autocast"):
+            _run(model.to(dtype), x.to(dtype))
+    _run(_make(name).double(), x.double())  # float64 modules are supported
+
+
+@pytest.mark.parametrize("name", STACKED)
+def test_bf16_state_accepted_under_autocast(name):
+    """Under autocast every module takes a bf16 hx, as torch.nn.LSTM does."""
+    model = _make(name, 2)
+    x = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        _, h_n = model(x)
+    hx = tuple(h.bfloat16() for h in h_n) if isinstance(h_n, tuple) else h_n.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = model(x, hx)
+    assert out.dtype == torch.float32
+    with pytest.raises(TypeError, match="is torch.bfloat16 but the module's parameters are torch.float32"):
+        model(x, hx)  # outside autocast: refused
+
+
+@pytest.mark.parametrize("option, value", [("bidirectional", True), ("bidirectional", False),
+                                           ("proj_size", 2)])
+@pytest.mark.parametrize("name", STACKED)
+def test_torch_lstm_options_we_lack_are_named(name, option, value):
+    with pytest.raises(NotImplementedError, match=rf"^{name} has no {option} option"):
+        _make(name, **{option: value})

@@ -1,5 +1,6 @@
 """ENRNN / ENRNNCell (fastunitary/nn/enrnn.py)."""
 
+import copy
 import io
 
 import pytest
@@ -209,3 +210,28 @@ def test_bad_input():
     x[1, 1, 1] = float("nan")
     with pytest.raises(ValueError, match="input contains NaN"):
         ENRNN(3, 4, 2, check_finite=True)(x)
+
+
+def test_num_negative_follows_a_loaded_D1():
+    rnn = ENRNN(3, 10, 2, num_layers=2, num_negative=0)
+    rnn.load_state_dict(ENRNN(3, 10, 2, num_layers=2, num_negative=4).state_dict())
+    assert [cell.num_negative for cell in rnn.layers] == [4, 4]
+    assert "num_negative=4" in repr(rnn.layers[0])
+
+
+def test_cell_refuses_input_of_another_precision():
+    with pytest.raises(TypeError, match="input is torch.float64 but the module's parameters are torch.float32"):
+        ENRNNCell(3, 4, 2)(torch.randn(2, 3, dtype=torch.float64))
+
+
+def test_clear_weight_cache_after_changes_through_data():
+    x = torch.randn(6, 2, 3)
+    rnn = ENRNN(3, 4, 2, num_layers=2).eval()
+    with torch.no_grad():
+        rnn(x)  # caches W
+        rnn.layers[0].M.data.mul_(0.5)
+        rnn.layers[1].C.data.add_(1.0)
+        rnn.clear_weight_cache()
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
+        rnn.layers[0].skew_re.add_(0.3)  # tracked: invalidates without a call
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)

@@ -47,3 +47,14 @@ def test_parameter_count_is_that_of_the_model():
     rnn = ScoRNN(m, n)
     # U (n m) + c (n) + A (n(n-1)/2) + modReLU bias (n)
     assert sum(p.numel() for p in rnn.parameters()) == n * m + n + n * (n - 1) // 2 + n
+
+
+def test_rho_follows_a_loaded_D():
+    rnn = ScoRNN(3, 10, 2, rho=0)
+    rnn.load_state_dict(ScoRNN(3, 10, 2, rho=5).state_dict())
+    assert [cell.rho for cell in rnn.layers] == [5, 5] and "rho=5" in repr(rnn)
+    cell = ScoRNNCell(3, 10, rho=2)
+    cell.load_state_dict(ScoRNNCell(3, 10, rho=7).state_dict())
+    assert cell.rho == 7 and "rho=7" in repr(cell)
+    cell.reset_parameters()  # re-initializes with the loaded rho
+    assert int((cell.D < 0).sum()) == 7

@@ -60,6 +60,13 @@ class RecurrentCell(nn.Module, abc.ABC):
     ``h_t = modReLU(W h_{t-1} + v_t)``. An option of every cell rather than separate
     classes, because it touches only the input term: ``W``, its parametrization and every
     model-specific feature stay as they are, for scuRNN, scoRNN and ENRNN alike.
+
+    Precision: parameters float32 (or float64, e.g. for ``gradcheck``); for bfloat16 or
+    float16 compute keep them in float32 and run under ``torch.autocast``.
+
+    ``W`` is cached in eval mode with gradients off (see :meth:`_recurrent_weight`): after
+    changing its sources in place through ``.data`` (or ``Tensor.set_``), which the cache
+    cannot see, call :meth:`clear_weight_cache`.
     """
 
     is_complex: bool = False
@@ -141,8 +148,12 @@ class RecurrentCell(nn.Module, abc.ABC):
         """``(d, d)`` matrix the recurrence op uses, computed once per forward call.
 
         When no gradient can flow into it (eval mode with grad disabled, or frozen
-        parameters), it is cached and reused until a source changes (in-place updates
-        bump the version counter, ``.to()`` moves the storage).
+        parameters), it is cached and reused until a source changes, as seen by its
+        storage, version counter and dtype: in-place updates (under ``torch.no_grad()``,
+        by optimizers, by ``load_state_dict``) bump the version counter, ``.to()`` moves
+        the storage, ``.train()``/``.eval()`` drop the entry. In-place changes through
+        ``.data`` (``p.data.mul_(2)``, ``p.data = t``) or ``Tensor.set_`` bypass the
+        version counter: call :meth:`clear_weight_cache` after them.
         """
         sources = self._weight_sources()
         if (
@@ -160,6 +171,18 @@ class RecurrentCell(nn.Module, abc.ABC):
         if self._weight_cache is None or self._weight_cache[0] != key:
             self._weight_cache = (key, self._compute_recurrent_weight())
         return self._weight_cache[1]
+
+    def clear_weight_cache(self) -> None:
+        """Drop the cached ``W``, so that the next call rebuilds it from the parameters.
+
+        Needed only after in-place changes the version counter cannot see: through
+        ``.data`` or ``Tensor.set_`` (see :meth:`_recurrent_weight`).
+        """
+        self._weight_cache = None
+
+    def train(self, mode: bool = True):
+        self._weight_cache = None  # a mode switch never leaves an entry behind
+        return super().train(mode)
 
     # -- input term and one step -------------------------------------------------------
     def input_term(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,6 +204,7 @@ class RecurrentCell(nn.Module, abc.ABC):
                 f"got shape {tuple(input.shape)}"
             )
         _checks.check_same_device("the module's parameters", self.weight_ih, input=input)
+        check_dtype("input", input, self.weight_ih)
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
         B = x.shape[0]
@@ -250,27 +274,52 @@ class RecurrentCell(nn.Module, abc.ABC):
 
 
 def check_dropout(dropout: float, num_layers: int) -> None:
-    """``ValueError`` outside [0, 1); a warning when there is no layer boundary to act on."""
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    """``ValueError`` outside [0, 1] (as ``torch.nn.LSTM``); a warning when there is no layer
+    boundary to act on."""
+    if not 0.0 <= float(dropout) <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
     if dropout > 0 and num_layers == 1:
         warnings.warn("dropout acts between layers; with num_layers=1 it does nothing",
                       stacklevel=4)
+
+
+#: the parameter dtypes a module supports -> the dtype of a complex state
+COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def check_dtype(name: str, t: torch.Tensor, weight: torch.Tensor) -> None:
+    """The dtype policy of every module (DESIGN.md), for an input or a state ``t`` given to
+    a module whose parameters include ``weight``: ``TypeError`` when
+
+    - the parameters are neither float32 nor float64: for bfloat16/float16 compute they
+      stay float32 and the forward runs under ``torch.autocast``;
+    - outside autocast, ``t`` is not of their precision (``weight.dtype``, or its complex
+      counterpart for a complex state). Under autocast any floating ``t`` passes, as in
+      ``torch.nn.LSTM``: the input term is cast and the state accumulates in float32.
+    """
+    if weight.dtype not in COMPLEX_OF:
+        raise TypeError(
+            f"the module's parameters are {weight.dtype}; keep them in float32 (or float64) "
+            f"and run under torch.autocast for bfloat16/float16 compute"
+        )
+    want = COMPLEX_OF[weight.dtype] if t.is_complex() else weight.dtype
+    if t.dtype != want and not torch.is_autocast_enabled(t.device.type):
+        raise TypeError(
+            f"{name} is {t.dtype} but the module's parameters are {weight.dtype}"
+            + (f" (a complex {name} must be {want})" if t.is_complex() else "")
+            + "; convert one of them (e.g. model.double()) or run under torch.autocast"
+        )
 
 
 def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) -> torch.Tensor:
     """Check a user-given state and return it in the planes layout, shape ``shape``."""
     _checks.check_tensor(name, h)
     _checks.check_same_device("the module's parameters", cell.weight_ih, **{name: h})
+    if h.is_complex() and not cell.is_complex:
+        raise TypeError(f"{name} is complex ({h.dtype}) but this model's state is real")
+    check_dtype(name, h, cell.weight_ih)
     if h.is_complex():
-        if not cell.is_complex:
-            raise TypeError(f"{name} is complex ({h.dtype}) but this model's state is real")
         h = to_planes(h)
-    if h.dtype != cell.weight_ih.dtype:
-        raise TypeError(
-            f"{name} is {h.dtype} but the module's parameters are {cell.weight_ih.dtype}; "
-            f"convert one of them (a complex state must match their precision)"
-        )
     want = tuple(shape[:-2]) + tuple(shape[-1:]) if unbatched else tuple(shape)
     if tuple(h.shape) != tuple(want):
         what = ("(num_layers, " if len(shape) == 3 else "(") + ("" if unbatched else "B, ")
@@ -284,8 +333,8 @@ def check_sequence_input(
 ) -> tuple[torch.Tensor, bool]:
     """Check a module's sequence input; return it as ``(T, B, input_size)`` and ``unbatched``.
 
-    ``weight`` is one of the module's parameters (its device and dtype must match the
-    input's, unless autocast is on).
+    ``weight`` is one of the module's parameters (its device must match the input's, and
+    its dtype as :func:`check_dtype` says).
     """
     _checks.check_tensor("input", input, allow_complex=False)
     layout = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
@@ -300,11 +349,7 @@ def check_sequence_input(
             f"got shape {tuple(input.shape)}"
         )
     _checks.check_same_device("the module's parameters", weight, input=input)
-    if input.dtype != weight.dtype and not torch.is_autocast_enabled(input.device.type):
-        raise TypeError(
-            f"input is {input.dtype} but the module's parameters are {weight.dtype}; "
-            f"convert one of them (e.g. model.double()) or run under torch.autocast"
-        )
+    check_dtype("input", input, weight)
     unbatched = input.dim() == 2
     x = input.unsqueeze(1) if unbatched else input
     if batch_first and not unbatched:
@@ -314,8 +359,29 @@ def check_sequence_input(
     return x, unbatched
 
 
-class StackedRNN(nn.Module):
+class RejectsTorchOnlyOptions:
+    """Mixin of the stacked modules: the options of ``torch.nn.LSTM`` that they lack raise
+    an error naming the option and the module (the constructors' own signatures would
+    raise one naming whichever internal class first sees the keyword)."""
+
+    TORCH_ONLY_OPTIONS = ("bidirectional", "proj_size")
+
+    def __new__(cls, *args, **kwargs):
+        for name in cls.TORCH_ONLY_OPTIONS:
+            if name in kwargs:
+                raise NotImplementedError(
+                    f"{cls.__name__} has no {name} option ({name}={kwargs[name]!r} given), "
+                    f"unlike torch.nn.LSTM; leave it out"
+                )
+        return super().__new__(cls)
+
+
+class StackedRNN(RejectsTorchOnlyOptions, nn.Module):
     """Layers of cells with the calling convention of ``torch.nn.LSTM``.
+
+    ``W`` of each layer is cached in eval mode with gradients off; after changing
+    parameters in place through ``.data`` (or ``Tensor.set_``) call
+    :meth:`clear_weight_cache` (see :meth:`RecurrentCell._recurrent_weight`).
 
     Args:
         input_size: features of each input.
@@ -365,6 +431,11 @@ class StackedRNN(nn.Module):
     def check_finite(self, value: bool) -> None:
         for cell in self.layers:
             cell.check_finite = bool(value)
+
+    def clear_weight_cache(self) -> None:
+        """Drop every layer's cached ``W`` (:meth:`RecurrentCell.clear_weight_cache`)."""
+        for cell in self.layers:
+            cell.clear_weight_cache()
 
     def recurrent_matrix(self, layer: int = 0) -> torch.Tensor:
         """``W`` of ``layer`` now in use (complex for a complex state)."""

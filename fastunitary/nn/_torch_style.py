@@ -16,10 +16,11 @@ from torch import nn
 
 from .. import _checks
 from .._backend import check_backend_name
-from ._base import check_dropout, check_positive, check_sequence_input
+from ._base import (RejectsTorchOnlyOptions, check_dropout, check_dtype, check_positive,
+                    check_sequence_input)
 
 
-class TorchStyleStack(nn.Module):
+class TorchStyleStack(RejectsTorchOnlyOptions, nn.Module):
     """Shared skeleton; ``gates`` is 4 (LSTM) or 1 (plain cell)."""
 
     gates: int = 1
@@ -61,9 +62,7 @@ class TorchStyleStack(nn.Module):
         want = (self.num_layers, self.hidden_size) if unbatched else (self.num_layers, B, self.hidden_size)
         _checks.check_shape(name, s, want, what="(num_layers, " + ("" if unbatched else "B, ") + "hidden_size)")
         _checks.check_same_device("the module's parameters", self.weight_ih_l0, **{name: s})
-        if s.dtype != self.weight_ih_l0.dtype and not torch.is_autocast_enabled(s.device.type):
-            raise TypeError(f"{name} is {s.dtype} but the module's parameters are "
-                            f"{self.weight_ih_l0.dtype}; convert one of them")
+        check_dtype(name, s, self.weight_ih_l0)
         if self.check_finite:
             _checks.check_finite(name, s)
         return s.unsqueeze(1) if unbatched else s

@@ -35,7 +35,8 @@ class ENRNNCell(_base.RecurrentCell):
         coupled: learn ``C``, the path from the short-term to the long-term state.
         num_negative: number of -1 entries of ``D1`` (placed last); default
             ``3 * unitary_size // 10``, the ratio of the official setups (52 of 172 for
-            copying, 29 of 96 for adding).
+            copying, 29 of 96 for adding). ``load_state_dict`` sets it from the loaded
+            ``D1``.
         normalization: ``"sticky"`` (official: switches on the first time
             ``sigma(M) > 1`` and stays on, a state kept in the buffer ``normalization_on``,
             saved in the ``state_dict``) or ``"max1"`` (``M / max(1, sigma(M))``).
@@ -104,6 +105,11 @@ class ENRNNCell(_base.RecurrentCell):
         if self.C is not None:
             glorot_uniform_(self.C, n2, n1, generator=generator)
         self.normalization_on.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.D1.device.type != "meta":  # num_negative follows the signs that were loaded
+            self.num_negative = int((self.D1 < 0).sum())
 
     # -- the recurrent matrix -----------------------------------------------------------
     def long_term_matrix(self) -> torch.Tensor:

@@ -23,7 +23,8 @@ class ScoRNNCell(CayleyCellBase):
         bias: learn the input bias ``c``.
         rho: number of -1 entries of ``D`` (placed last, as the official code does).
             A per-task hyperparameter; the default ``hidden_size // 10`` is the official
-            MNIST setup (n = 170, rho = 17).
+            MNIST setup (n = 170, rho = 17). ``load_state_dict`` sets it from the loaded
+            ``D``.
         trainable_h0: learn the initial state (uniform in [-0.01, 0.01] at start).
         backend: ``"auto"``, ``"reference"`` or ``"triton"``.
         check_finite: raise on NaN/Inf in inputs (a debugging aid; costs a device sync).
@@ -53,6 +54,11 @@ class ScoRNNCell(CayleyCellBase):
 
     def _scaling_source(self) -> torch.Tensor:
         return self.D
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.D.device.type != "meta":  # rho follows the signs that were loaded
+            self.rho = int((self.D < 0).sum())
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", rho={self.rho}"

@@ -38,10 +38,12 @@ def plot(runs: dict, baseline: float, title: str, path, metric: str = "loss") ->
     key = "eval_accuracy" if accuracy else "eval_loss"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for name, seeds in runs.items():
-        n = min(len(m["history"]) for m in seeds)
-        steps = [h["step"] for h in seeds[0]["history"][:n]]
-        secs = np.mean([[h["seconds"] for h in m["history"][:n]] for m in seeds], axis=0)
-        vals = np.array([[h[key] for h in m["history"][:n]] for m in seeds])
+        # the evaluations every seed made: under a time budget the seeds stop at different
+        # steps, each with a last evaluation of its own
+        steps = sorted(set.intersection(*({h["step"] for h in m["history"]} for m in seeds)))
+        rows = [[next(h for h in m["history"] if h["step"] == s) for s in steps] for m in seeds]
+        secs = np.mean([[h["seconds"] for h in r] for r in rows], axis=0)
+        vals = np.array([[h[key] for h in r] for r in rows])
         label = f"{name} ({seeds[0]['params']} params, {len(seeds)} seed{'s' * (len(seeds) > 1)})"
         for ax, x in ((axes[0], secs), (axes[1], steps)):
             line, = ax.plot(x, vals.mean(0), label=label if ax is axes[0] else name)
@@ -112,8 +114,10 @@ def main(argv=None) -> None:
                               eval_every=args.eval_every, seed=seed)
             m = train(cfg, progress=args.progress)
             runs[spec].append(m)
-            best = (max(h["eval_accuracy"] for h in m["history"]) if "final_eval_accuracy" in m
-                    else min(h["eval_loss"] for h in m["history"]))
+            # the final evaluation counts: the history may have none (a budget shorter than
+            # --eval-every)
+            best = (m["best_eval_accuracy"] if "final_eval_accuracy" in m
+                    else min([m["final_eval_loss"]] + [h["eval_loss"] for h in m["history"]]))
             acc = (f", final test accuracy {m['final_eval_accuracy']:.3f} (best {best:.3f})"
                    if "final_eval_accuracy" in m else f" (best {best:.4f})")
             print(f"{spec:>12} seed {seed}: {m['steps']} steps in {m['seconds']:.0f} s, final eval "

@@ -23,12 +23,12 @@ RFLO's curves do not depend on BPTT's setting, and on a CPU they take most of th
 (``fastunitary.rflo.segment_cues``: our reading of the paper's augmented circuit for long
 durations); both rules then train ``W_in`` too. ``--readout-baseline`` adds a third rule:
 the readout alone with RFLO's readout steps, ``W`` and ``W_in`` fixed, which tells how much
-of RFLO's drop its recurrent updates make. Every ``--eval-every`` trials the loss of a
-trial without learning is recorded. Each seed (``--seeds``) is a separate realization: its
-own initial network, start state and feedback matrix; ``--jobs`` runs them in parallel
-processes. Writes ``bench/results/<name>.json`` and ``.png`` (``--name``, default
-``rflo_periodic``): loss against trials, one panel per period, the median over seeds with
-the range of the seeds shaded.
+of RFLO's drop its recurrent updates make. Every ``--eval-every`` trials, and after the
+last, the loss of a trial without learning is recorded. Each seed (``--seeds``) is a
+separate realization: its own initial network, start state and feedback matrix; ``--jobs``
+runs them in parallel processes. Writes ``bench/results/<name>.json`` and ``.png``
+(``--name``, default ``rflo_periodic``): loss against trials, one panel per period, the
+median over seeds with the range of the seeds shaded.
 """
 
 from __future__ import annotations
@@ -93,13 +93,20 @@ def train_rflo(net, x, y, h0, period: int, seed: int, args, readout_only: bool =
                    generator=torch.Generator().manual_seed(seed + 1))
     curve, t0 = [], time.perf_counter()
     for k in range(args.trials + 1):
-        if k % args.eval_every == 0:
+        if evaluates(k, args):
             curve.append((k, trainer.run(x, y, h0, learn=False).mean().item()))
         if k < args.trials:
             decay = 1.0 if args.decay is None else 1.0 / (1.0 + k / args.decay)
             trainer.lr, trainer.lr_out = lr * decay, lr_out * decay
             trainer.run(x, y, h0)
     return {"curve": curve, "seconds": time.perf_counter() - t0}
+
+
+def evaluates(trial: int, args) -> bool:
+    """Whether the loss is recorded after ``trial`` trials: every ``--eval-every`` trials, and
+    after the last one even where ``--eval-every`` does not divide ``--trials`` (the drop is
+    measured at the last point)."""
+    return trial % args.eval_every == 0 or trial == args.trials
 
 
 def train_bptt(net, x, y, h0, args) -> dict:
@@ -110,7 +117,7 @@ def train_bptt(net, x, y, h0, args) -> dict:
     opt = torch.optim.Adam(params, lr=args.lr_bptt)
     curve, t0 = [], time.perf_counter()
     for k in range(args.trials + 1):
-        if k % args.eval_every == 0:
+        if evaluates(k, args):
             with torch.no_grad():
                 curve.append((k, bptt_loss(rnn, x, y, h0).item()))
         if k < args.trials:
@@ -189,7 +196,14 @@ def reused_rflo(args) -> dict:
         if missing:
             raise SystemExit(f"--rflo-from {args.rflo_from}: no RFLO run at period {pt} tau "
                              f"for seeds {missing}")
-        out.update({(pt, s): seeds[str(s)]["rflo"] for s in args.seeds})
+        for s in args.seeds:
+            # runs from before the last trial was always evaluated may stop short of it
+            last = seeds[str(s)]["rflo"]["curve"][-1][0]
+            if last != args.trials:
+                raise SystemExit(f"--rflo-from {args.rflo_from}: its RFLO curve at period {pt} "
+                                 f"tau, seed {s} ends at trial {last}, not at the last trial "
+                                 f"{args.trials}: train RFLO again (without --rflo-from)")
+            out[(pt, s)] = seeds[str(s)]["rflo"]
     return out
 
 

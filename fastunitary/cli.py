@@ -6,45 +6,74 @@ import argparse
 import dataclasses
 import sys
 
+from ._backend import BackendUnavailableError
 from .train import MODELS, TASKS, TrainConfig, length_label, train
+
+
+#: the time budget of a run given neither --steps nor --max-seconds
+DEFAULT_SECONDS = 60.0
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, except where there is none to show (None, or a
+    flag's False): the help says what happens without the option."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _train_parser(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model on a task and report loss vs baseline",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", choices=TASKS, default=d.task)
+                       formatter_class=_HelpFormatter)
+    p.add_argument("--task", choices=TASKS, default=d.task, help="what to learn")
     p.add_argument("--permuted", action="store_true",
                    help="the permuted (shuffled) variant of digits, fashion_mnist or mnist1d")
-    p.add_argument("--model", choices=MODELS, default=d.model)
+    p.add_argument("--model", choices=MODELS, default=d.model, help="the recurrent network")
     p.add_argument("--hidden", type=int, default=d.hidden,
                    help="hidden size (complex state size for scurnn, unitary_size for enrnn)")
     p.add_argument("--short", type=int, default=d.short, help="enrnn: short_size")
-    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--layers", type=int, default=d.layers, help="stacked recurrent layers")
     p.add_argument("--length", type=int, default=d.length,
                    help="copying: delay T; adding: sequence length L; fixed for digits (64), "
                         "fashion_mnist (784), mnist1d (40)")
     p.add_argument("--convention", choices=("scornn", "exprnn"), default=d.convention,
                    help="copying: marker position")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--batch", type=int, default=d.batch, help="sequences per training step")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"stop after this many steps (the total, with --resume); with "
+                        f"--max-seconds too, at whichever comes first; with neither, after "
+                        f"{DEFAULT_SECONDS:g} s")
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="stop after this much training time")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-A", dest="lr_A", type=float, default=d.lr_A)
-    p.add_argument("--lr-D", dest="lr_D", type=float, default=d.lr_D)
+                   help=f"stop after this many seconds of training (with --resume, time trained "
+                        f"already counts); with neither this nor --steps: {DEFAULT_SECONDS:g}")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="learning rate of everything but A and D (Adam; RMSProp for enrnn)")
+    p.add_argument("--lr-A", dest="lr_A", type=float, default=d.lr_A,
+                   help="scurnn, scornn: RMSProp's rate for A; enrnn: for A1")
+    p.add_argument("--lr-D", dest="lr_D", type=float, default=d.lr_D,
+                   help="scurnn: Adagrad's rate for the phases of D")
     p.add_argument("--rho", type=int, default=None,
-                   help="scornn: number of -1 in D; enrnn: in D1")
+                   help="scornn: number of -1 in D (default hidden // 10); enrnn: in D1 "
+                        "(default 3 * hidden // 10)")
     p.add_argument("--clip", type=float, default=d.clip, help="max grad norm, 0 = off")
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-size", type=int, default=d.eval_size)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--backend", choices=("auto", "reference", "triton"), default=d.backend)
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="evaluate every N steps (and after the last step)")
+    p.add_argument("--eval-size", type=int, default=d.eval_size,
+                   help="sequences evaluated (copying, adding: generated; fashion_mnist: the "
+                        "first N test images; digits, mnist1d: their whole test set)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="weights, batches and evaluation set, in [0, 2**32)")
+    p.add_argument("--device", default=d.device, help="where to train: cpu, cuda, cuda:1, ...")
+    p.add_argument("--backend", choices=("auto", "reference", "triton"), default=d.backend,
+                   help="fastunitary's ops: Triton kernels or the PyTorch reference (auto: "
+                        "Triton on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True)")
     p.add_argument("--mu", type=float, default=d.mu,
-                   help="momentum models and sbornn_hb/sbornn_nag: mu (default 0.6, the "
-                        "MomentumRNN recipe; SBO-RNN's official start is 0.5)")
+                   help="momentum models and sbornn_hb/sbornn_nag: mu (the MomentumRNN "
+                        "recipe; SBO-RNN's official start is 0.5)")
     p.add_argument("--momentum-step", dest="momentum_step", type=float, default=d.momentum_step,
                    help="momentum models: s")
     p.add_argument("--restart", type=int, default=d.restart, help="nesterovlstm: restart period R")
@@ -52,7 +81,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--inner-steps", dest="inner_steps", type=int, default=d.inner_steps,
                    help="sbornn*: optimizer iterations per time step (K)")
     p.add_argument("--out", default=None,
-                   help="folder for metrics.json, metrics.csv, curves.png and checkpoint.pt")
+                   help="folder for metrics.json, metrics.csv, curves.png and checkpoint.pt "
+                        "(created if missing; without it nothing is written)")
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int,
                    default=d.checkpoint_every,
                    help="with --out: checkpoint every N steps (0: at each evaluation)")
@@ -77,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.steps is None and cfg.max_seconds is None:
         if cfg.resume is not None:  # the time budget counts what was trained already
             parser.error("--resume needs a budget: --steps N (the total) or --max-seconds S")
-        cfg.max_seconds = 60.0
+        cfg.max_seconds = DEFAULT_SECONDS
     try:
         m = train(cfg, out=args.out, progress=not args.no_progress)
-    except (ValueError, TypeError, FloatingPointError, FileNotFoundError, ImportError) as e:
+    # BackendUnavailableError (a RuntimeError) is a refused backend request, not a failure
+    except (ValueError, TypeError, FloatingPointError, FileNotFoundError, ImportError,
+            BackendUnavailableError) as e:
         print(f"fastunitary train: error: {e}", file=sys.stderr)
         return 2
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"

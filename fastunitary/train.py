@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nn as fnn
+from ._backend import triton_importable, triton_interpret
 from .tasks import adding, copying, digits, fashion_mnist, mnist_1d
 from .tasks.splits import TASKS
 
@@ -327,6 +329,67 @@ def _check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
+    # a budget that runs no step would report an untrained model as a result
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+    if cfg.max_seconds is not None and not cfg.max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0, got {cfg.max_seconds}")
+    if not cfg.clip >= 0:  # 0 turns clipping off; a negative norm would silently do the same
+        raise ValueError(f"clip must be >= 0 (0: no clipping), got {cfg.clip}")
+    if not 0 <= cfg.seed < 2**32:  # numpy's RandomState (the digit permutations) takes no more
+        raise ValueError(f"seed must be in [0, 2**32), got {cfg.seed}")
+    _check_device(cfg.device)
+    _check_backend(cfg)
+
+
+def _check_device(name: str) -> None:
+    """Raise a ValueError naming ``device`` when this machine cannot train on it (torch's own
+    RuntimeError or AssertionError comes from deep inside the first tensor put there)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"device {name!r} is not a device: {e}") from None
+    if device.type == "cuda":
+        # checked without touching a GPU: under torchrun every rank would start a CUDA
+        # context on GPU 0 before picking its own
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            why = ("this PyTorch is built without CUDA" if not torch.backends.cuda.is_built()
+                   else f"{count} CUDA device(s) visible")
+            raise ValueError(f"device {name!r} is not available here: {why}")
+    elif device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as e:
+            why = str(e).strip().split("\n")[0].split(". ")[0]  # torch's runs on for a page
+            raise ValueError(f"device {name!r} is not available here: "
+                             f"{why or type(e).__name__}") from None
+
+
+def _check_backend(cfg: TrainConfig) -> None:
+    """``backend="triton"`` fails inside the first step otherwise, where ``torch.compile``
+    wraps the reason in its own error. LSTM and GRU are torch's and take no backend."""
+    if cfg.backend != "triton" or cfg.model in ("lstm", "gru"):
+        return
+    if not triton_importable():
+        raise ValueError("backend 'triton' needs the triton package (pip install triton; "
+                         "Linux only); use backend 'auto' or 'reference'")
+    if torch.device(cfg.device).type != "cuda" and not triton_interpret():
+        raise ValueError(f"backend 'triton' needs a CUDA device, got device {cfg.device!r}; set "
+                         f"TRITON_INTERPRET=1 to run the kernels on the CPU (slow; for tests), "
+                         f"or use backend 'auto' or 'reference'")
+
+
+def prepare_output(out: Path) -> Path:
+    """Create the output folder, or say why it cannot be: before the first step, not after
+    the whole run has trained."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"out: cannot create the folder {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"out: cannot write into the folder {out}")
+    return out
 
 
 @torch.no_grad()
@@ -344,10 +407,13 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     Metrics: ``task``, ``model``, ``steps``, ``final_train_loss``, ``final_eval_loss``,
     ``final_eval_accuracy`` and ``best_eval_accuracy`` (tasks scored by accuracy),
     ``baseline_loss``, ``params``, ``seconds``,
-    ``tokens_per_second``, ``config`` and the evaluation ``history``.
+    ``tokens_per_second``, ``config`` and the evaluation ``history`` (every ``eval_every``
+    steps, and the last step).
     """
     _check_config(cfg)
+    ckpt = None if cfg.resume is None else read_checkpoint(cfg)
     dist = Distributed.from_environment(cfg)
+    out = None if out is None or not dist.is_main else prepare_output(Path(out))
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)  # the same on every rank: each takes its shard
     # the concrete device ("cuda" -> "cuda:0", or this rank's GPU under torchrun)
@@ -366,9 +432,8 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     params = sum(p.numel() for p in model.parameters())
     tokens = cfg.batch * task.tokens_per_sequence
     state = {"step": 0, "train_seconds": 0.0, "loss_value": math.nan, "history": []}
-    if cfg.resume is not None:
-        state = load_checkpoint(cfg, model, optimizers, rng)
-    out = None if out is None or not dist.is_main else Path(out)
+    if ckpt is not None:
+        state = restore_checkpoint(ckpt, model, optimizers, rng)
     every = cfg.checkpoint_every or cfg.eval_every
 
     bar = None
@@ -398,8 +463,8 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at step {step}")
         if step % cfg.eval_every == 0:
-            history.append({"step": step, "seconds": train_seconds, "train_loss": loss_value,
-                            **{f"eval_{k}": v for k, v in evaluate(model, eval_x, eval_y).items()}})
+            history.append(_history_row(step, train_seconds, loss_value,
+                                        evaluate(model, eval_x, eval_y)))
         if out is not None and step % every == 0:
             save_checkpoint(out / "checkpoint.pt", cfg, model, optimizers, rng,
                             step=step, train_seconds=train_seconds, loss_value=loss_value,
@@ -416,6 +481,11 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         bar.close()
     dist.close()
     final = evaluate(model, eval_x, eval_y)
+    # the curves end at the last step even when eval_every does not divide it; checkpoints
+    # keep the regular evaluations only, so that a resumed run's history is the straight one's
+    curve = history
+    if not history or history[-1]["step"] != step:
+        curve = history + [_history_row(step, train_seconds, loss_value, final)]
     metrics = {
         "task": cfg.task,
         "model": cfg.model,
@@ -428,7 +498,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
         "tokens_per_second": step * tokens / max(train_seconds, 1e-9),
         "config": dataclasses.asdict(cfg),
         "world_size": dist.world,  # processes (torchrun), each on batch / world_size sequences
-        "history": history,
+        "history": curve,
     }
     if "accuracy" in final:
         metrics["final_eval_accuracy"] = final["accuracy"]
@@ -441,6 +511,12 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
                             history=history)
         write_outputs(out, metrics)
     return metrics
+
+
+def _history_row(step: int, seconds: float, train_loss: float, evaluation: dict) -> dict:
+    """One evaluation of the history (a row of metrics.csv)."""
+    return {"step": step, "seconds": seconds, "train_loss": train_loss,
+            **{f"eval_{k}": v for k, v in evaluation.items()}}
 
 
 class Distributed:
@@ -547,16 +623,22 @@ def save_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, optimizers, 
     tmp.replace(path)
 
 
-def load_checkpoint(cfg: TrainConfig, model: nn.Module, optimizers, rng) -> dict:
-    """Restore a :func:`save_checkpoint` file into a freshly built run; return its counters."""
+def read_checkpoint(cfg: TrainConfig) -> dict:
+    """The :func:`save_checkpoint` file ``cfg.resume``, checked against ``cfg`` before
+    anything is built: a ValueError says why it cannot be resumed."""
     path = Path(cfg.resume)
     if not path.is_file():
         raise ValueError(f"resume: no checkpoint at {path}")
     # on the CPU: load_state_dict copies into the parameters wherever they live, and the
     # RNG state must stay a CPU byte tensor
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"resume: {path} is not a fastunitary checkpoint (format {ckpt.get('format')!r})")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # whatever the file holds: pickle, zip and EOF errors, and more
+        raise ValueError(f"resume: {path} is not a fastunitary checkpoint (unreadable: "
+                         f"{type(e).__name__}: {e})") from None
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt != CHECKPOINT_FORMAT:
+        raise ValueError(f"resume: {path} is not a fastunitary checkpoint (format {fmt!r})")
     mine = dataclasses.asdict(cfg)
     changed = sorted(k for k, v in ckpt["config"].items()
                      if k not in RESUMABLE_CHANGES and mine.get(k) != v)
@@ -564,6 +646,11 @@ def load_checkpoint(cfg: TrainConfig, model: nn.Module, optimizers, rng) -> dict
         detail = ", ".join(f"{k}: {ckpt['config'][k]!r} -> {mine.get(k)!r}" for k in changed)
         raise ValueError(f"resume: the run differs from the checkpoint's in {detail}; only "
                          f"{', '.join(sorted(RESUMABLE_CHANGES))} may change")
+    return ckpt
+
+
+def restore_checkpoint(ckpt: dict, model: nn.Module, optimizers, rng) -> dict:
+    """Restore a :func:`read_checkpoint` into a freshly built run; return its counters."""
     model.load_state_dict(ckpt["model"])
     for opt, st in zip(optimizers, ckpt["optimizers"], strict=True):
         opt.load_state_dict(st)
@@ -577,9 +664,13 @@ def write_outputs(out: Path, metrics: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     history = metrics["history"]
+    # the header even without a row: the columns do not depend on whether evaluations ran
+    known = ["step", "seconds", "train_loss", "eval_loss"]
+    if "final_eval_accuracy" in metrics:
+        known.append("eval_accuracy")
+    columns = list(dict.fromkeys(known + [k for h in history for k in h]))
     with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for h in history for k in h)),
-                                lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
     plot_curves(metrics, out / "curves.png")

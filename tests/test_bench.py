@@ -238,3 +238,76 @@ def test_rflo_periodic_cues_are_segment_inputs_that_every_rule_but_the_readout_t
     assert not torch.equal(readout.rnn.weight_out.detach(), start["weight_out"])
     result = json.loads((tmp_path / "rflo_periodic.json").read_text())["results"]["3"]
     assert set(result["summary"]) == {"rflo", "bptt", "readout"}
+
+
+@pytest.mark.parametrize("empty_history", [False, True])
+def test_compare_training_takes_the_final_evaluation_when_none_came_before(
+        tmp_path, capsys, monkeypatch, empty_history):
+    """A budget shorter than --eval-every: the best result is the final evaluation."""
+    from bench import compare_training
+
+    if empty_history:  # what a run without evaluations in its history reports
+        real = compare_training.train
+        monkeypatch.setattr(compare_training, "train",
+                            lambda cfg, **kw: {**real(cfg, **kw), "history": []})
+    for task in ("adding", "copying"):
+        compare_training.main(["--task", task, "--length", "4", "--models", "scornn",
+                               "--size", "scornn=4", "--batch", "2", "--steps", "2",
+                               "--eval-every", "100", "--name", task, "--out", str(tmp_path)])
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if " seed 0: " in ln)
+        m = json.loads((tmp_path / f"{task}.json").read_text())["runs"]["scornn"][0]
+        if task == "adding":
+            final = f"{m['final_eval_loss']:.4f}"
+            assert f"final eval loss {final} (best {final})" in line, line
+        else:
+            final = f"{m['final_eval_accuracy']:.3f}"
+            assert f"final test accuracy {final} (best {final})" in line, line
+        assert [h["step"] for h in m["history"]] == ([] if empty_history else [2])
+
+
+def test_compare_training_plots_only_the_evaluations_every_seed_made(tmp_path):
+    """Under a time budget each seed's history ends at its own last step."""
+    import matplotlib.pyplot as plt
+
+    from bench import compare_training
+
+    def run(steps, seconds):
+        return {"params": 10, "history": [{"step": s, "seconds": t, "eval_loss": 1.0 / s}
+                                          for s, t in zip(steps, seconds)]}
+
+    runs = {"m": [run([2, 4, 5], [1.0, 2.0, 2.5]), run([2, 4, 6], [3.0, 4.0, 6.0])]}
+    compare_training.plot(runs, 1.0, "t", tmp_path / "p.png")
+    by_time, by_step = plt.gcf().axes
+    assert list(by_step.lines[0].get_xdata()) == [2, 4]
+    assert list(by_time.lines[0].get_xdata()) == [2.0, 3.0]  # the seeds' mean times
+    assert list(by_step.lines[0].get_ydata()) == [0.5, 0.25]
+    plt.close("all")
+
+
+def test_rflo_periodic_evaluates_the_last_trial_when_eval_every_does_not_divide(
+        tmp_path, monkeypatch):
+    from bench import rflo_periodic
+
+    argv = ["--periods", "4", "--trials", "3", "--eval-every", "5", "--hidden", "4", "--tau", "2",
+            "--out", str(tmp_path)]
+    rflo_periodic.main(argv + ["--name", "a"])
+    result = json.loads((tmp_path / "a.json").read_text())["results"]["4"]
+    for rule in ("rflo", "bptt"):
+        r = result["seeds"]["0"][rule]
+        assert [k for k, _ in r["curve"]] == [0, 3]
+        assert r["last"] == r["curve"][-1][1] != r["first"]  # trained: the loss moved
+        assert r["reduction"] == r["first"] / r["last"] != 1.0
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+
+    # --rflo-from takes those curves, last trial included ...
+    monkeypatch.setattr(rflo_periodic, "train_rflo", lambda *a, **k: pytest.fail("RFLO trained"))
+    rflo_periodic.main(argv + ["--name", "b", "--rflo-from", str(tmp_path / "a.json")])
+    later = json.loads((tmp_path / "b.json").read_text())["results"]["4"]["seeds"]["0"]
+    assert later["rflo"]["curve"] == result["seeds"]["0"]["rflo"]["curve"]
+    assert later["bptt"]["curve"] == result["seeds"]["0"]["bptt"]["curve"]
+    # ... and refuses curves that stop short of it (runs from before this was fixed)
+    old = json.loads((tmp_path / "a.json").read_text())
+    old["results"]["4"]["seeds"]["0"]["rflo"]["curve"].pop()
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(SystemExit, match="ends at trial 0, not at the last trial 3"):
+        rflo_periodic.main(argv + ["--name", "c", "--rflo-from", str(tmp_path / "old.json")])

@@ -192,3 +192,137 @@ def test_cli_resume_needs_a_budget(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--resume", str(tmp_path / "checkpoint.pt")])
     assert "--resume needs a budget" in capsys.readouterr().err
+
+
+def _cli_error(capsys, args) -> str:
+    """The one line ``fastunitary train`` prints for a bad argument (exit code 2)."""
+    rc = cli.main(["train", "--task", "adding", "--length", "4", "--hidden", "4", "--batch", "2",
+                   "--steps", "2", "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("fastunitary train: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--device", "cuda:99"], "device 'cuda:99' is not available here"),
+    (["--device", "foo"], "device 'foo' is not a device"),
+    (["--backend", "triton"], "backend 'triton' needs"),
+    (["--backend", "triton", "--compile"], "backend 'triton' needs"),
+    (["--steps", "-3"], "steps must be >= 1, got -3"),
+    (["--max-seconds", "-1"], "max_seconds must be > 0, got -1.0"),
+    (["--clip", "-1"], "clip must be >= 0 (0: no clipping), got -1.0"),
+    (["--seed", "-1"], "seed must be in [0, 2**32), got -1"),
+])
+def test_cli_refuses_bad_arguments_in_one_line(capsys, monkeypatch, args, says):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert says in _cli_error(capsys, args)
+
+
+def test_cli_reports_a_refused_backend_without_traceback(capsys, monkeypatch):
+    """BackendUnavailableError, a RuntimeError, is a refused request: one line, exit code 2
+    (SBO-RNN has no Triton kernel; here the kernels could run on the CPU)."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    err = _cli_error(capsys, ["--model", "sbornn", "--backend", "triton"])
+    assert "backend='triton' is not available for fastunitary op 'sbo_recurrence'" in err
+
+
+def test_cli_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    text, empty, tensor = tmp_path / "text.pt", tmp_path / "empty.pt", tmp_path / "tensor.pt"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    empty.write_bytes(b"")
+    torch.save(torch.zeros(2), tensor)
+    for path in (text, empty, tensor):
+        err = _cli_error(capsys, ["--resume", str(path)])
+        assert f"resume: {path} is not a fastunitary checkpoint" in err
+
+
+def test_a_bad_output_folder_is_refused_before_the_first_step(tmp_path, capsys, monkeypatch):
+    from fastunitary import train as train_module
+
+    def no_step(self, x):
+        raise AssertionError("trained before checking the output folder")
+
+    monkeypatch.setattr(train_module.SequenceModel, "forward", no_step)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert "cannot create the folder" in _cli_error(capsys, ["--out", str(afile)])
+    assert "Not a directory" in _cli_error(capsys, ["--out", str(afile / "sub")])
+    with pytest.raises(ValueError, match="out: cannot create the folder"):
+        train(TrainConfig(task="adding", length=4, hidden=4, batch=2, steps=2), out=afile,
+              progress=False)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("steps", 0, "steps must be >= 1"),
+    ("max_seconds", 0.0, "max_seconds must be > 0"),
+    ("max_seconds", float("nan"), "max_seconds must be > 0"),
+    ("clip", -0.5, "clip must be >= 0"),
+    ("seed", 2**32, r"seed must be in \[0, 2\*\*32\)"),
+    ("device", "cuda:99", "device 'cuda:99' is not available here"),
+])
+def test_train_refuses_budgets_clip_seed_and_devices_that_cannot_work(field, value, says):
+    cfg = TrainConfig(task="adding", length=4, hidden=4, batch=2, steps=2)
+    setattr(cfg, field, value)
+    with pytest.raises(ValueError, match=says):
+        train(cfg, progress=False)
+
+
+def test_history_and_csv_end_at_the_last_step(tmp_path):
+    m = train(TrainConfig(task="adding", model="scornn", hidden=6, length=5, batch=4,
+                          eval_every=2, eval_size=8, steps=5), out=tmp_path, progress=False)
+    assert [h["step"] for h in m["history"]] == [2, 4, 5]
+    assert m["history"][-1]["eval_loss"] == m["final_eval_loss"]
+    assert m["history"][-1]["train_loss"] == m["final_train_loss"]
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,seconds,train_loss,eval_loss"
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [2, 4, 5]
+
+
+def test_resume_history_ends_at_the_last_step_as_the_straight_run(tmp_path):
+    """The last evaluation of a run that stopped between evaluations is not kept in its
+    checkpoint: the resumed run's history is the uninterrupted one's."""
+    base = dict(task="copying", model="scornn", hidden=6, length=5, batch=4, eval_every=3,
+                eval_size=8, seed=1)
+    straight = train(TrainConfig(**base, steps=7), progress=False)
+    first = train(TrainConfig(**base, steps=5), out=tmp_path, progress=False)
+    assert [h["step"] for h in first["history"]] == [3, 5]
+    resumed = train(TrainConfig(**base, steps=7, resume=str(tmp_path / "checkpoint.pt")),
+                    out=tmp_path, progress=False)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert [h["step"] for h in resumed["history"]] == [3, 6, 7]
+    assert strip(resumed["history"]) == strip(straight["history"])
+
+
+def test_metrics_csv_has_its_header_without_evaluations(tmp_path):
+    from fastunitary.train import write_outputs
+
+    write_outputs(tmp_path, {"task": "adding", "model": "lstm", "baseline_loss": 1 / 6,
+                             "history": []})
+    assert (tmp_path / "metrics.csv").read_text() == "step,seconds,train_loss,eval_loss\n"
+    write_outputs(tmp_path, {"task": "digits", "model": "lstm", "baseline_loss": 2.3,
+                             "final_eval_accuracy": 0.1, "history": []})
+    assert (tmp_path / "metrics.csv").read_text().startswith(
+        "step,seconds,train_loss,eval_loss,eval_accuracy\n")
+
+
+def test_cli_help_shows_every_default_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    blocks, name = {}, None  # option -> its help text, lines joined
+    for line in text.split("options:")[1].splitlines():
+        if line.startswith("  -"):
+            name = line.split()[0]
+        if name:
+            blocks[name] = blocks.get(name, "") + " " + line.strip()
+    for option in ("--task", "--model", "--hidden", "--layers", "--batch", "--lr", "--lr-A",
+                   "--lr-D", "--clip", "--eval-every", "--eval-size", "--seed", "--device",
+                   "--backend", "--mu", "--momentum-step", "--eta"):
+        assert blocks[option].count("(default: ") == 1, blocks[option]
+    assert "(default: 32)" in blocks["--batch"]
+    assert blocks["--mu"].count("0.6") == 1, blocks["--mu"]
+    for option in ("--steps", "--max-seconds"):
+        assert "60" in blocks[option] and "None" not in blocks[option], blocks[option]
+    assert "None" not in blocks["--out"] and "False" not in blocks["--compile"]

@@ -199,6 +199,8 @@ def test_fullgraph_compile_equals_eager(method):
         (lambda: SBORNN(3, 4, method="adam"), ValueError, "method"),
         (lambda: SBORNN(3, 4, steps=0), ValueError, "steps"),
         (lambda: SBORNN(3, 4, eta=-1.0), ValueError, "eta"),
+        (lambda: SBORNN(3, 4, method="heavy_ball", mu=-3.0), ValueError, r"mu must be in \[0, 1\)"),
+        (lambda: SBORNN(3, 4, method="nesterov", mu=1.0), ValueError, r"mu must be in \[0, 1\)"),
         (lambda: SBORNN(3, 4, backend="triton"), BackendUnavailableError, "sbo_recurrence"),
         (lambda: SBORNN(3, 4)(torch.zeros(5, 2, 2)), ValueError, "input_size = 3"),
         (lambda: SBORNN(3, 4)(torch.zeros(5, 2, 3), torch.zeros(2, 2, 4)), ValueError, "hx"),

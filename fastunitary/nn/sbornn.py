@@ -48,7 +48,8 @@ class SBORNN(TorchStyleStack):
         eta: the inner step size (> 0; default 0.05). The official code uses 1e-3 on pixel
             MNIST (T = 784). On sequential digits (T = 64) heavy ball at 0.05 and Nesterov
             at 0.02 learn well; plain ``"gd"`` learned slowly at every eta tried (README).
-        mu: initial momentum coefficient of the momentum methods.
+        mu: initial momentum coefficient of the momentum methods, in [0, 1) (where heavy
+            ball and Nesterov are convergent momentum; learned, it may leave that range).
         learn_mu: train ``mu`` (the official setting) or keep it fixed (a buffer).
         steps: optimizer iterations per time step (K).
         backend: ``"auto"`` or ``"reference"`` (no Triton kernel: see
@@ -69,6 +70,8 @@ class SBORNN(TorchStyleStack):
                  method: str = "gd", eta: float = 0.05, mu: float = 0.5, learn_mu: bool = True,
                  steps: int = 1, backend: str = "auto", check_finite: bool = False):
         check_options(method, eta, steps)
+        if method != "gd" and not 0.0 <= mu < 1.0:
+            raise ValueError(f"mu must be in [0, 1) for method={method!r}, got {mu}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          backend=backend, check_finite=check_finite)
         if backend == "triton":

@@ -103,7 +103,8 @@ def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
         if IS_COMPLEX:
             r2 = r2 + zi * zi
         r = tl.sqrt_rn(r2 + MODRELU_EPS)
-        scale = tl.div_rn(tl.maximum(r + bias, 0.0), r)
+        rb = r + bias  # tl.where, not tl.maximum, which would drop a NaN (see ACT == 2)
+        scale = tl.div_rn(tl.where(rb < 0.0, 0.0, rb), r)
         hr = zr * scale
         hi = zi * scale
     elif ACT == 1:
@@ -127,7 +128,7 @@ def _activate_backward(ar, ai, gr, gi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.c
             r2 = r2 + ai * ai
         r = tl.sqrt_rn(r2 + MODRELU_EPS)
         rb = r + bias
-        s = tl.div_rn(tl.maximum(rb, 0.0), r)
+        s = tl.div_rn(tl.where(rb < 0.0, 0.0, rb), r)
         c = tl.where(rb > 0, tl.div_rn(bias, r), 0.0)
         phr = tl.div_rn(ar, r)
         dot = phr * gr

@@ -207,6 +207,9 @@ def _bad(**over):
         (lambda: F.recurrence_planes(torch.zeros(4, 2, 3), torch.zeros(3, 3), None, None,
                                      activation="tanh", is_complex=True, backend="reference"),
          ValueError, "d even"),
+        (lambda: F.recurrence_planes(torch.zeros(0, 2, 3), torch.zeros(3, 3), None, None,
+                                     activation="tanh", is_complex=False, backend="reference"),
+         ValueError, "T, B, d >= 1"),
         (_bad(activation="gelu", bias=None), ValueError, "activation must be one of"),
         (_bad(u=torch.zeros(4, 2, 3, dtype=torch.int64)), TypeError, "u must be a floating"),
         (_bad(W=torch.zeros(3, 3, device="meta")), ValueError, "W is on meta"),
@@ -435,6 +438,20 @@ def test_kernel_propagates_nan_like_the_reference(kernel_device, activation, com
     h = F.recurrence(u, W, bias, h0, activation=activation, backend="triton")
     assert torch.equal(torch.isnan(h), torch.isnan(h_ref))
     assert torch.isnan(h[1:, 1]).all() and not torch.isnan(h[:, [0, 2]]).any()
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_propagates_a_nan_bias_like_the_reference(kernel_device, complex_):
+    """modReLU's relu(r + b) once used tl.maximum too, which dropped a NaN bias."""
+    u, W, bias, h0 = [t.to(kernel_device) for t in make_inputs(
+        4, 3, 5, complex_=complex_, activation="modrelu", dtype=torch.float32, unitary=True)]
+    bias = bias.clone()
+    bias[2] = float("nan")
+    h_ref = F.recurrence(u, W, bias, h0, backend="reference")
+    h = F.recurrence(u, W, bias, h0, backend="triton")
+    assert torch.isnan(h_ref).any()
+    assert torch.equal(torch.isnan(h), torch.isnan(h_ref))
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)

@@ -60,6 +60,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._precision import ieee_float32_matmul
 from ._host import alloc, check_float32, launch
 from .recurrence import _tanh
 
@@ -390,6 +391,10 @@ def forward(g, W_hh, h0, c0):
     return h, c
 
 
+# true float32 for the host-side products: under TF32 (set_float32_matmul_precision("high"))
+# the recomputed pre-activations would differ by ~1e-3 from the forward's, which the kernel
+# computed in IEEE float32, and the backward would differentiate another function
+@ieee_float32_matmul()
 def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
     """``(grad_g, grad_W_hh, grad_h0, grad_c0)``; the arguments of
     ``fastunitary::lstm_recurrence_backward``."""

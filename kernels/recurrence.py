@@ -60,6 +60,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._precision import ieee_float32_matmul
 from ._host import alloc, check_float32, launch
 
 #: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
@@ -431,6 +432,10 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
     return out
 
 
+# true float32 for the host-side products: under TF32 (set_float32_matmul_precision("high"))
+# the recomputed pre-activations would differ by ~1e-3 from the forward's, which the kernel
+# computed in IEEE float32, and the backward would differentiate another function
+@ieee_float32_matmul()
 def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
     """``(grad_u, grad_W, grad_bias, grad_h0)``; the arguments of ``fastunitary::recurrence_backward``."""
     check_float32("recurrence", h=h, W=W)

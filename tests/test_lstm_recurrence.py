@@ -121,6 +121,26 @@ def lstm_kernel_device(request, monkeypatch):
     return torch.device(request.param)
 
 
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+def test_lstm_kernel_backward_products_in_ieee_float32_under_tf32(lstm_kernel_device, monkeypatch):
+    """As for the recurrence: the host-side products of the backward (the recomputed gate
+    pre-activations) run in true float32 whatever the process asked for."""
+    from fastunitary.kernels import lstm_recurrence as K
+
+    seen, launch = [], K.launch
+    monkeypatch.setattr(K, "launch", lambda *a, **k: (
+        seen.append(torch.get_float32_matmul_precision()), launch(*a, **k))[1])
+    g, W, h0, c0 = [t.requires_grad_() for t in lstm_inputs(4, 3, 5, lstm_kernel_device)]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        h, c = F.lstm_recurrence(g, W, h0, c0, backend="triton")
+        (h.sum() + c.sum()).backward()
+        assert seen == ["high", "highest"] and torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def lstm_inputs(T, B, n, device, *, with_state=True):
     """``g (T, B, 4n)``, ``W_hh (4n, n)``, ``h0``, ``c0`` (float32; states optionally None)."""
     g = torch.randn(T, B, 4 * n, device=device)

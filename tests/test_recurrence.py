@@ -455,6 +455,29 @@ def test_kernel_propagates_a_nan_bias_like_the_reference(kernel_device, complex_
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("asked", ["high", "medium"])
+def test_kernel_backward_products_in_ieee_float32_under_tf32(kernel_device, asked, monkeypatch):
+    """The backward recomputes z = h W^T + u on the host: under TF32 it would differ by ~1e-3
+    from the forward's true-float32 z. The products run at "highest", and the process'
+    setting comes back after."""
+    from fastunitary.kernels import recurrence as K
+
+    seen, launch = [], K.launch
+    monkeypatch.setattr(K, "launch", lambda *a, **k: (
+        seen.append(torch.get_float32_matmul_precision()), launch(*a, **k))[1])
+    u, W, bias, h0 = [t.to(kernel_device).requires_grad_() for t in make_inputs(
+        5, 3, 8, complex_=True, activation="modrelu", dtype=torch.float32, unitary=True)]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(asked)
+    try:
+        F.recurrence(u, W, bias, h0, backend="triton").abs().sum().backward()
+        assert seen == [asked, "highest"]  # forward launch, backward launch
+        assert torch.get_float32_matmul_precision() == asked
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 def test_kernel_bfloat16_input(kernel_device):
     """bf16 u is accumulated in float32: within 2e-2 of the float64 reference of the exact input."""
     inputs64 = make_inputs(37, 3, 16, complex_=False, activation="modrelu", unitary=True)

@@ -57,10 +57,11 @@ Three routes:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 
 import torch
+
+from .._precision import ieee_float32_matmul
 
 # Below this size the full float64 eigendecomposition is cheap (about 1 to 3 ms on a 2-core CPU).
 FULL_EIG_MAX_N = 64
@@ -175,33 +176,6 @@ def _refine(M: torch.Tensor, shift: torch.Tensor):
     return lam, u, w, ok
 
 
-@contextlib.contextmanager
-def _full_precision_float32_matmul():
-    """TF32 or bf16 float32 matmuls (``set_float32_matmul_precision("high")``, or the
-    per-backend ``fp32_precision`` API) would leave the powers with ~1e-3 relative error,
-    far above the residual the powers route accepts: ask for IEEE float32 while it runs.
-    The two APIs refuse to be mixed, so the one the process uses is the one restored. (A
-    process-wide setting: not thread-safe, like every use of it.)"""
-    try:
-        previous = torch.get_float32_matmul_precision()
-    except RuntimeError:  # the process uses the per-backend fp32_precision API
-        backends = [b.matmul for b in (torch.backends.cuda, torch.backends.mkldnn)]
-        saved = [b.fp32_precision for b in backends]
-        for b in backends:
-            b.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            for b, value in zip(backends, saved):
-                b.fp32_precision = value
-        return
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
-
-
 def _unit_frobenius(P: torch.Tensor) -> torch.Tensor:
     return P / torch.linalg.matrix_norm(P)[..., None, None]
 
@@ -308,7 +282,7 @@ def _dominant_by_powers(M: torch.Tensor):
     block = torch.randn(n, min(SUBSPACE_DIM, n), generator=_generator_from(M)).to(M.device, torch.float32)
     # normalized in float64 first: a float32 Frobenius norm overflows above ~1e19
     P = _unit_frobenius(M).to(torch.float32)
-    with _full_precision_float32_matmul():
+    with ieee_float32_matmul():
         for _ in range(SQUARINGS):
             P = _unit_frobenius(P @ P)
         right, left, applied = block, block, 0

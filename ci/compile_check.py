@@ -5,10 +5,12 @@
 
 Each kernel is compiled with ``triton.compile`` for ``GPUTarget("cuda", 80|90, 32)`` at
 every configuration its dispatch can send to it (each kernel module's ``aot_configs()``),
-generic and as specialized for aligned inputs, and
-the cubin's resource usage is read with the ``cuobjdump`` shipped inside triton. It fails
-on a compile error or on any spill (``LOCAL`` or ``STACK`` bytes: ptxas puts spilled
-registers in the stack frame) and prints registers, shared memory and spills per config.
+generic and in the two specializations launches produce (see ``VARIANTS``), and
+the cubin's resource usage is read with the ``cuobjdump`` shipped inside triton (shared
+memory from Triton's metadata, which counts the dynamic part). It fails on a compile
+error, on shared memory over the target's limit, or on any spill (``LOCAL`` or ``STACK``
+bytes: ptxas puts spilled registers in the stack frame) and prints registers, shared
+memory and spills per config.
 This is how CI proves the kernels build on real GPUs.
 """
 
@@ -34,31 +36,40 @@ import fastunitary.kernels
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 TARGETS = (80, 90)
+#: Shared memory one block may use (bytes): A100 163 KB, H100 227 KB.
+SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 #: Every kernel module of fastunitary.kernels; each declares its configs in aot_configs().
 MODULES = [m.name for m in pkgutil.iter_modules(fastunitary.kernels.__path__)
            if not m.name.startswith("_")]
 
 
-def all_cases(explore: bool):
-    """(name, module, kernel attribute, signature, constexprs, num_warps, dispatched, aligned).
+#: Triton specializes, at launch, pointers aligned to 16 bytes and integers divisible by 16
+#: (except the ``do_not_specialize`` ones); the variants can differ in registers. Torch's
+#: allocations are always aligned, so "pointers" (aligned tensors, sizes such as n = 100
+#: that 16 does not divide) is the common launch, and "aligned" the one at n = 64, 128...
+VARIANTS = ("generic", "pointers", "aligned")
 
-    Each configuration is compiled twice: generic, and as launched on aligned tensors and
-    sizes (Triton specializes pointers aligned to 16 bytes and integers divisible by 16
-    at launch, except the ``do_not_specialize`` ones): the two can differ in registers.
-    """
+
+def all_cases(explore: bool):
+    """(name, module, kernel attribute, signature, constexprs, num_warps, dispatched, variant):
+    each configuration in each of ``VARIANTS``."""
     for module in MODULES:
         mod = importlib.import_module(f"fastunitary.kernels.{module}")
         for name, kernel, sig, const, warps, dispatched in mod.aot_configs(explore):
-            for aligned in (False, True):
-                yield name, module, kernel, sig, const, warps, dispatched, aligned
+            for variant in VARIANTS:
+                yield name, module, kernel, sig, const, warps, dispatched, variant
 
 
-def _alignment_attrs(fn, sig: dict) -> dict:
-    """``tt.divisibility = 16`` on every pointer and specializable integer argument."""
+def _alignment_attrs(fn, sig: dict, variant: str) -> dict | None:
+    """``tt.divisibility = 16`` on every pointer, and for ``"aligned"`` on every
+    specializable integer argument too."""
+    if variant == "generic":
+        return None
     keep = set(getattr(fn, "do_not_specialize", ()))
     return {(i,): [["tt.divisibility", 16]] for i, (arg, ty) in enumerate(sig.items())
-            if ty != "constexpr" and arg not in keep and i not in keep}
+            if ty != "constexpr" and arg not in keep and i not in keep
+            and (ty.startswith("*") or variant == "aligned")}
 
 
 def resource_usage(cubin: bytes) -> dict:
@@ -72,14 +83,18 @@ def resource_usage(cubin: bytes) -> dict:
 
 
 def compile_one(case) -> tuple[dict, int, str]:
-    name, module, kernel_name, sig, const, warps, dispatched, aligned, cap = case
+    name, module, kernel_name, sig, const, warps, dispatched, variant, cap = case
     fn = getattr(importlib.import_module(f"fastunitary.kernels.{module}"), kernel_name)
-    attrs = _alignment_attrs(fn, sig) if aligned else None
+    attrs = _alignment_attrs(fn, sig, variant)
     try:
         compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs),
                                   target=GPUTarget("cuda", cap, 32), options={"num_warps": warps})
         use = resource_usage(compiled.asm["cubin"])
+        # cuobjdump sees only static shared memory; Triton's tiles are dynamic
+        use["SHARED"] = max(use.get("SHARED", 0), compiled.metadata.shared)
         spills = use.get("LOCAL", 0) + use.get("STACK", 0)
+        if use["SHARED"] > SHARED_LIMIT[cap]:
+            return use, -1, f"SHARED MEMORY over the sm_{cap} limit {SHARED_LIMIT[cap]}"
         return use, spills, "ok" if spills == 0 else "SPILLS"
     except Exception as e:  # a compile error is a failure, reported with its cause
         return {}, -1, f"COMPILE ERROR: {type(e).__name__}: {e}"[:200]
@@ -98,12 +113,11 @@ def main(argv=None) -> int:
           f"{'LOCAL':>6} {'STACK':>6}  status")
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         for case, (use, spills, status) in zip(cases, pool.map(compile_one, cases)):
-            name, dispatched, aligned, cap = case[0], case[6], case[7], case[8]
+            name, dispatched, variant, cap = case[0], case[6], case[7], case[8]
             if not dispatched:
                 status += " (not dispatched)"
             elif spills != 0:
                 failures += 1
-            variant = "aligned" if aligned else "generic"
             print(f"{name:<66} {variant:>8} {cap:>3} {use.get('REG', '-'):>4} "
                   f"{use.get('SHARED', '-'):>7} {use.get('LOCAL', '-'):>6} "
                   f"{use.get('STACK', '-'):>6}  {status}", flush=True)

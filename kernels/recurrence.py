@@ -78,7 +78,9 @@ BLOCK_B = 16
 #: Tile of the streamed kernels (complex: four W blocks per tile, so a smaller tile) and
 #: their warp counts (forward, backward): the largest tiles that compile without spills on
 #: sm_80 and sm_90 with triton 3.6 (the GPU machines) and 3.9 (CI) alike; triton 3.6
-#: spills one register in the complex modReLU backward at 8 warps, hence 4 there.
+#: spills one register in the complex modReLU backward at 8 warps, hence 4 there. At 4 it
+#: still spills 16 bytes on sm_90 when n is not a multiple of 16 (pointers aligned, sizes
+#: not); num_stages=1 avoids that but drops the k-loop pipelining: to be timed on a GPU.
 STREAM_BLOCK = {True: 16, False: 32}
 STREAM_WARPS = {True: (8, 4), False: (8, 8)}
 

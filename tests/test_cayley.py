@@ -291,7 +291,6 @@ def test_kernel_batched_and_gradients(kernel_device, complex_):
         assert ((a - b).norm() / b.norm()).item() <= 1e-5
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("complex_", [False, True])
 @pytest.mark.parametrize("shape", [(0, 0), (3, 0, 0)])
@@ -307,6 +306,7 @@ def test_kernel_empty_matrix_like_reference(kernel_device, complex_, shape):
         assert A.grad.shape == shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 def test_kernel_compiled_matches_eager(kernel_device):
     torch._dynamo.reset()

@@ -347,15 +347,18 @@ def test_bad_input(call, exc, match):
 
 
 @pytest.mark.parametrize("fn", [F.spectral_radius, lambda M: F.spectral_normalize(3 * M)[0]])
-def test_double_backward_raises_instead_of_dropping_a_term(fn):
+@pytest.mark.parametrize("loss", [lambda s: s.square().sum(), lambda s: s.sum()],
+                         ids=["quadratic", "linear"])
+def test_double_backward_raises_instead_of_dropping_a_term(fn, loss):
     """d sigma / d M depends on M: a double backward that held it constant returned a
-    Hessian-vector product 2.4 away from finite differences, silently."""
+    Hessian-vector product 2.4 away from finite differences, silently; also where the loss
+    is linear in sigma (a gradient penalty), so that the incoming gradient is a constant."""
     M = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(fn(M).square().sum(), M, create_graph=True)
+    (g,) = torch.autograd.grad(loss(fn(M)), M, create_graph=True)
     with pytest.raises(RuntimeError, match="spectral_radius_backward"):
-        torch.autograd.grad(g.sum(), M)
+        torch.autograd.grad(g.square().sum(), M)
 
 
 def test_opcheck_backward_op():
-    grad_sigma, dsigma = torch.randn(3), torch.randn(3, 4, 4)
-    torch.library.opcheck(torch.ops.fastunitary.spectral_radius_backward, (grad_sigma, dsigma))
+    grad_sigma, dsigma, M = torch.randn(3), torch.randn(3, 4, 4), torch.randn(3, 4, 4)
+    torch.library.opcheck(torch.ops.fastunitary.spectral_radius_backward, (grad_sigma, dsigma, M))

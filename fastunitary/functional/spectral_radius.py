@@ -35,26 +35,30 @@ def _(M):
 
 
 @torch.library.custom_op("fastunitary::spectral_radius_backward", mutates_args=())
-def _spectral_radius_backward_op(grad_sigma: torch.Tensor, dsigma: torch.Tensor) -> torch.Tensor:
+def _spectral_radius_backward_op(
+    grad_sigma: torch.Tensor, dsigma: torch.Tensor, M: torch.Tensor
+) -> torch.Tensor:
     """``grad_sigma[..., None, None] * d sigma / d M``. An op of its own, with no autograd
     formula, so that a double backward raises instead of treating ``d sigma / d M`` as a
-    constant (which would silently drop the second-order term through ``sigma``)."""
+    constant (which would silently drop the second-order term through ``sigma``). ``M`` is
+    not read: it ties the op to ``M``, so that the graph records it (and a double backward
+    raises) even when ``grad_sigma`` is a constant, as for a loss linear in ``sigma``."""
     return grad_sigma[..., None, None] * dsigma
 
 
 @_spectral_radius_backward_op.register_fake
-def _(grad_sigma, dsigma):
+def _(grad_sigma, dsigma, M):
     return torch.empty_like(dsigma, memory_format=torch.contiguous_format)
 
 
 def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(output[1])
+    ctx.save_for_backward(output[1], inputs[0])
 
 
 def _backward(ctx, grad_sigma, _grad_of_grad):
-    (dsigma,) = ctx.saved_tensors
-    return _spectral_radius_backward_op(grad_sigma, dsigma)
+    dsigma, M = ctx.saved_tensors
+    return _spectral_radius_backward_op(grad_sigma, dsigma, M)
 
 
 _spectral_radius_op.register_autograd(_backward, setup_context=_setup_context)

@@ -8,6 +8,7 @@ metadata only), so they cost nothing under ``torch.compile`` and cause no graph 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +19,17 @@ Shape = Sequence["int | str | None"]
 def _fmt(shape: Shape) -> str:
     items = ["*" if s is None else str(s) for s in shape]
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def check_positive_int(name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1 (numpy and 0-dim integer
+    tensors count; ``True`` does not)."""
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) >= 1
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def check_tensor(name: str, x, *, allow_complex: bool = True) -> None:
@@ -56,6 +68,22 @@ def check_same_device(reference_name: str, reference: torch.Tensor, **others) ->
                 f"{name} is on {t.device}, {reference_name} on {reference.device}; "
                 f"move both to the same device"
             )
+
+
+def check_dtype(name: str, t: torch.Tensor, dtype: torch.dtype, *,
+                owner: str = "the module's parameters", autocast: bool = True) -> None:
+    """Raise ``TypeError`` unless ``t`` is ``dtype`` or, under autocast (when ``autocast``),
+    the autocast dtype of its device: the two precisions the ops see there. Anything else
+    would fail deep inside a matmul, or silently change the precision of the run."""
+    if t.dtype == dtype:
+        return
+    device = t.device.type
+    if (autocast and torch.is_autocast_enabled(device)
+            and t.dtype == torch.get_autocast_dtype(device)):
+        return
+    hint = " or run under torch.autocast" if autocast else ""
+    raise TypeError(f"{name} is {t.dtype} but {owner} are {dtype}; convert one of them "
+                    f"(e.g. model.double()){hint}")
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:

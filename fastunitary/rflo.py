@@ -39,6 +39,7 @@ baseline: :meth:`LeakyRNN.forward` is the library's ``recurrence`` op in its lea
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -76,8 +77,7 @@ class LeakyRNN(nn.Module):
         super().__init__()
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
                         ("output_size", output_size)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            _checks.check_positive_int(name, v)
         if not 1 <= tau < math.inf:
             raise ValueError(f"tau must be >= 1 and finite (time steps), got {tau}")
         if not readout_gain >= 0:
@@ -98,8 +98,7 @@ class LeakyRNN(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
         """``x`` ``(T, B, m)``, ``h0`` ``(B, n)`` or ``None`` (zeros) -> ``(y (T, B, n_out),
         h (T, B, n))``, differentiable: the ``recurrence`` op with ``leak = 1 / tau``."""
-        x = _check_sequence(self, x)
-        _check_state(self, h0, x.shape[1])
+        _check_inputs(self, x, None, h0, autocast=True)
         h = recurrence(x @ self.weight_in.T, self.weight, None, h0, activation=self.activation,
                        leak=self.alpha)
         if not torch.is_autocast_enabled(h.device.type):  # the op returns float32 or wider
@@ -107,35 +106,35 @@ class LeakyRNN(nn.Module):
         return h @ self.weight_out.T, h
 
 
-def _check_dtype(name: str, t: torch.Tensor, rnn: LeakyRNN) -> None:
-    """The network's dtype, except under autocast (which casts at each matmul); RFLO's
-    in-place updates would otherwise fail deep inside, or silently round."""
-    dtype = rnn.weight.dtype
-    if t.dtype != dtype and not torch.is_autocast_enabled(t.device.type):
-        raise TypeError(f"{name} is {t.dtype} but the network's parameters are {dtype}; "
-                        f"convert one of them (e.g. rnn.double())")
+OWNER = "the network's parameters"
 
 
-def _check_sequence(rnn: LeakyRNN, x: torch.Tensor) -> torch.Tensor:
+def _check_inputs(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor | None,
+                  h0: torch.Tensor | None, *, autocast: bool) -> None:
+    """One rule for :meth:`LeakyRNN.forward`, :func:`bptt_loss` and :meth:`RFLO.run`, so
+    that inputs one accepts, the others accept too: ``x`` ``(T, B, input_size)``,
+    ``target`` ``(T, B, output_size)`` (``None``: none given), ``h0`` ``(B, hidden_size)`` or
+    ``None``, all on the network's device and of its dtype (or, with ``autocast``, of the
+    autocast dtype: RFLO's hand-written updates take none, they would round silently)."""
     _checks.check_tensor("x", x, allow_complex=False)
     m = rnn.weight_in.shape[1]
     if x.dim() != 3 or x.shape[-1] != m or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (T, B, input_size = {m}) with T, B >= 1, "
                          f"got {tuple(x.shape)}")
-    _checks.check_same_device("the network's parameters", rnn.weight, x=x)
-    _check_dtype("x", x, rnn)
-    return x
-
-
-def _check_state(rnn: LeakyRNN, h0: torch.Tensor | None, batch: int) -> None:
-    """``h0`` is ``(B, n)`` or ``None``: the same rule for :meth:`LeakyRNN.forward`,
-    :func:`bptt_loss` and :meth:`RFLO.run`, so one start state serves every rule."""
-    if h0 is None:
-        return
-    _checks.check_tensor("h0", h0, allow_complex=False)
-    _checks.check_shape("h0", h0, (batch, rnn.weight.shape[0]), what="(B, hidden_size)")
-    _checks.check_same_device("the network's parameters", rnn.weight, h0=h0)
-    _check_dtype("h0", h0, rnn)
+    T, B, _ = x.shape
+    given = {"x": x}
+    if target is not None:
+        _checks.check_tensor("target", target, allow_complex=False)
+        _checks.check_shape("target", target, (T, B, rnn.weight_out.shape[0]),
+                            what="(T, B, output_size)")
+        given["target"] = target
+    if h0 is not None:
+        _checks.check_tensor("h0", h0, allow_complex=False)
+        _checks.check_shape("h0", h0, (B, rnn.weight.shape[0]), what="(B, hidden_size)")
+        given["h0"] = h0
+    _checks.check_same_device(OWNER, rnn.weight, **given)
+    for name, t in given.items():
+        _checks.check_dtype(name, t, rnn.weight.dtype, owner=OWNER, autocast=autocast)
 
 
 class RFLO:
@@ -152,6 +151,7 @@ class RFLO:
 
     def __init__(self, rnn: LeakyRNN, lr: float = 1e-3, lr_out: float | None = None, *,
                  train_input: bool = True, generator: torch.Generator | None = None):
+        rnn = getattr(rnn, "_orig_mod", rnn)  # torch.compile(rnn): its parameters are rnn's
         if not isinstance(rnn, LeakyRNN):
             raise TypeError(f"rnn must be a fastunitary.rflo.LeakyRNN, got {type(rnn).__name__}")
         if not 0 <= lr < math.inf:
@@ -178,14 +178,9 @@ class RFLO:
             step's update.
         """
         rnn = self.rnn
-        x = _check_sequence(rnn, x)
+        _check_inputs(rnn, x, target, h0, autocast=False)
         T, B, _ = x.shape
-        n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
-        _checks.check_tensor("target", target, allow_complex=False)
-        _checks.check_shape("target", target, (T, B, n_out), what="(T, B, output_size)")
-        _checks.check_same_device("the network's parameters", rnn.weight, target=target)
-        _check_dtype("target", target, rnn)
-        _check_state(rnn, h0, B)
+        n = rnn.weight.shape[0]
         phi, dphi = ACTIVATIONS[rnn.activation]
         a = rnn.alpha
         W, W_in, W_out = rnn.weight, rnn.weight_in, rnn.weight_out
@@ -220,14 +215,9 @@ def bptt_loss(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor,
               h0: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over steps and batch of ``||y*_t - y_t||^2 / 2``, differentiable (the
     backpropagation-through-time baseline on the same network)."""
+    _check_inputs(rnn, x, target, h0, autocast=True)
     y, _ = rnn(x, h0)
     return 0.5 * ((target - y) ** 2).sum(-1).mean()
-
-
-def _check_positive_ints(**values) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
 def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None) -> torch.Tensor:
@@ -241,7 +231,8 @@ def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None) -> to
     carrying one pattern through the whole duration. With segments of 20 tau, a length
     RFLO learns without input, a 160-tau output is eight cued segments.
     """
-    _check_positive_ints(steps=steps, segment=segment, batch=batch)
+    for name, v in (("steps", steps), ("segment", segment), ("batch", batch)):
+        _checks.check_positive_int(name, v)
     index = torch.arange(steps, device=device) // segment
     cues = torch.nn.functional.one_hot(index, -(-steps // segment)).to(torch.float32)
     return cues.unsqueeze(1).expand(steps, batch, cues.shape[-1])
@@ -252,11 +243,12 @@ def periodic_target(period: float, steps: int | None = None, *, batch: int = 1,
     """``sin(2 pi t / period)`` for ``t = 1 .. steps`` (one period by default): the
     periodic-output task of the paper's Figure 2, ``(steps, batch, 1)``. ``period`` is in
     steps and need not be whole when ``steps`` is given."""
-    if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0 < period < math.inf:
+    if isinstance(period, bool) or not isinstance(period, numbers.Real) or not 0 < period < math.inf:
         raise ValueError(f"period must be a positive number of steps, got {period!r}")
-    if steps is None and not isinstance(period, int):
+    if steps is None and not isinstance(period, numbers.Integral):
         raise ValueError(f"steps defaults to period, which must then be an int; got {period!r}")
     steps = period if steps is None else steps
-    _check_positive_ints(steps=steps, batch=batch)
+    for name, v in (("steps", steps), ("batch", batch)):
+        _checks.check_positive_int(name, v)
     t = torch.arange(1, steps + 1, dtype=torch.float32, device=device)
     return torch.sin(2 * math.pi * t / period).view(steps, 1, 1).expand(steps, batch, 1)

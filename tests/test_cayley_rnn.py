@@ -431,6 +431,26 @@ def test_complex_hx_of_another_precision_names_its_complex_dtype():
     torch.testing.assert_close(compiled(x, h)[0], rnn(x, h)[0], rtol=0, atol=0)
 
 
+def test_autocast_takes_its_own_dtype_for_hx_but_not_float64():
+    """A float64 hx under bf16 autocast would turn the whole recurrence float64."""
+    rnn, x = ScoRNN(3, 4), torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert rnn(x, torch.zeros(1, 2, 4, dtype=torch.bfloat16))[0].dtype == torch.float32
+        with pytest.raises(TypeError, match="hx is torch.float64"):
+            rnn(x, torch.zeros(1, 2, 4, dtype=torch.float64))
+        with pytest.raises(TypeError, match="input is torch.float64"):
+            rnn(x.double())
+
+
+def test_eval_twice_keeps_the_cached_weight():
+    rnn = ScoRNN(3, 4).eval()
+    with torch.no_grad():
+        rnn(torch.randn(5, 2, 3))
+        cached = rnn.layers[0]._weight_cache
+        rnn.eval()
+        assert cached is not None and rnn.layers[0]._weight_cache is cached
+
+
 def test_dropout_one_is_accepted_as_in_torch():
     rnn = ScoRNN(3, 4, 2, dropout=1.0)
     assert rnn.dropout == 1.0 and torch.nn.LSTM(3, 4, 2, dropout=1.0).dropout == 1.0
@@ -495,9 +515,22 @@ def test_bf16_state_accepted_under_autocast(name):
         model(x, hx)  # outside autocast: refused
 
 
-@pytest.mark.parametrize("option, value", [("bidirectional", True), ("bidirectional", False),
-                                           ("proj_size", 2)])
+@pytest.mark.parametrize("option, value", [("bidirectional", True), ("proj_size", 2)])
 @pytest.mark.parametrize("name", STACKED)
 def test_torch_lstm_options_we_lack_are_named(name, option, value):
     with pytest.raises(NotImplementedError, match=rf"^{name} has no {option} option"):
         _make(name, **{option: value})
+    # torch.nn.LSTM's defaults are accepted, so code written for it runs unchanged
+    model = _make(name, bidirectional=False, proj_size=0)
+    assert _run(model, torch.randn(6, 2, 3)).shape[:2] == (6, 2)
+
+
+def test_a_subclass_may_take_a_torch_only_option_itself():
+    class Bidirectional(ScoRNN):
+        def __init__(self, input_size, hidden_size, bidirectional=True):
+            super().__init__(input_size, hidden_size)
+            self.reverse = ScoRNN(input_size, hidden_size) if bidirectional else None
+
+    assert Bidirectional(3, 4).reverse is not None
+    with pytest.raises(NotImplementedError, match="Bidirectional has no proj_size option"):
+        Bidirectional(3, 4, proj_size=2)

@@ -102,7 +102,7 @@ def test_learnable_coefficients_get_gradients_and_stay_in_range(cls):
         assert 0 < float(buf.mu.detach()) < 1
     if buf.uses_beta:
         assert 0 < float(buf.beta.detach()) < 1
-    assert float(buf.step) > 0
+    assert float(buf.step.detach()) > 0
 
 
 def test_fixed_coefficients_leave_state_dict_as_torch_lstm():

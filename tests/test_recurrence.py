@@ -191,7 +191,7 @@ def _bad(**over):
     "call, exc, match",
     [
         (_bad(u=torch.zeros(4, 3)), ValueError, r"u must have shape \(\*, \*, \*\) = \(T, B, n\), got \(4, 3\)"),
-        (_bad(u=torch.zeros(0, 2, 3)), ValueError, "T, B, n >= 1"),
+        (_bad(u=torch.zeros(0, 2, 3)), ValueError, "T, B, d >= 1"),
         (_bad(W=torch.zeros(3, 4)), ValueError, r"W must have shape \(3, 3\) = \(n, n\)"),
         (_bad(W=torch.zeros(3, 3, dtype=torch.complex64)), TypeError, "both real or both complex"),
         (_bad(h0=torch.zeros(3, 3)), ValueError, r"h0 must have shape \(2, 3\) = \(B, n\)"),

@@ -219,6 +219,37 @@ def test_run_rejects_a_target_of_another_dtype_whether_learning_or_not(learn):
         RFLO(rnn).run(x, target.tolist(), learn=learn)
 
 
+def test_bptt_loss_checks_its_target_as_rflo_does():
+    # a (T, 1, 1) target used to broadcast over the batch, a float64 one to promote the loss
+    rnn = LeakyRNN(2, 5, 1)
+    x = torch.randn(7, 3, 2)
+    with pytest.raises(ValueError, match=r"target must have shape \(7, 3, 1\)"):
+        bptt_loss(rnn, x, torch.randn(7, 1, 1))
+    with pytest.raises(TypeError, match="target is torch.float64"):
+        bptt_loss(rnn, x, torch.randn(7, 3, 1, dtype=torch.float64))
+
+
+def test_autocast_takes_its_dtype_in_the_forward_but_not_in_rflo():
+    """The differentiable forward runs under autocast; RFLO's hand-written updates would
+    round silently in bf16, so RFLO.run takes the network's dtype only."""
+    rnn = LeakyRNN(2, 5, 1)
+    x, target = torch.randn(7, 3, 2), torch.randn(7, 3, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = rnn(x.bfloat16())
+        assert bptt_loss(rnn, x.bfloat16(), target).isfinite()
+        with pytest.raises(TypeError, match="x is torch.bfloat16"):
+            RFLO(rnn).run(x.bfloat16(), target)
+        with pytest.raises(TypeError, match="x is torch.float64"):
+            rnn(x.double())  # not the autocast dtype either
+
+
+def test_rflo_trains_a_compiled_network_in_place():
+    rnn = LeakyRNN(2, 5, 1)
+    before = rnn.weight.clone()
+    RFLO(torch.compile(rnn)).run(torch.randn(7, 3, 2), torch.randn(7, 3, 1))
+    assert not torch.equal(rnn.weight, before)
+
+
 def test_x_of_another_dtype_or_empty_is_rejected_by_every_entry_point():
     rnn = LeakyRNN(2, 5, 1)
     for call in (lambda x: RFLO(rnn).run(x, torch.zeros(*x.shape[:2], 1, dtype=x.dtype)),
@@ -252,6 +283,13 @@ def test_task_helpers_reject_bad_sizes(call, message):
     # expand(-1) used to keep batch 1 silently; a zero period divided by zero
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_task_helpers_take_numpy_ints():
+    import numpy as np
+
+    assert periodic_target(np.int64(4)).shape == (4, 1, 1)
+    assert segment_cues(np.int64(10), np.int64(5), batch=np.int64(2)).shape == (10, 2, 2)
 
 
 def test_periodic_target_takes_a_fractional_period_with_explicit_steps():

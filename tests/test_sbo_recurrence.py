@@ -196,3 +196,16 @@ def test_fullgraph_compile_equals_eager():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("double", ["h0", "m0", "mu"])
+def test_any_double_input_makes_the_state_double(double):
+    """A float64 h0, m0 or mu was rounded to float32, as recurrence's h0 once was."""
+    u, W = torch.randn(4, 2, 3), torch.randn(3, 3) * 0.3
+    kw = {"h0": torch.randn(2, 3), "m0": torch.randn(2, 3), "mu": torch.tensor(0.5)}
+    kw[double] = kw[double].double()
+    h, m = sbo_recurrence(u, W, kw["h0"], kw["m0"], method="heavy_ball", mu=kw["mu"])
+    assert h.dtype == m.dtype == torch.float64
+    h64, _ = sbo_recurrence(u.double(), W.double(), kw["h0"].double(), kw["m0"].double(),
+                            method="heavy_ball", mu=kw["mu"].double())
+    torch.testing.assert_close(h, h64)

@@ -32,5 +32,4 @@ def modrelu(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     if z.dim() < 1:
         raise ValueError("z must have shape (..., n), got a 0-d tensor")
     check_shape("bias", bias, (z.shape[-1],), what="(n,)")
-    # in z's precision: a wider bias would otherwise promote the result
-    return reference.modrelu(z, bias.to(z.real.dtype))
+    return reference.modrelu(z, bias)

@@ -195,9 +195,7 @@ def recurrence(
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     check_shape("u", u, (None, None, None), what="(T, B, n)")
-    T, B, n = u.shape
-    if T < 1 or B < 1 or n < 1:
-        raise ValueError(f"u must have T, B, n >= 1, got shape {tuple(u.shape)}")
+    T, B, n = u.shape  # T, B, n >= 1: checked by recurrence_planes
     check_shape("W", W, (n, n), what="(n, n)")
     is_complex = u.is_complex()
     if W.is_complex() != is_complex:

@@ -22,7 +22,7 @@ import torch
 
 from .. import reference
 from .._backend import BackendUnavailableError, check_backend_name
-from .._checks import check_same_device, check_shape, check_tensor
+from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
 from ..reference.sbo_recurrence import SBO_METHODS
 from ._dispatch import autocast_off
 from .recurrence import compute_dtype
@@ -107,8 +107,7 @@ def check_options(method: str, eta: float, steps: int) -> None:
     """Raise ``ValueError`` unless ``method``, ``eta`` and ``steps`` are valid."""
     if method not in SBO_METHODS:
         raise ValueError(f"method must be one of {SBO_METHODS}, got {method!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_positive_int("steps", steps)
     if not 0 < eta < math.inf:
         raise ValueError(f"eta must be > 0 and finite, got {eta!r}")
 
@@ -145,7 +144,7 @@ def sbo_recurrence(
             module docstring).
     Returns:
         ``(h, m_T)``: ``h`` ``(T, B, n)`` the state after each time step, in float32
-        (float64 if ``u`` or ``W`` is) whatever the input precision; ``m_T`` ``(B, n)`` the
+        (float64 if any input is) whatever the input precision; ``m_T`` ``(B, n)`` the
         final optimizer state (``None`` for ``"gd"``), to continue a sequence.
     """
     check_tensor("u", u, allow_complex=False)
@@ -167,14 +166,13 @@ def sbo_recurrence(
         raise ValueError("m0 is the momentum methods' state; method='gd' has none")
     if isinstance(mu, torch.Tensor):
         check_tensor("mu", mu, allow_complex=False)
-        check_same_device("u", u, mu=mu)
         mu_t = mu
     else:
-        mu_t = torch.tensor(float(mu))
+        mu_t = torch.tensor(float(mu), device=u.device)
     if mu_t.dim() != 0:
         raise ValueError(f"mu must be a float or a 0-dim tensor, got shape {tuple(mu_t.shape)}")
-    check_same_device("u", u, W=W, h0=h0, m0=m0)
-    dtype = compute_dtype(u.dtype, W.dtype)
+    check_same_device("u", u, W=W, h0=h0, m0=m0, mu=mu_t)
+    dtype = compute_dtype(*(t.dtype for t in (u, W, h0, m0, mu_t) if t is not None))
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     hs, ms = _sbo_op(cast(u), cast(W), cast(h0), cast(m0), mu_t.to(u.device, dtype),
                      float(eta), steps, method)

@@ -11,6 +11,8 @@ parameters, shape checks, and calls to the ops.
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import warnings
 from collections.abc import Callable
 
@@ -24,11 +26,6 @@ from ..functional.planes import to_planes
 from ..functional.recurrence import recurrence_planes
 from ._momentum import MomentumBuffer
 from .init import glorot_uniform_
-
-
-def check_positive(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def param_groups(module: nn.Module, group_of: dict[str, str], lrs: dict[str, float]) -> list[dict]:
@@ -87,8 +84,8 @@ class RecurrentCell(nn.Module, abc.ABC):
         learnable_momentum: bool = False,
     ):
         super().__init__()
-        check_positive("input_size", input_size)
-        check_positive("hidden_size", hidden_size)
+        _checks.check_positive_int("input_size", input_size)
+        _checks.check_positive_int("hidden_size", hidden_size)
         check_backend_name(backend)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.backend, self.check_finite = backend, check_finite
@@ -172,6 +169,17 @@ class RecurrentCell(nn.Module, abc.ABC):
             self._weight_cache = (key, self._compute_recurrent_weight())
         return self._weight_cache[1]
 
+    #: hyperparameters that count the -1 entries of a sign buffer (scoRNN's ``rho`` of
+    #: ``D``): set from the buffer after ``load_state_dict``, so they describe what loaded
+    NEGATIVE_COUNTS: dict[str, str] = {}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        for count, buffer in self.NEGATIVE_COUNTS.items():
+            signs = getattr(self, buffer)
+            if signs.device.type != "meta":
+                setattr(self, count, int((signs < 0).sum()))
+
     def clear_weight_cache(self) -> None:
         """Drop the cached ``W``, so that the next call rebuilds it from the parameters.
 
@@ -181,7 +189,8 @@ class RecurrentCell(nn.Module, abc.ABC):
         self._weight_cache = None
 
     def train(self, mode: bool = True):
-        self._weight_cache = None  # a mode switch never leaves an entry behind
+        if mode != self.training:  # a mode switch never leaves an entry behind
+            self._weight_cache = None
         return super().train(mode)
 
     # -- input term and one step -------------------------------------------------------
@@ -293,22 +302,25 @@ def check_dtype(name: str, t: torch.Tensor, weight: torch.Tensor) -> None:
 
     - the parameters are neither float32 nor float64: for bfloat16/float16 compute they
       stay float32 and the forward runs under ``torch.autocast``;
-    - outside autocast, ``t`` is not of their precision (``weight.dtype``, or its complex
-      counterpart for a complex state). Under autocast any floating ``t`` passes, as in
-      ``torch.nn.LSTM``: the input term is cast and the state accumulates in float32.
+    - ``t`` is not of their precision (``weight.dtype``, or its complex counterpart for a
+      complex state), nor, under autocast, of the autocast dtype (as ``torch.nn.LSTM``
+      takes a bf16 ``hx`` there: the input term is cast and the state accumulates in
+      float32). A float64 ``t`` is refused under autocast too: it would turn the whole
+      recurrence float64.
     """
     if weight.dtype not in COMPLEX_OF:
         raise TypeError(
             f"the module's parameters are {weight.dtype}; keep them in float32 (or float64) "
             f"and run under torch.autocast for bfloat16/float16 compute"
         )
-    want = COMPLEX_OF[weight.dtype] if t.is_complex() else weight.dtype
-    if t.dtype != want and not torch.is_autocast_enabled(t.device.type):
-        raise TypeError(
-            f"{name} is {t.dtype} but the module's parameters are {weight.dtype}"
-            + (f" (a complex {name} must be {want})" if t.is_complex() else "")
-            + "; convert one of them (e.g. model.double()) or run under torch.autocast"
-        )
+    if t.is_complex():  # no complex autocast dtype: the state keeps the parameters' precision
+        if t.dtype != COMPLEX_OF[weight.dtype]:
+            raise TypeError(
+                f"{name} is {t.dtype} but the module's parameters are {weight.dtype} (a "
+                f"complex {name} must be {COMPLEX_OF[weight.dtype]}); convert one of them"
+            )
+        return
+    _checks.check_dtype(name, t, weight.dtype)
 
 
 def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) -> torch.Tensor:
@@ -360,20 +372,37 @@ def check_sequence_input(
 
 
 class RejectsTorchOnlyOptions:
-    """Mixin of the stacked modules: the options of ``torch.nn.LSTM`` that they lack raise
-    an error naming the option and the module (the constructors' own signatures would
-    raise one naming whichever internal class first sees the keyword)."""
+    """Mixin of the stacked modules for the options of ``torch.nn.LSTM`` that they lack.
 
-    TORCH_ONLY_OPTIONS = ("bidirectional", "proj_size")
+    Their defaults (``bidirectional=False``, ``proj_size=0``) are accepted and dropped, so
+    code written for ``torch.nn.LSTM`` runs unchanged; any other value raises an error
+    naming the option and the module (the constructors' own signatures would name
+    whichever class first sees the keyword). Each subclass's ``__init__`` is wrapped once,
+    at class creation; a subclass whose ``__init__`` takes one of the options itself (a
+    user's bidirectional wrapper, say) keeps it.
+    """
 
-    def __new__(cls, *args, **kwargs):
-        for name in cls.TORCH_ONLY_OPTIONS:
-            if name in kwargs:
-                raise NotImplementedError(
-                    f"{cls.__name__} has no {name} option ({name}={kwargs[name]!r} given), "
-                    f"unlike torch.nn.LSTM; leave it out"
-                )
-        return super().__new__(cls)
+    TORCH_ONLY_DEFAULTS = {"bidirectional": False, "proj_size": 0}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:  # inherits an __init__ that is already wrapped
+            return
+        own = inspect.signature(init).parameters
+        options = {k: v for k, v in cls.TORCH_ONLY_DEFAULTS.items() if k not in own}
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            for name, default in options.items():
+                if name in kw and kw.pop(name) != default:
+                    raise NotImplementedError(
+                        f"{type(self).__name__} has no {name} option, unlike torch.nn.LSTM; "
+                        f"leave it out (or give its default, {name}={default!r})"
+                    )
+            init(self, *args, **kw)
+
+        cls.__init__ = __init__
 
 
 class StackedRNN(RejectsTorchOnlyOptions, nn.Module):
@@ -398,7 +427,7 @@ class StackedRNN(RejectsTorchOnlyOptions, nn.Module):
         make_cell: Callable[[int], RecurrentCell],
     ):
         super().__init__()
-        check_positive("num_layers", num_layers)
+        _checks.check_positive_int("num_layers", num_layers)
         check_dropout(dropout, num_layers)
         self.input_size, self.num_layers = input_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)

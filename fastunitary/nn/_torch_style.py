@@ -16,8 +16,7 @@ from torch import nn
 
 from .. import _checks
 from .._backend import check_backend_name
-from ._base import (RejectsTorchOnlyOptions, check_dropout, check_dtype, check_positive,
-                    check_sequence_input)
+from ._base import RejectsTorchOnlyOptions, check_dropout, check_dtype, check_sequence_input
 
 
 class TorchStyleStack(RejectsTorchOnlyOptions, nn.Module):
@@ -29,9 +28,9 @@ class TorchStyleStack(RejectsTorchOnlyOptions, nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, *, backend: str = "auto",
                  check_finite: bool = False):
         super().__init__()
-        check_positive("input_size", input_size)
-        check_positive("hidden_size", hidden_size)
-        check_positive("num_layers", num_layers)
+        _checks.check_positive_int("input_size", input_size)
+        _checks.check_positive_int("hidden_size", hidden_size)
+        _checks.check_positive_int("num_layers", num_layers)
         check_backend_name(backend)
         check_dropout(dropout, num_layers)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import _checks
 from ..functional.cayley import cayley_planes
 from ..functional.spectral_radius import RULES, spectral_normalize
 from . import _base, _skew
@@ -64,8 +65,8 @@ class ENRNNCell(_base.RecurrentCell):
         normalization: str = "sticky",
         **kwargs,
     ):
-        _base.check_positive("unitary_size", unitary_size)
-        _base.check_positive("short_size", short_size)
+        _checks.check_positive_int("unitary_size", unitary_size)
+        _checks.check_positive_int("short_size", short_size)
         if normalization not in RULES:
             raise ValueError(f"normalization must be one of {RULES}, got {normalization!r}")
         self.unitary_size, self.short_size = unitary_size, short_size
@@ -106,10 +107,7 @@ class ENRNNCell(_base.RecurrentCell):
             glorot_uniform_(self.C, n2, n1, generator=generator)
         self.normalization_on.zero_()
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.D1.device.type != "meta":  # num_negative follows the signs that were loaded
-            self.num_negative = int((self.D1 < 0).sum())
+    NEGATIVE_COUNTS = {"num_negative": "D1"}
 
     # -- the recurrent matrix -----------------------------------------------------------
     def long_term_matrix(self) -> torch.Tensor:

@@ -55,10 +55,7 @@ class ScoRNNCell(CayleyCellBase):
     def _scaling_source(self) -> torch.Tensor:
         return self.D
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.D.device.type != "meta":  # rho follows the signs that were loaded
-            self.rho = int((self.D < 0).sum())
+    NEGATIVE_COUNTS = {"rho": "D"}
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", rho={self.rho}"

@@ -31,6 +31,7 @@ def modrelu(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS) -> to
     Returns:
         ``(..., n)``, same dtype as ``z``.
     """
+    bias = bias.to(z.real.dtype)  # a wider bias would promote the result
     if z.is_complex():
         # |z|^2 from the planes: torch.abs has an infinite gradient at 0.
         r = torch.sqrt(z.real.square() + z.imag.square() + eps)

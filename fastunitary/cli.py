@@ -65,7 +65,8 @@ def _train_parser(sub) -> None:
                    help="sequences evaluated (copying, adding: generated; fashion_mnist: the "
                         "first N test images; digits, mnist1d: their whole test set)")
     p.add_argument("--seed", type=int, default=d.seed,
-                   help="weights, batches and evaluation set, in [0, 2**32)")
+                   help="weights, batches and evaluation set, >= 0 (< 2**32 for the permuted "
+                        "tasks, whose pixel permutation numpy's RandomState draws)")
     p.add_argument("--device", default=d.device, help="where to train: cpu, cuda, cuda:1, ...")
     p.add_argument("--backend", choices=("auto", "reference", "triton"), default=d.backend,
                    help="fastunitary's ops: Triton kernels or the PyTorch reference (auto: "

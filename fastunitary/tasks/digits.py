@@ -20,6 +20,15 @@ LENGTH = 64
 N_CLASSES = 10
 
 
+def permutation(seed: int, length: int) -> np.ndarray:
+    """The fixed pixel permutation of the permuted tasks,
+    ``numpy.random.RandomState(seed).permutation(length)`` (METHODS.md section 8)."""
+    if not 0 <= seed < 2**32:  # RandomState's range: refused here, not for every task
+        raise ValueError(f"seed must be in [0, 2**32) for a permuted task (numpy's "
+                         f"RandomState draws its permutation), got {seed}")
+    return np.random.RandomState(seed).permutation(length)
+
+
 def digits_arrays(split: str, *, permuted: bool = False, seed: int = 0):
     """``(x, y)``: ``x`` ``(n, 64, 1)`` float32 in [0, 1], ``y`` ``(n,)`` int64.
 
@@ -39,7 +48,7 @@ def digits_arrays(split: str, *, permuted: bool = False, seed: int = 0):
     half = len(x) // 2
     x, y = (x[:half], y[:half]) if split == "train" else (x[half:], y[half:])
     if permuted:
-        x = x[:, np.random.RandomState(seed).permutation(LENGTH)]
+        x = x[:, permutation(seed, LENGTH)]
     return x[..., None], y
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .digits import permutation
+
 LENGTH = 784
 N_CLASSES = 10
 PACKAGE = "dataset-fashion-mnist"
@@ -101,5 +103,5 @@ def fashion_mnist_arrays(split: str, *, permuted: bool = False, seed: int = 0,
                          f"{labels.shape} are not (n, 28, 28) and (n,)")
     x = (images.reshape(-1, LENGTH) / 255.0).astype(np.float32)
     if permuted:
-        x = x[:, np.random.RandomState(seed).permutation(LENGTH)]
+        x = x[:, permutation(seed, LENGTH)]
     return x[..., None], labels.astype(np.int64)

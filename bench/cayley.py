@@ -108,7 +108,7 @@ def main(argv=None) -> None:
                       f"  err {row.get('rel_error_vs_float64', float('nan')):.1e}"
                       f"  |W^H W - I| {row['unitarity_error']:.1e}", flush=True)
     name = "cayley_complex" if args.complex else "cayley_real"
-    path = write_result(name, {"environment": environment(), "rows": rows}, args.out)
+    path = write_result(name, {"environment": environment(device), "rows": rows}, args.out)
     print(f"wrote {path}")
 
 

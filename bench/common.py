@@ -18,8 +18,11 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def environment() -> dict:
-    """Device, library versions and git commit, recorded with every result."""
+def environment(device: torch.device | None = None) -> dict:
+    """Device, library versions and git commit, recorded with every result. The GPU's
+    fields only when ``device`` (where the run measured) is a CUDA device: a CPU run on a
+    GPU machine is a CPU result. ``GIT_COMMIT`` stands in where ``.git`` did not travel
+    (the lent GPU machines get the working tree only)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, check=True).stdout.strip()
@@ -28,7 +31,7 @@ def environment() -> dict:
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
             capture_output=True, text=True, cwd=Path(__file__).parents[1]).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
+        commit, dirty = os.environ.get("GIT_COMMIT") or None, None
     try:
         import triton
 
@@ -45,8 +48,8 @@ def environment() -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
     }
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name()
+    if device is not None and torch.device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
         try:

@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     }
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}")
-    payload = {"environment": environment(), "config": vars(args), "times": times, "ratios": ratios}
+    payload = {"environment": environment(device), "config": vars(args), "times": times, "ratios": ratios}
     print(f"wrote {write_result('momentum', payload, args.out)}")
 
 

@@ -80,7 +80,7 @@ def main(argv=None) -> None:
                     print(f"complex={is_complex!s:5} n={n:5d} B={B:4d} {backend:>9} {row['design']:>8}: "
                           f"fwd {us:8.2f} us/step, fwd+bwd {tb['median_s'] * 1e3:9.2f} ms, "
                           f"{row['fraction_of_h100_fp32_peak']:.1e} of peak")
-    path = write_result("recurrence_kernel", {"environment": environment(), "rows": rows}, args.out)
+    path = write_result("recurrence_kernel", {"environment": environment(device), "rows": rows}, args.out)
     print(f"wrote {path}")
 
 

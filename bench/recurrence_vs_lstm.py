@@ -83,7 +83,7 @@ def main(argv=None) -> None:
                   f"naive loop {t_naive['median_s'] * 1e3:8.1f} ms   "
                   f"scuRNN/LSTM {row['ratio_scurnn_to_lstm']:.2f}   "
                   f"naive/LSTM {row['ratio_naive_to_lstm']:.2f}")
-    path = write_result("recurrence_vs_lstm", {"environment": environment(), "rows": rows}, args.out)
+    path = write_result("recurrence_vs_lstm", {"environment": environment(device), "rows": rows}, args.out)
     print(f"wrote {path}")
 
 

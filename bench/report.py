@@ -101,6 +101,8 @@ def plot(result: dict, path: Path, dtype: str | None = None) -> Path | None:
 def center_rows(result: dict, mode: str | None = None) -> list[dict]:
     """The rows at the sweep's centre (the T, B and hidden every sweep shares)."""
     rows = result["rows"]
+    if not rows:  # a run whose time cap came before its first row
+        return []
     center = {f: _mode_value([r[f] for r in rows]) for f in ("T", "B", "hidden")}
     return [r for r in rows if all(r[f] == v for f, v in center.items())
             and (mode is None or r["mode"] == mode)]

@@ -66,7 +66,7 @@ def main(argv=None) -> None:
             f"({row[k]['share_of_step'] * 100:4.1f} %, float64 route {row[k]['float64_route_s']['median_s'] * 1e3:7.1f} ms, "
             f"full eig {row[k]['full_eig_s']['median_s'] * 1e3:7.1f} ms)"
             for k in matrices), flush=True)
-    path = write_result("spectral_radius", {"environment": environment(), "rows": rows}, args.out)
+    path = write_result("spectral_radius", {"environment": environment(device), "rows": rows}, args.out)
     print(f"wrote {path}")
 
 

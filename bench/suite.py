@@ -310,10 +310,14 @@ def run_suite(args) -> dict:
                        f"{s.dtype}: {row['status']}")
         rows.append(row)
     add_lstm_ratios(rows)
-    env = environment()
+    env = environment(device)
     if device.type == "cuda":
         env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
         env["tf32_cudnn"] = torch.backends.cudnn.allow_tf32
+        # cuDNN's RNNs read their own setting ("tf32" by default), not allow_tf32: the LSTM
+        # baseline may run TF32 while the library's kernels compute in IEEE float32
+        rnn = getattr(torch.backends.cudnn, "rnn", None)
+        env["cudnn_rnn_fp32_precision"] = getattr(rnn, "fp32_precision", None)
     config = {k: v for k, v in vars(args).items() if k != "out"}
     config["rows_planned"] = len(jobs)
     return {"environment": env, "config": config, "rows": rows}

@@ -1,24 +1,59 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one call on the lent machine (see shared/GPU.md):
-# offline install, versions, the whole test suite on CUDA (kernels compiled, no
-# interpreter), then the benchmarks, whose JSON lands in $OUT (default bench/results),
-# the suite `python -m bench --full` last.
-# The last lines are a summary.
+# Everything that needs a GPU, on the lent machine (see shared/GPU.md). Two stages, each
+# under a time cap so that it fits one call of the device tool (10 minutes at most):
+#   bash ci/gpu.sh tests   # offline install, versions, the test suite on CUDA (kernels
+#                          # compiled, no interpreter): at most ~5.5 minutes
+#   bash ci/gpu.sh bench   # offline install, the benchmarks, JSON in $OUT (default
+#                          # bench/results), the suite `python -m bench --full` last:
+#                          # at most ~6 minutes
+#   bash ci/gpu.sh         # both, one after the other
+# Every line of output also goes to $OUT/gpu.log (a call returns only the tail of its
+# output); the last lines of each stage are its summary. GIT_COMMIT (default: git
+# rev-parse HEAD, where .git travelled) is recorded in the results.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${OUT:-bench/results}"
-python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
-nvidia-smi || true
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+STAGE="${1:-all}"
+case "$STAGE" in tests|bench|all) ;; *) echo "usage: bash ci/gpu.sh [tests|bench]" >&2; exit 2;; esac
+mkdir -p "$OUT"
+LOG="$OUT/gpu.log"
+export GIT_COMMIT="${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || true)}"
 unset TRITON_INTERPRET
-python3 -m pytest -q -x -p no:cacheprovider 2>&1 | tail -n 30
-tests=${PIPESTATUS[0]}
-python3 -m bench.recurrence_kernel --out "$OUT" 2>&1 | tail -n 45
-python3 -m bench.cayley --out "$OUT" 2>&1 | tail -n 8
-python3 -m bench.cayley --complex --out "$OUT" 2>&1 | tail -n 8
-python3 -m bench.momentum --out "$OUT" 2>&1 | tail -n 4
-# the suite last, under a time cap (device time is short); its centre-shape table ends the log
-python3 -m bench --full --max-minutes "${BENCH_MINUTES:-4}" --no-progress --out "$OUT" >/dev/null 2>"$OUT/bench_full.log"
-python3 -m bench.report "$OUT"/bench_full_*.json --center 2>&1 | tail -n 40
-echo "tests exit status: $tests"
+
+# run SECONDS CMD...: CMD under a time cap, its output appended to the log
+run() {
+  local cap=$1; shift
+  echo "== $* (cap ${cap} s)" | tee -a "$LOG"
+  timeout "$cap" "$@" >>"$LOG" 2>&1
+  local status=$?
+  [ "$status" = 124 ] && echo "== timed out after ${cap} s: $*" | tee -a "$LOG"
+  return "$status"
+}
+
+python3 -c "import setuptools; print('setuptools', setuptools.__version__)"
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" | tee -a "$LOG"
+tests=0
+
+if [ "$STAGE" != bench ]; then
+  from=$(($(wc -l <"$LOG") + 1))
+  # every failure listed, not only the first; a hung test cannot eat the stage
+  per_test=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout=120")
+  run 330 python3 -m pytest -q -rfE --maxfail=30 -p no:cacheprovider ${per_test:-}
+  tests=$?
+  tail -n +"$from" "$LOG" | grep -E "^(FAILED|ERROR)|passed|failed|timed out" | tail -n 40
+fi
+
+if [ "$STAGE" != tests ]; then
+  run 75 python3 -m bench.recurrence_kernel --n 16 64 256 1024 --B 1 64 --out "$OUT"
+  run 45 python3 -m bench.cayley --n 256 1024 2048 --batch 1 --out "$OUT"
+  run 45 python3 -m bench.cayley --complex --n 256 1024 2048 --batch 1 --out "$OUT"
+  run 30 python3 -m bench.momentum --out "$OUT"
+  # the suite last, under its own cap (checked before each row) inside the stage's
+  run 150 python3 -m bench --full --max-minutes "${BENCH_MINUTES:-2}" --no-progress --out "$OUT"
+  run 30 python3 -m bench.report "$OUT"/bench_full_*.json --center
+  tail -n 30 "$LOG"
+fi
+echo "tests exit status: $tests (log: $LOG)"
 exit "$tests"

@@ -59,6 +59,23 @@ def test_a_variant_that_disagrees_is_reported_failed_and_not_timed(tmp_path, mon
 def test_max_minutes_stops_before_the_next_row(tmp_path):
     result = suite.main(TINY + ["--models", "lstm", "--max-minutes", "0", "--out", str(tmp_path)])
     assert result["rows"] == [] and result["config"]["rows_planned"] == 2
+    # the report of a run with no row prints its header rather than failing
+    (path,) = tmp_path.glob("*.json")
+    report.main([str(path), "--center"])
+
+
+def test_a_cpu_run_records_no_gpu_even_on_a_gpu_machine(monkeypatch):
+    """A CPU result on a machine with a GPU is a CPU result: its files must not be named
+    after the GPU (the tests look for <name>_cpu.json)."""
+    from bench import common
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    assert "gpu" not in common.environment(torch.device("cpu"))
+    assert "gpu" not in common.environment()
+    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError))
+    assert common.environment()["git_commit"] == "abc1234"  # where .git did not travel
 
 
 def test_presets_cover_the_grids():

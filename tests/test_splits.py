@@ -9,6 +9,9 @@ import torch
 from fastunitary.tasks import copying_arrays, digits_arrays
 from fastunitary.tasks.splits import arrow_dataset, load_task
 
+# the dev extra installs it (CI); the lent GPU machines' image has no HuggingFace datasets
+pytest.importorskip("datasets")
+
 
 def test_copying_splits_match_the_generator_and_are_seeded():
     s = load_task("copying", delay=7, n_train=50, n_test=20, seed=4)

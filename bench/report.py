@@ -113,14 +113,19 @@ def _mode_value(values: list) -> int:
     return max(set(values), key=values.count)
 
 
-def write(result: dict, out: Path, name: str) -> list[Path]:
+def write_json(result: dict, out: Path, name: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}_{_device_tag(result)}"
-    paths = [out / f"{stem}.json", out / f"{stem}.md"]
-    paths[0].write_text(json.dumps(result, indent=2) + "\n")
-    paths[1].write_text(markdown(result))
-    png = plot(result, out / f"{stem}.png")
-    return paths + ([png] if png else [])
+    path = out / f"{name}_{_device_tag(result)}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def write(result: dict, out: Path, name: str) -> list[Path]:
+    json_path = write_json(result, out, name)
+    md = json_path.with_suffix(".md")
+    md.write_text(markdown(result))
+    png = plot(result, json_path.with_suffix(".png"))
+    return [json_path, md] + ([png] if png else [])
 
 
 def main(argv=None) -> None:

@@ -250,7 +250,8 @@ def flops(case: Case, s: Shape, input_size: int, mode: str) -> float:
     return fwd * (3 if mode == "forward+backward" else 1)
 
 
-def run_suite(args) -> dict:
+def run_suite(args, partial=None) -> dict:
+    """Run the planned rows; ``partial(result)``, if given, after each row."""
     device = torch.device(args.device)
     if device.type == "cuda":
         # events, synchronize and memory statistics follow the current device
@@ -309,6 +310,14 @@ def run_suite(args) -> dict:
             bar.write(f"{case.name} {variant}/{backend} {mode} T={s.T} B={s.B} H={s.hidden} "
                        f"{s.dtype}: {row['status']}")
         rows.append(row)
+        if partial is not None:  # what a kill (a time cap) would otherwise lose
+            partial(suite_result(rows, len(jobs), args, device, complete=False))
+    return suite_result(rows, len(jobs), args, device, complete=True)
+
+
+def suite_result(rows: list[dict], planned: int, args, device: torch.device, *, complete: bool) -> dict:
+    """The suite's result so far: its rows (with their ratios to LSTM), environment and
+    configuration; ``complete`` once every planned row has run or the time cap stopped it."""
     add_lstm_ratios(rows)
     env = environment(device)
     if device.type == "cuda":
@@ -319,8 +328,8 @@ def run_suite(args) -> dict:
         rnn = getattr(torch.backends.cudnn, "rnn", None)
         env["cudnn_rnn_fp32_precision"] = getattr(rnn, "fp32_precision", None)
     config = {k: v for k, v in vars(args).items() if k != "out"}
-    config["rows_planned"] = len(jobs)
-    return {"environment": env, "config": config, "rows": rows}
+    config["rows_planned"] = planned
+    return {"environment": env, "config": config, "rows": rows, "complete": complete}
 
 
 def add_lstm_ratios(rows: list[dict]) -> None:
@@ -367,7 +376,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    result = run_suite(args)
+    # the JSON after every row, the table and plot at the end
+    result = run_suite(args, partial=lambda r: report.write_json(r, Path(args.out), args.name))
     paths = report.write(result, Path(args.out), args.name)
     print(report.markdown(result))
     for path in paths:

@@ -78,6 +78,18 @@ def test_a_cpu_run_records_no_gpu_even_on_a_gpu_machine(monkeypatch):
     assert common.environment()["git_commit"] == "abc1234"  # where .git did not travel
 
 
+def test_the_json_is_written_after_every_row(tmp_path, monkeypatch):
+    """A run killed by a time cap keeps the rows it measured: the JSON is rewritten after
+    each row (complete: false), and whole at the end."""
+    seen = []
+    write_json = report.write_json
+    monkeypatch.setattr(report, "write_json", lambda r, *a: (
+        seen.append((len(r["rows"]), r["complete"])), write_json(r, *a))[1])
+    result = suite.main(TINY + ["--models", "lstm", "--out", str(tmp_path), "--name", "p"])
+    assert seen == [(1, False), (2, False), (2, True)] and result["complete"]
+    assert json.loads((tmp_path / "p_cpu.json").read_text())["complete"] is True
+
+
 def test_presets_cover_the_grids():
     full = suite.PRESETS["full"].shapes()
     assert {s.T for s in full} == {1024, 4096, 16384}

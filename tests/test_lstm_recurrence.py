@@ -267,6 +267,17 @@ def test_lstm_kernel_compiled_matches_eager(lstm_kernel_device):
     torch.testing.assert_close(g_c, g_e, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("shape", [(5, 19, 64), (2, 3, 257)], ids=lambda s: "T%d-B%d-n%d" % s)
+def test_lstm_kernel_streamed_at_wider_n(lstm_kernel_device, shape):
+    """Several column tiles and a partial last one (n = 257), within the interpreter's
+    reach (3 and 5 s): the margin of the 1e-5 tolerance beyond the n <= 40 shapes above."""
+    from fastunitary.kernels import lstm_recurrence as K
+
+    assert K.plan(shape[2])["design"] == "streamed"
+    assert_lstm_kernel_close(*shape, lstm_kernel_device)
+
+
 if torch.cuda.is_available():  # defined only where it runs: too slow for the interpreter
 
     @pytest.mark.parametrize("n", [64, 257, 1024])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -14,6 +13,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from . import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -168,9 +169,5 @@ def peak_memory(fn, device: torch.device) -> tuple[int, str]:
 
 
 def write_result(name: str, payload: dict, out: Path | None = None) -> Path:
-    out = Path(out) if out is not None else RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    tag = payload["environment"].get("gpu", "cpu").replace(" ", "-").lower()
-    path = out / f"{name}_{tag}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    """``<out>/<name>_<device>.json`` (``out`` default ``bench/results``)."""
+    return report.write_json(payload, Path(out) if out is not None else RESULTS, name)

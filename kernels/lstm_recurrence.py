@@ -391,9 +391,8 @@ def forward(g, W_hh, h0, c0):
     return h, c
 
 
-# true float32 for the host-side products: under TF32 (set_float32_matmul_precision("high"))
-# the recomputed pre-activations would differ by ~1e-3 from the forward's, which the kernel
-# computed in IEEE float32, and the backward would differentiate another function
+# the recomputed pre-activations must equal the forward's IEEE float32 ones, whatever TF32
+# setting the process chose (see fastunitary/_precision.py)
 @ieee_float32_matmul()
 def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
     """``(grad_g, grad_W_hh, grad_h0, grad_c0)``; the arguments of

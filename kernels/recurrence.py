@@ -97,6 +97,12 @@ def _tanh(x):
 
 
 @triton.jit
+def _relu(x):
+    # not tl.maximum(x, 0): it lowers to max.f32, which drops a NaN; torch.relu keeps it
+    return tl.where(x < 0.0, 0.0, x)
+
+
+@triton.jit
 def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
     """``act(z)`` on one tile; ``zi`` is ignored for a real state."""
     hr = zr
@@ -106,16 +112,15 @@ def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
         if IS_COMPLEX:
             r2 = r2 + zi * zi
         r = tl.sqrt_rn(r2 + MODRELU_EPS)
-        rb = r + bias  # tl.where, not tl.maximum, which would drop a NaN (see ACT == 2)
-        scale = tl.div_rn(tl.where(rb < 0.0, 0.0, rb), r)
+        scale = tl.div_rn(_relu(r + bias), r)
         hr = zr * scale
         hi = zi * scale
     elif ACT == 1:
         hr = _tanh(zr)
         hi = _tanh(zi)
-    elif ACT == 2:  # not tl.maximum: it drops a NaN (max.f32), and torch.relu keeps it
-        hr = tl.where(zr < 0.0, 0.0, zr)
-        hi = tl.where(zi < 0.0, 0.0, zi)
+    elif ACT == 2:
+        hr = _relu(zr)
+        hi = _relu(zi)
     return hr, hi
 
 
@@ -131,7 +136,7 @@ def _activate_backward(ar, ai, gr, gi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.c
             r2 = r2 + ai * ai
         r = tl.sqrt_rn(r2 + MODRELU_EPS)
         rb = r + bias
-        s = tl.div_rn(tl.where(rb < 0.0, 0.0, rb), r)
+        s = tl.div_rn(_relu(rb), r)
         c = tl.where(rb > 0, tl.div_rn(bias, r), 0.0)
         phr = tl.div_rn(ar, r)
         dot = phr * gr
@@ -434,9 +439,8 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
     return out
 
 
-# true float32 for the host-side products: under TF32 (set_float32_matmul_precision("high"))
-# the recomputed pre-activations would differ by ~1e-3 from the forward's, which the kernel
-# computed in IEEE float32, and the backward would differentiate another function
+# the recomputed pre-activations must equal the forward's IEEE float32 ones, whatever TF32
+# setting the process chose (see fastunitary/_precision.py)
 @ieee_float32_matmul()
 def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
     """``(grad_u, grad_W, grad_bias, grad_h0)``; the arguments of ``fastunitary::recurrence_backward``."""

@@ -187,8 +187,8 @@ def recurrence(
         backend: ``"auto"``, ``"reference"`` or ``"triton"``.
     Returns:
         ``(T, B, n)``: ``h_1 ... h_T``, float32 (complex64) whatever the input precision
-        (float64/complex128 if any of ``u``, ``W``, ``bias``, ``h0`` is double), so that the state accumulates in at
-        least float32 under autocast.
+        (float64/complex128 if any of ``u``, ``W``, ``bias``, ``h0`` is double), so that
+        the state accumulates in at least float32 under autocast.
     """
     check_tensor("u", u)
     check_tensor("W", W)

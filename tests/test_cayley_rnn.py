@@ -515,6 +515,52 @@ def test_bf16_state_accepted_under_autocast(name):
         model(x, hx)  # outside autocast: refused
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ALL_MODULES)
+def test_device_and_dtype_keywords_as_torch_factory_kwargs(name, device):
+    """``device=``/``dtype=`` as in ``torch.nn.LSTM(..., device=, dtype=)``: the module is
+    initialized as without them and then moved, so one seed gives the same weights."""
+    torch.manual_seed(0)
+    model = _make(name, device=device, dtype=torch.float64)
+    torch.manual_seed(0)
+    moved = _make(name).to(device, torch.float64)
+    got, want = model.state_dict(), moved.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key].device == want[key].device and got[key].dtype == want[key].dtype, key
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+    x = torch.randn(2, 3) if name.endswith("Cell") else torch.randn(6, 2, 3)
+    out = _run(model, x.to(device, torch.float64))
+    assert out.dtype == torch.float64 and out.device.type == device
+    # torch's defaults, given explicitly
+    default = _make(name, device=None, dtype=None)
+    assert {p.dtype for p in default.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("name", ALL_MODULES)
+def test_device_meta_allocates_nothing(name):
+    model = _make(name, device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.complex64])
+@pytest.mark.parametrize("name", ALL_MODULES)
+def test_unsupported_dtype_keyword_is_refused_at_construction(name, dtype):
+    with pytest.raises(TypeError, match=rf"the module's parameters are {dtype}; keep them in "
+                                        r"float32 \(or float64\) and run under torch.autocast"):
+        _make(name, dtype=dtype)
+
+
+def test_a_subclass_may_take_dtype_itself():
+    class Tagged(ScoRNN):
+        def __init__(self, input_size, hidden_size, dtype="tag"):
+            super().__init__(input_size, hidden_size)
+            self.tag = dtype
+
+    model = Tagged(3, 4, dtype=torch.float64)
+    assert model.tag is torch.float64 and model.layers[0].weight_ih.dtype == torch.float32
+
+
 @pytest.mark.parametrize("option, value", [("bidirectional", True), ("proj_size", 2)])
 @pytest.mark.parametrize("name", STACKED)
 def test_torch_lstm_options_we_lack_are_named(name, option, value):

@@ -37,7 +37,75 @@ def param_groups(module: nn.Module, group_of: dict[str, str], lrs: dict[str, flo
     return [{"name": k, "params": v, "lr": lrs[k]} for k, v in params.items() if v]
 
 
-class RecurrentCell(nn.Module, abc.ABC):
+#: the parameter dtypes a module supports -> the dtype of a complex state
+COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def check_parameter_dtype(dtype: torch.dtype) -> None:
+    """``TypeError`` unless ``dtype`` is one the modules' parameters may have."""
+    if dtype not in COMPLEX_OF:
+        raise TypeError(
+            f"the module's parameters are {dtype}; keep them in float32 (or float64) "
+            f"and run under torch.autocast for bfloat16/float16 compute"
+        )
+
+
+#: options of ``torch.nn.LSTM`` that no stacked module has, with their defaults
+LSTM_ONLY_DEFAULTS = {"bidirectional": False, "proj_size": 0}
+
+
+class TorchConstructorOptions:
+    """Mixin of every module of fastunitary.nn for the keywords of ``torch.nn.LSTM`` (and
+    ``LSTMCell``) that the model constructors do not take themselves:
+
+    - ``device=`` and ``dtype=``, torch's factory keywords: the module is built and
+      initialized on the CPU in float32, then moved with ``.to(device, dtype)``, so one
+      seed gives the same initial weights on every device and in either precision.
+      ``dtype`` is float32 or float64 (for bfloat16/float16 compute, keep float32 and run
+      under ``torch.autocast``); anything else is a ``TypeError`` here, not at the call.
+    - ``TORCH_ONLY_DEFAULTS``, options the module lacks (for the stacked modules
+      :data:`LSTM_ONLY_DEFAULTS`): their defaults are accepted and dropped, so code
+      written for ``torch.nn.LSTM`` runs unchanged; any other value raises an error
+      naming the option and the module (the constructors' own signatures would name
+      whichever class first sees the keyword).
+
+    Each subclass's ``__init__`` is wrapped once, at class creation. The outermost
+    ``__init__`` of a call takes the keywords, so the move happens once, after every
+    parameter exists. A subclass whose ``__init__`` takes one of them itself (a user's
+    bidirectional wrapper, say) keeps it.
+    """
+
+    TORCH_ONLY_DEFAULTS: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:  # inherits an __init__ that is already wrapped
+            return
+        own = inspect.signature(init).parameters
+        options = {k: v for k, v in cls.TORCH_ONLY_DEFAULTS.items() if k not in own}
+        factory = [k for k in ("device", "dtype") if k not in own]
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            for name, default in options.items():
+                if name in kw and kw.pop(name) != default:
+                    raise NotImplementedError(
+                        f"{type(self).__name__} has no {name} option, unlike torch.nn.LSTM; "
+                        f"leave it out (or give its default, {name}={default!r})"
+                    )
+            to = {k: kw.pop(k) for k in factory if k in kw}
+            to = {k: v for k, v in to.items() if v is not None}  # None: torch's default
+            if "dtype" in to:
+                check_parameter_dtype(to["dtype"])
+            init(self, *args, **kw)
+            if to:
+                self.to(**to)
+
+        cls.__init__ = __init__
+
+
+class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
     """One layer ``h' = modReLU(W h + U x + c)``: parameters, input term, a single step.
 
     Subclasses set ``is_complex`` and ``param_group_of`` and implement
@@ -59,7 +127,9 @@ class RecurrentCell(nn.Module, abc.ABC):
     model-specific feature stay as they are, for scuRNN, scoRNN and ENRNN alike.
 
     Precision: parameters float32 (or float64, e.g. for ``gradcheck``); for bfloat16 or
-    float16 compute keep them in float32 and run under ``torch.autocast``.
+    float16 compute keep them in float32 and run under ``torch.autocast``. Every cell
+    takes ``device=`` and ``dtype=`` as ``torch.nn.LSTMCell`` does
+    (:class:`TorchConstructorOptions`).
 
     ``W`` is cached in eval mode with gradients off (see :meth:`_recurrent_weight`): after
     changing its sources in place through ``.data`` (or ``Tensor.set_``), which the cache
@@ -292,10 +362,6 @@ def check_dropout(dropout: float, num_layers: int) -> None:
                       stacklevel=4)
 
 
-#: the parameter dtypes a module supports -> the dtype of a complex state
-COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
-
-
 def check_dtype(name: str, t: torch.Tensor, weight: torch.Tensor) -> None:
     """The dtype policy of every module (DESIGN.md), for an input or a state ``t`` given to
     a module whose parameters include ``weight``: ``TypeError`` when
@@ -308,11 +374,7 @@ def check_dtype(name: str, t: torch.Tensor, weight: torch.Tensor) -> None:
       float32). A float64 ``t`` is refused under autocast too: it would turn the whole
       recurrence float64.
     """
-    if weight.dtype not in COMPLEX_OF:
-        raise TypeError(
-            f"the module's parameters are {weight.dtype}; keep them in float32 (or float64) "
-            f"and run under torch.autocast for bfloat16/float16 compute"
-        )
+    check_parameter_dtype(weight.dtype)
     if t.is_complex():  # no complex autocast dtype: the state keeps the parameters' precision
         if t.dtype != COMPLEX_OF[weight.dtype]:
             raise TypeError(
@@ -371,42 +433,9 @@ def check_sequence_input(
     return x, unbatched
 
 
-class RejectsTorchOnlyOptions:
-    """Mixin of the stacked modules for the options of ``torch.nn.LSTM`` that they lack.
-
-    Their defaults (``bidirectional=False``, ``proj_size=0``) are accepted and dropped, so
-    code written for ``torch.nn.LSTM`` runs unchanged; any other value raises an error
-    naming the option and the module (the constructors' own signatures would name
-    whichever class first sees the keyword). Each subclass's ``__init__`` is wrapped once,
-    at class creation; a subclass whose ``__init__`` takes one of the options itself (a
-    user's bidirectional wrapper, say) keeps it.
-    """
-
-    TORCH_ONLY_DEFAULTS = {"bidirectional": False, "proj_size": 0}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:  # inherits an __init__ that is already wrapped
-            return
-        own = inspect.signature(init).parameters
-        options = {k: v for k, v in cls.TORCH_ONLY_DEFAULTS.items() if k not in own}
-
-        @functools.wraps(init)
-        def __init__(self, *args, **kw):
-            for name, default in options.items():
-                if name in kw and kw.pop(name) != default:
-                    raise NotImplementedError(
-                        f"{type(self).__name__} has no {name} option, unlike torch.nn.LSTM; "
-                        f"leave it out (or give its default, {name}={default!r})"
-                    )
-            init(self, *args, **kw)
-
-        cls.__init__ = __init__
-
-
-class StackedRNN(RejectsTorchOnlyOptions, nn.Module):
-    """Layers of cells with the calling convention of ``torch.nn.LSTM``.
+class StackedRNN(TorchConstructorOptions, nn.Module):
+    """Layers of cells with the calling convention of ``torch.nn.LSTM``, whose ``device=``
+    and ``dtype=`` keywords every subclass takes (:class:`TorchConstructorOptions`).
 
     ``W`` of each layer is cached in eval mode with gradients off; after changing
     parameters in place through ``.data`` (or ``Tensor.set_``) call
@@ -417,6 +446,8 @@ class StackedRNN(RejectsTorchOnlyOptions, nn.Module):
         num_layers, batch_first, dropout: as ``torch.nn.LSTM``.
         make_cell: ``make_cell(in_size)`` builds one layer's cell.
     """
+
+    TORCH_ONLY_DEFAULTS = LSTM_ONLY_DEFAULTS
 
     def __init__(
         self,

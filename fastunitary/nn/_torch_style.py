@@ -16,13 +16,16 @@ from torch import nn
 
 from .. import _checks
 from .._backend import check_backend_name
-from ._base import RejectsTorchOnlyOptions, check_dropout, check_dtype, check_sequence_input
+from ._base import (LSTM_ONLY_DEFAULTS, TorchConstructorOptions, check_dropout, check_dtype,
+                    check_sequence_input)
 
 
-class TorchStyleStack(RejectsTorchOnlyOptions, nn.Module):
-    """Shared skeleton; ``gates`` is 4 (LSTM) or 1 (plain cell)."""
+class TorchStyleStack(TorchConstructorOptions, nn.Module):
+    """Shared skeleton; ``gates`` is 4 (LSTM) or 1 (plain cell). Every subclass also takes
+    ``device=`` and ``dtype=`` as ``torch.nn.LSTM`` does (:class:`TorchConstructorOptions`)."""
 
     gates: int = 1
+    TORCH_ONLY_DEFAULTS = LSTM_ONLY_DEFAULTS
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, *, backend: str = "auto",

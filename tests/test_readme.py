@@ -65,6 +65,11 @@ def test_readme_enrnn_example_runs():
     assert {g["name"] for g in ns["opt"].param_groups} == {"A", "other"}
 
 
+def test_readme_packed_example_runs():
+    ns = run_block("pack_sequence(")
+    assert ns["h_n"].shape == (1, 3, 16) and ns["lengths"].tolist() == [5, 9, 2]
+
+
 def test_every_python_block_is_tested():
     """A README example no test runs goes stale unseen: every python block is the one that
     run_block picks for the marker of a test in this file (signature listings are fenced as

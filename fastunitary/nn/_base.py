@@ -19,12 +19,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from .. import _checks
 from .._backend import check_backend_name
 from ..functional.planes import to_planes
 from ..functional.recurrence import recurrence_planes
 from ._momentum import MomentumBuffer
+from ._sequence import PackedIndex, SequenceLayout
 from .init import glorot_uniform_
 
 
@@ -403,19 +405,31 @@ def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) ->
 
 
 def check_sequence_input(
-    input: torch.Tensor, input_size: int, batch_first: bool, weight: torch.Tensor
-) -> tuple[torch.Tensor, bool]:
-    """Check a module's sequence input; return it as ``(T, B, input_size)`` and ``unbatched``.
+    input, input_size: int, batch_first: bool, weight: torch.Tensor
+) -> tuple[torch.Tensor, SequenceLayout]:
+    """Check a module's sequence input; return it as ``(T, B, input_size)`` (a
+    ``PackedSequence`` padded with zeros) and its :class:`SequenceLayout`.
 
     ``weight`` is one of the module's parameters (its device must match the input's, and
     its dtype as :func:`check_dtype` says).
     """
+    if isinstance(input, PackedSequence):
+        _checks.check_tensor("input.data", input.data, allow_complex=False)
+        if input.data.dim() != 2 or input.data.shape[-1] != input_size:
+            raise ValueError(
+                f"a PackedSequence input must hold data of shape (N, input_size = "
+                f"{input_size}), got {tuple(input.data.shape)}"
+            )
+        _checks.check_same_device("the module's parameters", weight, input=input.data)
+        check_dtype("input", input.data, weight)
+        index = PackedIndex(input)
+        return index.padded(input.data), SequenceLayout(False, batch_first, index)
     _checks.check_tensor("input", input, allow_complex=False)
     layout = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
     if input.dim() not in (2, 3):
         raise ValueError(
-            f"input must have shape {layout} (or (T, input_size) unbatched), "
-            f"got {tuple(input.shape)}"
+            f"input must have shape {layout} (or (T, input_size) unbatched, or a "
+            f"PackedSequence), got {tuple(input.shape)}"
         )
     if input.shape[-1] != input_size:
         raise ValueError(
@@ -430,7 +444,7 @@ def check_sequence_input(
         x = x.transpose(0, 1)
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"input must have T >= 1 and B >= 1, got shape {tuple(input.shape)}")
-    return x, unbatched
+    return x, SequenceLayout(unbatched, batch_first)
 
 
 class StackedRNN(TorchConstructorOptions, nn.Module):
@@ -503,32 +517,33 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
             raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
         return self.layers[layer].recurrent_matrix()
 
-    def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def _check_input(self, input) -> tuple[torch.Tensor, SequenceLayout]:
         return check_sequence_input(input, self.input_size, self.batch_first, self.layers[0].weight_ih)
 
-    def forward(
-        self, input: torch.Tensor, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input, hx: torch.Tensor | None = None):
         """Run all layers over the whole sequence.
 
         Args:
-            input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``, or
-                ``(T, input_size)`` unbatched.
+            input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``,
+                ``(T, input_size)`` unbatched, or a ``PackedSequence`` of sequences of
+                different lengths.
             hx: initial states ``(num_layers, B, d)`` (``(num_layers, d)`` unbatched), with
                 ``d`` = :attr:`output_size` (a complex state also accepts a complex
                 ``(num_layers, B, hidden_size)``); ``None`` for zeros, or the trainable
                 ``h0`` when enabled.
         Returns:
             ``(output, h_n)``: ``output`` is ``(T, B, d)`` (``(B, T, d)`` with
-            ``batch_first``, ``(T, d)`` unbatched), the last layer's states ``h_1..h_T``;
-            ``h_n`` is ``(num_layers, B, d)`` (``(num_layers, d)`` unbatched), every layer's
-            final state, which can be fed back as ``hx`` to continue a sequence.
+            ``batch_first``, ``(T, d)`` unbatched, a ``PackedSequence`` for a packed
+            input), the last layer's states ``h_1..h_T``; ``h_n`` is ``(num_layers, B, d)``
+            (``(num_layers, d)`` unbatched), every layer's final state (for a packed input,
+            at each sequence's own last step; batch in the input's original order, as
+            ``torch.nn.LSTM``), which can be fed back as ``hx`` to continue a sequence.
         """
-        x, unbatched = self._check_input(input)
+        x, layout = self._check_input(input)
         T, B, _ = x.shape
         if hx is not None:
             hx = state_planes("hx", hx, self.layers[0], (self.num_layers, B, self.output_size),
-                              unbatched)
+                              layout.unbatched)
         if self.check_finite:
             _checks.check_finite("input", x)
             if hx is not None:
@@ -536,13 +551,11 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
         finals = []
         for layer, cell in enumerate(self.layers):
             x = cell.run_sequence(x, None if hx is None else hx[layer])
-            finals.append(x[-1])
+            finals.append(layout.last(x))
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         h_n = torch.stack(finals)
-        if unbatched:
-            return x.squeeze(1), h_n.squeeze(1)
-        return (x.transpose(0, 1) if self.batch_first else x), h_n
+        return layout.output(x), (h_n.squeeze(1) if layout.unbatched else h_n)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -18,6 +18,7 @@ from .. import _checks
 from .._backend import check_backend_name
 from ._base import (LSTM_ONLY_DEFAULTS, TorchConstructorOptions, check_dropout, check_dtype,
                     check_sequence_input)
+from ._sequence import SequenceLayout
 
 
 class TorchStyleStack(TorchConstructorOptions, nn.Module):
@@ -69,11 +70,12 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
             _checks.check_finite(name, s)
         return s.unsqueeze(1) if unbatched else s
 
-    def _sequence(self, input: torch.Tensor):
-        x, unbatched = check_sequence_input(input, self.input_size, self.batch_first, self.weight_ih_l0)
+    def _sequence(self, input) -> tuple[torch.Tensor, SequenceLayout]:
+        x, layout = check_sequence_input(input, self.input_size, self.batch_first,
+                                         self.weight_ih_l0)
         if self.check_finite:
             _checks.check_finite("input", x)
-        return x, unbatched
+        return x, layout
 
     def _buffer(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """The momentum buffer of layer ``k``'s input term ``x W_ih^T + b_ih``: ``(T, B, G)``."""
@@ -91,11 +93,6 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
             if self.dropout > 0 and self.training and k < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         return x, [torch.stack(f) for f in zip(*finals)]
-
-    def _output(self, x: torch.Tensor, unbatched: bool) -> torch.Tensor:
-        if unbatched:
-            return x.squeeze(1)
-        return x.transpose(0, 1) if self.batch_first else x
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

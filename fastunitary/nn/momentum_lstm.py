@@ -67,18 +67,18 @@ class MomentumLSTMBase(TorchStyleStack):
         """Run all layers over the whole sequence, as ``torch.nn.LSTM``.
 
         Args:
-            input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``, or
-                ``(T, input_size)`` unbatched.
+            input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``,
+                ``(T, input_size)`` unbatched, or a ``PackedSequence``.
             hx: ``(h_0, c_0)``, each ``(num_layers, B, hidden_size)``
                 (``(num_layers, hidden_size)`` unbatched), or ``None`` for zeros. The
                 momentum buffers always start at zero.
         Returns:
-            ``(output, (h_n, c_n))``: ``output`` ``(T, B, hidden_size)`` (batch first /
-            unbatched as the input), the last layer's ``h_t``; ``h_n``, ``c_n``
-            ``(num_layers, B, hidden_size)``.
+            ``(output, (h_n, c_n))``: ``output`` ``(T, B, hidden_size)`` (batch first,
+            unbatched or packed as the input), the last layer's ``h_t``; ``h_n``, ``c_n``
+            ``(num_layers, B, hidden_size)``, at each sequence's own last step.
         """
-        x, unbatched = self._sequence(input)
-        B = x.shape[1]
+        x, layout = self._sequence(input)
+        B, unbatched = x.shape[1], layout.unbatched
         if hx is not None:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("hx must be a tuple (h_0, c_0), as for torch.nn.LSTM")
@@ -88,7 +88,8 @@ class MomentumLSTMBase(TorchStyleStack):
         def run_layer(k, x):
             h0, c0 = (None, None) if hx is None else (hx[0][k], hx[1][k])
             w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
-            if self._use_native_lstm(x):
+            # PyTorch's LSTM returns c at the last step only; a packed batch needs every c_t
+            if layout.packed is None and self._use_native_lstm(x):
                 factored = self.momentum.linear_input(x, w_ih, b_ih, self.backend)
                 if factored is not None:
                     return _native_lstm_layer(*factored, w_hh, b_hh, h0, c0, self.training)
@@ -96,12 +97,12 @@ class MomentumLSTMBase(TorchStyleStack):
             if b_hh is not None:
                 buf = buf + b_hh
             h, c = lstm_recurrence(buf, w_hh, h0, c0, backend=self.backend)
-            return h, h[-1], c[-1]
+            return h, layout.last(h), layout.last(c)
 
         out, (h_n, c_n) = self._layers(x, run_layer)
         if unbatched:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return self._output(out, unbatched), (h_n, c_n)
+        return layout.output(out), (h_n, c_n)
 
     def _use_native_lstm(self, x: torch.Tensor) -> bool:
         """Eager CPU runs with ``backend="auto"`` use PyTorch's own LSTM (oneDNN) where the

@@ -53,12 +53,13 @@ class MomentumRNN(TorchStyleStack):
                 p.uniform_(-bound, bound, generator=generator)
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None):
-        """As ``torch.nn.RNN``: ``input`` ``(T, B, input_size)`` (or batch first /
-        unbatched), ``hx`` ``(num_layers, B, hidden_size)`` or ``None``; returns
-        ``(output (T, B, hidden_size), h_n (num_layers, B, hidden_size))``."""
-        x, unbatched = self._sequence(input)
+        """As ``torch.nn.RNN``: ``input`` ``(T, B, input_size)`` (or batch first,
+        unbatched, or a ``PackedSequence``), ``hx`` ``(num_layers, B, hidden_size)`` or
+        ``None``; returns ``(output (T, B, hidden_size), h_n (num_layers, B, hidden_size))``,
+        ``output`` in the input's layout, ``h_n`` at each sequence's own last step."""
+        x, layout = self._sequence(input)
         if hx is not None:
-            hx = self._check_state("hx", hx, x.shape[1], unbatched)
+            hx = self._check_state("hx", hx, x.shape[1], layout.unbatched)
 
         def run_layer(k, x):
             _, w_hh, _, b_hh = self.layer_parameters(k)
@@ -67,10 +68,10 @@ class MomentumRNN(TorchStyleStack):
             h = recurrence_planes(u, w_hh, None, None if hx is None else hx[k],
                                   activation=self.nonlinearity, is_complex=False,
                                   backend=self.backend)
-            return h, h[-1]
+            return h, layout.last(h)
 
         out, (h_n,) = self._layers(x, run_layer)
-        return self._output(out, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+        return layout.output(out), (h_n.squeeze(1) if layout.unbatched else h_n)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

@@ -119,8 +119,17 @@ class SBORNN(TorchStyleStack):
 
     def forward(self, input: torch.Tensor, hx=None):
         """``input`` ``(T, B, input_size)`` -> ``(output (T, B, n), h_n)`` (``"gd"``) or
-        ``(output, (h_n, m_n))`` (momentum methods); see the class docstring for ``hx``."""
-        x, unbatched = self._sequence(input)
+        ``(output, (h_n, m_n))`` (momentum methods); see the class docstring for ``hx``.
+        ``input`` may be a ``PackedSequence`` for ``"gd"`` (the momentum methods' op keeps
+        ``m`` at the last step only, so it has no ``m_n`` for a shorter sequence)."""
+        x, layout = self._sequence(input)
+        if layout.packed is not None and self.has_momentum:
+            raise NotImplementedError(
+                f"SBORNN(method={self.method!r}) takes no PackedSequence: its op returns the "
+                f"optimizer state m at the last step only, not at each sequence's own end. "
+                f"Pad the batch, or use method='gd'"
+            )
+        unbatched = layout.unbatched
         h0, m0 = self._initial_state(hx, x.shape[1], unbatched)
 
         def run_layer(k, x):
@@ -132,13 +141,13 @@ class SBORNN(TorchStyleStack):
                 u, w_hh, None if h0 is None else h0[k], None if m0 is None else m0[k],
                 method=self.method, eta=self.eta, mu=getattr(self, f"mu_l{k}", 0.0),
                 steps=self.steps, backend=self.backend)
-            return (h, h[-1]) if m is None else (h, h[-1], m)
+            return (h, layout.last(h)) if m is None else (h, h[-1], m)
 
         out, finals = self._layers(x, run_layer)
         if unbatched:
             finals = [f.squeeze(1) for f in finals]
         state = finals[0] if len(finals) == 1 else tuple(finals)
-        return self._output(out, unbatched), state
+        return layout.output(out), state
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", method={self.method!r}, eta={self.eta}"

@@ -1,0 +1,159 @@
+"""Input layouts of the stacked modules (fastunitary/nn/_sequence.py): PackedSequence input
+against each sequence run on its own, and against torch.nn.LSTM."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
+
+import fastunitary.nn as fnn
+from fastunitary.nn._sequence import PackedIndex
+
+from .conftest import DEVICES, rel_err
+
+STACKED = sorted(name for name in fnn.__all__ if not name.endswith("Cell"))
+LENGTHS = [3, 7, 1, 5, 7]  # unsorted, with a tie and a length-1 sequence
+
+
+def _make(name, **kwargs):
+    """``name`` with input_size 3, hidden 4 (ENRNN: 3 + 2), two layers; SBORNN in "gd"."""
+    sizes = (3, 3, 2) if name == "ENRNN" else (3, 4)
+    if name == "SBORNN":
+        kwargs.setdefault("method", "gd")
+    return getattr(fnn, name)(*sizes, num_layers=2, **kwargs)
+
+
+def _states(s):
+    return s if isinstance(s, tuple) else (s,)
+
+
+def _random_hx(model, B, device):
+    """A random initial state of ``model``'s shape for batch ``B``."""
+    with torch.no_grad():
+        _, h_n = model(torch.randn(2, B, 3, device=device))
+    hx = tuple(torch.randn_like(h) for h in _states(h_n))
+    return hx if isinstance(h_n, tuple) else hx[0]
+
+
+def _select(hx, b):
+    return None if hx is None else (
+        tuple(h[:, b:b + 1] for h in hx) if isinstance(hx, tuple) else hx[:, b:b + 1])
+
+
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", STACKED)
+def test_packed_equals_each_sequence_on_its_own(name, device, with_hx, enforce_sorted):
+    """Output, final states and gradients of a packed batch equal those of each sequence run
+    alone; ``hx`` and ``h_n`` are in the batch's original order, as for torch.nn.LSTM."""
+    model = _make(name).to(device)
+    lengths = sorted(LENGTHS, reverse=True) if enforce_sorted else LENGTHS
+    B, T = len(lengths), max(lengths)
+    x = torch.randn(T, B, 3, device=device)
+    hx = _random_hx(model, B, device) if with_hx else None
+    packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=enforce_sorted)
+
+    out, h_n = model(packed, hx)
+    assert isinstance(out, torch.nn.utils.rnn.PackedSequence)
+    assert torch.equal(out.batch_sizes, packed.batch_sizes)
+    for got, given in ((out.sorted_indices, packed.sorted_indices),
+                       (out.unsorted_indices, packed.unsorted_indices)):
+        assert (got is None and given is None) or torch.equal(got, given)
+    padded, got_lengths = pad_packed_sequence(out)
+    assert got_lengths.tolist() == lengths
+    (out.data.square().sum() + sum(h.square().sum() for h in _states(h_n))).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    model.zero_grad()
+    loss = 0
+    for b, L in enumerate(lengths):
+        want_out, want_h = model(x[:L, b:b + 1], _select(hx, b))
+        torch.testing.assert_close(padded[:L, b], want_out[:, 0], rtol=1e-5, atol=1e-6)
+        for got, want in zip(_states(h_n), _states(want_h)):
+            torch.testing.assert_close(got[:, b], want[:, 0], rtol=1e-5, atol=1e-6)
+        loss = loss + want_out.square().sum() + sum(h.square().sum() for h in _states(want_h))
+    loss.backward()
+    for k, p in model.named_parameters():  # float32 sums in another order: relative to the max
+        assert rel_err(grads[k], p.grad) < 1e-5, k
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_momentum_lstm_matches_torch_lstm(device):
+    """``MomentumLSTM(mu=0, step=1)`` is an LSTM: on a packed batch with torch.nn.LSTM's
+    weights it gives torch.nn.LSTM's packed output and final states."""
+    lstm = torch.nn.LSTM(3, 6, num_layers=2).to(device)
+    ours = fnn.MomentumLSTM(3, 6, num_layers=2, mu=0.0, step=1.0).to(device)
+    ours.load_state_dict(lstm.state_dict())
+    seqs = [torch.randn(L, 3, device=device) for L in LENGTHS]
+    packed = pack_sequence(seqs, enforce_sorted=False)
+    hx = tuple(torch.randn(2, len(seqs), 6, device=device) for _ in range(2))
+    # cuDNN's LSTM runs TF32 by default; the comparison needs IEEE float32 on both sides
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        want_out, (want_h, want_c) = lstm(packed, hx)
+    out, (h_n, c_n) = ours(packed, hx)
+    torch.testing.assert_close(out.data, want_out.data, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h_n, want_h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_n, want_c, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out.unsorted_indices, want_out.unsorted_indices)
+
+
+@pytest.mark.parametrize("name", STACKED)
+def test_batch_first_does_not_apply_to_packed_input(name):
+    """As torch.nn.LSTM: a PackedSequence carries its own layout, whatever ``batch_first``."""
+    x = torch.randn(5, 7, 3)
+    packed = pack_padded_sequence(x, torch.tensor(LENGTHS), batch_first=True,
+                                  enforce_sorted=False)
+    torch.manual_seed(0)
+    first = _make(name, batch_first=True)
+    torch.manual_seed(0)
+    second = _make(name)
+    got, want = first(packed), second(packed)
+    torch.testing.assert_close(got[0].data, want[0].data, rtol=0, atol=0)
+
+
+def test_sbornn_momentum_methods_refuse_packed_input():
+    packed = pack_sequence([torch.randn(L, 3) for L in LENGTHS], enforce_sorted=False)
+    for method in ("heavy_ball", "nesterov"):
+        with pytest.raises(NotImplementedError,
+                           match=rf"SBORNN\(method='{method}'\) takes no PackedSequence"):
+            fnn.SBORNN(3, 4, method=method)(packed)
+
+
+@pytest.mark.parametrize("name", STACKED)
+def test_bad_packed_input_is_refused(name):
+    model = _make(name)
+    packed = pack_sequence([torch.randn(L, 2) for L in LENGTHS], enforce_sorted=False)
+    with pytest.raises(ValueError, match=r"PackedSequence input must hold data of shape "
+                                         r"\(N, input_size = 3\), got \(23, 2\)"):
+        model(packed)
+    packed = pack_sequence([torch.randn(L, 3, dtype=torch.float64) for L in LENGTHS],
+                           enforce_sorted=False)
+    with pytest.raises(TypeError, match="input is torch.float64"):
+        model(packed)
+    packed = pack_sequence([torch.randn(L, 3) for L in LENGTHS], enforce_sorted=False)
+    hx = _random_hx(model, 4, "cpu")  # batch 4: the packed batch holds 5
+    with pytest.raises(ValueError, match=r"must have shape \(2, 5, "):
+        model(packed, hx)
+
+
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_packed_index_pads_and_packs_as_torch(enforce_sorted):
+    lengths = sorted(LENGTHS, reverse=True) if enforce_sorted else LENGTHS
+    seqs = [torch.randn(L, 2) for L in lengths]
+    packed = pack_sequence(seqs, enforce_sorted=enforce_sorted)
+    index = PackedIndex(packed)
+    want, _ = pad_packed_sequence(packed)
+    torch.testing.assert_close(index.padded(packed.data), want, rtol=0, atol=0)
+    torch.testing.assert_close(index.pack(want).data, packed.data, rtol=0, atol=0)
+    last = index.last(want)
+    for b, s in enumerate(seqs):
+        torch.testing.assert_close(last[b], s[-1], rtol=0, atol=0)
+
+
+def test_packed_input_compiles_in_one_graph():
+    rnn = fnn.ScuRNN(3, 4, 2)
+    packed = pack_sequence([torch.randn(L, 3) for L in LENGTHS], enforce_sorted=False)
+    compiled = torch.compile(rnn, fullgraph=True, backend="eager")
+    (out, h_n), (want_out, want_h) = compiled(packed), rnn(packed)
+    torch.testing.assert_close(out.data, want_out.data, rtol=0, atol=0)
+    torch.testing.assert_close(h_n, want_h, rtol=0, atol=0)

@@ -538,9 +538,50 @@ def test_device_and_dtype_keywords_as_torch_factory_kwargs(name, device):
 
 
 @pytest.mark.parametrize("name", ALL_MODULES)
-def test_device_meta_allocates_nothing(name):
+def test_device_meta_then_materialized(name):
+    """The deferred-initialization routes of PyTorch: a module built on the meta device,
+    then given real tensors by ``load_state_dict(assign=True)``, or by ``to_empty`` and
+    either ``load_state_dict`` or ``reset_parameters``, computes what the original does."""
     model = _make(name, device="meta")
-    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+    x = torch.randn(2, 3) if name.endswith("Cell") else torch.randn(6, 2, 3)
+    source = _make(name)
+    want = _run(source, x)
+
+    assigned = _make(name, device="meta")
+    assigned.load_state_dict(source.state_dict(), assign=True)
+    torch.testing.assert_close(_run(assigned, x), want, rtol=0, atol=0)
+
+    emptied = _make(name, device="meta").to_empty(device="cpu")
+    emptied.load_state_dict(source.state_dict())
+    torch.testing.assert_close(_run(emptied, x), want, rtol=0, atol=0)
+
+    torch.manual_seed(7)
+    fresh = _make(name)
+    reset = _make(name, device="meta").to_empty(device="cpu")
+    torch.manual_seed(7)
+    reset.reset_parameters()
+    for (key, got), want_t in zip(reset.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(got, want_t, rtol=0, atol=0, msg=key)
+
+
+def test_device_keyword_builds_on_cpu_whatever_the_default_device():
+    with torch.device("meta"):  # as torch.nn.LSTM: the keyword wins over the context
+        model = ScoRNN(3, 4, device="cpu")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+def test_a_user_mixin_before_a_library_class_is_moved_too():
+    class Extra(torch.nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra = torch.nn.Linear(2, 2)
+
+    class Mixed(Extra, ScoRNN):
+        pass
+
+    model = Mixed(3, 4, dtype=torch.float64)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.complex64])
@@ -549,6 +590,9 @@ def test_unsupported_dtype_keyword_is_refused_at_construction(name, dtype):
     with pytest.raises(TypeError, match=rf"the module's parameters are {dtype}; keep them in "
                                         r"float32 \(or float64\) and run under torch.autocast"):
         _make(name, dtype=dtype)
+    with pytest.raises(TypeError, match=r"dtype must be a torch.dtype \(torch.float32 or "
+                                        r"torch.float64\), got 'float64'"):
+        _make(name, dtype="float64")
 
 
 def test_a_subclass_may_take_dtype_itself():

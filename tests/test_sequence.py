@@ -3,7 +3,8 @@ against each sequence run on its own, and against torch.nn.LSTM."""
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import (PackedSequence, pack_padded_sequence, pack_sequence,
+                                pad_packed_sequence)
 
 import fastunitary.nn as fnn
 from fastunitary.nn._sequence import PackedIndex
@@ -54,13 +55,18 @@ def test_packed_equals_each_sequence_on_its_own(name, device, with_hx, enforce_s
     packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=enforce_sorted)
 
     out, h_n = model(packed, hx)
-    assert isinstance(out, torch.nn.utils.rnn.PackedSequence)
+    assert isinstance(out, PackedSequence)
     assert torch.equal(out.batch_sizes, packed.batch_sizes)
     for got, given in ((out.sorted_indices, packed.sorted_indices),
                        (out.unsorted_indices, packed.unsorted_indices)):
         assert (got is None and given is None) or torch.equal(got, given)
     padded, got_lengths = pad_packed_sequence(out)
     assert got_lengths.tolist() == lengths
+    with torch.no_grad():  # the route without autograd (MomentumLSTM: PyTorch's, on CPU)
+        out_ng, h_ng = model(packed, hx)
+    torch.testing.assert_close(out_ng.data, out.data, rtol=1e-5, atol=1e-5)
+    for got, want in zip(_states(h_ng), _states(h_n)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     (out.data.square().sum() + sum(h.square().sum() for h in _states(h_n))).backward()
     grads = {k: p.grad.clone() for k, p in model.named_parameters()}
 
@@ -90,11 +96,14 @@ def test_packed_momentum_lstm_matches_torch_lstm(device):
     # cuDNN's LSTM runs TF32 by default; the comparison needs IEEE float32 on both sides
     with torch.backends.cudnn.flags(allow_tf32=False):
         want_out, (want_h, want_c) = lstm(packed, hx)
-    out, (h_n, c_n) = ours(packed, hx)
-    torch.testing.assert_close(out.data, want_out.data, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(h_n, want_h, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(c_n, want_c, rtol=1e-5, atol=1e-5)
-    assert torch.equal(out.unsorted_indices, want_out.unsorted_indices)
+    # with autograd the library's op runs; without it, on the CPU, PyTorch's packed LSTM
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            out, (h_n, c_n) = ours(packed, hx)
+        torch.testing.assert_close(out.data, want_out.data, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(h_n, want_h, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(c_n, want_c, rtol=1e-5, atol=1e-5)
+        assert torch.equal(out.unsorted_indices, want_out.unsorted_indices)
 
 
 @pytest.mark.parametrize("name", STACKED)
@@ -113,10 +122,19 @@ def test_batch_first_does_not_apply_to_packed_input(name):
 
 def test_sbornn_momentum_methods_refuse_packed_input():
     packed = pack_sequence([torch.randn(L, 3) for L in LENGTHS], enforce_sorted=False)
+    packed.data[0, 0] = float("nan")  # refused for what it is, before any other check
     for method in ("heavy_ball", "nesterov"):
         with pytest.raises(NotImplementedError,
                            match=rf"SBORNN\(method='{method}'\) takes no PackedSequence"):
-            fnn.SBORNN(3, 4, method=method)(packed)
+            fnn.SBORNN(3, 4, method=method, check_finite=True)(packed)
+
+
+@pytest.mark.parametrize("name", STACKED)
+def test_check_finite_counts_the_packed_data_not_the_padding(name):
+    packed = pack_sequence([torch.randn(L, 3) for L in LENGTHS], enforce_sorted=False)
+    packed.data[4, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"input contains NaN or Inf \(1 of 69 entries"):
+        _make(name, check_finite=True)(packed)
 
 
 @pytest.mark.parametrize("name", STACKED)
@@ -124,8 +142,11 @@ def test_bad_packed_input_is_refused(name):
     model = _make(name)
     packed = pack_sequence([torch.randn(L, 2) for L in LENGTHS], enforce_sorted=False)
     with pytest.raises(ValueError, match=r"PackedSequence input must hold data of shape "
-                                         r"\(N, input_size = 3\), got \(23, 2\)"):
+                                         r"\(N, input_size = 3\) with N >= 1, got \(23, 2\)"):
         model(packed)
+    empty = PackedSequence(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"with N >= 1, got \(0, 3\)"):
+        model(empty)
     packed = pack_sequence([torch.randn(L, 3, dtype=torch.float64) for L in LENGTHS],
                            enforce_sorted=False)
     with pytest.raises(TypeError, match="input is torch.float64"):

@@ -45,6 +45,9 @@ COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 def check_parameter_dtype(dtype: torch.dtype) -> None:
     """``TypeError`` unless ``dtype`` is one the modules' parameters may have."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (torch.float32 or torch.float64), "
+                        f"got {dtype!r}")
     if dtype not in COMPLEX_OF:
         raise TypeError(
             f"the module's parameters are {dtype}; keep them in float32 (or float64) "
@@ -61,28 +64,30 @@ class TorchConstructorOptions:
     ``LSTMCell``) that the model constructors do not take themselves:
 
     - ``device=`` and ``dtype=``, torch's factory keywords: the module is built and
-      initialized on the CPU in float32, then moved with ``.to(device, dtype)``, so one
-      seed gives the same initial weights on every device and in either precision.
-      ``dtype`` is float32 or float64 (for bfloat16/float16 compute, keep float32 and run
-      under ``torch.autocast``); anything else is a ``TypeError`` here, not at the call.
+      initialized on the CPU (on the meta device for ``device="meta"``, which then
+      allocates nothing), then moved with ``.to(device, dtype)``, so one seed gives the
+      same initial weights on every device. ``dtype`` is float32 or float64 (for
+      bfloat16/float16 compute, keep float32 and run under ``torch.autocast``); anything
+      else is a ``TypeError`` here, not at the call. Initialization draws in the default
+      dtype (float32) and is then converted: float64 weights are float32 values.
     - ``TORCH_ONLY_DEFAULTS``, options the module lacks (for the stacked modules
       :data:`LSTM_ONLY_DEFAULTS`): their defaults are accepted and dropped, so code
       written for ``torch.nn.LSTM`` runs unchanged; any other value raises an error
       naming the option and the module (the constructors' own signatures would name
       whichever class first sees the keyword).
 
-    Each subclass's ``__init__`` is wrapped once, at class creation. The outermost
-    ``__init__`` of a call takes the keywords, so the move happens once, after every
-    parameter exists. A subclass whose ``__init__`` takes one of them itself (a user's
-    bidirectional wrapper, say) keeps it.
+    Each subclass's ``__init__`` (its own, or the one it resolves to through a user's
+    mixin) is wrapped once, at class creation. The outermost ``__init__`` of a call takes
+    the keywords, so the move happens once, after every parameter exists. A subclass whose
+    ``__init__`` takes one of them itself (a user's bidirectional wrapper, say) keeps it.
     """
 
     TORCH_ONLY_DEFAULTS: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:  # inherits an __init__ that is already wrapped
+        init = cls.__init__
+        if getattr(init, "_takes_torch_options", False):  # inherited, already wrapped
             return
         own = inspect.signature(init).parameters
         options = {k: v for k, v in cls.TORCH_ONLY_DEFAULTS.items() if k not in own}
@@ -100,10 +105,17 @@ class TorchConstructorOptions:
             to = {k: v for k, v in to.items() if v is not None}  # None: torch's default
             if "dtype" in to:
                 check_parameter_dtype(to["dtype"])
-            init(self, *args, **kw)
+            if "device" in to:
+                to["device"] = torch.device(to["device"])
+                build_on = torch.device("meta" if to["device"].type == "meta" else "cpu")
+                with build_on:
+                    init(self, *args, **kw)
+            else:
+                init(self, *args, **kw)
             if to:
                 self.to(**to)
 
+        __init__._takes_torch_options = True
         cls.__init__ = __init__
 
 
@@ -405,39 +417,40 @@ def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) ->
 
 
 def check_sequence_input(
-    input, input_size: int, batch_first: bool, weight: torch.Tensor
+    input, input_size: int, batch_first: bool, weight: torch.Tensor, check_finite: bool = False
 ) -> tuple[torch.Tensor, SequenceLayout]:
     """Check a module's sequence input; return it as ``(T, B, input_size)`` (a
     ``PackedSequence`` padded with zeros) and its :class:`SequenceLayout`.
 
     ``weight`` is one of the module's parameters (its device must match the input's, and
-    its dtype as :func:`check_dtype` says).
+    its dtype as :func:`check_dtype` says); ``check_finite``: also refuse NaN/Inf.
     """
-    if isinstance(input, PackedSequence):
-        _checks.check_tensor("input.data", input.data, allow_complex=False)
-        if input.data.dim() != 2 or input.data.shape[-1] != input_size:
+    packed = isinstance(input, PackedSequence)
+    values = input.data if packed else input
+    _checks.check_tensor("input", values, allow_complex=False)
+    if packed:
+        if values.dim() != 2 or values.shape[-1] != input_size or values.shape[0] < 1:
             raise ValueError(
                 f"a PackedSequence input must hold data of shape (N, input_size = "
-                f"{input_size}), got {tuple(input.data.shape)}"
+                f"{input_size}) with N >= 1, got {tuple(values.shape)}"
             )
-        _checks.check_same_device("the module's parameters", weight, input=input.data)
-        check_dtype("input", input.data, weight)
-        index = PackedIndex(input)
-        return index.padded(input.data), SequenceLayout(False, batch_first, index)
-    _checks.check_tensor("input", input, allow_complex=False)
-    layout = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
-    if input.dim() not in (2, 3):
+    elif input.dim() not in (2, 3):
         raise ValueError(
-            f"input must have shape {layout} (or (T, input_size) unbatched, or a "
-            f"PackedSequence), got {tuple(input.shape)}"
+            f"input must have shape {'(B, T, input_size)' if batch_first else '(T, B, input_size)'}"
+            f" (or (T, input_size) unbatched, or a PackedSequence), got {tuple(input.shape)}"
         )
-    if input.shape[-1] != input_size:
+    elif input.shape[-1] != input_size:
         raise ValueError(
             f"input must have last dimension input_size = {input_size}, "
             f"got shape {tuple(input.shape)}"
         )
-    _checks.check_same_device("the module's parameters", weight, input=input)
-    check_dtype("input", input, weight)
+    _checks.check_same_device("the module's parameters", weight, input=values)
+    check_dtype("input", values, weight)
+    if check_finite:
+        _checks.check_finite("input", values)
+    if packed:
+        index = PackedIndex(input)
+        return index.padded(input.data), SequenceLayout(False, batch_first, index)
     unbatched = input.dim() == 2
     x = input.unsqueeze(1) if unbatched else input
     if batch_first and not unbatched:
@@ -506,6 +519,11 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
         for cell in self.layers:
             cell.check_finite = bool(value)
 
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialize every layer afresh, as at construction (after ``to_empty``, say)."""
+        for cell in self.layers:
+            cell.reset_parameters(generator)
+
     def clear_weight_cache(self) -> None:
         """Drop every layer's cached ``W`` (:meth:`RecurrentCell.clear_weight_cache`)."""
         for cell in self.layers:
@@ -517,8 +535,6 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
             raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
         return self.layers[layer].recurrent_matrix()
 
-    def _check_input(self, input) -> tuple[torch.Tensor, SequenceLayout]:
-        return check_sequence_input(input, self.input_size, self.batch_first, self.layers[0].weight_ih)
 
     def forward(self, input, hx: torch.Tensor | None = None):
         """Run all layers over the whole sequence.
@@ -539,14 +555,13 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
             at each sequence's own last step; batch in the input's original order, as
             ``torch.nn.LSTM``), which can be fed back as ``hx`` to continue a sequence.
         """
-        x, layout = self._check_input(input)
+        x, layout = check_sequence_input(input, self.input_size, self.batch_first,
+                                         self.layers[0].weight_ih, self.check_finite)
         T, B, _ = x.shape
         if hx is not None:
             hx = state_planes("hx", hx, self.layers[0], (self.num_layers, B, self.output_size),
                               layout.unbatched)
-        if self.check_finite:
-            _checks.check_finite("input", x)
-            if hx is not None:
+            if self.check_finite:
                 _checks.check_finite("hx", hx)
         finals = []
         for layer, cell in enumerate(self.layers):
@@ -554,8 +569,7 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
             finals.append(layout.last(x))
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
-        h_n = torch.stack(finals)
-        return layout.output(x), (h_n.squeeze(1) if layout.unbatched else h_n)
+        return layout.output(x), layout.states(torch.stack(finals))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -38,18 +38,11 @@ class CayleyCellBase(_base.RecurrentCell):
         n_re, n_im = _skew.packed_sizes(n)
         self.skew_re = nn.Parameter(torch.zeros(n_re))
         self.skew_im = nn.Parameter(torch.zeros(n_im)) if self.is_complex else None
-        idx_strict, idx_upper = _skew.triu_indices(n)
-        self.register_buffer("_idx_strict", idx_strict, persistent=False)
-        self.register_buffer("_idx_upper", idx_upper, persistent=False)
         self._create_scaling()
 
     def _reset_recurrent_parameters(self, generator: torch.Generator | None) -> None:
         """A block-diagonal (METHODS.md section 1), imaginary part zero; then D."""
-        packed_re, _ = _skew.pack(
-            cayley_skew_init(self.hidden_size, generator=generator),
-            self._idx_strict,
-            self._idx_upper,
-        )
+        packed_re, _ = _skew.pack(cayley_skew_init(self.hidden_size, generator=generator))
         self.skew_re.copy_(packed_re)
         if self.skew_im is not None:
             self.skew_im.zero_()
@@ -78,9 +71,7 @@ class CayleyCellBase(_base.RecurrentCell):
         return torch.complex(Ap[0], Ap[1]) if self.is_complex else Ap[0]
 
     def _skew_planes(self) -> torch.Tensor:
-        return _skew.skew_planes(
-            self.skew_re, self.skew_im, self._idx_strict, self._idx_upper, self.hidden_size
-        )
+        return _skew.skew_planes(self.skew_re, self.skew_im, self.hidden_size)
 
     def _weight_planes(self) -> torch.Tensor:
         return cayley_planes(self._skew_planes(), self._scaling_planes(), self.backend)

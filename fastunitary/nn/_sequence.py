@@ -22,25 +22,31 @@ class PackedIndex:
     the batch's original order (as ``torch.nn.LSTM`` takes ``hx`` and returns ``h_n``).
 
     Built once per call from ``batch_sizes`` and ``sorted_indices``: element ``k`` of
-    ``data`` is step ``time[k]`` of sequence ``batch[k]``.
+    ``data`` is step ``time[k]`` of sequence ``batch[k]``. The indices are computed on the
+    data's device; ``batch_sizes`` (always on the CPU) goes there in one copy that does not
+    wait for the device, and no size is read back, so a CUDA stream is never stalled.
     """
 
     def __init__(self, packed: PackedSequence):
-        batch_sizes = packed.batch_sizes.to(torch.long)
-        device = packed.data.device
-        self.like = packed
-        self.T, self.B = len(batch_sizes), int(batch_sizes[0]) if len(batch_sizes) else 0
-        starts = torch.cumsum(batch_sizes, 0) - batch_sizes
-        time = torch.repeat_interleave(torch.arange(self.T), batch_sizes)
-        rank = torch.arange(len(time)) - starts[time]  # position in the length-sorted batch
-        order = packed.sorted_indices
-        self.time = time.to(device)
-        self.batch = rank.to(device) if order is None else order[rank.to(order.device)].to(device)
-        # a sequence's length: how many steps have a batch larger than its sorted position
-        lengths_sorted = (batch_sizes.unsqueeze(0) > torch.arange(self.B).unsqueeze(1)).sum(1)
-        lengths = lengths_sorted.to(device)
+        data, batch_sizes = packed.data, packed.batch_sizes
+        self.batch_sizes = batch_sizes
+        self.sorted_indices, self.unsorted_indices = packed.sorted_indices, packed.unsorted_indices
+        self.T, self.B, N = len(batch_sizes), int(batch_sizes[0]), data.shape[0]
+        device = data.device
+        if device.type == "cuda" and not torch.compiler.is_compiling():
+            sizes = batch_sizes.pin_memory().to(device, non_blocking=True)
+        else:
+            sizes = batch_sizes.to(device)
+        starts = torch.cumsum(sizes, 0) - sizes
+        steps = torch.arange(self.T, device=device)
+        self.time = torch.repeat_interleave(steps, sizes, output_size=N)
+        rank = torch.arange(N, device=device) - starts[self.time]  # place in the sorted batch
+        order = None if self.sorted_indices is None else self.sorted_indices.to(device)
+        self.batch = rank if order is None else order[rank]
+        # a sequence's length: the steps whose batch reaches past its place in the sorted batch
+        lengths = (sizes.unsqueeze(0) > torch.arange(self.B, device=device).unsqueeze(1)).sum(1)
         if order is not None:
-            lengths = torch.empty_like(lengths).scatter_(0, order.to(device), lengths)
+            lengths = torch.empty_like(lengths).scatter_(0, order, lengths)
         self.last_step = lengths - 1
 
     def padded(self, data: torch.Tensor) -> torch.Tensor:
@@ -50,9 +56,8 @@ class PackedIndex:
 
     def pack(self, x: torch.Tensor) -> PackedSequence:
         """``(T, B, d)`` -> a ``PackedSequence`` laid out as the input was."""
-        p = self.like
-        return PackedSequence(x[self.time, self.batch], p.batch_sizes, p.sorted_indices,
-                              p.unsorted_indices)
+        return PackedSequence(x[self.time, self.batch], self.batch_sizes, self.sorted_indices,
+                              self.unsorted_indices)
 
     def last(self, seq: torch.Tensor) -> torch.Tensor:
         """``(T, B, d) -> (B, d)``: each sequence's state at its own last step."""
@@ -81,3 +86,7 @@ class SequenceLayout:
         """``(T, B, d) -> (B, d)``: the final state of each sequence (step ``T - 1``, or a
         packed sequence's own last step)."""
         return seq[-1] if self.packed is None else self.packed.last(seq)
+
+    def states(self, h_n: torch.Tensor) -> torch.Tensor:
+        """Final states ``(num_layers, B, d)`` as returned: ``(num_layers, d)`` unbatched."""
+        return h_n.squeeze(1) if self.unbatched else h_n

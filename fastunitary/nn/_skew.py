@@ -24,19 +24,16 @@ def packed_sizes(n: int) -> tuple[int, int]:
     return n * (n - 1) // 2, n * (n + 1) // 2
 
 
-def triu_indices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Strict and non-strict upper-triangle indices, each ``(2, k)``."""
-    return torch.triu_indices(n, n, 1), torch.triu_indices(n, n, 0)
+def triu_indices(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Strict and non-strict upper-triangle indices, each ``(2, k)``. Built where they are
+    used rather than kept as buffers: a buffer that is not in the state dict stays
+    uninitialized after ``to_empty`` (a module built on the meta device)."""
+    return torch.triu_indices(n, n, 1, device=device), torch.triu_indices(n, n, 0, device=device)
 
 
-def skew_planes(
-    packed_re: torch.Tensor,
-    packed_im: torch.Tensor | None,
-    idx_strict: torch.Tensor,
-    idx_upper: torch.Tensor,
-    n: int,
-) -> torch.Tensor:
+def skew_planes(packed_re: torch.Tensor, packed_im: torch.Tensor | None, n: int) -> torch.Tensor:
     """Assemble A as stacked planes: ``(1, n, n)`` real or ``(2, n, n)`` ``[Re A, Im A]``."""
+    idx_strict, idx_upper = triu_indices(n, packed_re.device)
     X = packed_re.new_zeros(n, n).index_put((idx_strict[0], idx_strict[1]), packed_re)
     A_re = X - X.t()
     if packed_im is None:
@@ -46,8 +43,9 @@ def skew_planes(
     return torch.stack([A_re, A_im])
 
 
-def pack(A: torch.Tensor, idx_strict: torch.Tensor, idx_upper: torch.Tensor):
+def pack(A: torch.Tensor):
     """Inverse of :func:`skew_planes` for an exactly skew ``A`` (real or complex ``(n, n)``)."""
+    idx_strict, idx_upper = triu_indices(A.shape[-1], A.device)
     re = A.real if A.is_complex() else A
     packed_re = re[idx_strict[0], idx_strict[1]]
     packed_im = A.imag[idx_upper[0], idx_upper[1]] if A.is_complex() else None

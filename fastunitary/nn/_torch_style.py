@@ -71,11 +71,10 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
         return s.unsqueeze(1) if unbatched else s
 
     def _sequence(self, input) -> tuple[torch.Tensor, SequenceLayout]:
-        x, layout = check_sequence_input(input, self.input_size, self.batch_first,
-                                         self.weight_ih_l0)
-        if self.check_finite:
-            _checks.check_finite("input", x)
-        return x, layout
+        """``input`` (a tensor or a ``PackedSequence``) checked, as ``(T, B, input_size)``,
+        and its layout (:func:`~fastunitary.nn._base.check_sequence_input`)."""
+        return check_sequence_input(input, self.input_size, self.batch_first, self.weight_ih_l0,
+                                    self.check_finite)
 
     def _buffer(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """The momentum buffer of layer ``k``'s input term ``x W_ih^T + b_ih``: ``(T, B, G)``."""

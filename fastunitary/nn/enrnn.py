@@ -81,9 +81,6 @@ class ENRNNCell(_base.RecurrentCell):
     def _create_recurrent_parameters(self) -> None:
         n1, n2 = self.unitary_size, self.short_size
         self.skew_re = nn.Parameter(torch.zeros(_skew.packed_sizes(n1)[0]))
-        idx_strict, idx_upper = _skew.triu_indices(n1)
-        self.register_buffer("_idx_strict", idx_strict, persistent=False)
-        self.register_buffer("_idx_upper", idx_upper, persistent=False)
         self.register_buffer("D1", torch.empty(n1))
         self.M = nn.Parameter(torch.empty(n2, n2))
         self.C = nn.Parameter(torch.empty(n1, n2)) if self.coupled else None
@@ -94,8 +91,7 @@ class ENRNNCell(_base.RecurrentCell):
 
     def _reset_recurrent_parameters(self, generator: torch.Generator | None) -> None:
         n1, n2 = self.unitary_size, self.short_size
-        packed, _ = _skew.pack(cayley_skew_init(n1, generator=generator), self._idx_strict,
-                               self._idx_upper)
+        packed, _ = _skew.pack(cayley_skew_init(n1, generator=generator))
         self.skew_re.copy_(packed)
         self.D1.copy_(scaling_signs(n1, self.num_negative))
         scales = torch.rand((n2 + 1) // 2, generator=generator) * 2 - 1  # one per pair
@@ -112,8 +108,7 @@ class ENRNNCell(_base.RecurrentCell):
     # -- the recurrent matrix -----------------------------------------------------------
     def long_term_matrix(self) -> torch.Tensor:
         """``W1 = cayley(A1, D1)``: ``(n1, n1)``, orthogonal."""
-        A1 = _skew.skew_planes(self.skew_re, None, self._idx_strict, self._idx_upper,
-                               self.unitary_size)
+        A1 = _skew.skew_planes(self.skew_re, None, self.unitary_size)
         return cayley_planes(A1, self.D1.unsqueeze(0), self.backend)[0]
 
     def short_term_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,7 +52,7 @@ class MomentumRNN(TorchStyleStack):
             for name, p in self.named_parameters(recurse=False):
                 p.uniform_(-bound, bound, generator=generator)
 
-    def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None):
+    def forward(self, input, hx: torch.Tensor | None = None):
         """As ``torch.nn.RNN``: ``input`` ``(T, B, input_size)`` (or batch first,
         unbatched, or a ``PackedSequence``), ``hx`` ``(num_layers, B, hidden_size)`` or
         ``None``; returns ``(output (T, B, hidden_size), h_n (num_layers, B, hidden_size))``,
@@ -71,7 +71,7 @@ class MomentumRNN(TorchStyleStack):
             return h, layout.last(h)
 
         out, (h_n,) = self._layers(x, run_layer)
-        return layout.output(out), (h_n.squeeze(1) if layout.unbatched else h_n)
+        return layout.output(out), layout.states(h_n)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

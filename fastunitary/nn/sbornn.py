@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from .._backend import BackendUnavailableError
 from ..functional.sbo_recurrence import NO_KERNEL, check_options, sbo_recurrence
@@ -56,8 +57,8 @@ class SBORNN(TorchStyleStack):
             :mod:`fastunitary.functional.sbo_recurrence`).
         check_finite: raise on NaN/inf in the input or state.
 
-    Shapes: ``input`` ``(T, B, input_size)`` (``(B, T, ...)`` with ``batch_first``, or
-    ``(T, input_size)`` unbatched); ``hx`` ``(num_layers, B, n)`` for ``"gd"``, and for
+    Shapes: ``input`` ``(T, B, input_size)`` (``(B, T, ...)`` with ``batch_first``,
+    ``(T, input_size)`` unbatched, or a ``PackedSequence`` for ``"gd"``); ``hx`` ``(num_layers, B, n)`` for ``"gd"``, and for
     the momentum methods either that or a pair ``(h0, m0)`` of such tensors (the optimizer
     state, as an LSTM's ``(h, c)``). Returns ``(output (T, B, n), h_n)`` for ``"gd"`` and
     ``(output, (h_n, m_n))`` for the momentum methods.
@@ -117,20 +118,19 @@ class SBORNN(TorchStyleStack):
                     self._check_state("hx[1]", hx[1], B, unbatched))
         return self._check_state("hx", hx, B, unbatched), None
 
-    def forward(self, input: torch.Tensor, hx=None):
+    def forward(self, input, hx=None):
         """``input`` ``(T, B, input_size)`` -> ``(output (T, B, n), h_n)`` (``"gd"``) or
         ``(output, (h_n, m_n))`` (momentum methods); see the class docstring for ``hx``.
         ``input`` may be a ``PackedSequence`` for ``"gd"`` (the momentum methods' op keeps
         ``m`` at the last step only, so it has no ``m_n`` for a shorter sequence)."""
-        x, layout = self._sequence(input)
-        if layout.packed is not None and self.has_momentum:
+        if isinstance(input, PackedSequence) and self.has_momentum:
             raise NotImplementedError(
                 f"SBORNN(method={self.method!r}) takes no PackedSequence: its op returns the "
                 f"optimizer state m at the last step only, not at each sequence's own end. "
                 f"Pad the batch, or use method='gd'"
             )
-        unbatched = layout.unbatched
-        h0, m0 = self._initial_state(hx, x.shape[1], unbatched)
+        x, layout = self._sequence(input)
+        h0, m0 = self._initial_state(hx, x.shape[1], layout.unbatched)
 
         def run_layer(k, x):
             w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
@@ -144,8 +144,7 @@ class SBORNN(TorchStyleStack):
             return (h, layout.last(h)) if m is None else (h, h[-1], m)
 
         out, finals = self._layers(x, run_layer)
-        if unbatched:
-            finals = [f.squeeze(1) for f in finals]
+        finals = [layout.states(f) for f in finals]
         state = finals[0] if len(finals) == 1 else tuple(finals)
         return layout.output(out), state
 

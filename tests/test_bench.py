@@ -340,3 +340,36 @@ def test_rflo_periodic_evaluates_the_last_trial_when_eval_every_does_not_divide(
     (tmp_path / "old.json").write_text(json.dumps(old))
     with pytest.raises(SystemExit, match="ends at trial 0, not at the last trial 3"):
         rflo_periodic.main(argv + ["--name", "c", "--rflo-from", str(tmp_path / "old.json")])
+
+
+def test_packed_times_both_layouts_after_checking_they_agree(tmp_path, capsys):
+    from bench import packed
+
+    packed.main(["--T", "6", "--B", "3", "--hidden", "8", "--input-size", "2", "--repeats", "2",
+                 "--models", "lstm", "scurnn", "momentumlstm", "--device", "cpu",
+                 "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "packed_cpu.json").read_text())
+    rows = result["rows"]
+    assert {(r["model"], r["mode"]) for r in rows} == {
+        (m, mode) for m in ("lstm", "scurnn", "momentumlstm")
+        for mode in ("forward", "forward+backward")}
+    assert all(r["status"] == "ok" and r["rel_error_packed_vs_padded"] <= 1e-4 for r in rows)
+    assert max(result["lengths"]) == 6 and min(result["lengths"]) >= 3
+    assert "packed/padded" in capsys.readouterr().out
+
+
+def test_packed_reports_a_model_whose_packed_output_disagrees(tmp_path, monkeypatch):
+    from bench import packed
+
+    class Shifted(torch.nn.LSTM):  # wrong on packed input only
+        def forward(self, input, hx=None):
+            out, state = super().forward(input, hx)
+            if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+                out = out._replace(data=out.data + 1)
+            return out, state
+
+    monkeypatch.setitem(packed.MODELS, "lstm", lambda m, n: Shifted(m, n))
+    packed.main(["--T", "5", "--B", "2", "--hidden", "4", "--input-size", "2", "--repeats", "1",
+                 "--models", "lstm", "--device", "cpu", "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "packed_cpu.json").read_text())["rows"]
+    assert row["status"] == "failed correctness gate" and "packed_s" not in row

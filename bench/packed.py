@@ -1,0 +1,96 @@
+"""Time of a PackedSequence batch against the same batch padded, per model.
+
+    python -m bench.packed [--T 200] [--B 32] [--hidden 128] [--models ...]
+
+Sequence lengths are drawn uniformly in [T/2, T] (one of them T). For each model, the
+padded tensor and the PackedSequence of the same batch are timed interleaved, forward
+only (under ``torch.no_grad``) and forward+backward; ``torch.nn.LSTM`` is timed the same
+way for comparison. Before timing, the packed output is checked against the padded one
+at every valid step (the padding comes after each sequence, so they must agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fastunitary.nn as fnn
+
+from .common import environment, time_interleaved, write_result
+
+MODELS = {
+    "lstm": lambda m, n: torch.nn.LSTM(m, n),
+    "scornn": lambda m, n: fnn.ScoRNN(m, n),
+    "scurnn": lambda m, n: fnn.ScuRNN(m, n // 2),
+    "momentumrnn": lambda m, n: fnn.MomentumRNN(m, n, mu=0.6, step=0.6),
+    "momentumlstm": lambda m, n: fnn.MomentumLSTM(m, n, mu=0.6, step=0.6),
+}
+
+
+def _output(out) -> torch.Tensor:
+    return out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--T", type=int, default=200)
+    p.add_argument("--B", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=128, help="output width of every model")
+    p.add_argument("--input-size", type=int, default=64)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    x = torch.randn(args.T, args.B, args.input_size, device=device)
+    lengths = torch.randint(args.T // 2, args.T + 1, (args.B,))
+    lengths[0] = args.T
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    rows = []
+    for name in args.models:
+        model = MODELS[name](args.input_size, args.hidden).to(device)
+        with torch.no_grad():
+            got, _ = pad_packed_sequence(model(packed)[0])
+            want = model(x)[0]
+        valid = torch.arange(args.T).unsqueeze(1) < lengths.unsqueeze(0)
+        err = ((got - want)[valid].abs().max() / want[valid].abs().max()).item()
+        row = {"model": name, "T": args.T, "B": args.B, "hidden": args.hidden,
+               "input_size": args.input_size, "rel_error_packed_vs_padded": err}
+        if not err <= 1e-4:
+            row["status"] = "failed correctness gate"
+            rows.append(row)
+            print(f"{name}: FAILED correctness gate (rel. error {err:.2e})")
+            continue
+
+        def train(inp):
+            def run():
+                model.zero_grad(set_to_none=True)
+                _output(model(inp)[0]).square().mean().backward()
+            return run
+
+        def infer(inp):
+            def run():
+                with torch.no_grad():
+                    model(inp)
+            return run
+
+        for mode, make in (("forward", infer), ("forward+backward", train)):
+            t = time_interleaved({"padded": make(x), "packed": make(packed)}, device,
+                                 repeats=args.repeats)
+            ratio = t["packed"]["median_s"] / t["padded"]["median_s"]
+            rows.append({**row, "status": "ok", "mode": mode, "padded_s": t["padded"],
+                         "packed_s": t["packed"], "ratio_packed_to_padded": ratio})
+            print(f"{name:>13} {mode:>16}: padded {t['padded']['median_s'] * 1e3:7.1f} ms   "
+                  f"packed {t['packed']['median_s'] * 1e3:7.1f} ms   packed/padded {ratio:.2f}")
+    path = write_result("packed", {"environment": environment(device),
+                                   "lengths": lengths.tolist(), "rows": rows}, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

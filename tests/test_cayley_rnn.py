@@ -615,6 +615,15 @@ def test_torch_lstm_options_we_lack_are_named(name, option, value):
     assert _run(model, torch.randn(6, 2, 3)).shape[:2] == (6, 2)
 
 
+@pytest.mark.parametrize("name", STACKED)
+def test_flatten_parameters_is_there_for_torch_lstm_code(name):
+    model = _make(name)
+    x = torch.randn(6, 2, 3)
+    before = _run(model, x)
+    model.flatten_parameters()  # torch.nn.LSTM code calls it, e.g. after DataParallel
+    torch.testing.assert_close(_run(model, x), before, rtol=0, atol=0)
+
+
 def test_a_subclass_may_take_a_torch_only_option_itself():
     class Bidirectional(ScoRNN):
         def __init__(self, input_size, hidden_size, bidirectional=True):

@@ -519,6 +519,10 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
         for cell in self.layers:
             cell.check_finite = bool(value)
 
+    def flatten_parameters(self) -> None:
+        """Nothing to do (there is no cuDNN weight buffer); kept so that code written for
+        ``torch.nn.LSTM``, which calls it, runs unchanged."""
+
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialize every layer afresh, as at construction (after ``to_empty``, say)."""
         for cell in self.layers:

@@ -49,6 +49,10 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
                 self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.zeros(G)))
                 self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.zeros(G)))
 
+    def flatten_parameters(self) -> None:
+        """Nothing to do (there is no cuDNN weight buffer); kept so that code written for
+        ``torch.nn.LSTM``, which calls it, runs unchanged."""
+
     def layer_parameters(self, k: int):
         """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of layer ``k`` (biases ``None`` if off)."""
         get = lambda name: getattr(self, f"{name}_l{k}", None)  # noqa: E731

@@ -67,7 +67,8 @@ def test_readme_enrnn_example_runs():
 
 def test_readme_packed_example_runs():
     ns = run_block("pack_sequence(")
-    assert ns["h_n"].shape == (1, 3, 16) and ns["lengths"].tolist() == [5, 9, 2]
+    assert ns["h_n"].shape == (2, 3, 16) and ns["lengths"].tolist() == [5, 9, 2]
+    assert ns["padded"].shape == (9, 3, 32)
 
 
 def test_every_python_block_is_tested():

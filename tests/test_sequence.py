@@ -1,5 +1,7 @@
-"""Input layouts of the stacked modules (fastunitary/nn/_sequence.py): PackedSequence input
-against each sequence run on its own, and against torch.nn.LSTM."""
+"""Input layouts and directions of the stacked modules (fastunitary/nn/_sequence.py and the
+stacks that use it): PackedSequence input against each sequence run on its own, the
+backward direction of a bidirectional module against a forward module on reversed input,
+and both against torch.nn.LSTM / torch.nn.RNN."""
 
 import pytest
 import torch
@@ -20,7 +22,8 @@ def _make(name, **kwargs):
     sizes = (3, 3, 2) if name == "ENRNN" else (3, 4)
     if name == "SBORNN":
         kwargs.setdefault("method", "gd")
-    return getattr(fnn, name)(*sizes, num_layers=2, **kwargs)
+    kwargs.setdefault("num_layers", 2)
+    return getattr(fnn, name)(*sizes, **kwargs)
 
 
 def _states(s):
@@ -40,14 +43,17 @@ def _select(hx, b):
         tuple(h[:, b:b + 1] for h in hx) if isinstance(hx, tuple) else hx[:, b:b + 1])
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 @pytest.mark.parametrize("with_hx", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", STACKED)
-def test_packed_equals_each_sequence_on_its_own(name, device, with_hx, enforce_sorted):
+def test_packed_equals_each_sequence_on_its_own(name, device, with_hx, enforce_sorted,
+                                                bidirectional):
     """Output, final states and gradients of a packed batch equal those of each sequence run
-    alone; ``hx`` and ``h_n`` are in the batch's original order, as for torch.nn.LSTM."""
-    model = _make(name).to(device)
+    alone; ``hx`` and ``h_n`` are in the batch's original order, as for torch.nn.LSTM. A
+    bidirectional module's backward direction starts at each sequence's own end."""
+    model = _make(name, bidirectional=bidirectional).to(device)
     lengths = sorted(LENGTHS, reverse=True) if enforce_sorted else LENGTHS
     B, T = len(lengths), max(lengths)
     x = torch.randn(T, B, 3, device=device)
@@ -74,36 +80,106 @@ def test_packed_equals_each_sequence_on_its_own(name, device, with_hx, enforce_s
     loss = 0
     for b, L in enumerate(lengths):
         want_out, want_h = model(x[:L, b:b + 1], _select(hx, b))
-        torch.testing.assert_close(padded[:L, b], want_out[:, 0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(padded[:L, b], want_out[:, 0], rtol=1e-5, atol=1e-5)
         for got, want in zip(_states(h_n), _states(want_h)):
-            torch.testing.assert_close(got[:, b], want[:, 0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(got[:, b], want[:, 0], rtol=1e-5, atol=1e-5)
         loss = loss + want_out.square().sum() + sum(h.square().sum() for h in _states(want_h))
     loss.backward()
     for k, p in model.named_parameters():  # float32 sums in another order: relative to the max
         assert rel_err(grads[k], p.grad) < 1e-5, k
 
 
+@pytest.mark.parametrize("packed_input", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
-def test_packed_momentum_lstm_matches_torch_lstm(device):
-    """``MomentumLSTM(mu=0, step=1)`` is an LSTM: on a packed batch with torch.nn.LSTM's
-    weights it gives torch.nn.LSTM's packed output and final states."""
-    lstm = torch.nn.LSTM(3, 6, num_layers=2).to(device)
-    ours = fnn.MomentumLSTM(3, 6, num_layers=2, mu=0.0, step=1.0).to(device)
+def test_momentum_lstm_matches_torch_lstm(device, bidirectional, packed_input):
+    """``MomentumLSTM(mu=0, step=1)`` is an LSTM: with torch.nn.LSTM's weights (its state
+    dict, bidirectional names included) it gives torch.nn.LSTM's output and final states,
+    on a padded or a packed batch."""
+    lstm = torch.nn.LSTM(3, 6, num_layers=2, bidirectional=bidirectional).to(device)
+    ours = fnn.MomentumLSTM(3, 6, num_layers=2, mu=0.0, step=1.0,
+                            bidirectional=bidirectional).to(device)
     ours.load_state_dict(lstm.state_dict())
     seqs = [torch.randn(L, 3, device=device) for L in LENGTHS]
-    packed = pack_sequence(seqs, enforce_sorted=False)
-    hx = tuple(torch.randn(2, len(seqs), 6, device=device) for _ in range(2))
+    batch = (pack_sequence(seqs, enforce_sorted=False) if packed_input
+             else torch.randn(7, len(seqs), 3, device=device))
+    D = 2 if bidirectional else 1
+    hx = tuple(torch.randn(2 * D, len(seqs), 6, device=device) for _ in range(2))
     # cuDNN's LSTM runs TF32 by default; the comparison needs IEEE float32 on both sides
     with torch.backends.cudnn.flags(allow_tf32=False):
-        want_out, (want_h, want_c) = lstm(packed, hx)
-    # with autograd the library's op runs; without it, on the CPU, PyTorch's packed LSTM
+        want_out, (want_h, want_c) = lstm(batch, hx)
+    # with autograd the library's op runs; without it, on the CPU, PyTorch's LSTM
     for grad in (True, False):
         with torch.set_grad_enabled(grad):
-            out, (h_n, c_n) = ours(packed, hx)
-        torch.testing.assert_close(out.data, want_out.data, rtol=1e-5, atol=1e-5)
+            out, (h_n, c_n) = ours(batch, hx)
+        got, want = (out.data, want_out.data) if packed_input else (out, want_out)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(h_n, want_h, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(c_n, want_c, rtol=1e-5, atol=1e-5)
-        assert torch.equal(out.unsorted_indices, want_out.unsorted_indices)
+
+
+@pytest.mark.parametrize("packed_input", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+def test_bidirectional_momentum_rnn_matches_torch_rnn(device, packed_input):
+    """``MomentumRNN(mu=0, step=1)`` is ``torch.nn.RNN``, bidirectional too."""
+    rnn = torch.nn.RNN(3, 6, num_layers=2, bidirectional=True).to(device)
+    ours = fnn.MomentumRNN(3, 6, num_layers=2, mu=0.0, step=1.0, bidirectional=True).to(device)
+    ours.load_state_dict(rnn.state_dict())
+    seqs = [torch.randn(L, 3, device=device) for L in LENGTHS]
+    batch = (pack_sequence(seqs, enforce_sorted=False) if packed_input
+             else torch.randn(7, len(seqs), 3, device=device))
+    hx = torch.randn(4, len(seqs), 6, device=device)
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        want_out, want_h = rnn(batch, hx)
+    out, h_n = ours(batch, hx)
+    got, want = (out.data, want_out.data) if packed_input else (out, want_out)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h_n, want_h, rtol=1e-5, atol=1e-5)
+
+
+def _direction(state: dict, reverse: bool) -> dict:
+    """One direction's entries of a bidirectional module's state dict, named as in a
+    unidirectional module (``layers_reverse.0.x`` and ``weight_ih_l0_reverse`` lose the
+    marker)."""
+    return {k.replace("layers_reverse", "layers").replace("_reverse", ""): v
+            for k, v in state.items() if ("_reverse" in k) == reverse}
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("name", STACKED)
+def test_bidirectional_is_a_forward_module_and_a_backward_one(name, batch_first):
+    """One layer: the output is ``[forward(x), flip(backward(flip(x)))]`` and ``h_n`` their
+    final states, forward first, where the two are unidirectional modules holding the
+    bidirectional module's two sets of weights. Gradients flow into both."""
+    bi = _make(name, num_layers=1, bidirectional=True, batch_first=batch_first)
+    fwd, bwd = (_make(name, num_layers=1, batch_first=batch_first) for _ in range(2))
+    fwd.load_state_dict(_direction(bi.state_dict(), False))
+    bwd.load_state_dict(_direction(bi.state_dict(), True))
+    x = torch.randn(2, 7, 3) if batch_first else torch.randn(7, 2, 3)
+    t = 1 if batch_first else 0
+    out, h_n = bi(x)
+    out_f, h_f = fwd(x)
+    out_b, h_b = bwd(x.flip(t))
+    torch.testing.assert_close(out, torch.cat([out_f, out_b.flip(t)], -1), rtol=1e-6, atol=1e-6)
+    for got, f, b in zip(_states(h_n), _states(h_f), _states(h_b)):
+        torch.testing.assert_close(got, torch.cat([f, b]), rtol=1e-6, atol=1e-6)
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in bi.parameters())
+    assert any("_reverse" in k for k in bi.state_dict())
+    if hasattr(bi, "layers"):  # the stacks of cells name their width
+        assert out.shape[-1] == bi.output_size == 2 * bi.state_size
+
+
+@pytest.mark.parametrize("name", STACKED)
+def test_bidirectional_state_shape_is_checked(name):
+    model = _make(name, bidirectional=True)
+    with pytest.raises(ValueError, match=r"must have shape \(4, 2, .*\(2 \* num_layers, B, "):
+        model(torch.randn(5, 2, 3), _random_hx(_make(name), 2, "cpu"))  # (2, B, ...): one direction
+    unidirectional = _make(name)
+    with pytest.raises(ValueError, match="reverse=True needs a bidirectional module"):
+        unidirectional.recurrent_matrix(0, reverse=True)
+    assert model.recurrent_matrix(1, reverse=True) is not None
+    assert "bidirectional=True" in repr(model)
 
 
 @pytest.mark.parametrize("name", STACKED)

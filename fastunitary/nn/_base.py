@@ -56,7 +56,7 @@ def check_parameter_dtype(dtype: torch.dtype) -> None:
 
 
 #: options of ``torch.nn.LSTM`` that no stacked module has, with their defaults
-LSTM_ONLY_DEFAULTS = {"bidirectional": False, "proj_size": 0}
+LSTM_ONLY_DEFAULTS = {"proj_size": 0}
 
 
 class TorchConstructorOptions:
@@ -399,8 +399,10 @@ def check_dtype(name: str, t: torch.Tensor, weight: torch.Tensor) -> None:
     _checks.check_dtype(name, t, weight.dtype)
 
 
-def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) -> torch.Tensor:
-    """Check a user-given state and return it in the planes layout, shape ``shape``."""
+def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool,
+                 layers: str = "num_layers") -> torch.Tensor:
+    """Check a user-given state and return it in the planes layout, shape ``shape``
+    (``layers`` names its first dimension in the message)."""
     _checks.check_tensor(name, h)
     _checks.check_same_device("the module's parameters", cell.weight_ih, **{name: h})
     if h.is_complex() and not cell.is_complex:
@@ -410,10 +412,16 @@ def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool) ->
         h = to_planes(h)
     want = tuple(shape[:-2]) + tuple(shape[-1:]) if unbatched else tuple(shape)
     if tuple(h.shape) != tuple(want):
-        what = ("(num_layers, " if len(shape) == 3 else "(") + ("" if unbatched else "B, ")
+        what = (f"({layers}, " if len(shape) == 3 else "(") + ("" if unbatched else "B, ")
         what += "2 * hidden_size)" if cell.is_complex else "hidden_size)"
         raise ValueError(f"{name} must have shape {tuple(want)} = {what}, got {tuple(h.shape)}")
     return h.unsqueeze(-2) if unbatched else h
+
+
+def layer_count_name(num_directions: int) -> str:
+    """How the messages name the first dimension of a state: ``num_layers``, or
+    ``2 * num_layers`` for a bidirectional module."""
+    return "num_layers" if num_directions == 1 else "2 * num_layers"
 
 
 def check_sequence_input(
@@ -470,7 +478,10 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
 
     Args:
         input_size: features of each input.
-        num_layers, batch_first, dropout: as ``torch.nn.LSTM``.
+        num_layers, batch_first, dropout, bidirectional: as ``torch.nn.LSTM``. A
+            bidirectional module has a second stack of cells, ``layers_reverse``, which
+            reads each sequence backwards; every layer above the first reads both
+            directions' outputs, concatenated.
         make_cell: ``make_cell(in_size)`` builds one layer's cell.
     """
 
@@ -483,22 +494,38 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
         batch_first: bool,
         dropout: float,
         make_cell: Callable[[int], RecurrentCell],
+        bidirectional: bool = False,
     ):
         super().__init__()
         _checks.check_positive_int("num_layers", num_layers)
         check_dropout(dropout, num_layers)
         self.input_size, self.num_layers = input_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)
-        cells = []
-        for _ in range(num_layers):
-            cells.append(make_cell(input_size if not cells else cells[-1].state_size))
-        self.layers = nn.ModuleList(cells)
-        self.hidden_size = cells[0].hidden_size
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+
+        def stack() -> nn.ModuleList:
+            cells = [make_cell(input_size)]
+            for _ in range(num_layers - 1):
+                cells.append(make_cell(self.num_directions * cells[0].state_size))
+            return nn.ModuleList(cells)
+
+        self.layers = stack()
+        self.layers_reverse = stack() if self.bidirectional else None
+        self.hidden_size, self.state_size = self.layers[0].hidden_size, self.layers[0].state_size
+
+    def _directions(self) -> list[nn.ModuleList]:
+        """The stacks of cells: forward, then (bidirectional) reverse."""
+        return [self.layers] if self.layers_reverse is None else [self.layers, self.layers_reverse]
+
+    def _cells(self):
+        return (cell for stack in self._directions() for cell in stack)
 
     @property
     def output_size(self) -> int:
-        """Width of ``output`` and ``h_n``: ``2 * hidden_size`` (complex) or ``hidden_size``."""
-        return self.layers[0].state_size
+        """Width of ``output``: ``2 * hidden_size`` (complex) or ``hidden_size``, twice that
+        when bidirectional. ``h_n`` has width :attr:`state_size`."""
+        return self.num_directions * self.state_size
 
     @property
     def backend(self) -> str:
@@ -507,7 +534,7 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
     @backend.setter
     def backend(self, value: str) -> None:
         check_backend_name(value)
-        for cell in self.layers:
+        for cell in self._cells():
             cell.backend = value
 
     @property
@@ -516,7 +543,7 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
 
     @check_finite.setter
     def check_finite(self, value: bool) -> None:
-        for cell in self.layers:
+        for cell in self._cells():
             cell.check_finite = bool(value)
 
     def flatten_parameters(self) -> None:
@@ -525,20 +552,22 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialize every layer afresh, as at construction (after ``to_empty``, say)."""
-        for cell in self.layers:
+        for cell in self._cells():
             cell.reset_parameters(generator)
 
     def clear_weight_cache(self) -> None:
         """Drop every layer's cached ``W`` (:meth:`RecurrentCell.clear_weight_cache`)."""
-        for cell in self.layers:
+        for cell in self._cells():
             cell.clear_weight_cache()
 
-    def recurrent_matrix(self, layer: int = 0) -> torch.Tensor:
-        """``W`` of ``layer`` now in use (complex for a complex state)."""
+    def recurrent_matrix(self, layer: int = 0, reverse: bool = False) -> torch.Tensor:
+        """``W`` of ``layer`` now in use (complex for a complex state); ``reverse``: of the
+        backward direction of a bidirectional module."""
         if not -self.num_layers <= layer < self.num_layers:
             raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
-        return self.layers[layer].recurrent_matrix()
-
+        if reverse and not self.bidirectional:
+            raise ValueError("reverse=True needs a bidirectional module")
+        return self._directions()[int(reverse)][layer].recurrent_matrix()
 
     def forward(self, input, hx: torch.Tensor | None = None):
         """Run all layers over the whole sequence.
@@ -547,31 +576,43 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
             input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``,
                 ``(T, input_size)`` unbatched, or a ``PackedSequence`` of sequences of
                 different lengths.
-            hx: initial states ``(num_layers, B, d)`` (``(num_layers, d)`` unbatched), with
-                ``d`` = :attr:`output_size` (a complex state also accepts a complex
-                ``(num_layers, B, hidden_size)``); ``None`` for zeros, or the trainable
-                ``h0`` when enabled.
+            hx: initial states ``(D * num_layers, B, d)`` (``(D * num_layers, d)``
+                unbatched), ``D`` = 2 if bidirectional else 1, ``d`` = :attr:`state_size`
+                (a complex state also accepts a complex ``(D * num_layers, B,
+                hidden_size)``); ``None`` for zeros, or the trainable ``h0`` when enabled.
         Returns:
-            ``(output, h_n)``: ``output`` is ``(T, B, d)`` (``(B, T, d)`` with
-            ``batch_first``, ``(T, d)`` unbatched, a ``PackedSequence`` for a packed
-            input), the last layer's states ``h_1..h_T``; ``h_n`` is ``(num_layers, B, d)``
-            (``(num_layers, d)`` unbatched), every layer's final state (for a packed input,
-            at each sequence's own last step; batch in the input's original order, as
-            ``torch.nn.LSTM``), which can be fed back as ``hx`` to continue a sequence.
+            ``(output, h_n)``: ``output`` is ``(T, B, D * d)`` (``(B, T, D * d)`` with
+            ``batch_first``, ``(T, D * d)`` unbatched, a ``PackedSequence`` for a packed
+            input), the last layer's states ``h_1..h_T`` (bidirectional: the forward
+            direction's, then the backward's, each at the step it belongs to); ``h_n`` is
+            ``(D * num_layers, B, d)`` (``(D * num_layers, d)`` unbatched), every layer's
+            and direction's final state, ordered as ``torch.nn.LSTM``'s (layer by layer,
+            forward first). For a packed input each sequence ends at its own last step;
+            the batch is in the input's original order, as for ``torch.nn.LSTM``. ``h_n``
+            can be fed back as ``hx`` to continue a (unidirectional) sequence.
         """
         x, layout = check_sequence_input(input, self.input_size, self.batch_first,
                                          self.layers[0].weight_ih, self.check_finite)
         T, B, _ = x.shape
         if hx is not None:
-            hx = state_planes("hx", hx, self.layers[0], (self.num_layers, B, self.output_size),
-                              layout.unbatched)
+            hx = state_planes("hx", hx, self.layers[0],
+                              (self.num_directions * self.num_layers, B, self.state_size),
+                              layout.unbatched, layer_count_name(self.num_directions))
             if self.check_finite:
                 _checks.check_finite("hx", hx)
         finals = []
-        for layer, cell in enumerate(self.layers):
-            x = cell.run_sequence(x, None if hx is None else hx[layer])
-            finals.append(layout.last(x))
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+        for k in range(self.num_layers):
+            outputs = []
+            for d, stack in enumerate(self._directions()):
+                h0 = None if hx is None else hx[k * self.num_directions + d]
+                if d == 0:
+                    h = stack[k].run_sequence(x, h0)
+                else:  # the backward direction reads each sequence from its end
+                    h = stack[k].run_sequence(layout.reverse(x), h0)
+                finals.append(layout.last(h))
+                outputs.append(h if d == 0 else layout.reverse(h))
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
+            if self.dropout > 0 and self.training and k < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         return layout.output(x), layout.states(torch.stack(finals))
 
@@ -585,6 +626,8 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         if self.layers[0].h0 is not None:
             s += ", trainable_h0=True"
         if self.backend != "auto":

@@ -116,6 +116,7 @@ class CayleyRNNBase(_base.StackedRNN):
         bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         *,
         trainable_h0: bool = False,
         backend: str = "auto",
@@ -126,7 +127,7 @@ class CayleyRNNBase(_base.StackedRNN):
             return self.cell_class(in_size, hidden_size, bias, trainable_h0=trainable_h0,
                                    backend=backend, check_finite=check_finite, **cell_kwargs)
 
-        super().__init__(input_size, num_layers, batch_first, dropout, make_cell)
+        super().__init__(input_size, num_layers, batch_first, dropout, make_cell, bidirectional)
 
     def param_groups(self, lr: float = 1e-3, lr_A: float = 1e-4, lr_D: float = 1e-4) -> list[dict]:
         """Optimizer parameter groups ``A``, ``D`` (scuRNN's phases) and ``other``.

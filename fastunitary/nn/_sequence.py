@@ -63,6 +63,14 @@ class PackedIndex:
         """``(T, B, d) -> (B, d)``: each sequence's state at its own last step."""
         return seq[self.last_step, torch.arange(self.B, device=seq.device)]
 
+    def reverse(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T, B, d)``: each sequence's valid steps in reverse order, its padding left
+        after them (so :meth:`last` and :meth:`pack` apply to the result unchanged)."""
+        t = torch.arange(self.T, device=x.device).unsqueeze(1)
+        back = self.last_step.to(x.device).unsqueeze(0) - t
+        steps = torch.where(back >= 0, back, t)  # (T, B): the step that lands at t
+        return x.gather(0, steps.unsqueeze(-1).expand_as(x))
+
 
 class SequenceLayout:
     """The layout of a module's input; :meth:`output` and :meth:`last` undo it.
@@ -86,6 +94,11 @@ class SequenceLayout:
         """``(T, B, d) -> (B, d)``: the final state of each sequence (step ``T - 1``, or a
         packed sequence's own last step)."""
         return seq[-1] if self.packed is None else self.packed.last(seq)
+
+    def reverse(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T, B, d)`` in reverse time, for the backward direction of a bidirectional
+        module: each packed sequence within its own length (its own inverse)."""
+        return x.flip(0) if self.packed is None else self.packed.reverse(x)
 
     def states(self, h_n: torch.Tensor) -> torch.Tensor:
         """Final states ``(num_layers, B, d)`` as returned: ``(num_layers, d)`` unbatched."""

@@ -2,8 +2,9 @@
 
 Subclasses own ``self.momentum`` (a :class:`~fastunitary.nn._momentum.MomentumBuffer`).
 Parameters ``weight_ih_l{k}`` ``(G, in)``, ``weight_hh_l{k}`` ``(G, n)``, ``bias_ih_l{k}``,
-``bias_hh_l{k}`` ``(G,)`` live on the module itself (``G = 4n`` for an LSTM, ``n`` for a
-plain cell), so a ``torch.nn.LSTM``/``RNN`` state dict loads as it is. Subclasses say how a
+``bias_hh_l{k}`` ``(G,)`` (and ``..._l{k}_reverse`` for the backward direction of a
+bidirectional module) live on the module itself (``G = 4n`` for an LSTM, ``n`` for a plain
+cell), so a ``torch.nn.LSTM``/``RNN`` state dict loads as it is. Subclasses say how a
 layer turns its input ``x`` into states (the ``run_layer`` given to :meth:`_layers`),
 usually through the buffer of its input term ``g = x W_ih^T + b_ih`` (:meth:`_buffer`).
 """
@@ -17,7 +18,7 @@ from torch import nn
 from .. import _checks
 from .._backend import check_backend_name
 from ._base import (LSTM_ONLY_DEFAULTS, TorchConstructorOptions, check_dropout, check_dtype,
-                    check_sequence_input)
+                    check_sequence_input, layer_count_name)
 from ._sequence import SequenceLayout
 
 
@@ -29,8 +30,8 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
     TORCH_ONLY_DEFAULTS = LSTM_ONLY_DEFAULTS
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, *, backend: str = "auto",
-                 check_finite: bool = False):
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, backend: str = "auto", check_finite: bool = False):
         super().__init__()
         _checks.check_positive_int("input_size", input_size)
         _checks.check_positive_int("hidden_size", hidden_size)
@@ -39,35 +40,58 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
         check_dropout(dropout, num_layers)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
         self.backend, self.check_finite = backend, check_finite
         G = self.gates * hidden_size
-        for k in range(num_layers):
-            m = input_size if k == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(G, m)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(G, hidden_size)))
+        for k, reverse in self.layer_keys():
+            m = input_size if k == 0 else self.num_directions * hidden_size
+            suffix = self.layer_suffix(k, reverse)
+            self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(G, m)))
+            self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(G, hidden_size)))
             if bias:
-                self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.zeros(G)))
-                self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.zeros(G)))
+                self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.zeros(G)))
+                self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.zeros(G)))
+
+    def layer_keys(self) -> list[tuple[int, bool]]:
+        """``(layer, reverse)`` of every layer and direction, in ``torch.nn.LSTM``'s order
+        (the order of ``h_n``): layer by layer, forward first."""
+        return [(k, d == 1) for k in range(self.num_layers) for d in range(self.num_directions)]
+
+    @staticmethod
+    def layer_suffix(k: int, reverse: bool = False) -> str:
+        """``_l{k}``, or ``_l{k}_reverse``: the suffix of ``torch.nn.LSTM``'s parameter names."""
+        return f"_l{k}" + ("_reverse" if reverse else "")
+
+    def state_index(self, k: int, reverse: bool = False) -> int:
+        """Index of layer ``k``'s (direction's) state in ``hx`` and ``h_n``."""
+        return k * self.num_directions + int(reverse)
 
     def flatten_parameters(self) -> None:
         """Nothing to do (there is no cuDNN weight buffer); kept so that code written for
         ``torch.nn.LSTM``, which calls it, runs unchanged."""
 
-    def layer_parameters(self, k: int):
-        """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of layer ``k`` (biases ``None`` if off)."""
-        get = lambda name: getattr(self, f"{name}_l{k}", None)  # noqa: E731
+    def layer_parameters(self, k: int, reverse: bool = False):
+        """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of layer ``k`` (``reverse``: its
+        backward direction), biases ``None`` if off."""
+        suffix = self.layer_suffix(k, reverse)
+        get = lambda name: getattr(self, f"{name}{suffix}", None)  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
-    def recurrent_matrix(self, layer: int = 0) -> torch.Tensor:
-        """``W_hh`` of ``layer``: ``(G, hidden_size)``."""
+    def recurrent_matrix(self, layer: int = 0, reverse: bool = False) -> torch.Tensor:
+        """``W_hh`` of ``layer`` (``reverse``: of its backward direction): ``(G, hidden_size)``."""
         if not -self.num_layers <= layer < self.num_layers:
             raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
-        return self.layer_parameters(layer % self.num_layers)[1]
+        if reverse and not self.bidirectional:
+            raise ValueError("reverse=True needs a bidirectional module")
+        return self.layer_parameters(layer % self.num_layers, reverse)[1]
 
     def _check_state(self, name: str, s: torch.Tensor, B: int, unbatched: bool) -> torch.Tensor:
         _checks.check_tensor(name, s, allow_complex=False)
-        want = (self.num_layers, self.hidden_size) if unbatched else (self.num_layers, B, self.hidden_size)
-        _checks.check_shape(name, s, want, what="(num_layers, " + ("" if unbatched else "B, ") + "hidden_size)")
+        L = self.num_directions * self.num_layers
+        want = (L, self.hidden_size) if unbatched else (L, B, self.hidden_size)
+        what = f"({layer_count_name(self.num_directions)}, " + ("" if unbatched else "B, ")
+        _checks.check_shape(name, s, want, what=what + "hidden_size)")
         _checks.check_same_device("the module's parameters", self.weight_ih_l0, **{name: s})
         check_dtype(name, s, self.weight_ih_l0)
         if self.check_finite:
@@ -80,19 +104,29 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
         return check_sequence_input(input, self.input_size, self.batch_first, self.weight_ih_l0,
                                     self.check_finite)
 
-    def _buffer(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """The momentum buffer of layer ``k``'s input term ``x W_ih^T + b_ih``: ``(T, B, G)``."""
-        w_ih, _, b_ih, _ = self.layer_parameters(k)
+    def _buffer(self, k: int, reverse: bool, x: torch.Tensor) -> torch.Tensor:
+        """The momentum buffer of the input term ``x W_ih^T + b_ih`` of layer ``k``
+        (``reverse``: its backward direction, ``x`` then reversed): ``(T, B, G)``."""
+        w_ih, _, b_ih, _ = self.layer_parameters(k, reverse)
         return self.momentum.of_input(x, w_ih, b_ih, self.backend)
 
-    def _layers(self, x: torch.Tensor, run_layer):
-        """Run every layer (``run_layer(k, x) -> (output, *finals)``, ``x`` the layer's
-        input ``(T, B, in)``), dropout between them."""
+    def _layers(self, x: torch.Tensor, layout: SequenceLayout, run_layer):
+        """Run every layer and direction, dropout between layers.
+
+        ``run_layer(k, reverse, x) -> (output, *finals)`` runs one, ``x`` its input
+        ``(T, B, in)`` (reversed per sequence for the backward direction, whose output is
+        turned back); the finals are stacked in ``h_n``'s order."""
         finals = []
         for k in range(self.num_layers):
-            out = run_layer(k, x)
-            x = out[0]
-            finals.append(out[1:])
+            outputs = []
+            for d in range(self.num_directions):
+                if d == 0:
+                    out = run_layer(k, False, x)
+                else:  # the backward direction reads each sequence from its end
+                    out = run_layer(k, True, layout.reverse(x))
+                outputs.append(out[0] if d == 0 else layout.reverse(out[0]))
+                finals.append(out[1:])
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
             if self.dropout > 0 and self.training and k < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         return x, [torch.stack(f) for f in zip(*finals)]
@@ -107,6 +141,8 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s

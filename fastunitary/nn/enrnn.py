@@ -172,7 +172,7 @@ class ENRNN(_base.StackedRNN):
         input_size: features of each input.
         unitary_size, short_size: ``n1`` and ``n2``; outputs have width ``n1 + n2``
             (``[h1, h2]``).
-        num_layers, bias, batch_first, dropout: as ``torch.nn.LSTM``.
+        num_layers, bias, batch_first, dropout, bidirectional: as ``torch.nn.LSTM``.
         coupled, num_negative, normalization, trainable_h0, backend, check_finite: see
             :class:`ENRNNCell`.
     """
@@ -186,12 +186,13 @@ class ENRNN(_base.StackedRNN):
         bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         **cell_kwargs,
     ):
         def make_cell(in_size: int) -> ENRNNCell:
             return ENRNNCell(in_size, unitary_size, short_size, bias, **cell_kwargs)
 
-        super().__init__(input_size, num_layers, batch_first, dropout, make_cell)
+        super().__init__(input_size, num_layers, batch_first, dropout, make_cell, bidirectional)
         self.unitary_size, self.short_size = unitary_size, short_size
 
     def param_groups(self, lr: float = 1e-3, lr_A: float = 1e-5) -> list[dict]:

@@ -40,12 +40,13 @@ class MomentumLSTMBase(TorchStyleStack):
     gates = 4
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, *, kind: str, mu: float = 0.0,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, kind: str, mu: float = 0.0,
                  step: float = 1.0, beta: float = 0.999, restart: int = 0,
                  learnable: bool = False, forget_bias: float = 1.0, backend: str = "auto",
                  check_finite: bool = False):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         backend=backend, check_finite=check_finite)
+                         bidirectional, backend=backend, check_finite=check_finite)
         self.forget_bias = float(forget_bias)
         self.momentum = MomentumBuffer(kind, mu=mu, step=step, beta=beta, restart=restart,
                                        learnable=learnable)
@@ -55,8 +56,8 @@ class MomentumLSTMBase(TorchStyleStack):
         """The official initialization (see the class docstring)."""
         n = self.hidden_size
         with torch.no_grad():
-            for k in range(self.num_layers):
-                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+            for k, reverse in self.layer_keys():
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
                 nn.init.orthogonal_(w_ih, generator=generator)
                 w_hh.copy_(torch.eye(n).repeat(4, 1))
                 if b_ih is not None:
@@ -70,13 +71,14 @@ class MomentumLSTMBase(TorchStyleStack):
         Args:
             input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``,
                 ``(T, input_size)`` unbatched, or a ``PackedSequence``.
-            hx: ``(h_0, c_0)``, each ``(num_layers, B, hidden_size)``
-                (``(num_layers, hidden_size)`` unbatched), or ``None`` for zeros. The
-                momentum buffers always start at zero.
+            hx: ``(h_0, c_0)``, each ``(D * num_layers, B, hidden_size)`` (``D`` = 2 if
+                bidirectional else 1; ``(D * num_layers, hidden_size)`` unbatched), or
+                ``None`` for zeros. The momentum buffers always start at zero.
         Returns:
-            ``(output, (h_n, c_n))``: ``output`` ``(T, B, hidden_size)`` (batch first,
+            ``(output, (h_n, c_n))``: ``output`` ``(T, B, D * hidden_size)`` (batch first,
             unbatched or packed as the input), the last layer's ``h_t``; ``h_n``, ``c_n``
-            ``(num_layers, B, hidden_size)``, at each sequence's own last step.
+            ``(D * num_layers, B, hidden_size)`` in ``torch.nn.LSTM``'s order, at each
+            sequence's own last step.
         """
         x, layout = self._sequence(input)
         B, unbatched = x.shape[1], layout.unbatched
@@ -86,9 +88,10 @@ class MomentumLSTMBase(TorchStyleStack):
             hx = (self._check_state("h_0", hx[0], B, unbatched),
                   self._check_state("c_0", hx[1], B, unbatched))
 
-        def run_layer(k, x):
-            h0, c0 = (None, None) if hx is None else (hx[0][k], hx[1][k])
-            w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+        def run_layer(k, reverse, x):
+            i = self.state_index(k, reverse)
+            h0, c0 = (None, None) if hx is None else (hx[0][i], hx[1][i])
+            w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
             if self._use_native_lstm(x, layout.packed):
                 factored = self.momentum.linear_input(x, w_ih, b_ih, self.backend)
                 if factored is not None:
@@ -100,7 +103,7 @@ class MomentumLSTMBase(TorchStyleStack):
             h, c = lstm_recurrence(buf, w_hh, h0, c0, backend=self.backend)
             return h, layout.last(h), layout.last(c)
 
-        out, (h_n, c_n) = self._layers(x, run_layer)
+        out, (h_n, c_n) = self._layers(x, layout, run_layer)
         return layout.output(out), (layout.states(h_n), layout.states(c_n))
 
     def _use_native_lstm(self, x: torch.Tensor, packed: PackedIndex | None) -> bool:
@@ -166,7 +169,9 @@ class MomentumLSTM(MomentumLSTMBase):
         output, (h_n, c_n) = rnn(x)     # x: (B, T, 1) -> output (B, T, 128)
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout: as ``torch.nn.LSTM``.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
+            ``torch.nn.LSTM``, parameter names included (a ``torch.nn.LSTM`` state dict
+            loads as it is). Both directions share ``mu`` and ``step``.
         mu: momentum in [0, 1) (official script default 0.9; MNIST recipe 0.6, permuted
             MNIST 0.6, TIMIT 0.3).
         step: ``s`` > 0 (default 0.1; MNIST 0.6, permuted MNIST 1.0, TIMIT 0.1).
@@ -176,10 +181,10 @@ class MomentumLSTM(MomentumLSTMBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, *, mu: float = 0.9,
-                 step: float = 0.1, **kwargs):
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, mu: float = 0.9, step: float = 0.1, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         kind="momentum", mu=mu, step=step, **kwargs)
+                         bidirectional, kind="momentum", mu=mu, step=step, **kwargs)
 
 
 class AdamLSTM(MomentumLSTMBase):
@@ -190,10 +195,10 @@ class AdamLSTM(MomentumLSTMBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, *, mu: float = 0.9,
-                 step: float = 0.1, beta: float = 0.999, **kwargs):
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, mu: float = 0.9, step: float = 0.1, beta: float = 0.999, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         kind="adam", mu=mu, step=step, beta=beta, **kwargs)
+                         bidirectional, kind="adam", mu=mu, step=step, beta=beta, **kwargs)
 
 
 class RMSPropLSTM(MomentumLSTMBase):
@@ -203,10 +208,10 @@ class RMSPropLSTM(MomentumLSTMBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, *, step: float = 0.1,
-                 beta: float = 0.999, **kwargs):
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, step: float = 0.1, beta: float = 0.999, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         kind="rmsprop", step=step, beta=beta, **kwargs)
+                         bidirectional, kind="rmsprop", step=step, beta=beta, **kwargs)
 
 
 class NesterovLSTM(MomentumLSTMBase):
@@ -225,7 +230,7 @@ class NesterovLSTM(MomentumLSTMBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, *, step: float = 0.1,
-                 restart: int = 2, **kwargs):
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, step: float = 0.1, restart: int = 2, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         kind="nesterov", step=step, restart=restart, **kwargs)
+                         bidirectional, kind="nesterov", step=step, restart=restart, **kwargs)

@@ -26,8 +26,10 @@ class MomentumRNN(TorchStyleStack):
 
     Args:
         input_size, hidden_size, num_layers, nonlinearity (``"tanh"`` or ``"relu"``), bias,
-            batch_first, dropout: as ``torch.nn.RNN``.
-        mu, step, learnable, backend, check_finite: as :class:`MomentumLSTM`.
+            batch_first, dropout, bidirectional: as ``torch.nn.RNN`` (parameters of the
+            backward direction ``weight_ih_l{k}_reverse`` and so on, as there).
+        mu, step, learnable, backend, check_finite: as :class:`MomentumLSTM` (one set of
+            coefficients for both directions).
 
     Initialization: ``torch.nn.RNN``'s (uniform in ``±1/sqrt(hidden_size)``).
     """
@@ -36,12 +38,13 @@ class MomentumRNN(TorchStyleStack):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, *, mu: float = 0.9, step: float = 0.1,
+                 dropout: float = 0.0, bidirectional: bool = False, *, mu: float = 0.9,
+                 step: float = 0.1,
                  learnable: bool = False, backend: str = "auto", check_finite: bool = False):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         backend=backend, check_finite=check_finite)
+                         bidirectional, backend=backend, check_finite=check_finite)
         self.nonlinearity = nonlinearity
         self.momentum = MomentumBuffer("momentum", mu=mu, step=step, learnable=learnable)
         self.reset_parameters()
@@ -54,23 +57,25 @@ class MomentumRNN(TorchStyleStack):
 
     def forward(self, input, hx: torch.Tensor | None = None):
         """As ``torch.nn.RNN``: ``input`` ``(T, B, input_size)`` (or batch first,
-        unbatched, or a ``PackedSequence``), ``hx`` ``(num_layers, B, hidden_size)`` or
-        ``None``; returns ``(output (T, B, hidden_size), h_n (num_layers, B, hidden_size))``,
-        ``output`` in the input's layout, ``h_n`` at each sequence's own last step."""
+        unbatched, or a ``PackedSequence``), ``hx`` ``(D * num_layers, B, hidden_size)``
+        (``D`` = 2 if bidirectional else 1) or ``None``; returns ``(output (T, B, D *
+        hidden_size), h_n (D * num_layers, B, hidden_size))``, ``output`` in the input's
+        layout, ``h_n`` at each sequence's own last step."""
         x, layout = self._sequence(input)
         if hx is not None:
             hx = self._check_state("hx", hx, x.shape[1], layout.unbatched)
 
-        def run_layer(k, x):
-            _, w_hh, _, b_hh = self.layer_parameters(k)
-            buf = self._buffer(k, x)
+        def run_layer(k, reverse, x):
+            _, w_hh, _, b_hh = self.layer_parameters(k, reverse)
+            buf = self._buffer(k, reverse, x)
             u = buf if b_hh is None else buf + b_hh
-            h = recurrence_planes(u, w_hh, None, None if hx is None else hx[k],
+            h0 = None if hx is None else hx[self.state_index(k, reverse)]
+            h = recurrence_planes(u, w_hh, None, h0,
                                   activation=self.nonlinearity, is_complex=False,
                                   backend=self.backend)
             return h, layout.last(h)
 
-        out, (h_n,) = self._layers(x, run_layer)
+        out, (h_n,) = self._layers(x, layout, run_layer)
         return layout.output(out), layout.states(h_n)
 
     def extra_repr(self) -> str:

@@ -41,10 +41,11 @@ class SBORNN(TorchStyleStack):
         output, (h_n, m_n) = rnn(x)    # x: (T, B, 1) -> output (T, B, 128)
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout: as
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
             ``torch.nn.RNN``. Parameters are named and shaped as ``torch.nn.RNN``'s
             (``weight_ih_l{k}`` ``(n, in)``, ``weight_hh_l{k}`` ``(n, n)``, ``bias_ih_l{k}``,
-            ``bias_hh_l{k}``), plus ``mu_l{k}`` (0-dim) for the momentum methods.
+            ``bias_hh_l{k}``; ``..._reverse`` for the backward direction), plus ``mu_l{k}``
+            (0-dim) for the momentum methods.
         method: ``"gd"``, ``"heavy_ball"`` or ``"nesterov"``.
         eta: the inner step size (> 0; default 0.05). The official code uses 1e-3 on pixel
             MNIST (T = 784). On sequential digits (T = 64) heavy ball at 0.05 and Nesterov
@@ -58,33 +59,34 @@ class SBORNN(TorchStyleStack):
         check_finite: raise on NaN/inf in the input or state.
 
     Shapes: ``input`` ``(T, B, input_size)`` (``(B, T, ...)`` with ``batch_first``,
-    ``(T, input_size)`` unbatched, or a ``PackedSequence`` for ``"gd"``); ``hx`` ``(num_layers, B, n)`` for ``"gd"``, and for
+    ``(T, input_size)`` unbatched, or a ``PackedSequence`` for ``"gd"``); ``hx``
+    ``(D * num_layers, B, n)`` (``D`` = 2 if bidirectional else 1) for ``"gd"``, and for
     the momentum methods either that or a pair ``(h0, m0)`` of such tensors (the optimizer
-    state, as an LSTM's ``(h, c)``). Returns ``(output (T, B, n), h_n)`` for ``"gd"`` and
-    ``(output, (h_n, m_n))`` for the momentum methods.
+    state, as an LSTM's ``(h, c)``). Returns ``(output (T, B, D * n), h_n)`` for ``"gd"``
+    and ``(output, (h_n, m_n))`` for the momentum methods.
     """
 
     gates = 1
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, *,
-                 method: str = "gd", eta: float = 0.05, mu: float = 0.5, learn_mu: bool = True,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, *, method: str = "gd", eta: float = 0.05, mu: float = 0.5, learn_mu: bool = True,
                  steps: int = 1, backend: str = "auto", check_finite: bool = False):
         check_options(method, eta, steps)
         if method != "gd" and not 0.0 <= mu < 1.0:
             raise ValueError(f"mu must be in [0, 1) for method={method!r}, got {mu}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         backend=backend, check_finite=check_finite)
+                         bidirectional, backend=backend, check_finite=check_finite)
         if backend == "triton":
             raise BackendUnavailableError(NO_KERNEL)
         self.method, self.eta, self.steps, self.learn_mu = method, float(eta), steps, learn_mu
         if method != "gd":
-            for k in range(num_layers):
-                value = torch.tensor(float(mu))
+            for k, reverse in self.layer_keys():
+                value, name = torch.tensor(float(mu)), "mu" + self.layer_suffix(k, reverse)
                 if learn_mu:
-                    self.register_parameter(f"mu_l{k}", nn.Parameter(value))
+                    self.register_parameter(name, nn.Parameter(value))
                 else:
-                    self.register_buffer(f"mu_l{k}", value)
+                    self.register_buffer(name, value)
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -92,8 +94,8 @@ class SBORNN(TorchStyleStack):
         bound = n ** -0.5
         r = min(INIT_RANK, n)
         with torch.no_grad():
-            for k in range(self.num_layers):
-                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+            for k, reverse in self.layer_keys():
+                w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
                 for p in (w_ih, b_ih, b_hh):
                     if p is not None:
                         p.uniform_(-bound, bound, generator=generator)
@@ -132,18 +134,20 @@ class SBORNN(TorchStyleStack):
         x, layout = self._sequence(input)
         h0, m0 = self._initial_state(hx, x.shape[1], layout.unbatched)
 
-        def run_layer(k, x):
-            w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+        def run_layer(k, reverse, x):
+            w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
             u = F.linear(x, w_ih, b_ih)
             if b_hh is not None:
                 u = u + b_hh
+            i = self.state_index(k, reverse)
             h, m = sbo_recurrence(
-                u, w_hh, None if h0 is None else h0[k], None if m0 is None else m0[k],
-                method=self.method, eta=self.eta, mu=getattr(self, f"mu_l{k}", 0.0),
+                u, w_hh, None if h0 is None else h0[i], None if m0 is None else m0[i],
+                method=self.method, eta=self.eta,
+                mu=getattr(self, "mu" + self.layer_suffix(k, reverse), 0.0),
                 steps=self.steps, backend=self.backend)
             return (h, layout.last(h)) if m is None else (h, h[-1], m)
 
-        out, finals = self._layers(x, run_layer)
+        out, finals = self._layers(x, layout, run_layer)
         finals = [layout.states(f) for f in finals]
         state = finals[0] if len(finals) == 1 else tuple(finals)
         return layout.output(out), state

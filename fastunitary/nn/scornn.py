@@ -70,7 +70,8 @@ class ScoRNN(CayleyRNNBase):
         output, h_n = rnn(x)            # x: (T, B, 10) -> output (T, B, 128), h_n (1, B, 128)
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout: as ``torch.nn.LSTM``.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
+            ``torch.nn.LSTM``.
         rho, trainable_h0, backend, check_finite: see :class:`ScoRNNCell`.
     """
 

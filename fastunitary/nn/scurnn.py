@@ -57,9 +57,9 @@ class ScuRNN(CayleyRNNBase):
         # output: (B, T, 128) = [Re h_t, Im h_t]; h_n: (2, B, 128)
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout: as
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
             ``torch.nn.LSTM`` (``hidden_size`` is the complex state size ``n``; outputs have
-            width ``2n``).
+            width ``2n``, ``4n`` when bidirectional).
         trainable_h0, backend, check_finite: see :class:`ScuRNNCell`.
     """
 

@@ -6,7 +6,9 @@ Sequence lengths are drawn uniformly in [T/2, T] (one of them T). For each model
 padded tensor and the PackedSequence of the same batch are timed interleaved, forward
 only (under ``torch.no_grad``) and forward+backward; ``torch.nn.LSTM`` is timed the same
 way for comparison. Before timing, the packed output is checked against the padded one
-at every valid step (the padding comes after each sequence, so they must agree).
+at every valid step (the padding comes after each sequence, so they must agree). The JSON
+is rewritten after every model (``"complete": false`` until the end), so a run stopped by
+a time cap keeps what it measured.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main(argv=None) -> None:
     lengths[0] = args.T
     packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
     rows = []
+    payload = {"environment": environment(device), "lengths": lengths.tolist(), "rows": rows}
     for name in args.models:
         model = MODELS[name](args.input_size, args.hidden).to(device)
         with torch.no_grad():
@@ -65,6 +68,7 @@ def main(argv=None) -> None:
             row["status"] = "failed correctness gate"
             rows.append(row)
             print(f"{name}: FAILED correctness gate (rel. error {err:.2e})")
+            write_result("packed", {**payload, "complete": False}, args.out)
             continue
 
         def train(inp):
@@ -87,8 +91,8 @@ def main(argv=None) -> None:
                          "packed_s": t["packed"], "ratio_packed_to_padded": ratio})
             print(f"{name:>13} {mode:>16}: padded {t['padded']['median_s'] * 1e3:7.1f} ms   "
                   f"packed {t['packed']['median_s'] * 1e3:7.1f} ms   packed/padded {ratio:.2f}")
-    path = write_result("packed", {"environment": environment(device),
-                                   "lengths": lengths.tolist(), "rows": rows}, args.out)
+        write_result("packed", {**payload, "complete": False}, args.out)
+    path = write_result("packed", {**payload, "complete": True}, args.out)
     print(f"wrote {path}")
 
 

@@ -5,7 +5,7 @@
 #                          # compiled, no interpreter): at most ~5.5 minutes
 #   bash ci/gpu.sh bench   # offline install, the benchmarks, JSON in $OUT (default
 #                          # bench/results), the suite `python -m bench --full` last:
-#                          # at most ~6.5 minutes
+#                          # at most ~7 minutes
 #   bash ci/gpu.sh         # both, one after the other
 # Every line of output also goes to $OUT/gpu.log (a call returns only the tail of its
 # output); the last lines of each stage are its summary. GIT_COMMIT (default: git

@@ -624,11 +624,16 @@ def test_flatten_parameters_is_there_for_torch_lstm_code(name):
 
 
 def test_a_subclass_may_take_a_torch_only_option_itself():
-    class Bidirectional(ScoRNN):
-        def __init__(self, input_size, hidden_size, bidirectional=True):
+    class Projected(ScoRNN):
+        def __init__(self, input_size, hidden_size, proj_size=0):
             super().__init__(input_size, hidden_size)
-            self.reverse = ScoRNN(input_size, hidden_size) if bidirectional else None
+            self.proj = torch.nn.Linear(hidden_size, proj_size) if proj_size else None
 
-    assert Bidirectional(3, 4).reverse is not None
-    with pytest.raises(NotImplementedError, match="Bidirectional has no proj_size option"):
-        Bidirectional(3, 4, proj_size=2)
+    assert Projected(3, 4, proj_size=2).proj.out_features == 2  # its own option, kept
+
+    class Plain(ScoRNN):
+        def __init__(self, input_size, hidden_size, **kwargs):
+            super().__init__(input_size, hidden_size, **kwargs)
+
+    with pytest.raises(NotImplementedError, match="Plain has no proj_size option"):
+        Plain(3, 4, proj_size=2)

@@ -21,7 +21,10 @@ def to_planes(z: torch.Tensor) -> torch.Tensor:
 def as_complex(x: torch.Tensor) -> torch.Tensor:
     """``(..., 2n)`` real ``[Re z, Im z]`` -> ``(..., n)`` complex.
 
-    Turns the output or ``h_n`` of a complex module (scuRNN) into ``torch.complex64``.
+    Turns the output or ``h_n`` of a complex module (scuRNN) into ``torch.complex64``. The
+    output of a bidirectional one is ``[Re f, Im f, Re b, Im b]`` (forward, then backward
+    direction): split it first, ``as_complex(output.unflatten(-1, (2, -1)))`` gives
+    ``(..., 2, n)``, direction second to last.
     """
     if x.is_complex():
         raise TypeError(f"as_complex expects a real tensor [Re, Im], got {x.dtype}")

@@ -79,7 +79,7 @@ class TorchConstructorOptions:
     Each subclass's ``__init__`` (its own, or the one it resolves to through a user's
     mixin) is wrapped once, at class creation. The outermost ``__init__`` of a call takes
     the keywords, so the move happens once, after every parameter exists. A subclass whose
-    ``__init__`` takes one of them itself (a user's bidirectional wrapper, say) keeps it.
+    ``__init__`` takes one of them itself (a user's projection, ``proj_size=``, say) keeps it.
     """
 
     TORCH_ONLY_DEFAULTS: dict = {}
@@ -468,7 +468,79 @@ def check_sequence_input(
     return x, SequenceLayout(unbatched, batch_first)
 
 
-class StackedRNN(TorchConstructorOptions, nn.Module):
+class StackedModule(TorchConstructorOptions, nn.Module):
+    """What every stacked module shares, with the calling convention of ``torch.nn.LSTM``:
+    its options ``num_layers``, ``batch_first``, ``dropout`` and ``bidirectional``, the run
+    over layers and directions, and ``flatten_parameters``. Subclasses say how one layer
+    of one direction runs (:meth:`_layers`) and where its parameters live."""
+
+    TORCH_ONLY_DEFAULTS = LSTM_ONLY_DEFAULTS
+
+    def _set_stack_options(self, num_layers: int, batch_first: bool, dropout: float,
+                           bidirectional: bool) -> None:
+        _checks.check_positive_int("num_layers", num_layers)
+        check_dropout(dropout, num_layers)
+        self.num_layers, self.batch_first, self.dropout = num_layers, batch_first, float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do (there is no cuDNN weight buffer); kept so that code written for
+        ``torch.nn.LSTM``, which calls it, runs unchanged."""
+
+    def state_index(self, k: int, reverse: bool = False) -> int:
+        """Index of layer ``k``'s (direction's) state in ``hx`` and ``h_n``: layer by
+        layer, forward first, as ``torch.nn.LSTM``."""
+        return k * self.num_directions + int(reverse)
+
+    def _check_layer(self, layer: int, reverse: bool) -> int:
+        """``layer`` as an index in ``[0, num_layers)`` (negative counts from the top)."""
+        if not -self.num_layers <= layer < self.num_layers:
+            raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
+        if reverse and not self.bidirectional:
+            raise ValueError("reverse=True needs a bidirectional module")
+        return layer % self.num_layers
+
+    def _layers(self, x: torch.Tensor, layout: SequenceLayout, run_layer):
+        """Run every layer and direction, dropout between layers.
+
+        ``run_layer(k, reverse, x) -> (output, *finals)`` runs one, ``x`` its input
+        ``(T, B, in)``, reversed per sequence for the backward direction (whose output is
+        turned back). Every layer above the first reads both directions' outputs,
+        concatenated. Returns the last layer's output and each kind of final state stacked
+        in ``h_n``'s order (:meth:`state_index`)."""
+        finals = []
+        for k in range(self.num_layers):
+            outputs = []
+            for d in range(self.num_directions):
+                if d == 0:
+                    out = run_layer(k, False, x)
+                else:  # the backward direction reads each sequence from its end
+                    out = run_layer(k, True, layout.reverse(x))
+                outputs.append(out[0] if d == 0 else layout.reverse(out[0]))
+                finals.append(out[1:])
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
+            if self.dropout > 0 and self.training and k < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        return x, [torch.stack(f) for f in zip(*finals)]
+
+    def _options_repr(self, bias: bool) -> str:
+        """``torch.nn.LSTM``'s options that differ from their defaults, for ``extra_repr``."""
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+
+class StackedRNN(StackedModule):
     """Layers of cells with the calling convention of ``torch.nn.LSTM``, whose ``device=``
     and ``dtype=`` keywords every subclass takes (:class:`TorchConstructorOptions`).
 
@@ -485,8 +557,6 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
         make_cell: ``make_cell(in_size)`` builds one layer's cell.
     """
 
-    TORCH_ONLY_DEFAULTS = LSTM_ONLY_DEFAULTS
-
     def __init__(
         self,
         input_size: int,
@@ -497,12 +567,8 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
         bidirectional: bool = False,
     ):
         super().__init__()
-        _checks.check_positive_int("num_layers", num_layers)
-        check_dropout(dropout, num_layers)
-        self.input_size, self.num_layers = input_size, num_layers
-        self.batch_first, self.dropout = batch_first, float(dropout)
-        self.bidirectional = bool(bidirectional)
-        self.num_directions = 2 if self.bidirectional else 1
+        self._set_stack_options(num_layers, batch_first, dropout, bidirectional)
+        self.input_size = input_size
 
         def stack() -> nn.ModuleList:
             cells = [make_cell(input_size)]
@@ -546,10 +612,6 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
         for cell in self._cells():
             cell.check_finite = bool(value)
 
-    def flatten_parameters(self) -> None:
-        """Nothing to do (there is no cuDNN weight buffer); kept so that code written for
-        ``torch.nn.LSTM``, which calls it, runs unchanged."""
-
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialize every layer afresh, as at construction (after ``to_empty``, say)."""
         for cell in self._cells():
@@ -563,10 +625,7 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
     def recurrent_matrix(self, layer: int = 0, reverse: bool = False) -> torch.Tensor:
         """``W`` of ``layer`` now in use (complex for a complex state); ``reverse``: of the
         backward direction of a bidirectional module."""
-        if not -self.num_layers <= layer < self.num_layers:
-            raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
-        if reverse and not self.bidirectional:
-            raise ValueError("reverse=True needs a bidirectional module")
+        layer = self._check_layer(layer, reverse)
         return self._directions()[int(reverse)][layer].recurrent_matrix()
 
     def forward(self, input, hx: torch.Tensor | None = None):
@@ -600,34 +659,16 @@ class StackedRNN(TorchConstructorOptions, nn.Module):
                               layout.unbatched, layer_count_name(self.num_directions))
             if self.check_finite:
                 _checks.check_finite("hx", hx)
-        finals = []
-        for k in range(self.num_layers):
-            outputs = []
-            for d, stack in enumerate(self._directions()):
-                h0 = None if hx is None else hx[k * self.num_directions + d]
-                if d == 0:
-                    h = stack[k].run_sequence(x, h0)
-                else:  # the backward direction reads each sequence from its end
-                    h = stack[k].run_sequence(layout.reverse(x), h0)
-                finals.append(layout.last(h))
-                outputs.append(h if d == 0 else layout.reverse(h))
-            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
-            if self.dropout > 0 and self.training and k < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        return layout.output(x), layout.states(torch.stack(finals))
+        def run_layer(k, reverse, x):
+            h0 = None if hx is None else hx[self.state_index(k, reverse)]
+            h = self._directions()[int(reverse)][k].run_sequence(x, h0)
+            return h, layout.last(h)
+
+        out, (h_n,) = self._layers(x, layout, run_layer)
+        return layout.output(out), layout.states(h_n)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.layers[0].bias_ih is None:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
+        s = self._options_repr(bias=self.layers[0].bias_ih is not None)
         if self.layers[0].h0 is not None:
             s += ", trainable_h0=True"
         if self.backend != "auto":

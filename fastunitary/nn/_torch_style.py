@@ -12,22 +12,20 @@ usually through the buffer of its input term ``g = x W_ih^T + b_ih`` (:meth:`_bu
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
 from .._backend import check_backend_name
-from ._base import (LSTM_ONLY_DEFAULTS, TorchConstructorOptions, check_dropout, check_dtype,
-                    check_sequence_input, layer_count_name)
+from ._base import StackedModule, check_dtype, check_sequence_input, layer_count_name
 from ._sequence import SequenceLayout
 
 
-class TorchStyleStack(TorchConstructorOptions, nn.Module):
+class TorchStyleStack(StackedModule):
     """Shared skeleton; ``gates`` is 4 (LSTM) or 1 (plain cell). Every subclass also takes
-    ``device=`` and ``dtype=`` as ``torch.nn.LSTM`` does (:class:`TorchConstructorOptions`)."""
+    ``device=`` and ``dtype=`` as ``torch.nn.LSTM`` does
+    (:class:`~fastunitary.nn._base.TorchConstructorOptions`)."""
 
     gates: int = 1
-    TORCH_ONLY_DEFAULTS = LSTM_ONLY_DEFAULTS
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -35,13 +33,9 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
         super().__init__()
         _checks.check_positive_int("input_size", input_size)
         _checks.check_positive_int("hidden_size", hidden_size)
-        _checks.check_positive_int("num_layers", num_layers)
         check_backend_name(backend)
-        check_dropout(dropout, num_layers)
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.bidirectional = bool(bidirectional)
-        self.num_directions = 2 if self.bidirectional else 1
+        self._set_stack_options(num_layers, batch_first, dropout, bidirectional)
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.backend, self.check_finite = backend, check_finite
         G = self.gates * hidden_size
         for k, reverse in self.layer_keys():
@@ -63,14 +57,6 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
         """``_l{k}``, or ``_l{k}_reverse``: the suffix of ``torch.nn.LSTM``'s parameter names."""
         return f"_l{k}" + ("_reverse" if reverse else "")
 
-    def state_index(self, k: int, reverse: bool = False) -> int:
-        """Index of layer ``k``'s (direction's) state in ``hx`` and ``h_n``."""
-        return k * self.num_directions + int(reverse)
-
-    def flatten_parameters(self) -> None:
-        """Nothing to do (there is no cuDNN weight buffer); kept so that code written for
-        ``torch.nn.LSTM``, which calls it, runs unchanged."""
-
     def layer_parameters(self, k: int, reverse: bool = False):
         """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of layer ``k`` (``reverse``: its
         backward direction), biases ``None`` if off."""
@@ -80,11 +66,7 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
 
     def recurrent_matrix(self, layer: int = 0, reverse: bool = False) -> torch.Tensor:
         """``W_hh`` of ``layer`` (``reverse``: of its backward direction): ``(G, hidden_size)``."""
-        if not -self.num_layers <= layer < self.num_layers:
-            raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
-        if reverse and not self.bidirectional:
-            raise ValueError("reverse=True needs a bidirectional module")
-        return self.layer_parameters(layer % self.num_layers, reverse)[1]
+        return self.layer_parameters(self._check_layer(layer, reverse), reverse)[1]
 
     def _check_state(self, name: str, s: torch.Tensor, B: int, unbatched: bool) -> torch.Tensor:
         _checks.check_tensor(name, s, allow_complex=False)
@@ -110,39 +92,8 @@ class TorchStyleStack(TorchConstructorOptions, nn.Module):
         w_ih, _, b_ih, _ = self.layer_parameters(k, reverse)
         return self.momentum.of_input(x, w_ih, b_ih, self.backend)
 
-    def _layers(self, x: torch.Tensor, layout: SequenceLayout, run_layer):
-        """Run every layer and direction, dropout between layers.
-
-        ``run_layer(k, reverse, x) -> (output, *finals)`` runs one, ``x`` its input
-        ``(T, B, in)`` (reversed per sequence for the backward direction, whose output is
-        turned back); the finals are stacked in ``h_n``'s order."""
-        finals = []
-        for k in range(self.num_layers):
-            outputs = []
-            for d in range(self.num_directions):
-                if d == 0:
-                    out = run_layer(k, False, x)
-                else:  # the backward direction reads each sequence from its end
-                    out = run_layer(k, True, layout.reverse(x))
-                outputs.append(out[0] if d == 0 else layout.reverse(out[0]))
-                finals.append(out[1:])
-            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
-            if self.dropout > 0 and self.training and k < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        return x, [torch.stack(f) for f in zip(*finals)]
-
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
+        s = self._options_repr(self.bias)
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s

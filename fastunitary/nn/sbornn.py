@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .._backend import BackendUnavailableError
 from ..functional.sbo_recurrence import NO_KERNEL, check_options, sbo_recurrence
+from ._base import layer_count_name
 from ._torch_style import TorchStyleStack
 
 #: rank of the official initialization ``W = I + P Q``
@@ -45,7 +46,7 @@ class SBORNN(TorchStyleStack):
             ``torch.nn.RNN``. Parameters are named and shaped as ``torch.nn.RNN``'s
             (``weight_ih_l{k}`` ``(n, in)``, ``weight_hh_l{k}`` ``(n, n)``, ``bias_ih_l{k}``,
             ``bias_hh_l{k}``; ``..._reverse`` for the backward direction), plus ``mu_l{k}``
-            (0-dim) for the momentum methods.
+            (and ``mu_l{k}_reverse``, 0-dim) for the momentum methods.
         method: ``"gd"``, ``"heavy_ball"`` or ``"nesterov"``.
         eta: the inner step size (> 0; default 0.05). The official code uses 1e-3 on pixel
             MNIST (T = 784). On sequential digits (T = 64) heavy ball at 0.05 and Nesterov
@@ -70,8 +71,8 @@ class SBORNN(TorchStyleStack):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, *, method: str = "gd", eta: float = 0.05, mu: float = 0.5, learn_mu: bool = True,
-                 steps: int = 1, backend: str = "auto", check_finite: bool = False):
+                 bidirectional: bool = False, *, method: str = "gd", eta: float = 0.05,
+                 mu: float = 0.5, learn_mu: bool = True, steps: int = 1, backend: str = "auto", check_finite: bool = False):
         check_options(method, eta, steps)
         if method != "gd" and not 0.0 <= mu < 1.0:
             raise ValueError(f"mu must be in [0, 1) for method={method!r}, got {mu}")
@@ -112,8 +113,9 @@ class SBORNN(TorchStyleStack):
             return None, None
         if isinstance(hx, (tuple, list)):
             if not self.has_momentum:
-                raise TypeError("method='gd' takes hx as one tensor (num_layers, B, hidden_size), "
-                                "not a pair: it has no optimizer state")
+                raise TypeError(f"method='gd' takes hx as one tensor "
+                                f"({layer_count_name(self.num_directions)}, B, hidden_size), "
+                                f"not a pair: it has no optimizer state")
             if len(hx) != 2:
                 raise ValueError(f"hx must be a tensor or a pair (h0, m0), got {len(hx)} items")
             return (self._check_state("hx[0]", hx[0], B, unbatched),
@@ -121,8 +123,9 @@ class SBORNN(TorchStyleStack):
         return self._check_state("hx", hx, B, unbatched), None
 
     def forward(self, input, hx=None):
-        """``input`` ``(T, B, input_size)`` -> ``(output (T, B, n), h_n)`` (``"gd"``) or
-        ``(output, (h_n, m_n))`` (momentum methods); see the class docstring for ``hx``.
+        """``input`` ``(T, B, input_size)`` -> ``(output (T, B, D * n), h_n)`` (``"gd"``) or
+        ``(output, (h_n, m_n))`` (momentum methods), ``D`` = 2 if bidirectional else 1; see
+        the class docstring for ``hx``.
         ``input`` may be a ``PackedSequence`` for ``"gd"`` (the momentum methods' op keeps
         ``m`` at the last step only, so it has no ``m_n`` for a shorter sequence)."""
         if isinstance(input, PackedSequence) and self.has_momentum:

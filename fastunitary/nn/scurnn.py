@@ -59,7 +59,8 @@ class ScuRNN(CayleyRNNBase):
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
             ``torch.nn.LSTM`` (``hidden_size`` is the complex state size ``n``; outputs have
-            width ``2n``, ``4n`` when bidirectional).
+            width ``2n``; bidirectional, ``4n``: ``[Re f, Im f, Re b, Im b]``, forward then
+            backward direction).
         trainable_h0, backend, check_finite: see :class:`ScuRNNCell`.
     """
 

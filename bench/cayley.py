@@ -25,7 +25,7 @@ import torch
 
 import fastunitary.functional as F
 
-from .common import environment, time_it, write_result
+from .common import add_run_arguments, environment, time_it, write_result
 
 
 def _skew(n, batch, complex_, device):
@@ -63,9 +63,7 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--complex", action="store_true", help="complex A (scuRNN) instead of real")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=None)
+    add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     rows = []

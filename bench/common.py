@@ -168,6 +168,14 @@ def peak_memory(fn, device: torch.device) -> tuple[int, str]:
     return peak, "torch.profiler allocations"
 
 
+def add_run_arguments(parser, *, repeats: int) -> None:
+    """The options every timing study takes: ``--repeats``, ``--device`` (CUDA where
+    present) and ``--out`` (a folder for the JSON; default ``bench/results``)."""
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=None)
+
+
 def write_result(name: str, payload: dict, out: Path | None = None) -> Path:
     """``<out>/<name>_<device>.json`` (``out`` default ``bench/results``)."""
     return report.write_json(payload, Path(out) if out is not None else RESULTS, name)

@@ -19,7 +19,7 @@ import torch
 
 from fastunitary.nn import AdamLSTM, MomentumLSTM, NesterovLSTM
 
-from .common import environment, time_interleaved, write_result
+from .common import add_run_arguments, environment, time_interleaved, write_result
 from .registry import momentum_lstm_loop
 
 
@@ -29,9 +29,7 @@ def main(argv=None) -> None:
     p.add_argument("--B", type=int, default=32)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--input", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=None)
+    add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)

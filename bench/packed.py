@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastunitary.nn as fnn
 
-from .common import environment, time_interleaved, write_result
+from .common import add_run_arguments, environment, time_interleaved, write_result
 
 MODELS = {
     "lstm": lambda m, n: torch.nn.LSTM(m, n),
@@ -43,9 +43,7 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", type=int, default=128, help="output width of every model")
     p.add_argument("--input-size", type=int, default=64)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=None)
+    add_run_arguments(p, repeats=7)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ import torch
 import fastunitary.functional as F
 from fastunitary.kernels import recurrence as K
 
-from .common import environment, time_it, write_result
+from .common import add_run_arguments, environment, time_it, write_result
 
 H100_FP32_FLOPS = 67e12  # non-tensor-core fp32 peak (SXM)
 
@@ -29,9 +29,7 @@ def main(argv=None) -> None:
     p.add_argument("--T", type=int, default=1000)
     p.add_argument("--B", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--n", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=None)
+    add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     backends = ["triton", "reference"] if device.type == "cuda" else ["reference"]

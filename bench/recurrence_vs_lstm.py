@@ -19,7 +19,7 @@ import torch
 
 from fastunitary.nn import ScuRNN
 
-from .common import environment, time_it, write_result
+from .common import add_run_arguments, environment, time_it, write_result
 from .registry import cell_loop
 
 
@@ -29,11 +29,9 @@ def main(argv=None) -> None:
     p.add_argument("--B", type=int, default=64)
     p.add_argument("--n", type=int, default=64, help="complex state size of scuRNN")
     p.add_argument("--input-size", type=int, nargs="+", default=[1, 64])
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backends", nargs="+", default=None,
                    help="ScuRNN backends to time (default: auto, plus reference on CUDA)")
-    p.add_argument("--out", default=None)
+    add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from fastunitary.nn import ENRNN
 from fastunitary.reference.spectral_radius import spectral_radius as spectral_radius_reference
 from fastunitary.reference.spectral_radius import spectral_radius_eig
 
-from .common import environment, time_it, write_result
+from .common import add_run_arguments, environment, time_it, write_result
 
 
 def main(argv=None) -> None:
@@ -32,9 +32,7 @@ def main(argv=None) -> None:
     p.add_argument("--n1", type=int, default=128)
     p.add_argument("--T", type=int, default=1000)
     p.add_argument("--B", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=None)
+    add_run_arguments(p, repeats=3)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     rows = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -116,7 +117,10 @@ def _mode_value(values: list) -> int:
 def write_json(result: dict, out: Path, name: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}_{_device_tag(result)}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    # whole or not at all: a run killed by a time cap mid-write keeps the previous file
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(partial, path)
     return path
 
 

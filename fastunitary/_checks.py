@@ -9,6 +9,8 @@ metadata only), so they cost nothing under ``torch.compile`` and cause no graph 
 from __future__ import annotations
 
 import operator
+import os
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -98,3 +100,17 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     elif not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"{name} contains NaN or Inf ({bad} of {x.numel()} entries)")
+
+
+_PACKAGE_ROOT = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside the
+    package (the user's line). A fixed number cannot: the library's own call depth differs
+    from one module class to another, and a warning that always names one library line is
+    shown only once per process by Python's default filter."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_ROOT):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -615,6 +615,15 @@ def test_torch_lstm_options_we_lack_are_named(name):
 
 
 @pytest.mark.parametrize("name", STACKED)
+def test_the_one_layer_dropout_warning_names_the_callers_line(name):
+    """Whatever the module's depth of constructors, the warning points at the user's code
+    (so Python's once-per-location filter shows it for each place that builds one)."""
+    with pytest.warns(UserWarning, match="dropout acts between layers") as caught:
+        _make(name, 1, dropout=0.5)
+    assert caught[0].filename == __file__
+
+
+@pytest.mark.parametrize("name", STACKED)
 def test_flatten_parameters_is_there_for_torch_lstm_code(name):
     model = _make(name)
     x = torch.randn(6, 2, 3)

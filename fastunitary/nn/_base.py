@@ -373,7 +373,7 @@ def check_dropout(dropout: float, num_layers: int) -> None:
         raise ValueError(f"dropout must be in [0, 1], got {dropout}")
     if dropout > 0 and num_layers == 1:
         warnings.warn("dropout acts between layers; with num_layers=1 it does nothing",
-                      stacklevel=4)
+                      stacklevel=_checks.caller_stacklevel())
 
 
 def check_dtype(name: str, t: torch.Tensor, weight: torch.Tensor) -> None:

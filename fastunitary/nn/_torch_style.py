@@ -33,8 +33,8 @@ class TorchStyleStack(StackedModule):
         super().__init__()
         _checks.check_positive_int("input_size", input_size)
         _checks.check_positive_int("hidden_size", hidden_size)
-        check_backend_name(backend)
         self._set_stack_options(num_layers, batch_first, dropout, bidirectional)
+        check_backend_name(backend)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.backend, self.check_finite = backend, check_finite
         G = self.gates * hidden_size

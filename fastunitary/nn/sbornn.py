@@ -72,7 +72,8 @@ class SBORNN(TorchStyleStack):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, *, method: str = "gd", eta: float = 0.05,
-                 mu: float = 0.5, learn_mu: bool = True, steps: int = 1, backend: str = "auto", check_finite: bool = False):
+                 mu: float = 0.5, learn_mu: bool = True, steps: int = 1, backend: str = "auto",
+                 check_finite: bool = False):
         check_options(method, eta, steps)
         if method != "gd" and not 0.0 <= mu < 1.0:
             raise ValueError(f"mu must be in [0, 1) for method={method!r}, got {mu}")

@@ -373,3 +373,64 @@ def test_packed_reports_a_model_whose_packed_output_disagrees(tmp_path, monkeypa
                  "--models", "lstm", "--device", "cpu", "--out", str(tmp_path)])
     (row,) = json.loads((tmp_path / "packed_cpu.json").read_text())["rows"]
     assert row["status"] == "failed correctness gate" and "packed_s" not in row
+
+
+def _suite_row(case, tokens, speed, status="ok", T=8, variant="module"):
+    return {"case": case, "label": case, "variant": variant, "backend": "auto", "mode": "forward",
+            "dtype": "fp32", "T": T, "B": 2, "hidden": 8, "input_size": 3, "status": status,
+            "tokens_per_s": tokens if status == "ok" else None,
+            "speed_vs_lstm": speed if status == "ok" else None}
+
+
+def test_compare_flags_slower_rows_and_gate_failures_only(tmp_path, capsys):
+    from bench import compare
+
+    base = {"rows": [_suite_row("scurnn", 100.0, 1.0), _suite_row("scornn", 100.0, 1.0),
+                     _suite_row("enrnn", 100.0, 1.0), _suite_row("lstm", 100.0, 1.0, T=16)]}
+    same = {"rows": [_suite_row("scurnn", 300.0, 0.9), _suite_row("scornn", 100.0, 1.5),
+                     _suite_row("enrnn", 100.0, 1.0), _suite_row("lstm", 100.0, 1.0, T=16)]}
+    entries, regressed = compare.compare(base, same)
+    assert not regressed  # -10 % is within the default 15 %; faster is fine
+    assert [e["verdict"] for e in entries] == ["same", "faster", "same", "same"]
+
+    slower = {"rows": [_suite_row("scurnn", 100.0, 0.8), *same["rows"][1:]]}
+    entries, regressed = compare.compare(base, slower)
+    assert regressed and entries[0]["verdict"] == "slower"
+    assert entries[0]["change"] == pytest.approx(-0.2)
+    assert not compare.compare(base, slower, max_slowdown=0.25)[1]
+    # tokens/s is the other metric: by it the same run is a 3x gain, not a loss
+    assert compare.compare(base, slower, metric="tokens_per_s")[0][0]["verdict"] == "same"
+
+    broken = {"rows": [_suite_row("scurnn", 0, 0, status="failed correctness gate"),
+                       *same["rows"][1:]]}
+    entries, regressed = compare.compare(base, broken)
+    assert regressed and entries[0]["verdict"] == "now failed correctness gate"
+
+    cut_short = {"rows": same["rows"][:3]}  # a run stopped by --max-minutes
+    entries, regressed = compare.compare(base, cut_short)
+    assert not regressed and entries[-1]["verdict"] == "missing"
+    assert compare.compare(base, cut_short, require_all=True)[1]
+
+    # the command: exit status 1 on a regression, a table either way
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "new.json").write_text(json.dumps(slower))
+    assert compare.main([str(tmp_path / "base.json"), str(tmp_path / "base.json")]) == 0
+    assert compare.main([str(tmp_path / "base.json"), str(tmp_path / "new.json")]) == 1
+    out = capsys.readouterr().out
+    assert "**slower**" in out and "-20.0 %" in out and "1 regression(s)" in out
+
+
+def test_compare_reads_real_suite_results_and_refuses_other_files(tmp_path):
+    from bench import compare
+
+    suite.main(TINY + ["--models", "lstm", "scornn", "--out", str(tmp_path), "--name", "a"])
+    path = tmp_path / "a_cpu.json"
+    result = json.loads(path.read_text())
+    entries, regressed = compare.compare(result, result)
+    assert entries and not regressed
+    assert {e["verdict"] for e in entries} <= {"same", "not compared"}
+    (tmp_path / "other.json").write_text(json.dumps({"environment": {}}))
+    with pytest.raises(SystemExit):
+        compare.main([str(path), str(tmp_path / "other.json")])
+    with pytest.raises(SystemExit):
+        compare.main([str(path), str(path), "--max-slowdown", "1.5"])

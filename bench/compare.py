@@ -25,6 +25,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import report
+
 KEY = ("case", "variant", "backend", "mode", "dtype", "T", "B", "hidden", "input_size")
 METRICS = ("speed_vs_lstm", "tokens_per_s")
 
@@ -35,9 +37,10 @@ def _key(row: dict) -> tuple:
 
 def compare(baseline: dict, candidate: dict, metric: str = "speed_vs_lstm",
             max_slowdown: float = 0.15, require_all: bool = False) -> tuple[list[dict], bool]:
-    """Match the rows of two suite results. Returns one entry per baseline row (``key``,
-    ``label``, ``variant``, ``base``, ``new``, ``change`` = new / base - 1 or ``None``,
-    ``verdict``) and whether the candidate regressed (module docstring)."""
+    """Match the rows of two suite results. Returns one entry per baseline row (``row``,
+    the baseline's, its ``label``, ``base``, ``new``, ``change`` = new / base - 1 or
+    ``None``, ``verdict``, ``regression``) and whether the candidate regressed (module
+    docstring)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if not 0.0 <= max_slowdown < 1.0:
@@ -62,9 +65,8 @@ def compare(baseline: dict, candidate: dict, metric: str = "speed_vs_lstm",
         else:
             verdict, bad = "same", False
         regressed |= bad
-        entries.append({"key": _key(old), "label": old.get("label", old["case"]),
-                        "variant": old["variant"], "base": base, "new": value,
-                        "change": change, "verdict": verdict, "regression": bad})
+        entries.append({"row": old, "label": old.get("label", old["case"]), "base": base,
+                        "new": value, "change": change, "verdict": verdict, "regression": bad})
     return entries, regressed
 
 
@@ -73,13 +75,12 @@ def markdown(entries: list[dict], metric: str) -> str:
              "| change | verdict |",
              "|---|---|---|---|--:|--:|--:|--:|--:|--:|---|"]
     for e in entries:
-        case, variant, backend, mode, dtype, T, B, hidden, _ = e["key"]
-        v = f"{variant} ({backend})" if backend not in (None, "-") else variant
-        fmt = (lambda x: "-" if x is None else f"{x:,.3g}")
+        r = e["row"]
         change = "-" if e["change"] is None else f"{100 * e['change']:+.1f} %"
         verdict = f"**{e['verdict']}**" if e["regression"] else e["verdict"]
-        lines.append(f"| {e['label']} | {v} | {mode} | {dtype} | {T} | {B} | {hidden} "
-                     f"| {fmt(e['base'])} | {fmt(e['new'])} | {change} | {verdict} |")
+        lines.append(f"| {e['label']} | {report._variant(r)} | {r['mode']} | {r['dtype']} "
+                     f"| {r['T']} | {r['B']} | {r['hidden']} | {report._fmt(e['base'], ',.3g')} "
+                     f"| {report._fmt(e['new'], ',.3g')} | {change} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ parameters, shape checks, and calls to the ops.
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import inspect
 import warnings
@@ -105,12 +106,11 @@ class TorchConstructorOptions:
             to = {k: v for k, v in to.items() if v is not None}  # None: torch's default
             if "dtype" in to:
                 check_parameter_dtype(to["dtype"])
+            build_on = contextlib.nullcontext()
             if "device" in to:
                 to["device"] = torch.device(to["device"])
                 build_on = torch.device("meta" if to["device"].type == "meta" else "cpu")
-                with build_on:
-                    init(self, *args, **kw)
-            else:
+            with build_on:
                 init(self, *args, **kw)
             if to:
                 self.to(**to)
@@ -488,6 +488,11 @@ class StackedModule(TorchConstructorOptions, nn.Module):
         """Nothing to do (there is no cuDNN weight buffer); kept so that code written for
         ``torch.nn.LSTM``, which calls it, runs unchanged."""
 
+    def layer_keys(self) -> list[tuple[int, bool]]:
+        """``(layer, reverse)`` of every layer and direction, in ``h_n``'s order
+        (:meth:`state_index`)."""
+        return [(k, d == 1) for k in range(self.num_layers) for d in range(self.num_directions)]
+
     def state_index(self, k: int, reverse: bool = False) -> int:
         """Index of layer ``k``'s (direction's) state in ``hx`` and ``h_n``: layer by
         layer, forward first, as ``torch.nn.LSTM``."""
@@ -509,19 +514,16 @@ class StackedModule(TorchConstructorOptions, nn.Module):
         turned back). Every layer above the first reads both directions' outputs,
         concatenated. Returns the last layer's output and each kind of final state stacked
         in ``h_n``'s order (:meth:`state_index`)."""
-        finals = []
-        for k in range(self.num_layers):
-            outputs = []
-            for d in range(self.num_directions):
-                if d == 0:
-                    out = run_layer(k, False, x)
-                else:  # the backward direction reads each sequence from its end
-                    out = run_layer(k, True, layout.reverse(x))
-                outputs.append(out[0] if d == 0 else layout.reverse(out[0]))
-                finals.append(out[1:])
-            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
-            if self.dropout > 0 and self.training and k < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+        finals, outputs = [], []
+        for k, reverse in self.layer_keys():
+            out = run_layer(k, reverse, layout.reverse(x) if reverse else x)
+            outputs.append(layout.reverse(out[0]) if reverse else out[0])
+            finals.append(out[1:])
+            if len(outputs) == self.num_directions:  # layer k done: the next one's input
+                x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
+                outputs = []
+                if self.dropout > 0 and self.training and k < self.num_layers - 1:
+                    x = F.dropout(x, self.dropout, training=True)
         return x, [torch.stack(f) for f in zip(*finals)]
 
     def _options_repr(self, bias: bool) -> str:

@@ -38,38 +38,45 @@ class PackedIndex:
         else:
             sizes = batch_sizes.to(device)
         starts = torch.cumsum(sizes, 0) - sizes
-        steps = torch.arange(self.T, device=device)
-        self.time = torch.repeat_interleave(steps, sizes, output_size=N)
+        self.steps = torch.arange(self.T, device=device)
+        self.rows = torch.arange(self.B, device=device)
+        self.time = torch.repeat_interleave(self.steps, sizes, output_size=N)
         rank = torch.arange(N, device=device) - starts[self.time]  # place in the sorted batch
         order = None if self.sorted_indices is None else self.sorted_indices.to(device)
         self.batch = rank if order is None else order[rank]
         # a sequence's length: the steps whose batch reaches past its place in the sorted batch
-        lengths = (sizes.unsqueeze(0) > torch.arange(self.B, device=device).unsqueeze(1)).sum(1)
+        lengths = (sizes.unsqueeze(0) > self.rows.unsqueeze(1)).sum(1)
         if order is not None:
             lengths = torch.empty_like(lengths).scatter_(0, order, lengths)
         self.last_step = lengths - 1
+        self._reverse_steps = None  # built by the first reverse(): only bidirectional needs it
 
     def padded(self, data: torch.Tensor) -> torch.Tensor:
         """``(N, m) -> (T, B, m)``, zeros past each sequence's end."""
         x = data.new_zeros(self.T, self.B, data.shape[-1])
         return x.index_put((self.time, self.batch), data)
 
+    def packed_data(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T, B, d) -> (N, d)``: the valid steps, in the input's packed order."""
+        return x[self.time, self.batch]
+
     def pack(self, x: torch.Tensor) -> PackedSequence:
         """``(T, B, d)`` -> a ``PackedSequence`` laid out as the input was."""
-        return PackedSequence(x[self.time, self.batch], self.batch_sizes, self.sorted_indices,
+        return PackedSequence(self.packed_data(x), self.batch_sizes, self.sorted_indices,
                               self.unsorted_indices)
 
     def last(self, seq: torch.Tensor) -> torch.Tensor:
         """``(T, B, d) -> (B, d)``: each sequence's state at its own last step."""
-        return seq[self.last_step, torch.arange(self.B, device=seq.device)]
+        return seq[self.last_step, self.rows]
 
     def reverse(self, x: torch.Tensor) -> torch.Tensor:
         """``(T, B, d)``: each sequence's valid steps in reverse order, its padding left
         after them (so :meth:`last` and :meth:`pack` apply to the result unchanged)."""
-        t = torch.arange(self.T, device=x.device).unsqueeze(1)
-        back = self.last_step.to(x.device).unsqueeze(0) - t
-        steps = torch.where(back >= 0, back, t)  # (T, B): the step that lands at t
-        return x.gather(0, steps.unsqueeze(-1).expand_as(x))
+        if self._reverse_steps is None:  # (T, B): the step that lands at t, for every call
+            t = self.steps.unsqueeze(1)
+            back = self.last_step.unsqueeze(0) - t
+            self._reverse_steps = torch.where(back >= 0, back, t)
+        return x.gather(0, self._reverse_steps.unsqueeze(-1).expand_as(x))
 
 
 class SequenceLayout:

@@ -47,11 +47,6 @@ class TorchStyleStack(StackedModule):
                 self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.zeros(G)))
                 self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.zeros(G)))
 
-    def layer_keys(self) -> list[tuple[int, bool]]:
-        """``(layer, reverse)`` of every layer and direction, in ``torch.nn.LSTM``'s order
-        (the order of ``h_n``): layer by layer, forward first."""
-        return [(k, d == 1) for k in range(self.num_layers) for d in range(self.num_directions)]
-
     @staticmethod
     def layer_suffix(k: int, reverse: bool = False) -> str:
         """``_l{k}``, or ``_l{k}_reverse``: the suffix of ``torch.nn.LSTM``'s parameter names."""

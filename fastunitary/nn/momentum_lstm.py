@@ -153,7 +153,7 @@ def _native_lstm_layer(y, w_in, b_in, w_hh, b_hh, h0, c0, training: bool,
         return out, h_n[0], c_n[0]
     if packed.sorted_indices is not None:
         hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
-    data, h_n, c_n = torch.lstm(packed.pack(y).data, packed.batch_sizes, hx, params, biased, 1,
+    data, h_n, c_n = torch.lstm(packed.packed_data(y), packed.batch_sizes, hx, params, biased, 1,
                                 0.0, training, False)
     if packed.unsorted_indices is not None:
         h_n, c_n = (s.index_select(1, packed.unsorted_indices) for s in (h_n, c_n))

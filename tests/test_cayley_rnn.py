@@ -605,10 +605,17 @@ def test_a_subclass_may_take_dtype_itself():
     assert model.tag is torch.float64 and model.layers[0].weight_ih.dtype == torch.float32
 
 
+#: the stacked modules that are LSTMs, and so take torch.nn.LSTM's proj_size
+PROJECTING = ["AdamLSTM", "MomentumLSTM", "NesterovLSTM", "RMSPropLSTM"]
+
+
 @pytest.mark.parametrize("name", STACKED)
 def test_torch_lstm_options_we_lack_are_named(name):
-    with pytest.raises(NotImplementedError, match=rf"^{name} has no proj_size option"):
-        _make(name, proj_size=2)
+    if name in PROJECTING:  # taken as torch.nn.LSTM takes it
+        assert _run(_make(name, proj_size=2), torch.randn(6, 2, 3)).shape == (6, 2, 2)
+    else:
+        with pytest.raises(NotImplementedError, match=rf"^{name} has no proj_size option"):
+            _make(name, proj_size=2)
     # torch.nn.LSTM's defaults are accepted, so code written for it runs unchanged
     model = _make(name, bidirectional=False, proj_size=0)
     assert _run(model, torch.randn(6, 2, 3)).shape[:2] == (6, 2)

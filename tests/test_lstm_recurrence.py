@@ -61,7 +61,78 @@ def test_expanded_gradient():
 
 def test_opcheck():
     g, W, h0, c0 = (t.detach().float() for t in inputs(3, 2, 2))
-    torch.library.opcheck(torch.ops.fastunitary.lstm_recurrence, (g, W, h0, c0, "reference"))
+    torch.library.opcheck(torch.ops.fastunitary.lstm_recurrence, (g, W, h0, c0, None, "reference"))
+    g, W, h0, c0, W_hr = (t.detach().float() for t in projected_inputs(3, 2, 4, 2))
+    torch.library.opcheck(torch.ops.fastunitary.lstm_recurrence, (g, W, h0, c0, W_hr, "reference"))
+
+
+# -- the projection W_hr (torch.nn.LSTM's proj_size) ---------------------------------------
+
+
+def projected_inputs(T, B, n, p, dtype=torch.float64, states=True):
+    """``g (T, B, 4n)``, ``W_hh (4n, p)``, ``h0 (B, p)``, ``c0 (B, n)``, ``W_hr (p, n)``."""
+    g = torch.randn(T, B, 4 * n, dtype=dtype, requires_grad=True)
+    W = (torch.randn(4 * n, p, dtype=dtype) / p**0.5).requires_grad_()
+    W_hr = (torch.randn(p, n, dtype=dtype) / n**0.5).requires_grad_()
+    h0 = torch.randn(B, p, dtype=dtype, requires_grad=True) if states else None
+    c0 = torch.randn(B, n, dtype=dtype, requires_grad=True) if states else None
+    return g, W, h0, c0, W_hr
+
+
+@pytest.mark.parametrize("T, B, n, p", [(1, 1, 2, 1), (7, 3, 5, 2), (20, 2, 8, 3), (6, 2, 3, 5)])
+@pytest.mark.parametrize("states", [True, False])
+def test_projection_matches_autograd_oracle(T, B, n, p, states):
+    """Outputs and the gradients of every input, W_hr included, against the per-step loop
+    differentiated by autograd (float64, assert_close's default tolerance for it); p > n
+    too, which the op allows though torch.nn.LSTM does not."""
+    g, W, h0, c0, W_hr = projected_inputs(T, B, n, p, states=states)
+    h, c = F.lstm_recurrence(g, W, h0, c0, W_hr=W_hr, backend="reference")
+    h_ref, c_ref = reference.lstm_autograd(g, W, h0, c0, W_hr)
+    assert h.shape == (T, B, p) and c.shape == (T, B, n)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+    gh, gc = torch.randn_like(h), torch.randn_like(c)
+    wrt = [a for a in (g, W, h0, c0, W_hr) if a is not None]
+    got = torch.autograd.grad((h * gh).sum() + (c * gc).sum(), wrt)
+    want = torch.autograd.grad((h_ref * gh).sum() + (c_ref * gc).sum(), wrt)
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y)
+
+
+def test_projection_gradcheck_float64():
+    g, W, h0, c0, W_hr = projected_inputs(4, 2, 3, 2)
+    f = lambda g, W, h0, c0, W_hr: F.lstm_recurrence(g, W, h0, c0, W_hr=W_hr)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (g, W, h0, c0, W_hr))
+    assert torch.autograd.gradcheck(lambda *a: f(*a)[0], (g, W, h0, c0, W_hr))  # h only
+
+
+def test_projection_equals_torch_lstm_proj_size():
+    lstm = torch.nn.LSTM(4, 6, proj_size=2, dtype=torch.float64)
+    x = torch.randn(9, 3, 4, dtype=torch.float64)
+    h0, c0 = torch.randn(1, 3, 2, dtype=torch.float64), torch.randn(1, 3, 6, dtype=torch.float64)
+    g = x @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0
+    h, c = F.lstm_recurrence(g, lstm.weight_hh_l0, h0[0], c0[0], W_hr=lstm.weight_hr_l0)
+    out, (h_n, c_n) = lstm(x, (h0, c0))
+    torch.testing.assert_close(h, out)
+    torch.testing.assert_close(h[-1], h_n[0])
+    torch.testing.assert_close(c[-1], c_n[0])
+
+
+@pytest.mark.slow
+def test_projection_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+    g, W, h0, c0, W_hr = (t.detach().float() for t in projected_inputs(6, 2, 5, 3))
+    W_hr.requires_grad_()
+
+    def f(g, W, W_hr):
+        h, c = F.lstm_recurrence(g, W, h0, c0, W_hr=W_hr)
+        return h.sum() + c.square().sum()
+
+    assert torch._dynamo.explain(f)(g, W, W_hr).graph_break_count == 0
+    out_c = torch.compile(f, fullgraph=True)(g, W, W_hr)
+    out_e = f(g, W, W_hr)
+    torch.testing.assert_close(out_c, out_e)
+    torch.testing.assert_close(torch.autograd.grad(out_c, W_hr)[0], torch.autograd.grad(out_e, W_hr)[0])
 
 
 @pytest.mark.slow
@@ -88,6 +159,15 @@ def test_compiles_without_graph_breaks():
          TypeError, "floating"),
         (lambda: F.lstm_recurrence(torch.zeros(3, 2, 8), torch.zeros(8, 2), backend="cuda"),
          ValueError, "backend"),
+        (lambda: F.lstm_recurrence(torch.zeros(3, 2, 8), torch.zeros(8, 1), W_hr=torch.zeros(1, 3)),
+         ValueError, r"W_hr must have shape \(\*, 2\) = \(p, n\)"),
+        (lambda: F.lstm_recurrence(torch.zeros(3, 2, 8), torch.zeros(8, 2), W_hr=torch.zeros(1, 2)),
+         ValueError, r"W_hh must have shape \(8, 1\) = \(4n, p\)"),
+        (lambda: F.lstm_recurrence(torch.zeros(3, 2, 8), torch.zeros(8, 1), torch.zeros(2, 2),
+                                   W_hr=torch.zeros(1, 2)),
+         ValueError, r"h0 must have shape \(2, 1\) = \(B, p\)"),
+        (lambda: F.lstm_recurrence(torch.zeros(3, 2, 8), torch.zeros(8, 0), W_hr=torch.zeros(0, 2)),
+         ValueError, "W_hr must have p >= 1 rows"),
     ],
 )
 def test_bad_input(call, exc, match):
@@ -244,6 +324,26 @@ def test_lstm_kernel_matches_torch_nn_lstm(lstm_kernel_device, monkeypatch):
     (gW_ref,) = torch.autograd.grad(out.square().sum() + c_n.sum(), lstm.weight_hh_l0)
     (gW,) = torch.autograd.grad(h.square().sum() + c[-1].sum(), lstm.weight_hh_l0)
     assert rel_err(gW, gW_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("with_state", [True, False])
+def test_projection_on_the_kernel_matches_reference(lstm_kernel_device, with_state):
+    """With W_hr the Triton backend runs the kernel on W_hh W_hr (no projection in the
+    kernel): outputs and every gradient as the reference's projected loop, 1e-5."""
+    ins = [None if t is None else t.detach().float().to(lstm_kernel_device)
+           for t in projected_inputs(6, 3, 7, 3, states=with_state)]
+    gh = torch.randn(6, 3, 3, device=lstm_kernel_device)
+    gc = torch.randn(6, 3, 7, device=lstm_kernel_device)
+    runs = []
+    for backend in ("triton", "reference"):
+        args = [None if t is None else t.clone().requires_grad_() for t in ins]
+        h, c = F.lstm_recurrence(*args[:4], W_hr=args[4], backend=backend)
+        grads = torch.autograd.grad((h * gh).sum() + (c * gc).sum(),
+                                    [t for t in args if t is not None])
+        runs.append([h, c, *grads])
+    for got, want in zip(*runs):
+        assert rel_err(got, want) <= LSTM_GRAD_TOL
 
 
 @pytest.mark.slow

@@ -8,11 +8,14 @@ from fastunitary.nn._momentum import nesterov_coefficients
 
 
 def loop_lstm(model, x, kind, *, mu=0.0, s=1.0, beta=0.999, R=0):
-    """Per-step loop written straight from METHODS.md section 5 (one layer, zeros start)."""
+    """Per-step loop written straight from METHODS.md section 5 (one layer, zeros start);
+    with ``proj_size``, torch.nn.LSTM's projection ``h_t <- W_hr h_t`` after each step."""
     T, B, _ = x.shape
     n = model.hidden_size
     W_ih, W_hh, b_ih, b_hh = (p.detach() for p in model.layer_parameters(0))
-    h = c = torch.zeros(B, n)
+    W_hr = model.layer_projection(0)
+    h = torch.zeros(B, W_hh.shape[1])
+    c = torch.zeros(B, n)
     v = m = r = torch.zeros(B, 4 * n)
     out = []
     for t in range(T):
@@ -32,6 +35,8 @@ def loop_lstm(model, x, kind, *, mu=0.0, s=1.0, beta=0.999, R=0):
         i, f, gg, o = gates.chunk(4, -1)
         c = f.sigmoid() * c + i.sigmoid() * gg.tanh()
         h = o.sigmoid() * c.tanh()
+        if W_hr is not None:
+            h = h @ W_hr.detach().T
         out.append(h)
     return torch.stack(out), h, c
 
@@ -66,9 +71,10 @@ def test_mu0_step1_equals_torch_lstm_outputs_and_gradients():
     ],
 )
 @pytest.mark.parametrize("T", [1, 9])
-def test_matches_per_step_loop(cls, kw, kind, T):
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_matches_per_step_loop(cls, kw, kind, T, proj_size):
     torch.manual_seed(1)
-    model = cls(3, 5, **kw)
+    model = cls(3, 5, proj_size=proj_size, **kw)
     with torch.no_grad():  # nonzero biases, so b_ih inside / b_hh outside the buffer matters
         for p in (model.bias_ih_l0, model.bias_hh_l0):
             p.uniform_(-0.5, 0.5)
@@ -131,10 +137,11 @@ def test_unbatched_and_state_dict_round_trip():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", [MomentumLSTM, AdamLSTM, NesterovLSTM])
-def test_fullgraph_compile_equals_eager(cls):
+@pytest.mark.parametrize("cls, proj_size", [(MomentumLSTM, 0), (AdamLSTM, 0), (NesterovLSTM, 0),
+                                            (MomentumLSTM, 2)])
+def test_fullgraph_compile_equals_eager(cls, proj_size):
     torch._dynamo.reset()
-    model = cls(3, 4, num_layers=2, learnable=cls is AdamLSTM)
+    model = cls(3, 4, num_layers=2, learnable=cls is AdamLSTM, proj_size=proj_size)
     x = torch.randn(7, 2, 3)
 
     def f(x):
@@ -159,6 +166,15 @@ def test_fullgraph_compile_equals_eager(cls):
         (lambda: NesterovLSTM(3, 4, restart=-1), ValueError, "restart"),
         (lambda: MomentumLSTM(3, 4, mu=0.0, learnable=True), ValueError, "learnable"),
         (lambda: MomentumLSTM(3, 4, backend="fast"), ValueError, "backend"),
+        *((lambda p=p: MomentumLSTM(3, 4, proj_size=p), ValueError,
+           r"proj_size must be an int in \[0, hidden_size = 4\) \(0: no projection\), got")
+          for p in (-1, 4, 5, 1.5, True, "2")),
+        (lambda: MomentumLSTM(3, 4, proj_size=2)(torch.zeros(5, 2, 3), (torch.zeros(1, 2, 4),
+                                                                        torch.zeros(1, 2, 4))),
+         ValueError, r"h_0 must have shape \(1, 2, 2\) = \(num_layers, B, proj_size\)"),
+        (lambda: MomentumLSTM(3, 4, proj_size=2)(torch.zeros(5, 2, 3), (torch.zeros(1, 2, 2),
+                                                                        torch.zeros(1, 2, 2))),
+         ValueError, r"c_0 must have shape \(1, 2, 4\) = \(num_layers, B, hidden_size\)"),
     ],
 )
 def test_bad_input(call, exc, match):
@@ -217,3 +233,91 @@ def test_state_of_another_dtype_is_refused_clearly():
     h = torch.zeros(1, 2, 5, dtype=torch.float64)
     with pytest.raises(TypeError, match="h_0 is torch.float64 but the module's parameters"):
         model(torch.randn(4, 2, 3), (h, h))
+
+
+def _uneven_batch(lengths, m, dtype):
+    """A packed batch of sequences of ``lengths`` (unsorted) with ``m`` features."""
+    from torch.nn.utils.rnn import pack_sequence
+
+    return pack_sequence([torch.randn(L, m, dtype=dtype) for L in lengths], enforce_sorted=False)
+
+
+@pytest.mark.parametrize("packed_input", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_proj_size_equals_torch_lstm_outputs_states_and_gradients(bidirectional, packed_input):
+    """``proj_size`` is torch.nn.LSTM's projection (LSTMP): loaded with its state dict
+    (``weight_hr_l*`` included), ``MomentumLSTM(mu=0, step=1)`` gives its output, ``h_n``
+    (width proj_size), ``c_n`` and every gradient; two layers, a given ``hx``, padded or
+    packed input. float64, so the tolerance is tight (1e-10 relative)."""
+    from .conftest import rel_err
+
+    dtype = torch.float64
+    lstm = torch.nn.LSTM(3, 6, num_layers=2, bidirectional=bidirectional, proj_size=2,
+                         dtype=dtype)
+    model = MomentumLSTM(3, 6, num_layers=2, bidirectional=bidirectional, proj_size=2,
+                         mu=0.0, step=1.0, dtype=dtype)
+    assert list(model.state_dict()) == list(lstm.state_dict())  # names, in torch's order
+    model.load_state_dict(lstm.state_dict())
+    B, D = 5, 2 if bidirectional else 1
+    x = _uneven_batch([3, 7, 1, 5, 7], 3, dtype) if packed_input else torch.randn(7, B, 3, dtype=dtype)
+    hx = (torch.randn(2 * D, B, 2, dtype=dtype), torch.randn(2 * D, B, 6, dtype=dtype))
+    results = []
+    for module in (lstm, model):
+        out, (h_n, c_n) = module(x, hx)
+        out = out.data if packed_input else out
+        assert out.shape[-1] == 2 * D and h_n.shape == (2 * D, B, 2) and c_n.shape == (2 * D, B, 6)
+        torch.manual_seed(0)  # the same output weights for both
+        (out * torch.randn_like(out)).sum().add(h_n.square().sum() + c_n.sum()).backward()
+        results.append([out, h_n, c_n, *(p.grad for p in module.parameters())])
+    names = ["output", "h_n", "c_n", *(name for name, _ in lstm.named_parameters())]
+    for name, want, got in zip(names, *results):
+        assert rel_err(got, want) < 1e-10, name
+
+
+def test_proj_size_on_the_triton_kernel_equals_the_reference():
+    """The projected layer runs the LSTM kernel on ``W_hh W_hr`` (Triton's interpreter
+    without a GPU): output, states and every gradient as the reference backend, within
+    the kernel tests' 1e-5 relative tolerance."""
+    from .conftest import rel_err
+
+    model = MomentumLSTM(3, 5, num_layers=2, proj_size=3, mu=0.6, step=0.6)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    x = torch.randn(6, 2, 3, device=device)
+    hx = (torch.randn(2, 2, 3, device=device), torch.randn(2, 2, 5, device=device))
+    results = []
+    for backend in ("triton", "reference"):
+        model.backend = backend
+        model.zero_grad()
+        out, (h_n, c_n) = model(x, hx)
+        (out.square().sum() + h_n.sum() + c_n.sum()).backward()
+        results.append([out, h_n, c_n, *(p.grad for p in model.parameters())])
+    for want, got in zip(results[1], results[0]):
+        assert rel_err(got, want) < 1e-5
+
+
+def test_proj_size_initialization_is_a_projector_per_gate_block():
+    """W_hr has orthonormal rows and W_hh = W_hr^T per block, so W_hh W_hr is the
+    orthogonal projector onto a p-dimensional subspace in each gate block."""
+    model = MomentumLSTM(3, 6, proj_size=2)
+    _, W_hh, _, _ = model.layer_parameters(0)
+    W_hr = model.layer_projection(0)
+    assert W_hh.shape == (24, 2) and W_hr.shape == (2, 6)
+    torch.testing.assert_close(W_hr @ W_hr.T, torch.eye(2), atol=1e-6, rtol=0)
+    for P in (W_hh @ W_hr).detach().split(6):
+        torch.testing.assert_close(P, P.T, atol=1e-6, rtol=0)
+        torch.testing.assert_close(P @ P, P, atol=1e-6, rtol=0)
+        assert abs(torch.trace(P).item() - 2) < 1e-5
+    assert "proj_size=2" in repr(model)
+    assert model.state_size == 2 and model.output_size == 2
+    assert MomentumLSTM(3, 6, bidirectional=True, proj_size=2).output_size == 4
+
+
+def test_proj_size_on_meta_then_reset_equals_a_fresh_module():
+    torch.manual_seed(3)
+    fresh = MomentumLSTM(3, 6, num_layers=2, proj_size=2)
+    reset = MomentumLSTM(3, 6, num_layers=2, proj_size=2, device="meta").to_empty(device="cpu")
+    torch.manual_seed(3)
+    reset.reset_parameters()
+    for (key, got), want in zip(reset.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=key)

@@ -14,6 +14,7 @@ import abc
 import contextlib
 import functools
 import inspect
+import operator
 import warnings
 from collections.abc import Callable
 
@@ -374,6 +375,18 @@ def check_dropout(dropout: float, num_layers: int) -> None:
     if dropout > 0 and num_layers == 1:
         warnings.warn("dropout acts between layers; with num_layers=1 it does nothing",
                       stacklevel=_checks.caller_stacklevel())
+
+
+def check_proj_size(proj_size, hidden_size: int) -> None:
+    """``ValueError`` unless ``proj_size`` is an int in ``[0, hidden_size)``, as
+    ``torch.nn.LSTM`` (0: no projection)."""
+    try:
+        ok = not isinstance(proj_size, bool) and 0 <= operator.index(proj_size) < hidden_size
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"proj_size must be an int in [0, hidden_size = {hidden_size}) "
+                         f"(0: no projection), got {proj_size!r}")
 
 
 def check_dtype(name: str, t: torch.Tensor, weight: torch.Tensor) -> None:

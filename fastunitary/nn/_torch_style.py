@@ -2,9 +2,10 @@
 
 Subclasses own ``self.momentum`` (a :class:`~fastunitary.nn._momentum.MomentumBuffer`).
 Parameters ``weight_ih_l{k}`` ``(G, in)``, ``weight_hh_l{k}`` ``(G, n)``, ``bias_ih_l{k}``,
-``bias_hh_l{k}`` ``(G,)`` (and ``..._l{k}_reverse`` for the backward direction of a
-bidirectional module) live on the module itself (``G = 4n`` for an LSTM, ``n`` for a plain
-cell), so a ``torch.nn.LSTM``/``RNN`` state dict loads as it is. Subclasses say how a
+``bias_hh_l{k}`` ``(G,)``, with ``proj_size = p > 0`` (LSTMs only) ``weight_hr_l{k}``
+``(p, n)`` and ``weight_hh_l{k}`` ``(G, p)`` (and ``..._l{k}_reverse`` for the backward
+direction of a bidirectional module) live on the module itself (``G = 4n`` for an LSTM,
+``n`` for a plain cell), so a ``torch.nn.LSTM``/``RNN`` state dict loads as it is. Subclasses say how a
 layer turns its input ``x`` into states (the ``run_layer`` given to :meth:`_layers`),
 usually through the buffer of its input term ``g = x W_ih^T + b_ih`` (:meth:`_buffer`).
 """
@@ -16,7 +17,8 @@ from torch import nn
 
 from .. import _checks
 from .._backend import check_backend_name
-from ._base import StackedModule, check_dtype, check_sequence_input, layer_count_name
+from ._base import (StackedModule, check_dtype, check_proj_size, check_sequence_input,
+                    layer_count_name)
 from ._sequence import SequenceLayout
 
 
@@ -29,23 +31,40 @@ class TorchStyleStack(StackedModule):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 *, backend: str = "auto", check_finite: bool = False):
+                 proj_size: int = 0, *, backend: str = "auto", check_finite: bool = False):
         super().__init__()
         _checks.check_positive_int("input_size", input_size)
         _checks.check_positive_int("hidden_size", hidden_size)
         self._set_stack_options(num_layers, batch_first, dropout, bidirectional)
+        check_proj_size(proj_size, hidden_size)
         check_backend_name(backend)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self.proj_size = int(proj_size)
         self.backend, self.check_finite = backend, check_finite
-        G = self.gates * hidden_size
+        G, width = self.gates * hidden_size, self.state_size
         for k, reverse in self.layer_keys():
-            m = input_size if k == 0 else self.num_directions * hidden_size
+            m = input_size if k == 0 else self.num_directions * width
             suffix = self.layer_suffix(k, reverse)
+            # torch.nn.LSTM's registration order, so that state dicts list alike
             self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(G, m)))
-            self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(G, hidden_size)))
+            self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(G, width)))
             if bias:
                 self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.zeros(G)))
                 self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.zeros(G)))
+            if proj_size:
+                self.register_parameter(f"weight_hr{suffix}",
+                                        nn.Parameter(torch.empty(proj_size, hidden_size)))
+
+    @property
+    def state_size(self) -> int:
+        """Width of ``h_t``, ``h_n`` and each direction's output: ``proj_size`` if set,
+        else ``hidden_size`` (``c_t`` keeps ``hidden_size``)."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def output_size(self) -> int:
+        """Width of ``output``: ``D * state_size`` (``D`` = 2 if bidirectional else 1)."""
+        return self.num_directions * self.state_size
 
     @staticmethod
     def layer_suffix(k: int, reverse: bool = False) -> str:
@@ -59,16 +78,28 @@ class TorchStyleStack(StackedModule):
         get = lambda name: getattr(self, f"{name}{suffix}", None)  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
+    def layer_projection(self, k: int, reverse: bool = False) -> torch.Tensor | None:
+        """``weight_hr`` ``(proj_size, hidden_size)`` of layer ``k`` (``reverse``: its
+        backward direction), ``None`` without ``proj_size``."""
+        return getattr(self, f"weight_hr{self.layer_suffix(k, reverse)}", None)
+
     def recurrent_matrix(self, layer: int = 0, reverse: bool = False) -> torch.Tensor:
-        """``W_hh`` of ``layer`` (``reverse``: of its backward direction): ``(G, hidden_size)``."""
+        """``W_hh`` of ``layer`` (``reverse``: of its backward direction): ``(G,
+        state_size)``; with ``proj_size`` the recurrence acts through ``W_hh W_hr``
+        (:meth:`layer_projection`)."""
         return self.layer_parameters(self._check_layer(layer, reverse), reverse)[1]
 
-    def _check_state(self, name: str, s: torch.Tensor, B: int, unbatched: bool) -> torch.Tensor:
+    def _check_state(self, name: str, s: torch.Tensor, B: int, unbatched: bool,
+                     cell: bool = False) -> torch.Tensor:
+        """An initial state ``(D * num_layers, B, width)`` checked (made batched); the width
+        is :attr:`state_size`, or ``hidden_size`` for an LSTM's ``c_0`` (``cell``)."""
         _checks.check_tensor(name, s, allow_complex=False)
         L = self.num_directions * self.num_layers
-        want = (L, self.hidden_size) if unbatched else (L, B, self.hidden_size)
+        width, width_name = ((self.hidden_size, "hidden_size") if cell or not self.proj_size
+                             else (self.proj_size, "proj_size"))
+        want = (L, width) if unbatched else (L, B, width)
         what = f"({layer_count_name(self.num_directions)}, " + ("" if unbatched else "B, ")
-        _checks.check_shape(name, s, want, what=what + "hidden_size)")
+        _checks.check_shape(name, s, want, what=what + width_name + ")")
         _checks.check_same_device("the module's parameters", self.weight_ih_l0, **{name: s})
         check_dtype(name, s, self.weight_ih_l0)
         if self.check_finite:
@@ -89,6 +120,8 @@ class TorchStyleStack(StackedModule):
 
     def extra_repr(self) -> str:
         s = self._options_repr(self.bias)
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s

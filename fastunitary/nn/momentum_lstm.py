@@ -15,6 +15,13 @@ exactly ``torch.nn.LSTM``.
 Parameters are named and shaped exactly as ``torch.nn.LSTM``'s, so
 ``MomentumLSTM(...).load_state_dict(lstm.state_dict())`` works (with fixed coefficients;
 learnable ones add ``momentum.*`` entries: load with ``strict=False``).
+
+``proj_size = p > 0`` is ``torch.nn.LSTM``'s projection (LSTMP): ``r_t = W_hr h_t``
+``(p,)`` replaces ``h_t`` as the output, the state ``h_n`` and the recurrent input, so
+``z_t = ... + W_hh r_{t-1}`` with ``W_hh`` ``(4n, p)``. It is ``lstm_recurrence``'s
+``W_hr`` (see there for how the Triton kernel runs it), taken by every layer, eager or
+compiled; PyTorch's fused CPU LSTM (oneDNN) has no projection, so the native route below
+is not used.
 """
 
 from __future__ import annotations
@@ -35,18 +42,24 @@ class MomentumLSTMBase(TorchStyleStack):
     four gate blocks (``eye(n).repeat(4, 1)``, as the official cell), biases zero except
     the forget-gate part of ``b_hh`` (``forget_bias``, 1 by default; the TIMIT recipe
     uses -4), placed outside the buffer so that it acts unscaled from the first step.
+    With ``proj_size`` (not in the official code): ``W_hr`` ``(p, n)`` with orthonormal
+    rows and ``W_hh = W_hr^T`` in each gate block, so the recurrence acts through
+    ``W_hh W_hr``, the orthogonal projector onto a random ``p``-dimensional subspace in
+    each block (the identity when ``p = n``).
     """
 
     gates = 4
+    TORCH_ONLY_DEFAULTS = {}  # proj_size is taken, as by torch.nn.LSTM
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0,
                  *, kind: str, mu: float = 0.0,
                  step: float = 1.0, beta: float = 0.999, restart: int = 0,
                  learnable: bool = False, forget_bias: float = 1.0, backend: str = "auto",
                  check_finite: bool = False):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, backend=backend, check_finite=check_finite)
+                         bidirectional, proj_size, backend=backend, check_finite=check_finite)
         self.forget_bias = float(forget_bias)
         self.momentum = MomentumBuffer(kind, mu=mu, step=step, beta=beta, restart=restart,
                                        learnable=learnable)
@@ -59,7 +72,12 @@ class MomentumLSTMBase(TorchStyleStack):
             for k, reverse in self.layer_keys():
                 w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
                 nn.init.orthogonal_(w_ih, generator=generator)
-                w_hh.copy_(torch.eye(n).repeat(4, 1))
+                w_hr = self.layer_projection(k, reverse)
+                if w_hr is None:
+                    w_hh.copy_(torch.eye(n).repeat(4, 1))
+                else:
+                    nn.init.orthogonal_(w_hr, generator=generator)
+                    w_hh.copy_(w_hr.t().repeat(4, 1))
                 if b_ih is not None:
                     b_ih.zero_()
                     b_hh.zero_()
@@ -71,14 +89,15 @@ class MomentumLSTMBase(TorchStyleStack):
         Args:
             input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``,
                 ``(T, input_size)`` unbatched, or a ``PackedSequence``.
-            hx: ``(h_0, c_0)``, each ``(D * num_layers, B, hidden_size)`` (``D`` = 2 if
-                bidirectional else 1; ``(D * num_layers, hidden_size)`` unbatched), or
+            hx: ``(h_0, c_0)``: ``h_0`` ``(D * num_layers, B, H)``, ``c_0`` ``(D *
+                num_layers, B, hidden_size)`` (``D`` = 2 if bidirectional else 1; ``H`` =
+                ``proj_size`` if set, else ``hidden_size``; without ``B`` unbatched), or
                 ``None`` for zeros. The momentum buffers always start at zero.
         Returns:
-            ``(output, (h_n, c_n))``: ``output`` ``(T, B, D * hidden_size)`` (batch first,
-            unbatched or packed as the input), the last layer's ``h_t``; ``h_n``, ``c_n``
-            ``(D * num_layers, B, hidden_size)`` in ``torch.nn.LSTM``'s order, at each
-            sequence's own last step.
+            ``(output, (h_n, c_n))``: ``output`` ``(T, B, D * H)`` (batch first, unbatched
+            or packed as the input), the last layer's ``h_t``; ``h_n`` ``(D * num_layers,
+            B, H)`` and ``c_n`` ``(D * num_layers, B, hidden_size)`` in ``torch.nn.LSTM``'s
+            order, at each sequence's own last step.
         """
         x, layout = self._sequence(input)
         B, unbatched = x.shape[1], layout.unbatched
@@ -86,13 +105,14 @@ class MomentumLSTMBase(TorchStyleStack):
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("hx must be a tuple (h_0, c_0), as for torch.nn.LSTM")
             hx = (self._check_state("h_0", hx[0], B, unbatched),
-                  self._check_state("c_0", hx[1], B, unbatched))
+                  self._check_state("c_0", hx[1], B, unbatched, cell=True))
 
         def run_layer(k, reverse, x):
             i = self.state_index(k, reverse)
             h0, c0 = (None, None) if hx is None else (hx[0][i], hx[1][i])
             w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
-            if self._use_native_lstm(x, layout.packed):
+            w_hr = self.layer_projection(k, reverse)
+            if w_hr is None and self._use_native_lstm(x, layout.packed):
                 factored = self.momentum.linear_input(x, w_ih, b_ih, self.backend)
                 if factored is not None:
                     return _native_lstm_layer(*factored, w_hh, b_hh, h0, c0, self.training,
@@ -100,7 +120,7 @@ class MomentumLSTMBase(TorchStyleStack):
             buf = self.momentum.of_input(x, w_ih, b_ih, self.backend)
             if b_hh is not None:
                 buf = buf + b_hh
-            h, c = lstm_recurrence(buf, w_hh, h0, c0, backend=self.backend)
+            h, c = lstm_recurrence(buf, w_hh, h0, c0, W_hr=w_hr, backend=self.backend)
             return h, layout.last(h), layout.last(c)
 
         out, (h_n, c_n) = self._layers(x, layout, run_layer)
@@ -170,9 +190,9 @@ class MomentumLSTM(MomentumLSTMBase):
         output, (h_n, c_n) = rnn(x)     # x: (B, T, 1) -> output (B, T, 128)
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
-            ``torch.nn.LSTM``, parameter names included (a ``torch.nn.LSTM`` state dict
-            loads as it is). Both directions share ``mu`` and ``step``.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            proj_size: as ``torch.nn.LSTM``, parameter names included (a ``torch.nn.LSTM``
+            state dict loads as it is). Both directions share ``mu`` and ``step``.
         mu: momentum in [0, 1) (official script default 0.9; MNIST recipe 0.6, permuted
             MNIST 0.6, TIMIT 0.3).
         step: ``s`` > 0 (default 0.1; MNIST 0.6, permuted MNIST 1.0, TIMIT 0.1).
@@ -183,9 +203,10 @@ class MomentumLSTM(MomentumLSTMBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0,
                  *, mu: float = 0.9, step: float = 0.1, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, kind="momentum", mu=mu, step=step, **kwargs)
+                         bidirectional, proj_size, kind="momentum", mu=mu, step=step, **kwargs)
 
 
 class AdamLSTM(MomentumLSTMBase):
@@ -197,9 +218,10 @@ class AdamLSTM(MomentumLSTMBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0,
                  *, mu: float = 0.9, step: float = 0.1, beta: float = 0.999, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, kind="adam", mu=mu, step=step, beta=beta, **kwargs)
+                         bidirectional, proj_size, kind="adam", mu=mu, step=step, beta=beta, **kwargs)
 
 
 class RMSPropLSTM(MomentumLSTMBase):
@@ -210,9 +232,10 @@ class RMSPropLSTM(MomentumLSTMBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0,
                  *, step: float = 0.1, beta: float = 0.999, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, kind="rmsprop", step=step, beta=beta, **kwargs)
+                         bidirectional, proj_size, kind="rmsprop", step=step, beta=beta, **kwargs)
 
 
 class NesterovLSTM(MomentumLSTMBase):
@@ -232,6 +255,7 @@ class NesterovLSTM(MomentumLSTMBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0,
                  *, step: float = 0.1, restart: int = 2, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, kind="nesterov", step=step, restart=restart, **kwargs)
+                         bidirectional, proj_size, kind="nesterov", step=step, restart=restart, **kwargs)

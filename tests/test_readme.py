@@ -29,6 +29,8 @@ def test_readme_momentum_example_runs():
     assert ns["output"].shape == (8, 784, 128)
     assert ns["c_n"].shape == (1, 8, 128)
     assert ns["out_orth"].shape == (8, 784, 128)
+    assert ns["out_p"].shape == (8, 784, 32)
+    assert ns["h_p"].shape == (1, 8, 32) and ns["c_p"].shape == (1, 8, 128)
 
 
 def test_readme_splits_example_runs():

@@ -375,6 +375,35 @@ def test_packed_reports_a_model_whose_packed_output_disagrees(tmp_path, monkeypa
     assert row["status"] == "failed correctness gate" and "packed_s" not in row
 
 
+def test_projection_times_lstmp_after_checking_it_equals_torchs(tmp_path, capsys):
+    from bench import projection
+
+    argv = ["--T", "5", "--B", "2", "--hidden", "6", "--proj", "2", "--input", "3",
+            "--repeats", "2", "--device", "cpu", "--out", str(tmp_path)]
+    projection.main(argv)
+    result = json.loads((tmp_path / "projection_cpu.json").read_text())
+    assert result["status"] == "ok" and result["rel_error_vs_torch"] <= 1e-4
+    for mode in ("forward", "forward+backward"):
+        assert set(result["times"][mode]) == set(result["speed_vs_torch_lstmp"][mode]) == {
+            "torch.nn.LSTM(proj_size)", "MomentumLSTM(mu=0, step=1, proj_size)",
+            "MomentumLSTM(mu=0.6, proj_size)", "torch.nn.LSTM (no projection)"}
+        assert result["speed_vs_torch_lstmp"][mode]["torch.nn.LSTM(proj_size)"] == 1.0
+    assert "speed vs torch LSTMP" in capsys.readouterr().out
+
+
+def test_projection_refuses_to_time_a_mismatch(tmp_path, monkeypatch):
+    from bench import projection
+
+    original = projection.MomentumLSTM.forward
+    monkeypatch.setattr(projection.MomentumLSTM, "forward",
+                        lambda self, *a: (lambda out: (out[0] + 1, out[1]))(original(self, *a)))
+    with pytest.raises(SystemExit):
+        projection.main(["--T", "4", "--B", "2", "--hidden", "4", "--proj", "2", "--input", "3",
+                         "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "projection_cpu.json").read_text())
+    assert result["status"] == "failed correctness gate" and "times" not in result
+
+
 def _suite_row(case, tokens, speed, status="ok", T=8, variant="module"):
     return {"case": case, "label": case, "variant": variant, "backend": "auto", "mode": "forward",
             "dtype": "fp32", "T": T, "B": 2, "hidden": 8, "input_size": 3, "status": status,

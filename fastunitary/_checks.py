@@ -53,7 +53,7 @@ def check_shape(name: str, x: torch.Tensor, expected: Shape, *, what: str = "") 
     ``what`` names the dimensions for the message, e.g. ``"(T, B, input_size)"``.
     """
     ok = x.dim() == len(expected) and all(
-        e is None or int(s) == e for s, e in zip(x.shape, expected)
+        e is None or s == e for s, e in zip(x.shape, expected)  # no int(): keeps a SymInt symbolic
     )
     if not ok:
         names = f" = {what}" if what else ""

@@ -653,3 +653,41 @@ def test_a_subclass_may_take_a_torch_only_option_itself():
 
     with pytest.raises(NotImplementedError, match="Plain has no proj_size option"):
         Plain(3, 4, proj_size=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STACKED)
+def test_torch_export_with_dynamic_batch_and_length(name):
+    """``torch.export`` with batch and length dynamic from 1 (two layers, bidirectional,
+    batch first, a given ``hx``; the LSTMs with ``proj_size``): the exported program, saved
+    and loaded, gives the module's output and states on shapes other than the traced one."""
+    from torch.export import Dim
+
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True)
+    if name in PROJECTING:
+        kw["proj_size"] = 2
+    if name == "SBORNN":
+        kw["method"] = "gd"
+    model = _make(name, **kw).eval()
+
+    def initial_state(B):
+        with torch.no_grad():
+            _, h_n = model(torch.randn(B, 2, 3))
+        return tuple(torch.randn_like(h) for h in h_n) if isinstance(h_n, tuple) else torch.randn_like(h_n)
+
+    B, T = Dim("B", min=1), Dim("T", min=1)
+    hx = initial_state(2)
+    hx_dims = tuple({1: B} for _ in hx) if isinstance(hx, tuple) else {1: B}
+    program = torch.export.export(model, (torch.randn(2, 6, 3), hx),
+                                  dynamic_shapes={"input": {0: B, 1: T}, "hx": hx_dims})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    loaded = torch.export.load(buffer).module()
+    for b, t in [(5, 11), (1, 1), (1, 7), (3, 1)]:
+        x, hx = torch.randn(b, t, 3), initial_state(b)
+        got, want = loaded(x, hx), model(x, hx)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+        states = zip(*(s if isinstance(s, tuple) else (s,) for s in (got[1], want[1])))
+        for g, w in states:
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)

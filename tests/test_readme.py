@@ -33,6 +33,11 @@ def test_readme_momentum_example_runs():
     assert ns["h_p"].shape == (1, 8, 32) and ns["c_p"].shape == (1, 8, 128)
 
 
+def test_readme_export_example_runs():
+    ns = run_block("torch.export.export(")
+    assert ns["output"].shape == (5, 100, 16) and ns["h_n"].shape == (1, 5, 16)
+
+
 def test_readme_splits_example_runs():
     pytest.importorskip("datasets")  # in the dev extra (CI); not on the GPU machines' image
     ns = run_block("load_task(")

@@ -120,8 +120,8 @@ class ENRNNCell(_base.RecurrentCell):
         active = self.normalization_on if self.normalization == "sticky" else None
         W2, sigma, on = spectral_normalize(self.M, rule=self.normalization, active=active)
         if self.normalization == "sticky":
-            with torch.no_grad():
-                self.normalization_on.copy_(on)
+            # detach, not a no_grad block: torch.export cannot load a program holding one
+            self.normalization_on.copy_(on.detach())
         return W2, sigma
 
     def _compute_recurrent_weight(self) -> torch.Tensor:

@@ -691,3 +691,18 @@ def test_torch_export_with_dynamic_batch_and_length(name):
         states = zip(*(s if isinstance(s, tuple) else (s,) for s in (got[1], want[1])))
         for g, w in states:
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in ALL_MODULES if n.endswith("Cell")])
+def test_torch_export_of_a_cell_with_dynamic_batch(name):
+    from torch.export import Dim
+
+    cell = _make(name).eval()
+    h = cell(torch.randn(2, 3))
+    B = Dim("B", min=1)
+    program = torch.export.export(cell, (torch.randn(2, 3), h),
+                                  dynamic_shapes={"input": {0: B}, "hx": {0: B}})
+    for b in (1, 5):
+        x, hx = torch.randn(b, 3), torch.randn(b, h.shape[1])
+        torch.testing.assert_close(program.module()(x, hx), cell(x, hx), rtol=1e-6, atol=1e-6)

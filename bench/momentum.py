@@ -7,7 +7,8 @@ Forward+backward time of one sequence batch for: ``MomentumLSTM(mu=0.6)``, the s
 ``mu=0`` (no scan: the plain LSTM path), ``AdamLSTM`` (two scans), ``NesterovLSTM``
 (per-step coefficients), ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on CUDA), and a
 per-step Python loop with the same parameters differentiated by autograd (how the
-official code runs). The variants are timed in turn within each repeat, so that the
+official code runs), and ``MomentumLSTM(mu=0.6)`` under ``torch.compile(fullgraph=True)``,
+as it compiles and with ``backend="reference"`` (compiled through ``lstm_recurrence``). The variants are timed in turn within each repeat, so that the
 ratios survive a noisy machine. Writes ``bench/results/momentum_<device>.json``.
 """
 
@@ -29,6 +30,7 @@ def main(argv=None) -> None:
     p.add_argument("--B", type=int, default=32)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--input", type=int, default=32)
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -43,6 +45,16 @@ def main(argv=None) -> None:
         "torch.nn.LSTM": torch.nn.LSTM(m, n),
     }
     runs = {name: (lambda mod=mod.to(device): mod(x)[0].sum().backward()) for name, mod in models.items()}
+    if not args.no_compile:
+        # the same module compiled: on the CPU its layers are the onednn_lstm op, and with
+        # backend="reference" the lstm_recurrence op (the compiled route before it)
+        compiled_model = models["MomentumLSTM(mu=0.6)"]
+        reference_model = MomentumLSTM(m, n, mu=0.6, step=0.6, backend="reference").to(device)
+        reference_model.load_state_dict(compiled_model.state_dict())
+        for name, mod in (("MomentumLSTM(mu=0.6), compiled", compiled_model),
+                          ("MomentumLSTM(mu=0.6), compiled, lstm_recurrence op", reference_model)):
+            fn = torch.compile(mod, fullgraph=True)
+            runs[name] = lambda fn=fn: fn(x)[0].sum().backward()
     loop_model = models["MomentumLSTM(mu=0.6)"]
     runs["per-step Python loop (mu=0.6)"] = lambda: momentum_lstm_loop(loop_model, x).sum().backward()
     times = time_interleaved(runs, device, repeats=args.repeats)
@@ -56,6 +68,11 @@ def main(argv=None) -> None:
         "per_step_loop_over_momentum": times["per-step Python loop (mu=0.6)"]["median_s"] / mom,
         "momentum_over_torch_lstm": mom / times["torch.nn.LSTM"]["median_s"],
     }
+    if not args.no_compile:
+        ratios["compiled_over_eager"] = times["MomentumLSTM(mu=0.6), compiled"]["median_s"] / mom
+        ratios["compiled_lstm_recurrence_over_compiled"] = (
+            times["MomentumLSTM(mu=0.6), compiled, lstm_recurrence op"]["median_s"]
+            / times["MomentumLSTM(mu=0.6), compiled"]["median_s"])
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}")
     payload = {"environment": environment(device), "config": vars(args), "times": times, "ratios": ratios}

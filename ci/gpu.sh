@@ -5,7 +5,7 @@
 #                          # compiled, no interpreter): at most ~5.5 minutes
 #   bash ci/gpu.sh bench   # offline install, the benchmarks, JSON in $OUT (default
 #                          # bench/results), the suite `python -m bench --full` last:
-#                          # at most ~7.1 minutes
+#                          # at most ~7.3 minutes
 #   bash ci/gpu.sh         # both, one after the other
 # Every line of output also goes to $OUT/gpu.log (a call returns only the tail of its
 # output); the last lines of each stage are its summary. GIT_COMMIT (default: git
@@ -51,7 +51,7 @@ if [ "$STAGE" != tests ]; then
   run 45 python3 -m bench.cayley --complex --n 256 1024 2048 --batch 1 --out "$OUT"
   run 30 python3 -m bench.momentum --out "$OUT"
   run 30 python3 -m bench.packed --out "$OUT"
-  run 20 python3 -m bench.projection --out "$OUT"
+  run 30 python3 -m bench.projection --out "$OUT"
   # the suite last, under its own cap (checked before each row) inside the stage's
   run 150 python3 -m bench --full --max-minutes "${BENCH_MINUTES:-2}" --no-progress --out "$OUT"
   run 30 python3 -m bench.report "$OUT"/bench_full_*.json --center

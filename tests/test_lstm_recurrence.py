@@ -60,10 +60,24 @@ def test_expanded_gradient():
 
 
 def test_opcheck():
-    g, W, h0, c0 = (t.detach().float() for t in inputs(3, 2, 2))
-    torch.library.opcheck(torch.ops.fastunitary.lstm_recurrence, (g, W, h0, c0, None, "reference"))
-    g, W, h0, c0, W_hr = (t.detach().float() for t in projected_inputs(3, 2, 4, 2))
-    torch.library.opcheck(torch.ops.fastunitary.lstm_recurrence, (g, W, h0, c0, W_hr, "reference"))
+    """Both ops, with and without W_hr, autograd included (inputs that require grad), at
+    sizes that all differ (T = 4, B = 3, n = 5, p = 2), so a fake shape with two sizes
+    swapped fails."""
+    def leaves(tensors):
+        return [None if t is None else t.detach().float().requires_grad_() for t in tensors]
+
+    forward, backward = torch.ops.fastunitary.lstm_recurrence, torch.ops.fastunitary.lstm_recurrence_backward
+    for W_hr_used in (False, True):
+        if W_hr_used:
+            g, W, h0, c0, W_hr = leaves(projected_inputs(4, 3, 5, 2))
+        else:
+            (g, W, h0, c0), W_hr = leaves(inputs(4, 3, 5)), None
+        torch.library.opcheck(forward, (g, W, h0, c0, W_hr, "reference"))
+        with torch.no_grad():
+            h, c = forward(g, W, h0, c0, W_hr, "reference")
+        grads = (torch.randn_like(h), torch.randn_like(c))
+        args = [t if t is None else t.detach() for t in (g, W, h0, c0, h, c, W_hr)]
+        torch.library.opcheck(backward, (*grads, *args[:6], args[6], "reference"))
 
 
 # -- the projection W_hr (torch.nn.LSTM's proj_size) ---------------------------------------
@@ -324,6 +338,25 @@ def test_lstm_kernel_matches_torch_nn_lstm(lstm_kernel_device, monkeypatch):
     (gW_ref,) = torch.autograd.grad(out.square().sum() + c_n.sum(), lstm.weight_hh_l0)
     (gW,) = torch.autograd.grad(h.square().sum() + c[-1].sum(), lstm.weight_hh_l0)
     assert rel_err(gW, gW_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+def test_projection_on_the_kernel_under_autocast(lstm_kernel_device):
+    """The products around the kernel (W_hh W_hr, ...) stay float32 under autocast: the
+    kernel takes only float32."""
+    g, W, h0, c0, W_hr = (t.detach().float().to(lstm_kernel_device)
+                          for t in projected_inputs(5, 2, 6, 3))
+    want = F.lstm_recurrence(g, W, h0, c0, W_hr=W_hr, backend="reference")
+    with torch.autocast(lstm_kernel_device.type, dtype=torch.bfloat16):
+        got = F.lstm_recurrence(g, W, h0, c0, W_hr=W_hr, backend="triton")
+    for a, b in zip(got, want):
+        assert a.dtype == torch.float32 and rel_err(a, b) <= LSTM_OUT_TOL
+
+
+def test_the_op_refuses_w_hr_on_the_kernel():
+    g, W, h0, c0, W_hr = (t.detach().float() for t in projected_inputs(3, 2, 4, 2))
+    with pytest.raises(ValueError, match="the Triton LSTM kernel has no projection"):
+        torch.ops.fastunitary.lstm_recurrence(g, W, h0, c0, W_hr, "triton")
 
 
 @pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)

@@ -217,15 +217,66 @@ def test_cpu_native_route_equals_the_reference_op(cls, kw, bias, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def _refuse_native_routes(monkeypatch):
+    from fastunitary.nn import momentum_lstm
+
+    monkeypatch.setattr(torch, "lstm", lambda *a: pytest.fail("torch.lstm called"))
+    monkeypatch.setattr(momentum_lstm, "onednn_lstm", lambda *a: pytest.fail("onednn_lstm called"))
+
+
 def test_no_native_route_where_the_buffer_does_not_factor(monkeypatch):
     """AdamLSTM's buffer is not linear, and for input_size + 1 >= 4 hidden scanning the
     gates is cheaper: both stay on the lstm_recurrence op."""
-    monkeypatch.setattr(torch, "lstm", lambda *a: pytest.fail("torch.lstm called"))
+    _refuse_native_routes(monkeypatch)
     for model, m in ((AdamLSTM(3, 5, mu=0.6, step=0.6), 3), (MomentumLSTM(30, 4, mu=0.6), 30)):
         x = torch.randn(4, 2, m)
         torch.testing.assert_close(model(x)[0], loop_lstm(model, x, **(
             dict(kind="adam", mu=0.6, s=0.6) if isinstance(model, AdamLSTM)
             else dict(kind="momentum", mu=0.6, s=0.1)))[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learnable", [False, True])
+def test_compiled_model_runs_the_onednn_op(learnable):
+    """Compiled (fullgraph), a linear buffer's layers are the onednn_lstm op (PyTorch's
+    oneDNN LSTM, as eager runs get through torch.lstm): same outputs and gradients as
+    eager, the op found in the compiled code."""
+    torch._dynamo.reset()
+    model = MomentumLSTM(3, 5, num_layers=2, mu=0.6, step=0.6, learnable=learnable)
+    x = torch.randn(7, 2, 3)
+    hx = (torch.randn(2, 2, 5), torch.randn(2, 2, 5))
+
+    def loss(m):
+        out, (h_n, c_n) = m(x, hx)
+        return out.square().sum() + h_n.sum() + c_n.sum()
+
+    from torch._inductor.utils import run_and_get_code
+
+    compiled_loss, code = run_and_get_code(torch.compile(loss, fullgraph=True), model)
+    assert "fastunitary.onednn_lstm" in "\n".join(code)
+    got = torch.autograd.grad(compiled_loss, list(model.parameters()))
+    eager_loss = loss(model)
+    want = torch.autograd.grad(eager_loss, list(model.parameters()))
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_float64_or_mkldnn_off_takes_the_reference_op():
+    """oneDNN's LSTM is float32, and PyTorch's switch can turn it off: compiled, such a
+    model runs the lstm_recurrence op instead, with eager's result."""
+    from torch._inductor.utils import run_and_get_code
+
+    for dtype, enabled in ((torch.float64, True), (torch.float32, False)):
+        torch._dynamo.reset()
+        model = MomentumLSTM(3, 5, mu=0.6, step=0.6, dtype=dtype)
+        x = torch.randn(6, 2, 3, dtype=dtype)
+        with torch.backends.mkldnn.flags(enabled=enabled):
+            out, code = run_and_get_code(torch.compile(lambda x: model(x)[0], fullgraph=True), x)
+        code = "\n".join(code)
+        assert "fastunitary.onednn_lstm" not in code and "fastunitary.lstm_recurrence" in code
+        torch.testing.assert_close(out, model(x)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_state_of_another_dtype_is_refused_clearly():
@@ -242,20 +293,24 @@ def _uneven_batch(lengths, m, dtype):
     return pack_sequence([torch.randn(L, m, dtype=dtype) for L in lengths], enforce_sorted=False)
 
 
+@pytest.mark.parametrize("backend", ["auto", "reference"])
 @pytest.mark.parametrize("packed_input", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_proj_size_equals_torch_lstm_outputs_states_and_gradients(bidirectional, packed_input):
+def test_proj_size_equals_torch_lstm_outputs_states_and_gradients(bidirectional, packed_input,
+                                                                  backend):
     """``proj_size`` is torch.nn.LSTM's projection (LSTMP): loaded with its state dict
     (``weight_hr_l*`` included), ``MomentumLSTM(mu=0, step=1)`` gives its output, ``h_n``
     (width proj_size), ``c_n`` and every gradient; two layers, a given ``hx``, padded or
-    packed input. float64, so the tolerance is tight (1e-10 relative)."""
+    packed input; through torch.lstm ("auto" on the CPU, where packed input with autograd
+    takes the op) and through the lstm_recurrence op ("reference"). float64, so the
+    tolerance is tight (1e-10 relative)."""
     from .conftest import rel_err
 
     dtype = torch.float64
     lstm = torch.nn.LSTM(3, 6, num_layers=2, bidirectional=bidirectional, proj_size=2,
                          dtype=dtype)
     model = MomentumLSTM(3, 6, num_layers=2, bidirectional=bidirectional, proj_size=2,
-                         mu=0.0, step=1.0, dtype=dtype)
+                         mu=0.0, step=1.0, dtype=dtype, backend=backend)
     assert list(model.state_dict()) == list(lstm.state_dict())  # names, in torch's order
     model.load_state_dict(lstm.state_dict())
     B, D = 5, 2 if bidirectional else 1

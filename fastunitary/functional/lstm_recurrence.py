@@ -30,8 +30,11 @@ def _lstm_op(
     g: torch.Tensor, W_hh: torch.Tensor, h0: Optional[torch.Tensor], c0: Optional[torch.Tensor],
     W_hr: Optional[torch.Tensor], backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if backend == "triton" and W_hr is not None:
+        raise ValueError("the Triton LSTM kernel has no projection: lstm_recurrence() runs "
+                         "W_hr around it (call that, not the op)")
     with autocast_off(g):
-        if backend == "triton":  # lstm_recurrence() routes a projection around the kernel
+        if backend == "triton":
             h, c = kernel_module("lstm_recurrence").forward(g, W_hh, h0, c0)
         else:
             h, c = reference.lstm_forward(g, W_hh, h0, c0, W_hr)
@@ -142,7 +145,8 @@ def lstm_recurrence(
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     g, W_hh, h0, c0, W_hr = map(cast, (g, W_hh, h0, c0, W_hr))
     if W_hr is not None and backend == "triton":
-        return _projected_on_kernel(g, W_hh, h0, c0, W_hr)
+        with autocast_off(g):  # its products are outside the op: keep them float32
+            return _projected_on_kernel(g, W_hh, h0, c0, W_hr)
     return _lstm_op(g, W_hh, h0, c0, W_hr, backend)
 
 

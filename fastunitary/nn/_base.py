@@ -57,7 +57,8 @@ def check_parameter_dtype(dtype: torch.dtype) -> None:
         )
 
 
-#: options of ``torch.nn.LSTM`` that no stacked module has, with their defaults
+#: options of ``torch.nn.LSTM`` that a stacked module lacks unless it is an LSTM (the
+#: MomentumRNN family's LSTMs take ``proj_size``), with their defaults
 LSTM_ONLY_DEFAULTS = {"proj_size": 0}
 
 
@@ -539,9 +540,12 @@ class StackedModule(TorchConstructorOptions, nn.Module):
                     x = F.dropout(x, self.dropout, training=True)
         return x, [torch.stack(f) for f in zip(*finals)]
 
-    def _options_repr(self, bias: bool) -> str:
-        """``torch.nn.LSTM``'s options that differ from their defaults, for ``extra_repr``."""
+    def _options_repr(self, bias: bool, proj_size: int = 0) -> str:
+        """``torch.nn.LSTM``'s options that differ from their defaults, for ``extra_repr``,
+        in its order."""
         s = f"{self.input_size}, {self.hidden_size}"
+        if proj_size:
+            s += f", proj_size={proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if not bias:

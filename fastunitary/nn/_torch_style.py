@@ -119,9 +119,7 @@ class TorchStyleStack(StackedModule):
         return self.momentum.of_input(x, w_ih, b_ih, self.backend)
 
     def extra_repr(self) -> str:
-        s = self._options_repr(self.bias)
-        if self.proj_size:
-            s += f", proj_size={self.proj_size}"
+        s = self._options_repr(self.bias, self.proj_size)
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s

@@ -6,9 +6,10 @@ METHODS.md section 5. With ``g_t = W_ih x_t + b_ih`` the input term of the gates
 ``buffer_t + W_hh h_{t-1} + b_hh``. The buffers depend on the inputs only, so they are one
 parallel scan over the sequence (``momentum_scan``), and the recurrence is the plain
 ``lstm_recurrence`` op (the fused kernel on CUDA). A linear buffer (momentum, Nesterov)
-commutes with the input projection, so the scan runs over the input channels and, in eager
-CPU runs, the layer is PyTorch's own fused LSTM (oneDNN) on the scanned input
-(:func:`_native_lstm_layer`). ``b_ih`` sits inside the buffer (scaled
+commutes with the input projection, so the scan runs over the input channels and, on the
+CPU, the layer is PyTorch's own fused LSTM (oneDNN) on the scanned input: ``torch.lstm``
+in eager runs, the ``onednn_lstm`` op under ``torch.compile``
+(:meth:`MomentumLSTMBase._native_route`). ``b_ih`` sits inside the buffer (scaled
 by ``s``), ``b_hh`` outside, as in the official code; so ``MomentumLSTM(mu=0, step=1)`` is
 exactly ``torch.nn.LSTM``.
 
@@ -19,17 +20,20 @@ learnable ones add ``momentum.*`` entries: load with ``strict=False``).
 ``proj_size = p > 0`` is ``torch.nn.LSTM``'s projection (LSTMP): ``r_t = W_hr h_t``
 ``(p,)`` replaces ``h_t`` as the output, the state ``h_n`` and the recurrent input, so
 ``z_t = ... + W_hh r_{t-1}`` with ``W_hh`` ``(4n, p)``. It is ``lstm_recurrence``'s
-``W_hr`` (see there for how the Triton kernel runs it), taken by every layer, eager or
-compiled; PyTorch's fused CPU LSTM (oneDNN) has no projection, so the native route below
-is not used.
+``W_hr`` (see there for how the Triton kernel runs it); eager CPU runs of a linear buffer
+take ``torch.lstm`` with the projection instead (PyTorch's generic LSTMP loop, faster on
+the CPU than the op's: ``python -m bench.projection``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
 
 from ..functional.lstm_recurrence import lstm_recurrence
+from ..functional.onednn_lstm import onednn_lstm, onednn_lstm_supported
 from ._momentum import MomentumBuffer
 from ._sequence import PackedIndex
 from ._torch_style import TorchStyleStack
@@ -112,11 +116,14 @@ class MomentumLSTMBase(TorchStyleStack):
             h0, c0 = (None, None) if hx is None else (hx[0][i], hx[1][i])
             w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
             w_hr = self.layer_projection(k, reverse)
-            if w_hr is None and self._use_native_lstm(x, layout.packed):
-                factored = self.momentum.linear_input(x, w_ih, b_ih, self.backend)
-                if factored is not None:
-                    return _native_lstm_layer(*factored, w_hh, b_hh, h0, c0, self.training,
-                                              layout.packed)
+            route = self._native_route(x, layout.packed, projected=w_hr is not None)
+            factored = route and self.momentum.linear_input(x, w_ih, b_ih, self.backend)
+            if factored and route == "onednn":
+                y, w_in, b_in = factored
+                return onednn_lstm(y, w_in, w_hh, b_in, b_hh, h0, c0)
+            if factored:
+                return _native_lstm_layer(*factored, w_hh, b_hh, h0, c0, self.training,
+                                          layout.packed, w_hr)
             buf = self.momentum.of_input(x, w_ih, b_ih, self.backend)
             if b_hh is not None:
                 buf = buf + b_hh
@@ -126,33 +133,45 @@ class MomentumLSTMBase(TorchStyleStack):
         out, (h_n, c_n) = self._layers(x, layout, run_layer)
         return layout.output(out), (layout.states(h_n), layout.states(c_n))
 
-    def _use_native_lstm(self, x: torch.Tensor, packed: PackedIndex | None) -> bool:
-        """Eager CPU runs with ``backend="auto"`` use PyTorch's own LSTM (oneDNN) where the
-        buffer factorizes (see :func:`_native_lstm_layer`). Not under ``torch.compile``
-        (Dynamo refuses RNN ops; the registered ``lstm_recurrence`` op compiles), nor CPU
-        autocast (oneDNN has no fp16 LSTM), nor function transforms. A packed batch takes
-        it only without autograd: PyTorch's packed CPU LSTM has no fused backward
-        (``python -m bench.packed``, T = 200, B = 32, hidden 128: ``torch.nn.LSTM`` on the
-        packed batch 192 ms forward+backward, this module through the library's op 57 ms),
-        while its packed forward is the fast one."""
-        return (
-            x.device.type == "cpu" and self.backend == "auto"
-            and (packed is None or not torch.is_grad_enabled())
-            and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled("cpu")
-            and not torch._C._are_functorch_transforms_active()
-        )
+    def _native_route(self, x: torch.Tensor, packed: PackedIndex | None,
+                      projected: bool = False) -> str | None:
+        """Where a layer whose buffer factorizes runs PyTorch's own CPU LSTM (oneDNN, or
+        with a projection its generic loop, which ``bench.projection`` times ahead of the
+        library's op):
+
+        - ``"torch.lstm"``: eager runs, through ``torch.lstm``; a packed batch only without
+          autograd, as PyTorch's packed CPU LSTM has no fused backward (``python -m
+          bench.packed``, T = 200, B = 32, hidden 128: ``torch.nn.LSTM`` on the packed
+          batch 192 ms forward+backward, this module through the library's op 57 ms),
+          while its packed forward is the fast one;
+        - ``"onednn"``: under ``torch.compile`` (Dynamo refuses ``torch.lstm``), the
+          registered ``onednn_lstm`` op, on a padded float32 batch without projection
+          (:func:`~fastunitary.functional.onednn_lstm.onednn_lstm_supported`);
+        - ``None``: the ``lstm_recurrence`` op.
+
+        Only with ``backend="auto"`` on the CPU, and not under CPU autocast (oneDNN has no
+        fp16 LSTM) or function transforms (neither has a batching rule)."""
+        if not (x.device.type == "cpu" and self.backend == "auto"
+                and not torch.is_autocast_enabled("cpu")
+                and not torch._C._are_functorch_transforms_active()):
+            return None
+        if torch.compiler.is_compiling():
+            supported = (packed is None and not projected
+                         and onednn_lstm_supported(x, self.weight_ih_l0))
+            return "onednn" if supported else None
+        return "torch.lstm" if packed is None or not torch.is_grad_enabled() else None
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_bias={self.forget_bias}"
 
 
 def _native_lstm_layer(y, w_in, b_in, w_hh, b_hh, h0, c0, training: bool,
-                       packed: PackedIndex | None = None):
+                       packed: PackedIndex | None = None, w_hr: torch.Tensor | None = None):
     """One layer as ``torch.lstm`` on the factored input: the buffer is
     ``F.linear(y, w_in, b_in)`` (``MomentumBuffer.linear_input``), so the momentum LSTM is
     a standard LSTM with input ``y`` and input weights ``w_in``, and PyTorch's fused CPU
     LSTM (oneDNN) runs it: 2-3x the speed of the per-step reference loop at hidden 128.
+    With a projection ``w_hr`` (``proj_size``) PyTorch runs its generic LSTMP loop.
 
     For a packed batch (``packed``, the index of the module's input) ``y`` is repacked
     and runs through ``torch.lstm``'s packed form, as ``torch.nn.LSTM`` does, which stops
@@ -161,21 +180,25 @@ def _native_lstm_layer(y, w_in, b_in, w_hh, b_hh, h0, c0, training: bool,
     Returns ``(h (T, B, n), h_T (B, n), c_T (B, n))`` as the ``lstm_recurrence`` route
     (``h`` zero past a packed sequence's end; ``h_T``, ``c_T`` at its last step).
     """
-    B, n = y.shape[1], w_hh.shape[1]
-    zeros = y.new_zeros(1, B, n)
-    hx = (zeros if h0 is None else h0.unsqueeze(0), zeros if c0 is None else c0.unsqueeze(0))
+    B, n = y.shape[1], w_in.shape[0] // 4
+    hx = (y.new_zeros(1, B, w_hh.shape[1]) if h0 is None else h0.unsqueeze(0),
+          y.new_zeros(1, B, n) if c0 is None else c0.unsqueeze(0))
     if b_in is None and b_hh is None:
         params, biased = [w_in, w_hh], False
     else:
         biases = [b if b is not None else w_in.new_zeros(w_in.shape[0]) for b in (b_in, b_hh)]
         params, biased = [w_in, w_hh, *biases], True
-    if packed is None:
-        out, h_n, c_n = torch.lstm(y, hx, params, biased, 1, 0.0, training, False, False)
-        return out, h_n[0], c_n[0]
-    if packed.sorted_indices is not None:
-        hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
-    data, h_n, c_n = torch.lstm(packed.packed_data(y), packed.batch_sizes, hx, params, biased, 1,
-                                0.0, training, False)
+    if w_hr is not None:  # torch.lstm knows a projection by h_0's width
+        params.append(w_hr)
+    with warnings.catch_warnings():  # that oneDNN has none, which PyTorch says once per process
+        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
+        if packed is None:
+            out, h_n, c_n = torch.lstm(y, hx, params, biased, 1, 0.0, training, False, False)
+            return out, h_n[0], c_n[0]
+        if packed.sorted_indices is not None:
+            hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
+        data, h_n, c_n = torch.lstm(packed.packed_data(y), packed.batch_sizes, hx, params,
+                                    biased, 1, 0.0, training, False)
     if packed.unsorted_indices is not None:
         h_n, c_n = (s.index_select(1, packed.unsorted_indices) for s in (h_n, c_n))
     return packed.padded(data), h_n[0], c_n[0]

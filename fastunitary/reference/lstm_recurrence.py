@@ -115,8 +115,10 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None):
     dz4 = dz.view(T, B, 4, n)
     dr = torch.zeros((B, p), dtype=g.dtype, device=g.device)  # the carry dz_{t+1} W_hh
     dc = torch.zeros((B, n), dtype=g.dtype, device=g.device)  # the carry dc_{t+1} f_{t+1}
+    # with W_hr, every dr_t is kept for grad W_hr = sum_t dr_t^T h_t
+    d_state = None if W_hr is None else g.new_empty((T, B, p))
     for t in range(T - 1, -1, -1):
-        dr = dr + grad_h[t]
+        dr = dr + grad_h[t] if d_state is None else torch.add(dr, grad_h[t], out=d_state[t])
         dh = dr if W_hr is None else dr @ W_hr
         dc = torch.addcmul(dc + grad_c[t], dh, A[t])
         torch.mul(K[t, :, :3], dc.unsqueeze(1), out=dz4[t, :, :3])
@@ -126,8 +128,6 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None):
     grad_W = dz.reshape(T * B, G).t() @ h_prev.reshape(T * B, p)
     grad_W_hr = None
     if W_hr is not None:
-        # every dr_t = grad_h_t + dz_{t+1} W_hh again, now as one product
-        d_state = grad_h + torch.cat([dz[1:] @ W_hh, dz.new_zeros((1, B, p))])
         grad_W_hr = d_state.reshape(T * B, p).t() @ unprojected.reshape(T * B, n)
     return dz, grad_W, dr, dc, grad_W_hr
 

@@ -1,0 +1,105 @@
+"""fastunitary.functional.onednn_lstm: PyTorch's oneDNN LSTM layer as a registered op.
+
+The reference is ``torch.nn.LSTM`` itself, which runs the same oneDNN kernels on the CPU:
+outputs and every gradient must agree to float32 rounding (stated tolerance 1e-5
+relative; measured: equal to the last bit on these shapes, as both call oneDNN)."""
+
+import pytest
+import torch
+
+from fastunitary.functional.onednn_lstm import onednn_lstm, onednn_lstm_supported
+
+from .conftest import rel_err
+
+pytestmark = pytest.mark.skipif(not onednn_lstm_supported(torch.zeros(1)),
+                                reason="this PyTorch has no oneDNN LSTM")
+TOL = 1e-5
+
+
+def _lstm_and_inputs(T, B, m, n, with_state=True, bias=True):
+    lstm = torch.nn.LSTM(m, n, bias=bias)
+    x = torch.randn(T, B, m, requires_grad=True)
+    h0 = torch.randn(B, n, requires_grad=True) if with_state else None
+    c0 = torch.randn(B, n, requires_grad=True) if with_state else None
+    return lstm, x, h0, c0
+
+
+def _params(lstm):
+    return [lstm.weight_ih_l0, lstm.weight_hh_l0, getattr(lstm, "bias_ih_l0", None),
+            getattr(lstm, "bias_hh_l0", None)]
+
+
+def _compare(fn, lstm, x, h0, c0, loss):
+    """``fn``'s outputs and the gradients of ``loss(y, h_n, c_n)`` against torch.nn.LSTM."""
+    hx = None if h0 is None else (h0.unsqueeze(0), c0.unsqueeze(0))
+    y_ref, (h_ref, c_ref) = lstm(x, hx)
+    y, h_n, c_n = fn(x, *_params(lstm), h0, c0)
+    for got, want in ((y, y_ref), (h_n, h_ref[0]), (c_n, c_ref[0])):
+        assert rel_err(got, want) <= TOL
+    wrt = [t for t in (x, *lstm.parameters(), h0, c0) if t is not None]
+    got = torch.autograd.grad(loss(y, h_n, c_n), wrt)
+    want = torch.autograd.grad(loss(y_ref, h_ref[0], c_ref[0]), wrt)
+    for a, b in zip(got, want):
+        assert rel_err(a, b) <= TOL
+
+
+LOSSES = {
+    "all": lambda y, h, c: y.square().sum() + h.sum() + c.sum(),
+    "y only": lambda y, h, c: y.square().sum(),
+    "c_n only": lambda y, h, c: c.sum(),
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=str)
+@pytest.mark.parametrize("T, B, m, n", [(1, 1, 1, 1), (7, 3, 4, 5), (12, 2, 9, 16)])
+def test_equals_torch_lstm_outputs_and_gradients(T, B, m, n, loss):
+    lstm, x, h0, c0 = _lstm_and_inputs(T, B, m, n)
+    _compare(onednn_lstm, lstm, x, h0, c0, LOSSES[loss])
+
+
+@pytest.mark.parametrize("with_state, bias", [(False, True), (True, False), (False, False)])
+def test_zero_states_and_no_bias(with_state, bias):
+    lstm, x, h0, c0 = _lstm_and_inputs(6, 2, 3, 4, with_state=with_state, bias=bias)
+    _compare(onednn_lstm, lstm, x, h0, c0, LOSSES["all"])
+
+
+def test_without_autograd():
+    lstm, x, h0, c0 = _lstm_and_inputs(5, 2, 3, 4)
+    with torch.no_grad():
+        y, h_n, c_n = onednn_lstm(x, *_params(lstm), h0, c0)
+        y_ref, (h_ref, c_ref) = lstm(x, (h0[None], c0[None]))
+    assert y.grad_fn is None and rel_err(y, y_ref) <= TOL and rel_err(c_n, c_ref[0]) <= TOL
+
+
+def test_opcheck():
+    lstm, x, h0, c0 = _lstm_and_inputs(4, 2, 3, 5)
+    args = (x.detach(), *(p.detach() for p in _params(lstm)), h0.detach()[None], c0.detach()[None])
+    torch.library.opcheck(torch.ops.fastunitary.onednn_lstm, args)
+
+
+@pytest.mark.slow
+def test_compiles_without_graph_breaks_fullgraph_or_not():
+    """No data-dependent shape anywhere (the backward rebuilds oneDNN's workspace), so
+    Dynamo keeps the op in the graph also without ``fullgraph``."""
+    torch._dynamo.reset()
+    lstm, x, h0, c0 = _lstm_and_inputs(6, 2, 3, 4)
+    params = _params(lstm)  # as arguments: Dynamo refuses an nn.LSTM in the traced code
+
+    def f(x, h0, c0, *params):
+        y, h_n, c_n = onednn_lstm(x, *params, h0, c0)
+        return y.square().sum() + c_n.sum()
+
+    assert torch._dynamo.explain(f)(x, h0, c0, *params).graph_break_count == 0
+    wrt = [x, h0, c0, *params]
+    got = torch.autograd.grad(torch.compile(f, fullgraph=True)(*wrt), wrt)
+    want = torch.autograd.grad(f(*wrt), wrt)
+    for a, b in zip(got, want):
+        assert rel_err(a, b) <= TOL
+
+
+def test_supported_only_for_float32_cpu_tensors():
+    assert onednn_lstm_supported(torch.zeros(2), torch.zeros(3))
+    assert not onednn_lstm_supported(torch.zeros(2), torch.zeros(3, dtype=torch.float64))
+    assert not onednn_lstm_supported(torch.zeros(2, device="meta"))
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not onednn_lstm_supported(torch.zeros(2))

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 import types
@@ -53,3 +54,15 @@ def fake_kernel(monkeypatch):
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@contextlib.contextmanager
+def mkldnn_disabled():
+    """``torch.backends.mkldnn.enabled`` off while the block runs (that module's ``flags()``
+    also sets oneDNN's TF32 switch, with a warning on machines without an Intel GPU)."""
+    previous = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(previous)

@@ -1,10 +1,14 @@
 """fastunitary.nn.MomentumLSTM / AdamLSTM / RMSPropLSTM / NesterovLSTM (METHODS.md section 5)."""
 
+import contextlib
+
 import pytest
 import torch
 
 from fastunitary.nn import AdamLSTM, MomentumLSTM, NesterovLSTM, RMSPropLSTM
 from fastunitary.nn._momentum import nesterov_coefficients
+
+from .conftest import mkldnn_disabled
 
 
 def loop_lstm(model, x, kind, *, mu=0.0, s=1.0, beta=0.999, R=0):
@@ -272,7 +276,7 @@ def test_compiled_float64_or_mkldnn_off_takes_the_reference_op():
         torch._dynamo.reset()
         model = MomentumLSTM(3, 5, mu=0.6, step=0.6, dtype=dtype)
         x = torch.randn(6, 2, 3, dtype=dtype)
-        with torch.backends.mkldnn.flags(enabled=enabled):
+        with contextlib.nullcontext() if enabled else mkldnn_disabled():
             out, code = run_and_get_code(torch.compile(lambda x: model(x)[0], fullgraph=True), x)
         code = "\n".join(code)
         assert "fastunitary.onednn_lstm" not in code and "fastunitary.lstm_recurrence" in code

@@ -9,7 +9,7 @@ import torch
 
 from fastunitary.functional.onednn_lstm import onednn_lstm, onednn_lstm_supported
 
-from .conftest import rel_err
+from .conftest import mkldnn_disabled, rel_err
 
 pytestmark = pytest.mark.skipif(not onednn_lstm_supported(torch.zeros(1)),
                                 reason="this PyTorch has no oneDNN LSTM")
@@ -101,5 +101,5 @@ def test_supported_only_for_float32_cpu_tensors():
     assert onednn_lstm_supported(torch.zeros(2), torch.zeros(3))
     assert not onednn_lstm_supported(torch.zeros(2), torch.zeros(3, dtype=torch.float64))
     assert not onednn_lstm_supported(torch.zeros(2, device="meta"))
-    with torch.backends.mkldnn.flags(enabled=False):
+    with mkldnn_disabled():
         assert not onednn_lstm_supported(torch.zeros(2))

@@ -168,6 +168,25 @@ def peak_memory(fn, device: torch.device) -> tuple[int, str]:
     return peak, "torch.profiler allocations"
 
 
+#: the two timed modes of the layout and projection studies
+MODES = ("forward", "forward+backward")
+
+
+def timed_modes(model, inp, output=lambda out: out) -> dict:
+    """``{mode: fn}`` for :data:`MODES`: one call of sequence module ``model`` on ``inp``
+    without autograd, and one forward+backward of the mean square of its output
+    (``output`` maps the module's output to a tensor, a ``PackedSequence``'s data, say)."""
+    def forward():
+        with torch.no_grad():
+            model(inp)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        output(model(inp)[0]).square().mean().backward()
+
+    return {"forward": forward, "forward+backward": forward_backward}
+
+
 def add_run_arguments(parser, *, repeats: int) -> None:
     """The options every timing study takes: ``--repeats``, ``--device`` (CUDA where
     present) and ``--out`` (a folder for the JSON; default ``bench/results``)."""

@@ -20,7 +20,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastunitary.nn as fnn
 
-from .common import add_run_arguments, environment, time_interleaved, write_result
+from .common import (MODES, add_run_arguments, environment, time_interleaved, timed_modes,
+                     write_result)
 
 MODELS = {
     "lstm": lambda m, n: torch.nn.LSTM(m, n),
@@ -69,20 +70,10 @@ def main(argv=None) -> None:
             write_result("packed", {**payload, "complete": False}, args.out)
             continue
 
-        def train(inp):
-            def run():
-                model.zero_grad(set_to_none=True)
-                _output(model(inp)[0]).square().mean().backward()
-            return run
-
-        def infer(inp):
-            def run():
-                with torch.no_grad():
-                    model(inp)
-            return run
-
-        for mode, make in (("forward", infer), ("forward+backward", train)):
-            t = time_interleaved({"padded": make(x), "packed": make(packed)}, device,
+        runs = {"padded": timed_modes(model, x, _output),
+                "packed": timed_modes(model, packed, _output)}
+        for mode in MODES:
+            t = time_interleaved({k: r[mode] for k, r in runs.items()}, device,
                                  repeats=args.repeats)
             ratio = t["packed"]["median_s"] / t["padded"]["median_s"]
             rows.append({**row, "status": "ok", "mode": mode, "padded_s": t["padded"],

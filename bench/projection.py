@@ -26,7 +26,8 @@ import torch
 
 from fastunitary.nn import MomentumLSTM
 
-from .common import add_run_arguments, environment, time_interleaved, write_result
+from .common import (MODES, add_run_arguments, environment, time_interleaved, timed_modes,
+                     write_result)
 
 
 def main(argv=None) -> None:
@@ -52,7 +53,8 @@ def main(argv=None) -> None:
         "torch.nn.LSTM(proj_size)": torch_lstmp,
         "MomentumLSTM(mu=0, step=1, proj_size)": ours["auto"],
         "same, lstm_recurrence op": ours["reference"],
-        "MomentumLSTM(mu=0.6, proj_size)": MomentumLSTM(m, n, proj_size=r, mu=0.6, step=0.6).to(device),
+        "MomentumLSTM(mu=0.6, proj_size)":
+            MomentumLSTM(m, n, proj_size=r, mu=0.6, step=0.6).to(device),
         "torch.nn.LSTM (no projection)": torch.nn.LSTM(m, n).to(device),
     }
     with warnings.catch_warnings():  # PyTorch warns once that oneDNN has no projection
@@ -71,22 +73,9 @@ def main(argv=None) -> None:
             write_result("projection", {**payload, "status": "failed correctness gate"}, args.out)
             raise SystemExit(1)
 
-        def train(model):
-            def run():
-                model.zero_grad(set_to_none=True)
-                model(x)[0].square().mean().backward()
-            return run
-
-        def infer(model):
-            def run():
-                with torch.no_grad():
-                    model(x)
-            return run
-
-        times = {}
-        for mode, make in (("forward", infer), ("forward+backward", train)):
-            times[mode] = time_interleaved({k: make(v) for k, v in models.items()}, device,
-                                           repeats=args.repeats)
+        runs = {name: timed_modes(model, x) for name, model in models.items()}
+        times = {mode: time_interleaved({k: r[mode] for k, r in runs.items()}, device,
+                                        repeats=args.repeats) for mode in MODES}
     base = "torch.nn.LSTM(proj_size)"
     ratios = {mode: {k: t[base]["median_s"] / v["median_s"] for k, v in t.items()}
               for mode, t in times.items()}

@@ -57,8 +57,8 @@ def _lstm_backward_op(
     returns no None)."""
     with autocast_off(g):
         if backend == "triton":
-            out = (*kernel_module("lstm_recurrence").backward(grad_h, grad_c, g, W_hh, h0, c0, h, c),
-                   None)
+            kernel = kernel_module("lstm_recurrence")
+            out = (*kernel.backward(grad_h, grad_c, g, W_hh, h0, c0, h, c), None)
         else:
             out = reference.lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr)
     return tuple(W_hh.new_empty(0) if t is None else t.contiguous() for t in out)

@@ -267,6 +267,45 @@ def test_compiled_model_runs_the_onednn_op(learnable):
 
 
 @pytest.mark.slow
+def test_compiled_batch_first_view_and_packed_input_equal_eager():
+    """Compiled, the onednn route takes a transposed batch-first view as it comes (mu = 0:
+    nothing copies it first), and a packed batch stays on the lstm_recurrence op (oneDNN
+    would run past each sequence's end): outputs, states and gradients as eager."""
+    from torch.nn.utils.rnn import pack_sequence
+
+    model = MomentumLSTM(3, 5, num_layers=2, batch_first=True, mu=0.0, step=1.0)
+    embed = torch.nn.Embedding(10, 3)  # its output, transposed, is not contiguous
+    tokens = torch.randint(0, 10, (2, 7))
+    packed = pack_sequence([torch.randn(L, 3) for L in (3, 7, 1, 5)], enforce_sorted=False)
+
+    def loss(inp):
+        out, (h_n, c_n) = model(inp() if callable(inp) else inp)
+        out = out.data if hasattr(out, "batch_sizes") else out
+        return out.square().sum() + h_n.sum() + c_n.square().sum()
+
+    for inp in (lambda: embed(tokens), packed):
+        torch._dynamo.reset()
+        params = [*model.parameters(), embed.weight]
+        want = torch.autograd.grad(loss(inp), params, allow_unused=True)
+        got = torch.autograd.grad(torch.compile(loss, fullgraph=True)(inp), params,
+                                  allow_unused=True)
+        for a, b in zip(got, want):
+            if b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_vmap_of_a_forward_without_autograd():
+    """Under function transforms no native route is taken (neither torch.lstm nor the
+    onednn op has a batching rule): vmap of the forward gives each sample's output."""
+    model = MomentumLSTM(3, 5, mu=0.6, step=0.6)
+    xs = torch.randn(4, 6, 2, 3)
+    with torch.no_grad():
+        got = torch.func.vmap(lambda x: model(x)[0])(xs)
+        want = torch.stack([model(x)[0] for x in xs])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_compiled_float64_or_mkldnn_off_takes_the_reference_op():
     """oneDNN's LSTM is float32, and PyTorch's switch can turn it off: compiled, such a
     model runs the lstm_recurrence op instead, with eager's result."""

@@ -72,9 +72,29 @@ def test_without_autograd():
 
 
 def test_opcheck():
+    """Both ops; the backward also on a transposed (batch-first) x, whose gradient must
+    still come back in the contiguous layout the fake promises."""
     lstm, x, h0, c0 = _lstm_and_inputs(4, 2, 3, 5)
-    args = (x.detach(), *(p.detach() for p in _params(lstm)), h0.detach()[None], c0.detach()[None])
-    torch.library.opcheck(torch.ops.fastunitary.onednn_lstm, args)
+    args = [x.detach(), *(p.detach() for p in _params(lstm)), h0.detach()[None], c0.detach()[None]]
+    torch.library.opcheck(torch.ops.fastunitary.onednn_lstm, tuple(args))
+    y, h_n, c_n = torch.ops.fastunitary.onednn_lstm(*args)
+    grads = (torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n))
+    backward = torch.ops.fastunitary.onednn_lstm_backward
+    torch.library.opcheck(backward, (*args, *grads))
+    args[0] = x.detach().transpose(0, 1).contiguous().transpose(0, 1)  # strides of batch first
+    torch.library.opcheck(backward, (*args, *grads))
+    got = backward(*args, *grads)
+    assert all(g.is_contiguous() for g in got)
+    assert got[3].data_ptr() != got[4].data_ptr()  # the two bias gradients, not aliased
+    zero = backward(*args, None, None, None)  # no incoming gradient: zeros, as autograd's
+    assert all(g.shape == a.shape and not g.any() for g, a in zip(zero, args))
+
+
+def test_empty_batch_or_sequence_is_refused():
+    lstm, _, _, _ = _lstm_and_inputs(1, 1, 3, 4)
+    for shape in ((0, 2, 3), (4, 0, 3)):
+        with pytest.raises(ValueError, match=r"x must have shape \(T, B, m\) with T, B >= 1"):
+            onednn_lstm(torch.zeros(shape), *_params(lstm))
 
 
 @pytest.mark.slow

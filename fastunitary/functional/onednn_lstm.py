@@ -32,16 +32,36 @@ import torch
 _LSTM_MODE = 2
 
 
-#: PyTorch was built with oneDNN and has its LSTM layer op (read once: Dynamo will not
-#: trace ``torch.backends.mkldnn.is_available``)
-BUILT_WITH_ONEDNN_LSTM = (hasattr(torch.ops.aten, "mkldnn_rnn_layer")
-                          and torch.backends.mkldnn.is_available())
+#: the argument names of the two aten ops as this module calls them (positionally); they
+#: are not a public API, so another PyTorch whose schemas differ gets the library's own op
+_FORWARD_ARGS = ("input", "weight0", "weight1", "weight2", "weight3", "hx_", "cx_", "reverse",
+                 "batch_sizes", "mode", "hidden_size", "num_layers", "has_biases",
+                 "bidirectional", "batch_first", "train")
+_BACKWARD_ARGS = ("input", "weight1", "weight2", "weight3", "weight4", "hx_", "cx_tmp",
+                  "output", "hy_", "cy_", "grad_output", "grad_hy", "grad_cy", "reverse",
+                  "mode", "hidden_size", "num_layers", "has_biases", "train", "bidirectional",
+                  "batch_sizes", "batch_first", "workspace")
+
+
+def _aten_ops_as_expected() -> bool:
+    try:
+        ops = (torch.ops.aten.mkldnn_rnn_layer.default,
+               torch.ops.aten.mkldnn_rnn_layer_backward.default)
+    except (AttributeError, RuntimeError):
+        return False
+    names = [tuple(a.name for a in op._schema.arguments) for op in ops]
+    return names == [_FORWARD_ARGS, _BACKWARD_ARGS]
+
+
+#: PyTorch was built with oneDNN and has its LSTM layer ops in the form used here (read
+#: once: Dynamo will not trace ``torch.backends.mkldnn.is_available``)
+BUILT_WITH_ONEDNN_LSTM = torch.backends.mkldnn.is_available() and _aten_ops_as_expected()
 
 
 @torch.compiler.assume_constant_result
 def _onednn_enabled() -> bool:
     """``torch.backends.mkldnn.enabled``, which Dynamo cannot trace: a compiled graph takes
-    the value it had when it was compiled."""
+    the value it had when it was compiled (no guard: recompile after switching it)."""
     return torch._C._get_mkldnn_enabled()
 
 
@@ -79,6 +99,12 @@ def _(x, w_ih, w_hh, b_ih, b_hh, h0, c0):
     return x.new_empty((T, B, w_hh.shape[1])), h0.new_empty(h0.shape), c0.new_empty(c0.shape)
 
 
+def _contiguous_grads(tensors) -> tuple[torch.Tensor, ...]:
+    """The backward's gradients as the fake promises them: contiguous, whatever the
+    layout of the input they belong to (a transposed ``batch_first`` view, say)."""
+    return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in tensors)
+
+
 @torch.library.custom_op("fastunitary::onednn_lstm_backward", mutates_args=())
 def _onednn_lstm_backward_op(
     x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
@@ -88,18 +114,26 @@ def _onednn_lstm_backward_op(
            torch.Tensor]:
     """The gradients of x, w_ih, w_hh, b_ih, b_hh, h0 and c0; oneDNN's training forward
     first, for its workspace."""
-    y, h_n, c_n, workspace = _run_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, train=True)
+    inputs = (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
     grads = [None if g is None else g.contiguous() for g in (grad_y, grad_h_n, grad_c_n)]
-    gx, gw_ih, gw_hh, gb_ih, gb_hh, gh0, gc0 = torch.ops.aten.mkldnn_rnn_layer_backward.default(
+    if all(g is None for g in grads):  # oneDNN returns no gradient at all then
+        return tuple(g.zero_() for g in _contiguous_grads(inputs))
+    y, h_n, c_n, workspace = _run_forward(*inputs, train=True)
+    if workspace is None:
+        raise RuntimeError("oneDNN's LSTM forward returned no workspace for its backward; "
+                           "this PyTorch's mkldnn_rnn_layer differs from the one fastunitary "
+                           "was written for (disable it: torch.backends.mkldnn.enabled = False)")
+    out = torch.ops.aten.mkldnn_rnn_layer_backward.default(
         x.contiguous(), w_ih, w_hh, b_ih, b_hh, h0.contiguous(), c0.contiguous(), y, h_n, c_n,
         *grads, False, _LSTM_MODE, w_hh.shape[1], 1, True, True, False, [], False, workspace)
-    # the two bias gradients come back as one tensor twice: an op may not alias its outputs
-    return gx, gw_ih, gw_hh, gb_ih, gb_hh.clone(), gh0, gc0
+    # contiguous copies: the layouts the fake promises, and no two outputs aliased (the
+    # bias gradients come back as one tensor twice)
+    return tuple(dst.copy_(g) for dst, g in zip(_contiguous_grads(inputs), out))
 
 
 @_onednn_lstm_backward_op.register_fake
 def _(x, w_ih, w_hh, b_ih, b_hh, h0, c0, grad_y, grad_h_n, grad_c_n):
-    return tuple(torch.empty_like(t) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0))
+    return _contiguous_grads((x, w_ih, w_hh, b_ih, b_hh, h0, c0))
 
 
 def _setup_context(ctx, inputs, output):
@@ -125,9 +159,11 @@ def onednn_lstm(
         x: ``(T, B, m)``.  w_ih: ``(4n, m)``.  w_hh: ``(4n, n)``.
         b_ih, b_hh: ``(4n,)`` or ``None`` (zeros).  h0, c0: ``(B, n)`` or ``None`` (zeros).
     Returns:
-        ``(h (T, B, n), h_T (B, n), c_T (B, n))``; differentiable with respect to every
-        tensor argument.
+        ``(h (T, B, n), h_T (B, n), c_T (B, n))``; differentiable (first order) with
+        respect to every tensor argument.
     """
+    if x.dim() != 3 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must have shape (T, B, m) with T, B >= 1, got {tuple(x.shape)}")
     B, G = x.shape[1], w_ih.shape[0]
     n = G // 4
     zeros = lambda *shape: x.new_zeros(shape)  # noqa: E731

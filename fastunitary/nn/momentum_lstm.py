@@ -27,6 +27,7 @@ the CPU than the op's: ``python -m bench.projection``).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -165,6 +166,24 @@ class MomentumLSTMBase(TorchStyleStack):
         return super().extra_repr() + f", forget_bias={self.forget_bias}"
 
 
+_projection_warning_seen = False
+
+
+@contextlib.contextmanager
+def _projection_warning_muted(projected: bool):
+    """Mutes PyTorch's warning that oneDNN has no LSTM projection, which it gives once per
+    process: around the first projected call only, since entering ``catch_warnings``
+    resets Python's once-per-location registry (a user's warnings would then repeat)."""
+    global _projection_warning_seen
+    if not projected or _projection_warning_seen:
+        yield
+        return
+    _projection_warning_seen = True
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
+        yield
+
+
 def _native_lstm_layer(y, w_in, b_in, w_hh, b_hh, h0, c0, training: bool,
                        packed: PackedIndex | None = None, w_hr: torch.Tensor | None = None):
     """One layer as ``torch.lstm`` on the factored input: the buffer is
@@ -190,8 +209,7 @@ def _native_lstm_layer(y, w_in, b_in, w_hh, b_hh, h0, c0, training: bool,
         params, biased = [w_in, w_hh, *biases], True
     if w_hr is not None:  # torch.lstm knows a projection by h_0's width
         params.append(w_hr)
-    with warnings.catch_warnings():  # that oneDNN has none, which PyTorch says once per process
-        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
+    with _projection_warning_muted(w_hr is not None):
         if packed is None:
             out, h_n, c_n = torch.lstm(y, hx, params, biased, 1, 0.0, training, False, False)
             return out, h_n[0], c_n[0]

@@ -474,6 +474,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
             bar.set_postfix(shown)
     if bar is not None:
         bar.close()
+    del step_fn  # the DistributedDataParallel wrapper goes before its process group
     dist.close()
     final = evaluate(model, eval_x, eval_y)
     # the curves end at the last step even when eval_every does not divide it; checkpoints
@@ -597,9 +598,12 @@ class Distributed:
         return int(flag) == 0
 
     def close(self) -> None:
+        """Ends the process group (if this run started it) once every rank is done with
+        it: gloo could hang a rank that tore its group down after another had exited."""
         if self.owns_group:
             import torch.distributed as td
 
+            td.barrier()
             td.destroy_process_group()
 
 

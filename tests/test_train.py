@@ -164,7 +164,7 @@ def test_torchrun_two_processes_follow_one_process_on_the_global_batch(tmp_path)
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "fastunitary", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600)
+        env=env, capture_output=True, text=True, timeout=180)  # ~5 s here; a hang fails fast
     assert run.returncode == 0, run.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())

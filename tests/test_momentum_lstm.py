@@ -419,3 +419,26 @@ def test_proj_size_on_meta_then_reset_equals_a_fresh_module():
     reset.reset_parameters()
     for (key, got), want in zip(reset.state_dict().items(), fresh.state_dict().values()):
         torch.testing.assert_close(got, want, rtol=0, atol=0, msg=key)
+
+
+def test_projected_eager_calls_leave_pythons_warning_registry_alone(monkeypatch):
+    """PyTorch's once-per-process LSTMP warning is muted around the first projected call
+    only: muting it on every call reset Python's registry, and a user's warning of the
+    "default" action then showed on every step."""
+    import warnings
+
+    from fastunitary.nn import momentum_lstm
+
+    monkeypatch.setattr(momentum_lstm, "_projection_warning_seen", True)  # a later call
+    model = MomentumLSTM(3, 6, proj_size=2, mu=0.6, step=0.6)
+    x = torch.randn(4, 2, 3)
+
+    def training_step():
+        warnings.warn("a user's warning", UserWarning)  # one location, once by "default"
+        model(x)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            training_step()
+    assert sum("a user's warning" in str(w.message) for w in seen) == 1

@@ -8,8 +8,9 @@ Forward+backward time of one sequence batch for: ``MomentumLSTM(mu=0.6)``, the s
 (per-step coefficients), ``torch.nn.LSTM`` (oneDNN on CPU, cuDNN on CUDA), and a
 per-step Python loop with the same parameters differentiated by autograd (how the
 official code runs), and ``MomentumLSTM(mu=0.6)`` under ``torch.compile(fullgraph=True)``,
-as it compiles and with ``backend="reference"`` (compiled through ``lstm_recurrence``). The variants are timed in turn within each repeat, so that the
-ratios survive a noisy machine. Writes ``bench/results/momentum_<device>.json``.
+as it compiles and with ``backend="reference"`` (compiled through ``lstm_recurrence``).
+The variants are timed in turn within each repeat, so that the ratios survive a noisy
+machine. Writes ``bench/results/momentum_<device>.json``.
 """
 
 from __future__ import annotations

@@ -280,15 +280,13 @@ def build_rnn(cfg: TrainConfig, input_size: int) -> tuple[nn.Module, int]:
             kwargs["mu"] = cfg.mu
         if cfg.model == "nesterovlstm":
             kwargs["restart"] = cfg.restart
-        return MOMENTUM_LSTMS[cfg.model](input_size, cfg.hidden, cfg.layers, **kwargs), cfg.hidden
+        rnn = MOMENTUM_LSTMS[cfg.model](input_size, cfg.hidden, cfg.layers, **kwargs)
     elif cfg.model == "momentumrnn":
         rnn = fnn.MomentumRNN(input_size, cfg.hidden, cfg.layers, mu=cfg.mu,
                               step=cfg.momentum_step, backend=cfg.backend)
-        return rnn, cfg.hidden
     elif cfg.model in SBO_RNNS:
         rnn = fnn.SBORNN(input_size, cfg.hidden, cfg.layers, method=SBO_RNNS[cfg.model],
                          eta=cfg.eta, mu=cfg.mu, steps=cfg.inner_steps, backend=cfg.backend)
-        return rnn, cfg.hidden
     else:
         raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
     return rnn, rnn.output_size

@@ -11,8 +11,10 @@ from fastunitary.functional.onednn_lstm import onednn_lstm, onednn_lstm_supporte
 
 from .conftest import mkldnn_disabled, rel_err
 
-pytestmark = pytest.mark.skipif(not onednn_lstm_supported(torch.zeros(1)),
-                                reason="this PyTorch has no oneDNN LSTM")
+# only a PyTorch built without oneDNN skips: one that has it but whose aten LSTM ops
+# changed form fails test_supported_only_for_float32_cpu_tensors, so it is noticed
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                                reason="this PyTorch was built without oneDNN")
 TOL = 1e-5
 
 

@@ -17,5 +17,10 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q "torch==${FASTUNITARY_TORCH:-2.13.0}"
 fi
 "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+# torch 2.11 (FASTUNITARY_TORCH=2.11.0, the GPU machines' version) pins triton 3.6, whose
+# interpreter fails on NumPy >= 2.4 (triton-lang/triton#9171): keep the tests runnable
+if "$VENV/bin/python" -c "import sys; from fastunitary._backend import interpreter_conflict as c; sys.exit(0 if c() else 1)"; then
+    "$VENV/bin/python" -m pip install -q "numpy<2.4"
+fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

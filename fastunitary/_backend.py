@@ -13,6 +13,7 @@ neither imports triton), so ``torch.compile`` traces the helpers without graph b
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import pkgutil
@@ -27,6 +28,39 @@ _KERNEL_OPS = frozenset(
     m.name for m in pkgutil.iter_modules(_kernels.__path__) if not m.name.startswith("_")
 )
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
+def _release(package: str) -> tuple[int, ...] | None:
+    """``(major, minor)`` of an installed distribution, or ``None`` (read from its
+    metadata: nothing is imported)."""
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    parts = []
+    for part in version.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def interpreter_conflict() -> str | None:
+    """Why Triton's interpreter cannot run here, or ``None``.
+
+    Triton before 3.7 converts one-element NumPy arrays with ``int()`` in its interpreter
+    (``range(T)`` over a kernel argument), which NumPy 2.4 made a ``TypeError``
+    (triton-lang/triton#9171, fixed in 3.7). torch 2.11 pins triton 3.6, so an
+    environment with torch 2.11 and a current NumPy meets it.
+    """
+    triton, numpy = _release("triton"), _release("numpy")
+    if triton is None or numpy is None or triton >= (3, 7) or numpy < (2, 4):
+        return None
+    return (f"Triton {'.'.join(map(str, triton))}'s interpreter fails with NumPy "
+            f"{'.'.join(map(str, numpy))} (triton-lang/triton#9171, fixed in Triton 3.7): "
+            f"install 'numpy<2.4' or 'triton>=3.7'")
+
+
+_INTERPRETER_CONFLICT = interpreter_conflict()
 
 BACKENDS = ("auto", "reference", "triton")
 
@@ -89,6 +123,11 @@ def resolve_backend(
         raise BackendUnavailableError(
             f"backend='triton' for op '{op}' needs CUDA tensors, got tensors on {device}. "
             f"Set TRITON_INTERPRET=1 to run the kernels on CPU tensors (slow; for tests)."
+        )
+    if device.type != "cuda" and _INTERPRETER_CONFLICT is not None:
+        raise BackendUnavailableError(
+            f"backend='triton' for op '{op}' on {device} tensors needs Triton's "
+            f"interpreter: {_INTERPRETER_CONFLICT}."
         )
     if unsupported is not None:
         raise BackendUnavailableError(

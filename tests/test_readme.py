@@ -88,3 +88,8 @@ def test_every_python_block_is_tested():
     run = {next(i for i, b in enumerate(blocks) if m in b) for m in markers}
     untested = [blocks[i][:200] for i in range(len(blocks)) if i not in run]
     assert not untested, f"no test runs these README blocks: {untested}"
+
+
+def test_readme_func_example_runs():
+    ns = run_block("vmap(grad(loss)")
+    assert ns["per_sample"]["layers.0.skew_re"].shape == (8, 120)

@@ -16,7 +16,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, kernel_module
+from ._dispatch import autocast_off, kernel_module, transformable
 
 
 def _to_natural(x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +93,7 @@ def _backward(ctx, grad_W, _grad_M_inv):
 
 
 _cayley_op.register_autograd(_backward, setup_context=_setup_context)
+_cayley = transformable(_cayley_op, _backward, _setup_context)
 
 
 def cayley_planes(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> torch.Tensor:
@@ -112,7 +113,7 @@ def cayley_planes(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> t
         raise ValueError(f"d must have shape {tuple(A.shape[:-1])} = (P, ..., n) like A, "
                          f"got {tuple(d.shape)}")
     unsupported = "the Triton Cayley map takes float32 planes" if A.dtype != torch.float32 else None
-    W, _ = _cayley_op(A, d, resolve_backend("cayley", backend, A.device, unsupported))
+    W, _ = _cayley(A, d, resolve_backend("cayley", backend, A.device, unsupported))
     return W
 
 

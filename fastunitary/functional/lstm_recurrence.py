@@ -22,7 +22,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
-from ._dispatch import autocast_off, kernel_module
+from ._dispatch import autocast_off, kernel_module, transformable
 
 
 @torch.library.custom_op("fastunitary::lstm_recurrence", mutates_args=())
@@ -89,6 +89,7 @@ def _backward(ctx, grad_h, grad_c):
 
 
 _lstm_op.register_autograd(_backward, setup_context=_setup_context)
+_lstm = transformable(_lstm_op, _backward, _setup_context)
 
 
 def lstm_recurrence(
@@ -147,7 +148,7 @@ def lstm_recurrence(
     if W_hr is not None and backend == "triton":
         with autocast_off(g):  # its products are outside the op: keep them float32
             return _projected_on_kernel(g, W_hh, h0, c0, W_hr)
-    return _lstm_op(g, W_hh, h0, c0, W_hr, backend)
+    return _lstm(g, W_hh, h0, c0, W_hr, backend)
 
 
 def _projected_on_kernel(g, W_hh, h0, c0, W_hr):
@@ -156,5 +157,5 @@ def _projected_on_kernel(g, W_hh, h0, c0, W_hr):
     ``r_t = W_hr h_t`` as one product (autograd differentiates around the op)."""
     if h0 is not None:
         g = torch.cat([(g[0] + h0 @ W_hh.t()).unsqueeze(0), g[1:]])
-    h, c = _lstm_op(g, W_hh @ W_hr, None, c0, None, "triton")
+    h, c = _lstm(g, W_hh @ W_hr, None, c0, None, "triton")
     return h @ W_hr.t(), c

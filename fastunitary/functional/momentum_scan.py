@@ -17,7 +17,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
-from ._dispatch import autocast_off, kernel_module
+from ._dispatch import autocast_off, kernel_module, transformable
 
 
 @torch.library.custom_op("fastunitary::momentum_scan", mutates_args=())
@@ -68,6 +68,7 @@ def _backward(ctx, grad_v):
 
 
 _scan_op.register_autograd(_backward, setup_context=_setup_context)
+_scan = transformable(_scan_op, _backward, _setup_context)
 
 
 def _check_coefficient(name: str, c, T: int, B: int, d: int, per_step: bool) -> torch.Tensor | float:
@@ -128,4 +129,4 @@ def momentum_scan(
         a = mu.to(dtype).expand(T, B, d)
     else:
         a = torch.full((), mu, dtype=dtype, device=u.device).expand(T, B, d)
-    return _scan_op(a, b, None if v0 is None else v0.to(dtype), backend)
+    return _scan(a, b, None if v0 is None else v0.to(dtype), backend)

@@ -21,7 +21,7 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
-from ._dispatch import autocast_off, kernel_module
+from ._dispatch import autocast_off, kernel_module, transformable
 from .planes import as_complex, real_embedding, to_planes
 
 
@@ -107,6 +107,7 @@ def _backward(ctx, grad_h):
 
 
 _recurrence_op.register_autograd(_backward, setup_context=_setup_context)
+_recurrence = transformable(_recurrence_op, _backward, _setup_context)
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
@@ -155,7 +156,7 @@ def recurrence_planes(
     elif leak != 1.0:
         unsupported = "the Triton recurrence runs the plain form (leak = 1), not a leaky one"
     backend = resolve_backend("recurrence", backend, u.device, unsupported)
-    return _recurrence_op(
+    return _recurrence(
         cast(u), cast(W), cast(bias), cast(h0), activation, is_complex, backend, float(leak)
     )
 

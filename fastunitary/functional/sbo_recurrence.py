@@ -24,7 +24,7 @@ from .. import reference
 from .._backend import BackendUnavailableError, check_backend_name
 from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
 from ..reference.sbo_recurrence import SBO_METHODS
-from ._dispatch import autocast_off
+from ._dispatch import autocast_off, transformable
 from .recurrence import compute_dtype
 
 NO_KERNEL = (
@@ -101,6 +101,7 @@ def _backward(ctx, grad_hs, grad_ms):
 
 
 _sbo_op.register_autograd(_backward, setup_context=_setup_context)
+_sbo = transformable(_sbo_op, _backward, _setup_context)
 
 
 def check_options(method: str, eta: float, steps: int) -> None:
@@ -174,7 +175,7 @@ def sbo_recurrence(
     check_same_device("u", u, W=W, h0=h0, m0=m0, mu=mu_t)
     dtype = compute_dtype(*(t.dtype for t in (u, W, h0, m0, mu_t) if t is not None))
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    hs, ms = _sbo_op(cast(u), cast(W), cast(h0), cast(m0), mu_t.to(u.device, dtype),
+    hs, ms = _sbo(cast(u), cast(W), cast(h0), cast(m0), mu_t.to(u.device, dtype),
                      float(eta), steps, method)
     h = hs if steps == 1 else hs[steps - 1::steps].contiguous()
     return h, (ms[-1] if method != "gd" else None)

@@ -16,7 +16,7 @@ import torch
 
 from .. import reference
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off
+from ._dispatch import autocast_off, transformable
 
 RULES = ("sticky", "max1")
 
@@ -62,6 +62,7 @@ def _backward(ctx, grad_sigma, _grad_of_grad):
 
 
 _spectral_radius_op.register_autograd(_backward, setup_context=_setup_context)
+_spectral_radius = transformable(_spectral_radius_op, _backward, _setup_context)
 
 
 def _check_square_real(M: torch.Tensor) -> None:
@@ -81,7 +82,7 @@ def spectral_radius(M: torch.Tensor) -> torch.Tensor:
         ``(...)``, the dtype of ``M``.
     """
     _check_square_real(M)
-    sigma, _ = _spectral_radius_op(M)
+    sigma, _ = _spectral_radius(M)
     return sigma
 
 
@@ -107,7 +108,7 @@ def spectral_normalize(
     _check_square_real(M)
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    sigma, _ = _spectral_radius_op(M)
+    sigma, _ = _spectral_radius(M)
     on = sigma > 1
     if rule == "sticky" and active is not None:
         check_tensor_bool("active", active, M.shape[:-2])

@@ -1,0 +1,153 @@
+"""fastunitary/functional/_dispatch.py: the registered ops under ``torch.func`` transforms.
+
+``transformable`` runs each op inside an ``autograd.Function`` while a transform is active
+(``torch.library``'s own wrapper cannot: pytorch/pytorch#168393). Checked here: every
+op's ``torch.func.grad`` equals ``torch.autograd.grad`` in float64, per-sample gradients
+(``vmap`` of ``grad``) of every module family equal one backward per sample, and what stays
+unsupported (grad of grad, forward mode) raises instead of answering wrongly.
+"""
+
+import pytest
+import torch
+from torch.func import functional_call, grad, jacrev, jvp, vmap
+
+import fastunitary.functional as F
+from fastunitary import nn as fnn
+
+DT = torch.float64
+
+
+def _randn(*shape, dtype=DT):
+    return torch.randn(*shape, dtype=dtype)
+
+
+def _skew(n, dtype=DT):
+    X = _randn(n, n, dtype=dtype)
+    return (X - X.mT.conj()) * 0.3
+
+
+def _sum_of_outputs(out):
+    """A scalar that reads every output element through fixed random weights (so that no
+    gradient is a plain sum that a wrong broadcast could still match)."""
+    outs = out if isinstance(out, tuple) else (out,)
+    total = 0.0
+    for k, o in enumerate(o for o in outs if o is not None):
+        real = torch.view_as_real(o) if o.is_complex() else o
+        weight = torch.linspace(-1.0, 2.0, real.numel(), dtype=real.dtype).reshape(real.shape)
+        total = total + (real * weight.roll(k)).sum()
+    return total
+
+
+#: name -> (function of tensors, inputs)
+CASES = {
+    "cayley real": (lambda A: F.cayley(A), lambda: (_skew(5),)),
+    "cayley complex": (lambda A, th: F.cayley(A, torch.exp(1j * th)),
+                       lambda: (_skew(4, torch.complex128), _randn(4))),
+    "recurrence modrelu": (lambda u, W, b, h0: F.recurrence(u, W, b, h0, activation="modrelu"),
+                           lambda: (_randn(6, 3, 4), _randn(4, 4) * 0.4, _randn(4), _randn(3, 4))),
+    "recurrence leaky tanh": (lambda u, W: F.recurrence(u, W, activation="tanh", leak=0.5),
+                              lambda: (_randn(6, 3, 4), _randn(4, 4) * 0.4)),
+    "momentum_scan": (lambda u, mu, v0: F.momentum_scan(u, mu, 0.5, v0),
+                      lambda: (_randn(6, 3, 4), torch.rand(4, dtype=DT), _randn(3, 4))),
+    "lstm_recurrence": (lambda g, W, h0, c0: F.lstm_recurrence(g, W, h0, c0),
+                        lambda: (_randn(6, 3, 16), _randn(16, 4) * 0.4, _randn(3, 4), _randn(3, 4))),
+    "lstm_recurrence projected": (
+        lambda g, W, h0, c0, Wr: F.lstm_recurrence(g, W, h0, c0, W_hr=Wr),
+        lambda: (_randn(6, 3, 16), _randn(16, 2) * 0.4, _randn(3, 2), _randn(3, 4), _randn(2, 4))),
+    "sbo_recurrence nesterov": (
+        lambda u, W, mu: F.sbo_recurrence(u, W, method="nesterov", mu=mu, steps=2),
+        lambda: (_randn(6, 3, 4), _randn(4, 4) * 0.4, torch.tensor(0.5, dtype=DT))),
+    "spectral_radius": (lambda M: F.spectral_radius(M), lambda: (_randn(5, 5),)),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_func_grad_equals_autograd(name):
+    fn, make = CASES[name]
+    inputs = make()
+    loss = lambda *xs: _sum_of_outputs(fn(*xs))  # noqa: E731
+    got = grad(loss, argnums=tuple(range(len(inputs))))(*inputs)
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    want = torch.autograd.grad(loss(*leaves), leaves)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_func_jacrev_of_an_op():
+    """jacrev (vjp under vmap over the output basis) equals the autograd Jacobian."""
+    u, W = _randn(4, 2, 3), _randn(3, 3) * 0.4
+    fn = lambda W: F.recurrence(u, W, activation="tanh")  # noqa: E731
+    got = jacrev(fn)(W)
+    want = torch.autograd.functional.jacobian(fn, W)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_func_grad_on_the_triton_backend():
+    """The kernel route under a transform (Triton's interpreter on CPU tensors), float32."""
+    u, W = torch.randn(5, 3, 8), torch.randn(8, 8) * 0.3
+    loss = lambda W, backend: _sum_of_outputs(  # noqa: E731
+        F.recurrence(u, W, activation="tanh", backend=backend))
+    torch.testing.assert_close(grad(loss)(W, "triton"), grad(loss)(W, "reference"),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_grad_of_grad_raises_instead_of_a_wrong_answer():
+    """The backward ops have no derivative: a second differentiating transform must raise
+    (functorch runs each backward with create_graph, which would otherwise drop the op's
+    second-order part silently)."""
+    M = _randn(4, 4)
+    g = grad(lambda M: F.spectral_radius(M))
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        grad(lambda M: g(M).pow(2).sum())(M)
+    with pytest.raises((NotImplementedError, RuntimeError), match="first derivatives only|jvp"):
+        jvp(g, (M,), (torch.ones_like(M),))  # forward over reverse (Hessian-vector products)
+
+
+def test_forward_mode_raises():
+    u, W = _randn(4, 2, 3), _randn(3, 3)
+    with pytest.raises(Exception, match="jvp"):
+        jvp(lambda W: F.recurrence(u, W, activation="tanh"), (W,), (torch.ones_like(W),))
+
+
+def test_outside_transforms_the_registered_op_runs():
+    """Eager autograd records the registered op's own node (what compiled graphs hold)."""
+    W = torch.randn(3, 3, requires_grad=True)
+    h = F.recurrence(torch.randn(4, 2, 3), W, activation="tanh")
+    assert h.grad_fn.name() == "GeneratedBackwardFor_fastunitary_recurrence_defaultBackward"
+
+
+MODULES = {
+    "ScuRNN": lambda: fnn.ScuRNN(3, 6),
+    "ScoRNN": lambda: fnn.ScoRNN(3, 6),
+    "ENRNN": lambda: fnn.ENRNN(3, 4, 2),
+    "MomentumLSTM": lambda: fnn.MomentumLSTM(3, 5, mu=0.6, step=0.6),
+    "AdamLSTM": lambda: fnn.AdamLSTM(3, 5),
+    "NesterovLSTM proj_size": lambda: fnn.NesterovLSTM(3, 5, proj_size=2),
+    "MomentumRNN": lambda: fnn.MomentumRNN(3, 5),
+    "SBORNN": lambda: fnn.SBORNN(3, 5, method="heavy_ball", steps=2),
+}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_per_sample_gradients_of_every_module(name):
+    """``vmap(grad(...))`` over a batch (the per-sample gradients of DP-SGD and influence
+    functions) equals one ordinary backward per sample."""
+    torch.manual_seed(0)
+    model = MODULES[name]().double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    x = _randn(4, 5, 3)  # (samples, T, input): each sample is a batch of one
+
+    # buffers are inputs, not captured: ENRNN's sticky rule writes one in training
+    def loss(p, b, xs):
+        out = functional_call(model, (p, b), (xs.unsqueeze(1),))[0]
+        return _sum_of_outputs(out)
+
+    per_sample = vmap(grad(loss), in_dims=(None, None, 0))(params, buffers, x)
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        out = model(x[i].unsqueeze(1))[0]
+        _sum_of_outputs(out).backward()
+        for k, p in model.named_parameters():
+            torch.testing.assert_close(per_sample[k][i], p.grad, rtol=1e-9, atol=1e-11,
+                                       msg=lambda m: f"{name}, sample {i}, {k}: {m}")

@@ -136,16 +136,13 @@ def _activate_backward(ar, ai, gr, gi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.c
             r2 = r2 + ai * ai
         r = tl.sqrt_rn(r2 + MODRELU_EPS)
         rb = r + bias
-        # one IEEE division, four products: each div_rn inlines a long slow path, and four
-        # of them made ptxas spill (Triton 3.6, sm_90; ci/compile_check.py)
-        inv_r = tl.div_rn(1.0, r)
-        s = _relu(rb) * inv_r
-        c = tl.where(rb > 0, bias * inv_r, 0.0)
-        phr = ar * inv_r
+        s = tl.div_rn(_relu(rb), r)
+        c = tl.where(rb > 0, tl.div_rn(bias, r), 0.0)
+        phr = tl.div_rn(ar, r)
         dot = phr * gr
         phi = phr
         if IS_COMPLEX:
-            phi = ai * inv_r
+            phi = tl.div_rn(ai, r)
             dot = dot + phi * gi
         dzr = s * gr - c * dot * phr
         dzi = s * gi - c * dot * phi

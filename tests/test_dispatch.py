@@ -151,3 +151,18 @@ def test_per_sample_gradients_of_every_module(name):
         for k, p in model.named_parameters():
             torch.testing.assert_close(per_sample[k][i], p.grad, rtol=1e-9, atol=1e-11,
                                        msg=lambda m: f"{name}, sample {i}, {k}: {m}")
+
+
+def test_func_grad_under_torch_compile():
+    """A compiled function that takes torch.func.grad of a module gives eager's gradients."""
+    model = fnn.ScoRNN(3, 8)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.randn(5, 2, 3)
+
+    def loss(p, x):
+        return _sum_of_outputs(functional_call(model, p, (x,))[0])
+
+    want = grad(loss)(params, x)
+    got = torch.compile(lambda p, x: grad(loss)(p, x))(params, x)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)

@@ -10,7 +10,9 @@ the cubin's resource usage is read with the ``cuobjdump`` shipped inside triton 
 memory from Triton's metadata, which counts the dynamic part). It fails on a compile
 error, on shared memory over the target's limit, or on any spill (``LOCAL`` or ``STACK``
 bytes: ptxas puts spilled registers in the stack frame) and prints registers, shared
-memory and spills per config.
+memory and spills per config; for a spill, also the loop depth of its local stores and
+loads in the SASS (``4 STL at loop depth 0, 4 LDL at loop depth 1``: stored outside the
+loops, reloaded once per time step), which says what it costs per step.
 This is how CI proves the kernels build on real GPUs.
 """
 
@@ -82,6 +84,35 @@ def resource_usage(cubin: bytes) -> dict:
     return {k: int(v) for k, v in fields.items()}
 
 
+def local_accesses(cubin: bytes) -> str:
+    """:func:`local_access_depths` of the cubin's SASS."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([str(CUOBJDUMP), "-sass", f.name],
+                              capture_output=True, text=True, check=True).stdout
+    return local_access_depths(sass)
+
+
+def local_access_depths(sass: str) -> str:
+    """Where a spill's local stores and loads sit, e.g. ``"4 STL at loop depth 0, 4 LDL at
+    loop depth 1"``: four stores outside every loop, four loads one loop deep (in a
+    recurrence kernel, once per time step). Loops are the spans of the SASS's backward
+    branches (``cuobjdump -sass`` lines ``/*0950*/ ... BRA 0x950 ;``)."""
+    code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    loops = [(int(target, 16), a) for a, op in code
+             for target in re.findall(r"\bBRA (?:!?U?P\d, )?0x([0-9a-f]+)", op)
+             if int(target, 16) < a]
+    counts: dict[tuple[str, int], int] = {}
+    for a, op in code:
+        kind = next((k for k in ("STL", "LDL") if re.search(rf"\b{k}\b", op)), None)
+        if kind:
+            key = (kind, sum(start <= a <= end for start, end in loops))
+            counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{v} {kind} at loop depth {depth}"
+                     for (kind, depth), v in sorted(counts.items(), key=lambda kv: kv[0][::-1]))
+
+
 def compile_one(case) -> tuple[dict, int, str]:
     name, module, kernel_name, sig, const, warps, dispatched, variant, cap = case
     fn = getattr(importlib.import_module(f"fastunitary.kernels.{module}"), kernel_name)
@@ -95,7 +126,9 @@ def compile_one(case) -> tuple[dict, int, str]:
         spills = use.get("LOCAL", 0) + use.get("STACK", 0)
         if use["SHARED"] > SHARED_LIMIT[cap]:
             return use, -1, f"SHARED MEMORY over the sm_{cap} limit {SHARED_LIMIT[cap]}"
-        return use, spills, "ok" if spills == 0 else "SPILLS"
+        if spills == 0:
+            return use, 0, "ok"
+        return use, spills, f"SPILLS ({local_accesses(compiled.asm['cubin'])})"
     except Exception as e:  # a compile error is a failure, reported with its cause
         return {}, -1, f"COMPILE ERROR: {type(e).__name__}: {e}"[:200]
 

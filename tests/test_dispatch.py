@@ -91,16 +91,41 @@ def test_func_grad_on_the_triton_backend():
                                rtol=1e-4, atol=1e-5)
 
 
-def test_grad_of_grad_raises_instead_of_a_wrong_answer():
-    """The backward ops have no derivative: a second differentiating transform must raise
-    (functorch runs each backward with create_graph, which would otherwise drop the op's
-    second-order part silently)."""
+SECOND_DERIVATIVES = ["grad(grad)", "jacrev(jacrev)", "grad of the vjp function",
+                      "eager autograd over func.grad", "create_graph over vmap"]
+
+
+@pytest.mark.parametrize("how", SECOND_DERIVATIVES)
+def test_every_second_derivative_raises_instead_of_a_wrong_answer(how):
+    """The backward ops have no derivative: however a second derivative is asked for, it
+    must raise (functorch builds each backward's graph, so an untracked backward would
+    otherwise return a second derivative missing the op's part: zeros, or only the
+    derivative of the rest of the function)."""
     M = _randn(4, 4)
-    g = grad(lambda M: F.spectral_radius(M))
+    f = lambda M: F.spectral_radius(M)  # noqa: E731
     with pytest.raises(NotImplementedError, match="first derivatives only"):
-        grad(lambda M: g(M).pow(2).sum())(M)
+        if how == "grad(grad)":
+            grad(lambda M: grad(f)(M).pow(2).sum())(M)
+        elif how == "jacrev(jacrev)":
+            jacrev(jacrev(f))(M)
+        elif how == "grad of the vjp function":
+            grad(lambda M: torch.func.vjp(f, M)[1](torch.ones((), dtype=DT))[0].pow(2).sum())(M)
+        elif how == "eager autograd over func.grad":
+            Mr = M.clone().requires_grad_()
+            g = grad(lambda M: f(M) + M.pow(3).sum())(Mr)
+            torch.autograd.grad(g.sum(), Mr)
+        else:
+            Mr = M.expand(2, 4, 4).clone().requires_grad_()
+            (g,) = torch.autograd.grad((vmap(f)(Mr) + Mr.pow(3).sum((1, 2))).sum(), Mr,
+                                       create_graph=True)
+            torch.autograd.grad(g.sum(), Mr)
+
+
+def test_forward_over_reverse_raises():
+    """jvp of grad (Hessian-vector products in forward-over-reverse form)."""
+    M = _randn(4, 4)
     with pytest.raises((NotImplementedError, RuntimeError), match="first derivatives only|jvp"):
-        jvp(g, (M,), (torch.ones_like(M),))  # forward over reverse (Hessian-vector products)
+        jvp(grad(lambda M: F.spectral_radius(M)), (M,), (torch.ones_like(M),))
 
 
 def test_forward_mode_raises():

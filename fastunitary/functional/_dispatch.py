@@ -32,13 +32,34 @@ def autocast_off(t: torch.Tensor):
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
-_DIFFERENTIATING = (torch._C._functorch.TransformType.Grad, torch._C._functorch.TransformType.Jvp)
+class _FirstOrderOnly(torch.autograd.Function):
+    """Passes tensors through (as views) as one node whose backward raises. Attached to an
+    op's gradients and to what they were computed from, it makes every level that
+    differentiates them again raise, however that level was entered (``grad`` of ``grad``,
+    ``jacrev`` of ``jacrev``, the function ``vjp`` returns, eager autograd around a
+    transform): the backward ops have no derivative, so any answer there would be wrong."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*tensors):
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            "fastunitary ops have first derivatives only: a derivative of their gradient "
+            "(grad of grad, jacrev of jacrev, a double backward) is not supported")
 
 
-def transformable(op, backward, setup_context):
-    """``op`` (a custom op with ``register_autograd(backward, setup_context=...)``) as a
-    callable that also works under ``torch.func`` transforms (``grad``, ``vjp``,
-    ``jacrev``, ``vmap`` of those).
+def differentiable(op, backward, setup_context):
+    """Registers ``backward`` and ``setup_context`` as ``op``'s autograd formula (``op`` a
+    ``torch.library`` custom op) and returns ``op`` as a callable that also works under
+    ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap`` of those).
 
     The autograd wrapper that ``torch.library`` generates lacks the ``setup_context``
     staticmethod those transforms require (pytorch/pytorch#168393, #170834), so under a
@@ -47,9 +68,10 @@ def transformable(op, backward, setup_context):
     ``torch.export``) it is the registered op itself, one node in a graph. Its vmap rule is
     generated from the forward and the backward, which run the registered ops once per
     sample (functorch's fallback for ops without a batching rule). Forward-mode AD
-    (``jvp``, ``jacfwd``) and double backward stay unsupported, as for the op.
+    (``jvp``, ``jacfwd``) and second derivatives raise, as for the op.
     """
 
+    op.register_autograd(backward, setup_context=setup_context)
     op_setup_context, op_backward = setup_context, backward
 
     # defined in the class body: autograd.Function checks for them when the class is made
@@ -66,17 +88,18 @@ def transformable(op, backward, setup_context):
 
         @staticmethod
         def backward(ctx, *grads):
-            # functorch runs every backward with create_graph; the backward ops have no
-            # derivative, so a second transform that differentiates (grad of grad) must
-            # fail here rather than get a gradient that silently misses the op's part
-            stack = torch._C._functorch.get_interpreter_stack() or []
-            differentiating = [i for i in stack if i.key() in _DIFFERENTIATING]
-            if len(differentiating) > 1:
-                raise NotImplementedError(
-                    "fastunitary ops have first derivatives only: torch.func.grad (or vjp, "
-                    "jacrev) of a function that already takes their gradient is not supported")
-            with torch.no_grad():  # first order: nothing of the backward is differentiated
-                return op_backward(ctx, *grads)
+            # functorch builds every backward's graph (create_graph); the backward ops have
+            # no derivative, so the gradients are computed untracked and then tied to a
+            # node that raises if anything differentiates them
+            with torch.no_grad():
+                out = op_backward(ctx, *grads)
+            single = not isinstance(out, tuple)
+            out = (out,) if single else out
+            computed = [g for g in out if g is not None]
+            sources = [t for t in (*grads, *ctx.saved_tensors) if t is not None]
+            tied = iter(_FirstOrderOnly.apply(*computed, *sources)[:len(computed)])
+            out = tuple(None if g is None else next(tied) for g in out)
+            return out[0] if single else out
 
     def call(*args):
         if torch._C._are_functorch_transforms_active():

@@ -16,7 +16,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, kernel_module, transformable
+from ._dispatch import autocast_off, differentiable, kernel_module
 
 
 def _to_natural(x: torch.Tensor) -> torch.Tensor:
@@ -92,8 +92,7 @@ def _backward(ctx, grad_W, _grad_M_inv):
     return gA, (gd if want_d else None), None
 
 
-_cayley_op.register_autograd(_backward, setup_context=_setup_context)
-_cayley = transformable(_cayley_op, _backward, _setup_context)
+_cayley = differentiable(_cayley_op, _backward, _setup_context)
 
 
 def cayley_planes(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
-from ._dispatch import autocast_off, kernel_module, transformable
+from ._dispatch import autocast_off, differentiable, kernel_module
 
 
 @torch.library.custom_op("fastunitary::lstm_recurrence", mutates_args=())
@@ -88,8 +88,7 @@ def _backward(ctx, grad_h, grad_c):
             gWr if W_hr is not None else None, None)
 
 
-_lstm_op.register_autograd(_backward, setup_context=_setup_context)
-_lstm = transformable(_lstm_op, _backward, _setup_context)
+_lstm = differentiable(_lstm_op, _backward, _setup_context)
 
 
 def lstm_recurrence(

@@ -17,7 +17,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
-from ._dispatch import autocast_off, kernel_module, transformable
+from ._dispatch import autocast_off, differentiable, kernel_module
 
 
 @torch.library.custom_op("fastunitary::momentum_scan", mutates_args=())
@@ -67,8 +67,7 @@ def _backward(ctx, grad_v):
     return grad_a, gbar, grad_v0, None
 
 
-_scan_op.register_autograd(_backward, setup_context=_setup_context)
-_scan = transformable(_scan_op, _backward, _setup_context)
+_scan = differentiable(_scan_op, _backward, _setup_context)
 
 
 def _check_coefficient(name: str, c, T: int, B: int, d: int, per_step: bool) -> torch.Tensor | float:

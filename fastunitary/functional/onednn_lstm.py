@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 
+from ._dispatch import differentiable
+
 #: oneDNN's code for an LSTM cell (ideep::rnn_kind::LSTM; as torch's own decomposition)
 _LSTM_MODE = 2
 
@@ -144,7 +146,7 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n):
     return _onednn_lstm_backward_op(*ctx.saved_tensors, grad_y, grad_h_n, grad_c_n)
 
 
-_onednn_lstm_op.register_autograd(_backward, setup_context=_setup_context)
+_onednn_lstm = differentiable(_onednn_lstm_op, _backward, _setup_context)
 
 
 def onednn_lstm(
@@ -171,5 +173,5 @@ def onednn_lstm(
     b_hh = zeros(G) if b_hh is None else b_hh
     h0 = zeros(1, B, n) if h0 is None else h0.unsqueeze(0)
     c0 = zeros(1, B, n) if c0 is None else c0.unsqueeze(0)
-    y, h_n, c_n = _onednn_lstm_op(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    y, h_n, c_n = _onednn_lstm(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
     return y, h_n[0], c_n[0]

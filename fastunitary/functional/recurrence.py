@@ -21,7 +21,7 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
-from ._dispatch import autocast_off, kernel_module, transformable
+from ._dispatch import autocast_off, differentiable, kernel_module
 from .planes import as_complex, real_embedding, to_planes
 
 
@@ -106,8 +106,7 @@ def _backward(ctx, grad_h):
     )
 
 
-_recurrence_op.register_autograd(_backward, setup_context=_setup_context)
-_recurrence = transformable(_recurrence_op, _backward, _setup_context)
+_recurrence = differentiable(_recurrence_op, _backward, _setup_context)
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:

@@ -24,7 +24,7 @@ from .. import reference
 from .._backend import BackendUnavailableError, check_backend_name
 from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
 from ..reference.sbo_recurrence import SBO_METHODS
-from ._dispatch import autocast_off, transformable
+from ._dispatch import autocast_off, differentiable
 from .recurrence import compute_dtype
 
 NO_KERNEL = (
@@ -100,8 +100,7 @@ def _backward(ctx, grad_hs, grad_ms):
             None, None, None)
 
 
-_sbo_op.register_autograd(_backward, setup_context=_setup_context)
-_sbo = transformable(_sbo_op, _backward, _setup_context)
+_sbo = differentiable(_sbo_op, _backward, _setup_context)
 
 
 def check_options(method: str, eta: float, steps: int) -> None:

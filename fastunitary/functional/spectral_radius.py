@@ -16,7 +16,7 @@ import torch
 
 from .. import reference
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, transformable
+from ._dispatch import autocast_off, differentiable
 
 RULES = ("sticky", "max1")
 
@@ -61,8 +61,7 @@ def _backward(ctx, grad_sigma, _grad_of_grad):
     return _spectral_radius_backward_op(grad_sigma, dsigma, M)
 
 
-_spectral_radius_op.register_autograd(_backward, setup_context=_setup_context)
-_spectral_radius = transformable(_spectral_radius_op, _backward, _setup_context)
+_spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context)
 
 
 def _check_square_real(M: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import os
 import pkgutil
+import re
 
 import torch
 
@@ -30,18 +31,19 @@ _KERNEL_OPS = frozenset(
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
-def _release(package: str) -> tuple[int, ...] | None:
-    """``(major, minor)`` of an installed distribution, or ``None`` (read from its
-    metadata: nothing is imported)."""
-    try:
-        version = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    parts = []
-    for part in version.split(".")[:2]:
-        digits = "".join(c for c in part if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+def _release(*packages: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of the first of ``packages`` installed, or ``None`` (read from
+    its metadata: nothing is imported). ``"3.6.0+git1234"`` and ``"2.4rc1"`` give
+    ``(3, 6)`` and ``(2, 4)``."""
+    for package in packages:
+        try:
+            version = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        match = re.match(r"(\d+)(?:\.(\d+))?", version)
+        if match:
+            return int(match.group(1)), int(match.group(2) or 0)
+    return None
 
 
 def interpreter_conflict() -> str | None:
@@ -52,7 +54,8 @@ def interpreter_conflict() -> str | None:
     (triton-lang/triton#9171, fixed in 3.7). torch 2.11 pins triton 3.6, so an
     environment with torch 2.11 and a current NumPy meets it.
     """
-    triton, numpy = _release("triton"), _release("numpy")
+    # torch's nightlies ship triton as the distribution pytorch-triton
+    triton, numpy = _release("triton", "pytorch-triton"), _release("numpy")
     if triton is None or numpy is None or triton >= (3, 7) or numpy < (2, 4):
         return None
     return (f"Triton {'.'.join(map(str, triton))}'s interpreter fails with NumPy "
@@ -104,8 +107,9 @@ def resolve_backend(
     if backend == "reference":
         return "reference"
     if backend == "auto":
+        interpreter_broken = triton_interpret() and _INTERPRETER_CONFLICT is not None
         if (device.type == "cuda" and triton_importable() and has_kernel(op)
-                and unsupported is None):
+                and unsupported is None and not interpreter_broken):
             return "triton"
         return "reference"
     # backend == "triton": explain precisely what is missing.
@@ -124,10 +128,10 @@ def resolve_backend(
             f"backend='triton' for op '{op}' needs CUDA tensors, got tensors on {device}. "
             f"Set TRITON_INTERPRET=1 to run the kernels on CPU tensors (slow; for tests)."
         )
-    if device.type != "cuda" and _INTERPRETER_CONFLICT is not None:
+    if triton_interpret() and _INTERPRETER_CONFLICT is not None:
         raise BackendUnavailableError(
-            f"backend='triton' for op '{op}' on {device} tensors needs Triton's "
-            f"interpreter: {_INTERPRETER_CONFLICT}."
+            f"backend='triton' for op '{op}' runs in Triton's interpreter "
+            f"(TRITON_INTERPRET=1), and {_INTERPRETER_CONFLICT}."
         )
     if unsupported is not None:
         raise BackendUnavailableError(

@@ -14,13 +14,13 @@ if not torch.cuda.is_available():
 from fastunitary import _backend  # noqa: E402
 
 
-
 def pytest_sessionstart(session):
     """A known Triton bug would fail every kernel test with a bare InterpreterError: stop
     with its name and its fix instead."""
     reason = _backend.interpreter_conflict()
     if _backend.triton_interpret() and reason:
         pytest.exit(f"the kernel tests run under Triton's interpreter, and {reason}", returncode=1)
+
 
 #: Devices the device-parametrized tests run on: CUDA joins where present (ci/gpu.sh).
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -85,29 +85,38 @@ def resource_usage(cubin: bytes) -> dict:
 
 
 def local_accesses(cubin: bytes) -> str:
-    """:func:`local_access_depths` of the cubin's SASS."""
+    """:func:`local_access_depths` of the cubin's SASS (or why it could not be read)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        sass = subprocess.run([str(CUOBJDUMP), "-sass", f.name],
-                              capture_output=True, text=True, check=True).stdout
-    return local_access_depths(sass)
+        run = subprocess.run([str(CUOBJDUMP), "-sass", f.name], capture_output=True, text=True)
+    if run.returncode != 0:
+        return f"SASS unreadable: {run.stderr.strip()[:80]}"
+    return local_access_depths(run.stdout) or "no STL/LDL in the SASS"
+
+
+#: A branch and its target in ``cuobjdump -sass``: ``BRA 0x950``, ``@!P1 BRA 0x3780``,
+#: ``BRA !P4, 0x4030``, ``BRA.U !UP0, 0x..``, ``BRA.DIV UR4, 0x..``, ``BRA !PT, 0x..``.
+_BRANCH = re.compile(r"\bBRA(?:\.[A-Z.]+)?\s+(?:[!~]?U?(?:P[0-9T]|R\d+|RZ),\s*)?0x([0-9a-f]+)")
 
 
 def local_access_depths(sass: str) -> str:
     """Where a spill's local stores and loads sit, e.g. ``"4 STL at loop depth 0, 4 LDL at
     loop depth 1"``: four stores outside every loop, four loads one loop deep (in a
-    recurrence kernel, once per time step). Loops are the spans of the SASS's backward
-    branches (``cuobjdump -sass`` lines ``/*0950*/ ... BRA 0x950 ;``)."""
+    recurrence kernel, once per time step). A loop is the span from a backward branch's
+    target to the furthest branch back to it (``cuobjdump -sass`` lines
+    ``/*38c0*/ BRA 0x950 ;``)."""
     code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
-    loops = [(int(target, 16), a) for a, op in code
-             for target in re.findall(r"\bBRA (?:!?U?P\d, )?0x([0-9a-f]+)", op)
-             if int(target, 16) < a]
+    loop_end: dict[int, int] = {}  # header -> furthest back edge to it (continue-style edges)
+    for a, op in code:
+        for target in map(lambda t: int(t, 16), _BRANCH.findall(op)):
+            if target < a:
+                loop_end[target] = max(a, loop_end.get(target, a))
     counts: dict[tuple[str, int], int] = {}
     for a, op in code:
         kind = next((k for k in ("STL", "LDL") if re.search(rf"\b{k}\b", op)), None)
         if kind:
-            key = (kind, sum(start <= a <= end for start, end in loops))
+            key = (kind, sum(start <= a <= end for start, end in loop_end.items()))
             counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{v} {kind} at loop depth {depth}"
                      for (kind, depth), v in sorted(counts.items(), key=lambda kv: kv[0][::-1]))

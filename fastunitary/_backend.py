@@ -107,7 +107,7 @@ def resolve_backend(
     if backend == "reference":
         return "reference"
     if backend == "auto":
-        interpreter_broken = triton_interpret() and _INTERPRETER_CONFLICT is not None
+        interpreter_broken = _INTERPRETER_CONFLICT is not None and triton_interpret()
         if (device.type == "cuda" and triton_importable() and has_kernel(op)
                 and unsupported is None and not interpreter_broken):
             return "triton"
@@ -128,7 +128,7 @@ def resolve_backend(
             f"backend='triton' for op '{op}' needs CUDA tensors, got tensors on {device}. "
             f"Set TRITON_INTERPRET=1 to run the kernels on CPU tensors (slow; for tests)."
         )
-    if triton_interpret() and _INTERPRETER_CONFLICT is not None:
+    if _INTERPRETER_CONFLICT is not None and triton_interpret():
         raise BackendUnavailableError(
             f"backend='triton' for op '{op}' runs in Triton's interpreter "
             f"(TRITON_INTERPRET=1), and {_INTERPRETER_CONFLICT}."

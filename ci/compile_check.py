@@ -74,22 +74,24 @@ def _alignment_attrs(fn, sig: dict, variant: str) -> dict | None:
             and (ty.startswith("*") or variant == "aligned")}
 
 
-def resource_usage(cubin: bytes) -> dict:
+def cuobjdump(cubin: bytes, flag: str) -> subprocess.CompletedProcess:
+    """Triton's own ``cuobjdump`` with ``flag`` on a cubin (it reads files only)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", f.name],
-                             capture_output=True, text=True, check=True).stdout
-    fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", out))
+        return subprocess.run([str(CUOBJDUMP), flag, f.name], capture_output=True, text=True)
+
+
+def resource_usage(cubin: bytes) -> dict:
+    run = cuobjdump(cubin, "--dump-resource-usage")
+    run.check_returncode()
+    fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", run.stdout))
     return {k: int(v) for k, v in fields.items()}
 
 
 def local_accesses(cubin: bytes) -> str:
     """:func:`local_access_depths` of the cubin's SASS (or why it could not be read)."""
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        run = subprocess.run([str(CUOBJDUMP), "-sass", f.name], capture_output=True, text=True)
+    run = cuobjdump(cubin, "-sass")
     if run.returncode != 0:
         return f"SASS unreadable: {run.stderr.strip()[:80]}"
     return local_access_depths(run.stdout) or "no STL/LDL in the SASS"

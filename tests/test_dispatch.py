@@ -1,10 +1,11 @@
 """fastunitary/functional/_dispatch.py: the registered ops under ``torch.func`` transforms.
 
-``transformable`` runs each op inside an ``autograd.Function`` while a transform is active
-(``torch.library``'s own wrapper cannot: pytorch/pytorch#168393). Checked here: every
-op's ``torch.func.grad`` equals ``torch.autograd.grad`` in float64, per-sample gradients
-(``vmap`` of ``grad``) of every module family equal one backward per sample, and what stays
-unsupported (grad of grad, forward mode) raises instead of answering wrongly.
+``differentiable`` runs each op inside an ``autograd.Function`` while a transform is
+active (``torch.library``'s own wrapper cannot: pytorch/pytorch#168393). Checked here:
+every op's ``torch.func.grad`` equals ``torch.autograd.grad`` in float64, per-sample
+gradients (``vmap`` of ``grad``) of every module family equal one backward per sample, and
+what stays unsupported (second derivatives, forward mode) raises instead of answering
+wrongly.
 """
 
 import pytest

@@ -3,10 +3,13 @@
 ``differentiable`` runs each op inside an ``autograd.Function`` while a transform is
 active (``torch.library``'s own wrapper cannot: pytorch/pytorch#168393). Checked here:
 every op's ``torch.func.grad`` equals ``torch.autograd.grad`` in float64, per-sample
-gradients (``vmap`` of ``grad``) of every module family equal one backward per sample, and
-what stays unsupported (second derivatives, forward mode) raises instead of answering
-wrongly.
+gradients (``vmap`` of ``grad``) of every module family equal one backward per sample, the
+sequence ops' batching rules run the samples as one batch (per-sample weight gradients
+included) and agree with a loop over samples, and what stays unsupported (second
+derivatives, forward mode) raises instead of answering wrongly.
 """
+
+import warnings
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 import fastunitary.functional as F
 from fastunitary import nn as fnn
+from fastunitary import reference
 
 DT = torch.float64
 
@@ -169,7 +173,11 @@ def test_per_sample_gradients_of_every_module(name):
         out = functional_call(model, (p, b), (xs.unsqueeze(1),))[0]
         return _sum_of_outputs(out)
 
-    per_sample = vmap(grad(loss), in_dims=(None, None, 0))(params, buffers, x)
+    with warnings.catch_warnings():
+        # functorch's fallback warns "There is a performance drop because we have not yet
+        # implemented the batching rule": every op a module runs must have one
+        warnings.filterwarnings("error", message=".*batching rule.*")
+        per_sample = vmap(grad(loss), in_dims=(None, None, 0))(params, buffers, x)
     for i in range(x.shape[0]):
         model.zero_grad()
         out = model(x[i].unsqueeze(1))[0]
@@ -192,3 +200,171 @@ def test_func_grad_under_torch_compile():
     got = torch.compile(lambda p, x: grad(loss)(p, x))(params, x)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+# -- vmap batching rules ---------------------------------------------------------------------
+
+#: name -> (function, inputs, number of leading sequence inputs: (T, B, .) or (B, .), each
+#: vmapped; the rest are weights, shared by the samples unless the test vmaps them too)
+SEQUENCE_OPS = {
+    "recurrence modrelu complex": (
+        lambda u, h0, W, b: F.recurrence(u, W, b, h0, activation="modrelu"),
+        lambda: (_randn(5, 2, 3, dtype=torch.complex128), _randn(2, 3, dtype=torch.complex128),
+                 _randn(3, 3, dtype=torch.complex128) * 0.4, _randn(3) * 0.3), 2),
+    "recurrence modrelu real leaky": (
+        lambda u, W, b: F.recurrence(u, W, b, activation="modrelu", leak=0.6),
+        lambda: (_randn(5, 2, 4), _randn(4, 4) * 0.4, _randn(4) * 0.3), 1),
+    "recurrence tanh": (lambda u, h0, W: F.recurrence(u, W, None, h0, activation="tanh"),
+                        lambda: (_randn(5, 2, 4), _randn(2, 4), _randn(4, 4) * 0.4), 2),
+    "lstm_recurrence": (lambda g, h0, c0, W: F.lstm_recurrence(g, W, h0, c0),
+                        lambda: (_randn(5, 2, 12), _randn(2, 3), _randn(2, 3),
+                                 _randn(12, 3) * 0.4), 3),
+    "lstm_recurrence projected": (
+        lambda g, c0, W, Wr: F.lstm_recurrence(g, W, None, c0, W_hr=Wr),
+        lambda: (_randn(5, 2, 12), _randn(2, 3), _randn(12, 2) * 0.4, _randn(2, 3)), 2),
+    "momentum_scan": (lambda u, v0, mu: F.momentum_scan(u, mu, 0.5, v0),
+                      lambda: (_randn(5, 2, 4), _randn(2, 4), torch.rand(4, dtype=DT)), 2),
+    "sbo_recurrence gd": (lambda u, W: F.sbo_recurrence(u, W, method="gd", steps=2),
+                          lambda: (_randn(5, 2, 4), _randn(4, 4) * 0.4), 1),
+    "sbo_recurrence heavy_ball": (
+        lambda u, h0, m0, W, mu: F.sbo_recurrence(u, W, h0, m0, method="heavy_ball", mu=mu,
+                                                  steps=2),
+        lambda: (_randn(5, 2, 4), _randn(2, 4), _randn(2, 4), _randn(4, 4) * 0.4,
+                 torch.tensor(0.5, dtype=DT)), 3),
+    "sbo_recurrence nesterov": (
+        lambda u, W, mu: F.sbo_recurrence(u, W, method="nesterov", mu=mu),
+        lambda: (_randn(5, 2, 4), _randn(4, 4) * 0.4, torch.tensor(0.5, dtype=DT)), 1),
+}
+
+SAMPLES = 3
+
+
+def _samples_of(inputs, sequences, weights_too):
+    """Each input stacked for ``SAMPLES`` samples (fresh values per sample), and the
+    in_dims: the sequence inputs vmapped, the weights shared unless ``weights_too``."""
+    vmapped = [k < sequences or weights_too for k in range(len(inputs))]
+    stacked = tuple(torch.stack([x + 0.1 * k * torch.randn_like(x) for k in range(SAMPLES)])
+                    if v else x for x, v in zip(inputs, vmapped))
+    return stacked, tuple(0 if v else None for v in vmapped)
+
+
+def _tensors(out):
+    """An op's outputs as a tuple of tensors (sbo_recurrence's ``"gd"`` has no momentum:
+    ``None``)."""
+    return tuple(o for o in (out if isinstance(out, tuple) else (out,)) if o is not None)
+
+
+def _per_sample(xs, dims, i):
+    return [x if d is None else x[i] for x, d in zip(xs, dims)]
+
+
+@pytest.mark.parametrize("weights_too", [False, True], ids=["shared weights", "vmapped weights"])
+@pytest.mark.parametrize("name", SEQUENCE_OPS)
+def test_vmap_of_grad_of_an_op_equals_a_loop_over_samples(name, weights_too):
+    """Outputs and every input's gradient per sample (the weights' per sample too, where the
+    rule forms them from one batched backward) equal those of one call per sample."""
+    torch.manual_seed(0)
+    fn, make, sequences = SEQUENCE_OPS[name]
+    xs, dims = _samples_of(make(), sequences, weights_too)
+    loss = lambda *a: _sum_of_outputs(fn(*a))  # noqa: E731
+    argnums = tuple(range(len(xs)))
+    outputs = vmap(lambda *a: _tensors(fn(*a)), in_dims=dims)(*xs)
+    grads = vmap(grad(loss, argnums=argnums), in_dims=dims)(*xs)
+    for i in range(SAMPLES):
+        leaves = [x.clone().requires_grad_() for x in _per_sample(xs, dims, i)]
+        want_out = fn(*leaves)
+        want = torch.autograd.grad(_sum_of_outputs(want_out), leaves)
+        for got, w in zip(outputs, _tensors(want_out), strict=True):
+            torch.testing.assert_close(got[i], w, rtol=1e-10, atol=1e-12)
+        for k, w in enumerate(want):
+            torch.testing.assert_close(grads[k][i], w, rtol=1e-9, atol=1e-11,
+                                       msg=lambda m: f"sample {i}, input {k}: {m}")
+
+
+@pytest.mark.parametrize("op", ["recurrence", "lstm", "sbo"])
+def test_per_sample_gradients_run_each_op_once(op, monkeypatch):
+    """With the weights shared, the samples are one batch: one forward and one backward
+    call of the implementation, not one per sample (functorch's fallback)."""
+    names = {"recurrence": ("recurrence_forward", "recurrence_backward"),
+             "lstm": ("lstm_forward", "lstm_backward"), "sbo": ("sbo_forward", "sbo_backward")}
+    calls = []
+    for fname in names[op]:
+        real = getattr(reference, fname)
+        monkeypatch.setattr(reference, fname,
+                            lambda *a, _real=real, _f=fname: calls.append(_f) or _real(*a))
+    case = {"recurrence": "recurrence modrelu complex", "lstm": "lstm_recurrence projected",
+            "sbo": "sbo_recurrence heavy_ball"}[op]
+    fn, make, sequences = SEQUENCE_OPS[case]
+    xs, dims = _samples_of(make(), sequences, weights_too=False)
+    vmap(grad(lambda *a: _sum_of_outputs(fn(*a)), argnums=len(xs) - 1), in_dims=dims)(*xs)
+    assert calls == list(names[op])
+
+
+def test_nested_vmap_of_per_sample_gradients():
+    """vmap of vmap (samples of groups): each level folds its samples into the batch."""
+    torch.manual_seed(0)
+    for name in ("recurrence modrelu complex", "sbo_recurrence heavy_ball", "lstm_recurrence"):
+        fn, make, sequences = SEQUENCE_OPS[name]
+        inputs = make()
+        xs, dims = _samples_of(inputs, sequences, weights_too=False)
+        xs = tuple(torch.stack([x, x.flip(0)]) if d == 0 else x for x, d in zip(xs, dims))
+        W = len(xs) - 1
+        g = grad(lambda *a: _sum_of_outputs(fn(*a)), argnums=W)
+        got = vmap(vmap(g, in_dims=dims), in_dims=dims)(*xs)
+        for j in range(2):
+            for i in range(SAMPLES):
+                sample = [x if d is None else x[j][i] for x, d in zip(xs, dims)]
+                torch.testing.assert_close(got[j][i], g(*sample), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["recurrence", "lstm_recurrence", "momentum_scan"])
+def test_per_sample_gradients_on_the_triton_backend(name):
+    """The kernels under the rules (Triton's interpreter on CPU tensors), float32: per-sample
+    gradients equal the reference route's."""
+    torch.manual_seed(0)
+    fns = {
+        "recurrence": (lambda u, W, b, backend: F.recurrence(u, W, b, activation="modrelu",
+                                                             backend=backend),
+                       (torch.randn(4, 2, 6, dtype=torch.complex64),
+                        torch.randn(6, 6, dtype=torch.complex64) * 0.3, torch.randn(6) * 0.2)),
+        "lstm_recurrence": (lambda g, W, backend: F.lstm_recurrence(g, W, backend=backend),
+                            (torch.randn(4, 2, 32), torch.randn(32, 8) * 0.3)),
+        "momentum_scan": (lambda u, mu, backend: F.momentum_scan(u, mu, 0.5, backend=backend),
+                          (torch.randn(4, 2, 8), torch.rand(8))),
+    }
+    fn, inputs = fns[name]
+    xs = (torch.stack([inputs[0], -inputs[0], 2 * inputs[0]]), *inputs[1:])
+    dims = (0,) + (None,) * (len(inputs) - 1)
+    argnums = tuple(range(len(inputs)))
+
+    def per_sample(backend):
+        loss = lambda *a: _sum_of_outputs(fn(*a, backend))  # noqa: E731
+        return vmap(grad(loss, argnums=argnums), in_dims=dims)(*xs)
+
+    for got, want in zip(per_sample("triton"), per_sample("reference")):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["recurrence", "lstm"])
+def test_weight_gradients_of_one_sample_equal_the_backward(name):
+    """The per-sample weight gradients the rules form from ``grad_u``, for one sample, are
+    the backward's own (summed) weight gradients."""
+    torch.manual_seed(0)
+    if name == "recurrence":
+        u, W, b, h0 = _randn(6, 3, 8), _randn(8, 8) * 0.4, _randn(4) * 0.3, _randn(3, 8)
+        h = reference.recurrence_forward(u, W, b, h0, "modrelu", True, 0.7)
+        grad_h = _randn(*h.shape)
+        gu, gW, gb, _ = reference.recurrence_backward(grad_h, u, W, b, h0, h, "modrelu", True, 0.7)
+        got = reference.recurrence_weight_gradients(grad_h, gu, u, W, b, h0, h, "modrelu",
+                                                    True, 0.7, 1)
+        want = (gW, gb)
+    else:
+        g, W, Wr, h0 = _randn(6, 3, 16), _randn(16, 3) * 0.4, _randn(3, 4), _randn(3, 3)
+        h, c = reference.lstm_forward(g, W, h0, None, Wr)
+        grad_h = _randn(*h.shape)
+        gg, gW, _, _, gWr = reference.lstm_backward(grad_h, torch.zeros_like(c), g, W, h0,
+                                                    None, h, c, Wr)
+        got = reference.lstm_weight_gradients(grad_h, gg, g, W, h0, c, h, Wr, 1)
+        want = (gW, gWr)
+    for x, w in zip(got, want):
+        torch.testing.assert_close(x[0], w, rtol=1e-10, atol=1e-12)

@@ -110,7 +110,8 @@ def test_momentum_state_without_h0(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_opcheck_registered_ops(method):
-    """torch.library.opcheck on both ops, with a transposed W and a stride-0 cotangent."""
+    """torch.library.opcheck on both ops, with a transposed W, a stride-0 cotangent, and
+    per-sample weight gradients."""
     ops = torch.ops.fastunitary
     u, W, h0, m0, mu = (None if t is None else t.detach().float()
                         for t in _inputs(4, 3, 5, state=True, method=method))
@@ -121,9 +122,10 @@ def test_opcheck_registered_ops(method):
         hs, ms = ops.sbo_recurrence(*[a.detach() if isinstance(a, torch.Tensor) else a
                                       for a in args])
         ghs = torch.ones(1, 1, 1).expand_as(hs)
-        torch.library.opcheck(ops.sbo_recurrence_backward,
-                              (ghs, torch.zeros_like(ms), u, WW, h0, m0, mu, hs, ms, 0.2, 2,
-                               method))
+        for samples in (1, 3):  # 3: per-sample gradients of W and mu (vmap's rule)
+            torch.library.opcheck(ops.sbo_recurrence_backward,
+                                  (ghs, torch.zeros_like(ms), u, WW, h0, m0, mu, hs, ms, 0.2,
+                                   2, method, samples))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -66,8 +66,8 @@ def differentiable(op, backward, setup_context):
     transform the op runs inside an ``autograd.Function`` carrying the same
     ``setup_context`` and ``backward``; everywhere else (eager autograd, ``torch.compile``,
     ``torch.export``) it is the registered op itself, one node in a graph. Its vmap rule is
-    generated from the forward and the backward, which run the registered ops once per
-    sample (functorch's fallback for ops without a batching rule). Forward-mode AD
+    generated from the forward and the backward, so a batching rule registered for the
+    two ops (:func:`fold_samples`) is what batches them. Forward-mode AD
     (``jvp``, ``jacfwd``) and second derivatives raise, as for the op.
     """
 
@@ -107,3 +107,54 @@ def differentiable(op, backward, setup_context):
         return op(*args)
 
     return call
+
+
+# -- vmap ----------------------------------------------------------------------------------
+# An op's batching rule (``torch.library.register_vmap``) receives its arguments with one
+# more dimension, the vmapped one, at ``in_dims[k]`` (``None``: not vmapped), and runs the
+# op once on all samples where the op's layout allows:
+#
+# - the matrix ops (``cayley``, ``spectral_radius``) take any leading batch dimensions: the
+#   vmapped one becomes one more (:func:`stack_samples`);
+# - the sequence ops run a batch ``B`` with one set of weights: when the weights are shared
+#   by all samples (per-sample gradients: ``vmap(grad(loss), in_dims=(None, 0))``) the
+#   samples merge into that axis (:func:`fold_samples`), and the weight gradients, which
+#   the op sums over its batch, are formed per sample from what it returns. With vmapped
+#   weights (an ensemble) they loop over the samples (:func:`loop_over_samples`), as
+#   functorch's fallback would.
+
+
+def stack_samples(t: torch.Tensor | None, in_dim: int | None, axis: int, samples: int):
+    """``t`` with the vmapped dimension at ``axis`` (a tensor that is not vmapped expanded
+    there, as a view). ``None`` stays ``None``."""
+    if t is None:
+        return None
+    if in_dim is None:
+        return t.unsqueeze(axis).expand(*t.shape[:axis], samples, *t.shape[axis:])
+    return t.movedim(in_dim, axis)
+
+
+def fold_samples(t: torch.Tensor | None, in_dim: int | None, axis: int, samples: int):
+    """``t`` with the vmapped dimension merged into its batch ``axis``, sample-major: the
+    op's layout with batch ``samples * B`` (a view where the strides allow). ``None``
+    stays ``None``."""
+    t = stack_samples(t, in_dim, axis, samples)
+    return None if t is None else t.flatten(axis, axis + 1)
+
+
+def unfold_samples(t: torch.Tensor, axis: int, samples: int) -> torch.Tensor:
+    """The inverse of :func:`fold_samples`: batch axis ``samples * B`` split into
+    ``(samples, B)``, so the vmapped dimension is ``axis``."""
+    return t.unflatten(axis, (samples, -1))
+
+
+def loop_over_samples(op, info, in_dims, *args):
+    """``op`` run once per sample and its outputs stacked (vmapped dimension 0): the batching
+    rule for arguments a single call cannot take, as functorch's own fallback does it."""
+    results = []
+    for i in range(info.batch_size):
+        sample = [a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]
+        results.append(op(*sample))
+    if not isinstance(results[0], tuple):
+        return torch.stack(results), 0
+    return tuple(torch.stack(outs) for outs in zip(*results)), (0,) * len(results[0])

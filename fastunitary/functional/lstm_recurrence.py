@@ -22,7 +22,8 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
-from ._dispatch import autocast_off, differentiable, kernel_module
+from ._dispatch import (autocast_off, differentiable, fold_samples, kernel_module,
+                        loop_over_samples, unfold_samples)
 
 
 @torch.library.custom_op("fastunitary::lstm_recurrence", mutates_args=())
@@ -89,6 +90,36 @@ def _backward(ctx, grad_h, grad_c):
 
 
 _lstm = differentiable(_lstm_op, _backward, _setup_context)
+
+
+@_lstm_op.register_vmap
+def _(info, in_dims, g, W_hh, h0, c0, W_hr, backend):
+    """Samples sharing ``W_hh`` and ``W_hr`` run as one batch of the op."""
+    if in_dims[1] is not None or in_dims[4] is not None:
+        return loop_over_samples(_lstm_op, info, in_dims, g, W_hh, h0, c0, W_hr, backend)
+    S = info.batch_size
+    h, c = _lstm_op(fold_samples(g, in_dims[0], 1, S), W_hh, fold_samples(h0, in_dims[2], 0, S),
+                    fold_samples(c0, in_dims[3], 0, S), W_hr, backend)
+    return (unfold_samples(h, 1, S), unfold_samples(c, 1, S)), (1, 1)
+
+
+@_lstm_backward_op.register_vmap
+def _(info, in_dims, grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend):
+    """One batch of the op, then each sample's ``grad_W_hh`` and ``grad_W_hr`` from its
+    ``grad_g`` (:func:`~fastunitary.reference.lstm_recurrence.lstm_weight_gradients`)."""
+    args = (grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend)
+    if in_dims[3] is not None or in_dims[8] is not None:
+        return loop_over_samples(_lstm_backward_op, info, in_dims, *args)
+    S = info.batch_size
+    grad_h, grad_c, g, h, c = (fold_samples(args[k], in_dims[k], 1, S) for k in (0, 1, 2, 6, 7))
+    h0, c0 = (fold_samples(args[k], in_dims[k], 0, S) for k in (4, 5))
+    gg, _, gh0, gc0, gWr = _lstm_backward_op(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend)
+    with autocast_off(g):
+        gW, gWr_samples = reference.lstm_weight_gradients(grad_h, gg, g, W_hh, h0, c, h, W_hr, S)
+    # without W_hr the op returns an empty placeholder, the same for every sample
+    gWr, gWr_dim = (gWr, None) if gWr_samples is None else (gWr_samples, 0)
+    return ((unfold_samples(gg, 1, S), gW, unfold_samples(gh0, 0, S), unfold_samples(gc0, 0, S),
+             gWr), (1, 0, 0, 0, gWr_dim))
 
 
 def lstm_recurrence(

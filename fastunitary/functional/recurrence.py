@@ -21,7 +21,8 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
-from ._dispatch import autocast_off, differentiable, kernel_module
+from ._dispatch import (autocast_off, differentiable, fold_samples, kernel_module,
+                        loop_over_samples, unfold_samples)
 from .planes import as_complex, real_embedding, to_planes
 
 
@@ -107,6 +108,37 @@ def _backward(ctx, grad_h):
 
 
 _recurrence = differentiable(_recurrence_op, _backward, _setup_context)
+
+
+@_recurrence_op.register_vmap
+def _(info, in_dims, u, W, bias, h0, activation, is_complex, backend, leak):
+    """Samples sharing ``W`` and ``bias`` run as one batch of the op."""
+    args = (u, W, bias, h0, activation, is_complex, backend, leak)
+    if in_dims[1] is not None or in_dims[2] is not None:
+        return loop_over_samples(_recurrence_op, info, in_dims, *args)
+    S = info.batch_size
+    h = _recurrence_op(fold_samples(u, in_dims[0], 1, S), W, bias,
+                       fold_samples(h0, in_dims[3], 0, S), *args[4:])
+    return unfold_samples(h, 1, S), 1
+
+
+@_recurrence_backward_op.register_vmap
+def _(info, in_dims, grad_h, u, W, bias, h0, h, activation, is_complex, backend, leak):
+    """One batch of the op, then each sample's ``grad_W`` and ``grad_bias`` from its
+    ``grad_u`` (:func:`~fastunitary.reference.recurrence.recurrence_weight_gradients`)."""
+    args = (grad_h, u, W, bias, h0, h, activation, is_complex, backend, leak)
+    if in_dims[2] is not None or in_dims[3] is not None:
+        return loop_over_samples(_recurrence_backward_op, info, in_dims, *args)
+    S = info.batch_size
+    grad_h, u, h = (fold_samples(t, in_dims[k], 1, S) for k, t in ((0, grad_h), (1, u), (5, h)))
+    h0 = fold_samples(h0, in_dims[4], 0, S)
+    gu, _, gb, gh0 = _recurrence_backward_op(grad_h, u, W, bias, h0, h, *args[6:])
+    with autocast_off(h):
+        gW, gb_samples = reference.recurrence_weight_gradients(
+            grad_h, gu, u, W, bias, h0, h, activation, is_complex, leak, S)
+    # without a bias the op returns an empty placeholder, the same for every sample
+    gb, gb_dim = (gb, None) if gb_samples is None else (gb_samples, 0)
+    return ((unfold_samples(gu, 1, S), gW, gb, unfold_samples(gh0, 0, S)), (1, 0, gb_dim, 0))
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import torch
 
+from ._samples import per_sample_outer, previous_states
+
 
 def _zeros_state(g: torch.Tensor, s: torch.Tensor | None, width: int) -> torch.Tensor:
     return g.new_zeros((g.shape[1], width)) if s is None else s
@@ -131,6 +133,35 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None):
     if W_hr is not None:
         grad_W_hr = d_state.reshape(T * B, p).t() @ unprojected.reshape(T * B, n)
     return dz, grad_W, dr, dc, grad_W_hr
+
+
+def lstm_weight_gradients(grad_h, grad_g, g, W_hh, h0, c, h, W_hr, samples: int):
+    """``grad_W_hh`` and ``grad_W_hr`` of each of ``samples`` samples whose batches are
+    stacked along ``B`` (sample-major), from :func:`lstm_backward`'s ``grad_g``: the
+    per-sample gradients of ``vmap`` (the backward sums them over the batch).
+
+    ``grad_g`` is ``dz``, the gradient of the pre-activations ``z_t = g_t + W_hh r_{t-1}``,
+    so ``grad_W_hh = sum_t dz_t^T r_{t-1}`` per sample; with ``W_hr``,
+    ``grad_W_hr = sum_t dr_t^T (o_t tanh(c_t))`` with ``dr_t = grad h_t + dz_{t+1} W_hh``
+    and ``o_t`` recomputed from its gate's pre-activation.
+
+    Args:
+        grad_h, h: ``(T, S B, p)``; grad_g, g: ``(T, S B, 4n)``; c: ``(T, S B, n)``;
+        W_hh, h0, W_hr: the forward's.
+    Returns:
+        ``(S, 4n, p)`` and ``(S, p, n)`` (``None`` without ``W_hr``).
+    """
+    h_prev = previous_states(h0, h)
+    grad_W = per_sample_outer(grad_g, h_prev, samples)
+    if W_hr is None:
+        return grad_W, None
+    n = c.shape[-1]
+    # out of place: these run batched again under a nested vmap
+    d_state = grad_h.clone(memory_format=torch.contiguous_format)
+    d_state[:-1] += torch.matmul(grad_g[1:], W_hh)
+    z_o = torch.matmul(h_prev, W_hh[3 * n:].t()) + g[..., 3 * n:]
+    unprojected = z_o.sigmoid() * c.tanh()
+    return grad_W, per_sample_outer(d_state, unprojected, samples)
 
 
 def lstm_autograd(g, W_hh, h0=None, c0=None, W_hr=None):

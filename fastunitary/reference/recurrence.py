@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 
 from .modrelu import modrelu, modrelu_backward_coefficients, modrelu_planes_
+from ._samples import per_sample_outer, per_sample_sum, previous_states
+from .momentum_scan import linear_scan_backward
 
 ACTIVATIONS = ("modrelu", "tanh", "relu", "identity")
 
@@ -168,6 +170,51 @@ def recurrence_backward(
     if leaky:
         grad_h0.add_(g_next, alpha=1.0 - leak)
     return dz, grad_W, grad_bias, grad_h0
+
+
+def recurrence_weight_gradients(
+    grad_h: torch.Tensor,
+    grad_u: torch.Tensor,
+    u: torch.Tensor | None,
+    W: torch.Tensor,
+    bias: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    h: torch.Tensor,
+    activation: str,
+    is_complex: bool,
+    leak: float,
+    samples: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``grad_W`` and ``grad_bias`` of each of ``samples`` samples whose batches are
+    stacked along ``B`` (sample-major), from :func:`recurrence_backward`'s ``grad_u``:
+    the per-sample gradients of ``vmap`` (the backward sums them over the batch).
+
+    ``grad_u`` is ``dz``, the gradient of the pre-activation ``z_t = W h_{t-1} + u_t``, so
+    ``grad_W = sum_t dz_t^T h_{t-1}`` per sample. The modReLU bias gradient is
+    ``sum Phi * g`` with ``g_t`` the gradient of ``h_t``, rebuilt as
+    ``g_t = grad h_t + W^T dz_{t+1} (+ (1 - alpha) g_{t+1}, leaky)``: two large products
+    (and a reverse scan when leaky) beside the backward's sequential loop.
+
+    Args:
+        grad_h, h: ``(T, S B, d)``; grad_u: ``(T, S B, d)`` as the backward returned it;
+        u, W, bias, h0, activation, is_complex, leak: the forward's.
+    Returns:
+        ``(S, d, d)`` and ``(S, n)`` (``None`` without ``bias``).
+    """
+    h_prev = previous_states(h0, h)
+    grad_W = per_sample_outer(grad_u, h_prev, samples)
+    if bias is None:
+        return grad_W, None
+    # out of place: these run batched again under a nested vmap
+    _, _, Phi = modrelu_backward_coefficients(torch.matmul(h_prev, W.t()) + u, bias, is_complex)
+    g = grad_h.clone(memory_format=torch.contiguous_format)
+    g[:-1] += torch.matmul(grad_u[1:], W)
+    if leak != 1.0:
+        # g_t = q_t + (1 - alpha) g_{t+1}: the reverse linear scan
+        g = linear_scan_backward(g, g.new_full((), 1.0 - leak).expand_as(g))
+        Phi = Phi * leak
+    grad_bias = per_sample_sum(Phi.mul_(g), samples)
+    return grad_W, grad_bias.unflatten(-1, (2, -1)).sum(-2) if is_complex else grad_bias
 
 
 def recurrence_autograd(

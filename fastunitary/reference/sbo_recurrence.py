@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import torch
 
+from ._samples import per_sample_outer
+
 SBO_METHODS = ("gd", "heavy_ball", "nesterov")
 
 # Elements per chunk buffer of the backward: 2^20 floats = 4 MiB.
@@ -113,12 +115,15 @@ def sbo_backward(
     eta: float,
     steps: int,
     method: str,
+    samples: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`sbo_forward` given the cotangents of ``hs`` and ``ms``.
 
     Returns ``(grad_u (T, B, n), grad_W (n, n), grad_h0 (B, n), grad_m0 (B, n), grad_mu ())``.
     ``grad_m0`` is zero where ``m0`` was not given (its default depends on ``h0``, whose
-    gradient then includes that path).
+    gradient then includes that path). With ``samples`` ``S > 1`` the batch holds ``S``
+    samples stacked sample-major (``vmap``'s per-sample gradients) and ``grad_W`` and
+    ``grad_mu`` are per sample: ``(S, n, n)`` and ``(S,)``.
     """
     T, B, n = u.shape
     N = T * steps
@@ -129,8 +134,8 @@ def sbo_backward(
     s_buf = u.new_empty((chunk, B, n))
     gbar_buf = u.new_empty((chunk, B, n))
     zbar = u.new_empty((N, B, n))
-    gW = torch.zeros_like(W)
-    gmu = torch.zeros((), dtype=u.dtype, device=u.device)
+    gW = W.new_zeros((samples, n, n))
+    gmu = u.new_zeros(samples)
     a_h = torch.zeros((B, n), dtype=u.dtype, device=u.device)
     a_m = torch.zeros((B, n), dtype=u.dtype, device=u.device) if momentum else None
     WT = W.t()
@@ -149,12 +154,12 @@ def sbo_backward(
                 m = ms[i - 1] if i > 0 else m_init
                 if method == "heavy_ball":
                     total = a_m + a_h  # the cotangent of the new velocity
-                    gmu += (total * m).sum()
+                    gmu += (total * m).view(samples, -1).sum(1)
                     a_m = total * mu
                     a_pre = a_h
                 else:
                     total = a_m + (1 + mu) * a_h  # the cotangent of the new look-ahead y
-                    gmu += (a_h * (ms[i] - m)).sum()
+                    gmu += (a_h * (ms[i] - m)).view(samples, -1).sum(1)
                     a_m = a_h * -mu
                     a_pre = total
                 gbar = torch.mul(total, -eta, out=gbar_buf[c])
@@ -166,17 +171,19 @@ def sbo_backward(
             a_h = a_pre + rbar + zb @ W
         # -sum_i s_i^T gbar_i over the chunk as one product
         k = end - start
-        gW.addmm_(s_buf[:k].reshape(-1, n).t(), gbar_buf[:k].reshape(-1, n), alpha=-1)
+        gW -= per_sample_outer(s_buf[:k], gbar_buf[:k], samples)
     # sum_i zbar_i^T h_{i-1}: all iterations but the first in one product
     if N > 1:
-        gW.addmm_(zbar[1:].reshape(-1, n).t(), hs[:-1].reshape(-1, n))
-    gW.addmm_(zbar[0].t(), h_init)
+        gW += per_sample_outer(zbar[1:], hs[:-1], samples)
+    gW += per_sample_outer(zbar[:1], h_init.unsqueeze(0), samples)
     gu = zbar if steps == 1 else zbar.view(T, steps, B, n).sum(1)
     if method == "nesterov" and m0 is None:
         a_h = a_h + a_m  # y_0 = h0
         a_m = torch.zeros_like(a_h)
     elif not momentum or m0 is None:
         a_m = torch.zeros_like(a_h)
+    if samples == 1:
+        gW, gmu = gW[0], gmu[0]
     return gu, gW, a_h, a_m, gmu
 
 

@@ -1,0 +1,28 @@
+"""Shapes shared by the recurrences' per-sample gradients (their ``vmap`` batching rules).
+
+Under ``vmap`` the samples are stacked along an op's batch axis, sample-major: in a
+``(T, S B, k)`` tensor the rows ``s B ... (s + 1) B - 1`` are sample ``s``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def previous_states(h0: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
+    """``(T, B, d)``: ``h_0 ... h_{T-1}`` (``h_0`` zeros when ``None``)."""
+    first = h.new_zeros(h.shape[1:]) if h0 is None else h0
+    return torch.cat([first.unsqueeze(0), h[:-1]])
+
+
+def per_sample_sum(rows: torch.Tensor, samples: int) -> torch.Tensor:
+    """``(T, S B, k)`` -> ``(S, k)``: the sum over time and over each sample's ``B`` rows
+    (batch sample-major: rows ``s B ... (s + 1) B - 1`` are sample ``s``)."""
+    return rows.unflatten(1, (samples, -1)).sum(dim=(0, 2))
+
+
+def per_sample_outer(left: torch.Tensor, right: torch.Tensor, samples: int) -> torch.Tensor:
+    """``(T, S B, i)``, ``(T, S B, j)`` -> ``(S, i, j)``: ``sum_t left_t^T right_t`` over
+    each sample's rows, one batched product."""
+    a, b = (x.unflatten(1, (samples, -1)).movedim(1, 0).flatten(1, 2) for x in (left, right))
+    return a.mT @ b

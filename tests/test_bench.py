@@ -405,6 +405,36 @@ def test_projection_refuses_to_time_a_mismatch(tmp_path, monkeypatch):
     assert result["status"] == "failed correctness gate" and "times" not in result
 
 
+def test_per_sample_times_vmap_loop_and_backward_after_checking_them(tmp_path, capsys):
+    from bench import per_sample
+
+    per_sample.main(["--samples", "3", "--T", "4", "--hidden", "4", "--input-size", "2",
+                     "--repeats", "2", "--models", "scurnn", "adamlstm", "sbornn",
+                     "--device", "cpu", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "per_sample_cpu.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["scurnn", "adamlstm", "sbornn"]
+    for r in result["rows"]:
+        assert r["status"] == "ok" and r["rel_error_vmap_vs_loop"] <= 1e-4
+        assert set(r["times_s"]) == {"vmap", "loop", "batched backward"}
+    assert result["complete"] and "loop/vmap" in capsys.readouterr().out
+
+
+def test_per_sample_reports_per_sample_gradients_that_disagree(tmp_path, monkeypatch):
+    from bench import per_sample
+
+    real_vmap = per_sample.vmap
+
+    def wrong_vmap(fn, **kwargs):  # every per-sample gradient off by one
+        return lambda *a: {k: v + 1 for k, v in real_vmap(fn, **kwargs)(*a).items()}
+
+    monkeypatch.setattr(per_sample, "vmap", wrong_vmap)
+    per_sample.main(["--samples", "2", "--T", "3", "--hidden", "4", "--input-size", "2",
+                     "--repeats", "1", "--models", "scornn", "--device", "cpu",
+                     "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "per_sample_cpu.json").read_text())["rows"]
+    assert row["status"] == "failed correctness gate" and "times_s" not in row
+
+
 def _suite_row(case, tokens, speed, status="ok", T=8, variant="module"):
     return {"case": case, "label": case, "variant": variant, "backend": "auto", "mode": "forward",
             "dtype": "fp32", "T": T, "B": 2, "hidden": 8, "input_size": 3, "status": status,

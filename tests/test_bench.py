@@ -409,10 +409,10 @@ def test_per_sample_times_vmap_loop_and_backward_after_checking_them(tmp_path, c
     from bench import per_sample
 
     per_sample.main(["--samples", "3", "--T", "4", "--hidden", "4", "--input-size", "2",
-                     "--repeats", "2", "--models", "scurnn", "adamlstm", "sbornn",
+                     "--repeats", "2", "--models", "scurnn", "enrnn", "adamlstm", "sbornn",
                      "--device", "cpu", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "per_sample_cpu.json").read_text())
-    assert [r["model"] for r in result["rows"]] == ["scurnn", "adamlstm", "sbornn"]
+    assert [r["model"] for r in result["rows"]] == ["scurnn", "enrnn", "adamlstm", "sbornn"]
     for r in result["rows"]:
         assert r["status"] == "ok" and r["rel_error_vmap_vs_loop"] <= 1e-4
         assert set(r["times_s"]) == {"vmap", "loop", "batched backward"}

@@ -61,6 +61,7 @@ import triton
 import triton.language as tl
 
 from .._precision import ieee_float32_matmul
+from ..reference._samples import per_sample_outer, previous_states
 from ._host import alloc, check_float32, launch
 from .recurrence import _tanh
 
@@ -394,9 +395,10 @@ def forward(g, W_hh, h0, c0):
 # the recomputed pre-activations must equal the forward's IEEE float32 ones, whatever TF32
 # setting the process chose (see fastunitary/_precision.py)
 @ieee_float32_matmul()
-def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
+def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, samples: int = 1):
     """``(grad_g, grad_W_hh, grad_h0, grad_c0)``; the arguments of
-    ``fastunitary::lstm_recurrence_backward``."""
+    ``fastunitary::lstm_recurrence_backward`` (``samples > 1``: ``grad_W_hh`` per sample,
+    as the reference's)."""
     check_float32("LSTM recurrence", g=g, W_hh=W_hh, h0=h0, c0=c0, h=h, c=c)
     T, B, G = g.shape
     n = G // 4
@@ -423,11 +425,13 @@ def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c):
         grad_c0 = torch.zeros((B, n), dtype=torch.float32, device=g.device)
         launch(_backward_streamed, (programs,), g.device, grad_h, grad_c, dz, W, c0, c,
                 grad_c0, T, B, n, **meta)
+    grad_h0 = dz[0] @ W
+    if samples > 1:  # vmap's per-sample gradients
+        return dz, per_sample_outer(dz, previous_states(h0, h), samples), grad_h0, grad_c0
     # Weight gradient: one large product over all steps and the batch (plus the h0 term).
     grad_W = dz[0].t() @ h0
     if T > 1:
         grad_W.addmm_(dz[1:].reshape(-1, G).t(), h[:-1].reshape(-1, n))
-    grad_h0 = dz[0] @ W
     return dz, grad_W, grad_h0, grad_c0
 
 

@@ -61,6 +61,8 @@ import triton
 import triton.language as tl
 
 from .._precision import ieee_float32_matmul
+from ..reference._samples import per_sample_outer, previous_states
+from ..reference.recurrence import modrelu_bias_gradient_per_sample
 from ._host import alloc, check_float32, launch
 
 #: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
@@ -442,8 +444,9 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
 # the recomputed pre-activations must equal the forward's IEEE float32 ones, whatever TF32
 # setting the process chose (see fastunitary/_precision.py)
 @ieee_float32_matmul()
-def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
-    """``(grad_u, grad_W, grad_bias, grad_h0)``; the arguments of ``fastunitary::recurrence_backward``."""
+def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool, samples: int = 1):
+    """``(grad_u, grad_W, grad_bias, grad_h0)``; the arguments of ``fastunitary::recurrence_backward``
+    (``samples > 1``: ``grad_W`` and ``grad_bias`` per sample, as the reference's)."""
     check_float32("recurrence", h=h, W=W)
     T, B, D = h.shape
     n = D // 2 if is_complex else D
@@ -478,11 +481,18 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool):
         zeros = torch.zeros((B, D), dtype=torch.float32, device=h.device)
         launch(_backward_streamed, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
                 zeros, T, B, n, **meta)
+    grad_h0 = dz[0] @ W
+    if samples > 1:  # vmap's per-sample gradients
+        grad_W = per_sample_outer(dz, previous_states(h0, h), samples)
+        grad_bias = None
+        if has_bias and bias is not None:
+            grad_bias = modrelu_bias_gradient_per_sample(grad_h, dz, u, W, bias, h0, h,
+                                                         is_complex, samples)
+        return dz, grad_W, grad_bias, grad_h0
     # Weight gradient: one large product over all steps and the batch (plus the h0 term).
     grad_W = dz[0].t() @ h0
     if T > 1:
         grad_W.addmm_(dz[1:].reshape(-1, D).t(), h[:-1].reshape(-1, D))
-    grad_h0 = dz[0] @ W
     grad_bias = bpart.sum(0) if (has_bias and bias is not None) else None
     return dz, grad_W, grad_bias, grad_h0
 

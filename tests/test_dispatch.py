@@ -204,13 +204,17 @@ def test_func_grad_under_torch_compile():
 
 # -- vmap batching rules ---------------------------------------------------------------------
 
-#: name -> (function, inputs, number of leading sequence inputs: (T, B, .) or (B, .), each
-#: vmapped; the rest are weights, shared by the samples unless the test vmaps them too)
-SEQUENCE_OPS = {
+#: name -> (function, inputs, number of leading inputs vmapped in every case: the sequence
+#: inputs of a sequence op, (T, B, .) or (B, .); the rest are weights, shared by the
+#: samples unless a test vmaps them too; the matrix ops' inputs are all vmapped)
+VMAP_CASES = {
     "recurrence modrelu complex": (
         lambda u, h0, W, b: F.recurrence(u, W, b, h0, activation="modrelu"),
         lambda: (_randn(5, 2, 3, dtype=torch.complex128), _randn(2, 3, dtype=torch.complex128),
                  _randn(3, 3, dtype=torch.complex128) * 0.4, _randn(3) * 0.3), 2),
+    "recurrence modrelu default bias": (
+        lambda u, W: F.recurrence(u, W, activation="modrelu"),
+        lambda: (_randn(5, 2, 4), _randn(4, 4) * 0.4), 1),
     "recurrence modrelu real leaky": (
         lambda u, W, b: F.recurrence(u, W, b, activation="modrelu", leak=0.6),
         lambda: (_randn(5, 2, 4), _randn(4, 4) * 0.4, _randn(4) * 0.3), 1),
@@ -234,15 +238,25 @@ SEQUENCE_OPS = {
     "sbo_recurrence nesterov": (
         lambda u, W, mu: F.sbo_recurrence(u, W, method="nesterov", mu=mu),
         lambda: (_randn(5, 2, 4), _randn(4, 4) * 0.4, torch.tensor(0.5, dtype=DT)), 1),
+    "cayley complex": (lambda A, th: F.cayley(A, torch.exp(1j * th)),
+                       lambda: (_skew(4, torch.complex128), _randn(4)), 2),
+    "spectral_radius": (lambda M: F.spectral_radius(M), lambda: (_randn(5, 5),), 1),
 }
+SEQUENCE_OPS = [name for name in VMAP_CASES if not name.startswith(("cayley", "spectral"))]
+
+#: the implementations each sequence op's forward and backward call, by name prefix
+IMPLEMENTATIONS = {"recurrence": ("recurrence_forward", "recurrence_backward"),
+                   "lstm_recurrence": ("lstm_forward", "lstm_backward"),
+                   "momentum_scan": ("linear_scan", "linear_scan_backward"),
+                   "sbo_recurrence": ("sbo_forward", "sbo_backward")}
 
 SAMPLES = 3
 
 
-def _samples_of(inputs, sequences, weights_too):
+def _samples_of(inputs, vmapped_inputs, weights_too):
     """Each input stacked for ``SAMPLES`` samples (fresh values per sample), and the
-    in_dims: the sequence inputs vmapped, the weights shared unless ``weights_too``."""
-    vmapped = [k < sequences or weights_too for k in range(len(inputs))]
+    in_dims: the first ``vmapped_inputs`` vmapped, the rest unless ``weights_too``."""
+    vmapped = [k < vmapped_inputs or weights_too for k in range(len(inputs))]
     stacked = tuple(torch.stack([x + 0.1 * k * torch.randn_like(x) for k in range(SAMPLES)])
                     if v else x for x, v in zip(inputs, vmapped))
     return stacked, tuple(0 if v else None for v in vmapped)
@@ -258,18 +272,33 @@ def _per_sample(xs, dims, i):
     return [x if d is None else x[i] for x, d in zip(xs, dims)]
 
 
+def _count_calls(monkeypatch, name):
+    """The names of the implementations of op ``name`` called from now on, in order."""
+    calls = []
+    for fname in IMPLEMENTATIONS[name.split()[0]]:
+        real = getattr(reference, fname)
+        monkeypatch.setattr(reference, fname,
+                            lambda *a, _real=real, _f=fname: calls.append(_f) or _real(*a))
+    return calls
+
+
 @pytest.mark.parametrize("weights_too", [False, True], ids=["shared weights", "vmapped weights"])
-@pytest.mark.parametrize("name", SEQUENCE_OPS)
-def test_vmap_of_grad_of_an_op_equals_a_loop_over_samples(name, weights_too):
-    """Outputs and every input's gradient per sample (the weights' per sample too, where the
-    rule forms them from one batched backward) equal those of one call per sample."""
+@pytest.mark.parametrize("name", VMAP_CASES)
+def test_vmap_of_grad_of_an_op_equals_a_loop_over_samples(name, weights_too, monkeypatch):
+    """Outputs and every input's gradient per sample (the weights' too) equal those of one
+    call per sample; with shared weights, a sequence op's forward and backward run once."""
     torch.manual_seed(0)
-    fn, make, sequences = SEQUENCE_OPS[name]
-    xs, dims = _samples_of(make(), sequences, weights_too)
+    fn, make, vmapped_inputs = VMAP_CASES[name]
+    xs, dims = _samples_of(make(), vmapped_inputs, weights_too)
     loss = lambda *a: _sum_of_outputs(fn(*a))  # noqa: E731
     argnums = tuple(range(len(xs)))
+    counted = name in SEQUENCE_OPS and not weights_too
+    calls = _count_calls(monkeypatch, name) if counted else []
     outputs = vmap(lambda *a: _tensors(fn(*a)), in_dims=dims)(*xs)
     grads = vmap(grad(loss, argnums=argnums), in_dims=dims)(*xs)
+    if counted:  # the vmap, then the forward and backward of vmap(grad)
+        forward, backward = IMPLEMENTATIONS[name.split()[0]]
+        assert calls == [forward, forward, backward]
     for i in range(SAMPLES):
         leaves = [x.clone().requires_grad_() for x in _per_sample(xs, dims, i)]
         want_out = fn(*leaves)
@@ -281,90 +310,95 @@ def test_vmap_of_grad_of_an_op_equals_a_loop_over_samples(name, weights_too):
                                        msg=lambda m: f"sample {i}, input {k}: {m}")
 
 
-@pytest.mark.parametrize("op", ["recurrence", "lstm", "sbo"])
-def test_per_sample_gradients_run_each_op_once(op, monkeypatch):
-    """With the weights shared, the samples are one batch: one forward and one backward
-    call of the implementation, not one per sample (functorch's fallback)."""
-    names = {"recurrence": ("recurrence_forward", "recurrence_backward"),
-             "lstm": ("lstm_forward", "lstm_backward"), "sbo": ("sbo_forward", "sbo_backward")}
-    calls = []
-    for fname in names[op]:
-        real = getattr(reference, fname)
-        monkeypatch.setattr(reference, fname,
-                            lambda *a, _real=real, _f=fname: calls.append(_f) or _real(*a))
-    case = {"recurrence": "recurrence modrelu complex", "lstm": "lstm_recurrence projected",
-            "sbo": "sbo_recurrence heavy_ball"}[op]
-    fn, make, sequences = SEQUENCE_OPS[case]
-    xs, dims = _samples_of(make(), sequences, weights_too=False)
-    vmap(grad(lambda *a: _sum_of_outputs(fn(*a)), argnums=len(xs) - 1), in_dims=dims)(*xs)
-    assert calls == list(names[op])
-
-
-def test_nested_vmap_of_per_sample_gradients():
-    """vmap of vmap (samples of groups): each level folds its samples into the batch."""
+@pytest.mark.parametrize("name", SEQUENCE_OPS)
+def test_nested_vmap_of_per_sample_gradients(name):
+    """vmap of vmap (samples of groups): each level folds its samples into the batch and
+    the backward sums the weight gradients per sample of both levels."""
     torch.manual_seed(0)
-    for name in ("recurrence modrelu complex", "sbo_recurrence heavy_ball", "lstm_recurrence"):
-        fn, make, sequences = SEQUENCE_OPS[name]
-        inputs = make()
-        xs, dims = _samples_of(inputs, sequences, weights_too=False)
-        xs = tuple(torch.stack([x, x.flip(0)]) if d == 0 else x for x, d in zip(xs, dims))
-        W = len(xs) - 1
-        g = grad(lambda *a: _sum_of_outputs(fn(*a)), argnums=W)
-        got = vmap(vmap(g, in_dims=dims), in_dims=dims)(*xs)
-        for j in range(2):
-            for i in range(SAMPLES):
-                sample = [x if d is None else x[j][i] for x, d in zip(xs, dims)]
-                torch.testing.assert_close(got[j][i], g(*sample), rtol=1e-9, atol=1e-11)
+    fn, make, vmapped_inputs = VMAP_CASES[name]
+    xs, dims = _samples_of(make(), vmapped_inputs, weights_too=False)
+    xs = tuple(torch.stack([x, x.flip(0)]) if d == 0 else x for x, d in zip(xs, dims))
+    g = grad(lambda *a: _sum_of_outputs(fn(*a)), argnums=tuple(range(len(xs))))
+    got = vmap(vmap(g, in_dims=dims), in_dims=dims)(*xs)
+    for j in range(2):
+        for i in range(SAMPLES):
+            want = g(*[x if d is None else x[j][i] for x, d in zip(xs, dims)])
+            for k, w in enumerate(want):
+                torch.testing.assert_close(got[k][j][i], w, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("name", ["recurrence", "lstm_recurrence", "momentum_scan"])
-def test_per_sample_gradients_on_the_triton_backend(name):
-    """The kernels under the rules (Triton's interpreter on CPU tensors), float32: per-sample
-    gradients equal the reference route's."""
+def test_an_outer_vmap_over_what_only_the_loss_reads():
+    """The outer level vmaps the targets only: the op's inputs are batched at the inner
+    level alone, its cotangents at both."""
     torch.manual_seed(0)
-    fns = {
-        "recurrence": (lambda u, W, b, backend: F.recurrence(u, W, b, activation="modrelu",
-                                                             backend=backend),
-                       (torch.randn(4, 2, 6, dtype=torch.complex64),
-                        torch.randn(6, 6, dtype=torch.complex64) * 0.3, torch.randn(6) * 0.2)),
-        "lstm_recurrence": (lambda g, W, backend: F.lstm_recurrence(g, W, backend=backend),
-                            (torch.randn(4, 2, 32), torch.randn(32, 8) * 0.3)),
-        "momentum_scan": (lambda u, mu, backend: F.momentum_scan(u, mu, 0.5, backend=backend),
-                          (torch.randn(4, 2, 8), torch.rand(8))),
-    }
-    fn, inputs = fns[name]
+    u, W, b = _randn(2, 4, 1, 3), _randn(3, 3) * 0.4, _randn(3) * 0.3
+    targets = _randn(3, 4, 1, 3)
+
+    def loss(W, u, target):
+        return (F.recurrence(u, W, b, activation="modrelu", leak=0.7) - target).pow(2).sum()
+
+    got = vmap(vmap(grad(loss), in_dims=(None, 0, None)), in_dims=(None, None, 0))(W, u, targets)
+    for j in range(3):
+        for i in range(2):
+            torch.testing.assert_close(got[j][i], grad(loss)(W, u[i], targets[j]),
+                                       rtol=1e-9, atol=1e-11)
+
+
+TRITON_CASES = {
+    "recurrence": (lambda u, W, b, backend: F.recurrence(u, W, b, activation="modrelu",
+                                                         backend=backend),
+                   lambda: (torch.randn(4, 2, 6, dtype=torch.complex64),
+                            torch.randn(6, 6, dtype=torch.complex64) * 0.3,
+                            torch.randn(6) * 0.2)),
+    "lstm_recurrence": (lambda g, W, backend: F.lstm_recurrence(g, W, backend=backend),
+                        lambda: (torch.randn(4, 2, 32), torch.randn(32, 8) * 0.3)),
+    "momentum_scan": (lambda u, mu, backend: F.momentum_scan(u, mu, 0.5, backend=backend),
+                      lambda: (torch.randn(4, 2, 8), torch.rand(8))),
+}
+
+
+@pytest.mark.parametrize("name", TRITON_CASES)
+def test_per_sample_gradients_on_the_triton_backend_equal_a_loop(name):
+    """The kernels under the rules (Triton's interpreter on CPU tensors), float32, with
+    float32 matmuls allowed to run in bfloat16 (``"medium"``, which the kernels' backward
+    overrides for its products): per-sample gradients equal one call per sample."""
+    torch.manual_seed(0)
+    fn, make = TRITON_CASES[name]
+    inputs = make()
     xs = (torch.stack([inputs[0], -inputs[0], 2 * inputs[0]]), *inputs[1:])
     dims = (0,) + (None,) * (len(inputs) - 1)
     argnums = tuple(range(len(inputs)))
+    loss = lambda *a: _sum_of_outputs(fn(*a, "triton"))  # noqa: E731
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = vmap(grad(loss, argnums=argnums), in_dims=dims)(*xs)
+        want = [grad(loss, argnums=argnums)(*_per_sample(xs, dims, i)) for i in range(3)]
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    for i in range(3):
+        for k in argnums:
+            torch.testing.assert_close(got[k][i], want[i][k], rtol=1e-5, atol=1e-6)
 
-    def per_sample(backend):
-        loss = lambda *a: _sum_of_outputs(fn(*a, backend))  # noqa: E731
-        return vmap(grad(loss, argnums=argnums), in_dims=dims)(*xs)
 
-    for got, want in zip(per_sample("triton"), per_sample("reference")):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", ["recurrence", "lstm"])
-def test_weight_gradients_of_one_sample_equal_the_backward(name):
-    """The per-sample weight gradients the rules form from ``grad_u``, for one sample, are
-    the backward's own (summed) weight gradients."""
+def test_per_sample_gradients_under_autocast_equal_a_loop():
+    """The ops keep autocast out of their arithmetic, the per-sample sums included."""
     torch.manual_seed(0)
-    if name == "recurrence":
-        u, W, b, h0 = _randn(6, 3, 8), _randn(8, 8) * 0.4, _randn(4) * 0.3, _randn(3, 8)
-        h = reference.recurrence_forward(u, W, b, h0, "modrelu", True, 0.7)
-        grad_h = _randn(*h.shape)
-        gu, gW, gb, _ = reference.recurrence_backward(grad_h, u, W, b, h0, h, "modrelu", True, 0.7)
-        got = reference.recurrence_weight_gradients(grad_h, gu, u, W, b, h0, h, "modrelu",
-                                                    True, 0.7, 1)
-        want = (gW, gb)
-    else:
-        g, W, Wr, h0 = _randn(6, 3, 16), _randn(16, 3) * 0.4, _randn(3, 4), _randn(3, 3)
-        h, c = reference.lstm_forward(g, W, h0, None, Wr)
-        grad_h = _randn(*h.shape)
-        gg, gW, _, _, gWr = reference.lstm_backward(grad_h, torch.zeros_like(c), g, W, h0,
-                                                    None, h, c, Wr)
-        got = reference.lstm_weight_gradients(grad_h, gg, g, W, h0, c, h, Wr, 1)
-        want = (gW, gWr)
-    for x, w in zip(got, want):
-        torch.testing.assert_close(x[0], w, rtol=1e-10, atol=1e-12)
+    u, W, b = torch.randn(3, 6, 1, 8), torch.randn(8, 8) * 0.3, torch.randn(8) * 0.2
+    g, Wl = torch.randn(3, 6, 1, 16), torch.randn(16, 4) * 0.3
+
+    def loss(W, b, Wl, u, g):
+        h = F.recurrence(u, W, b, activation="modrelu")
+        return _sum_of_outputs(h) + _sum_of_outputs(F.lstm_recurrence(g, Wl))
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = vmap(grad(loss, argnums=(0, 1, 2)), in_dims=(None, None, None, 0, 0))(W, b, Wl, u, g)
+        want = [grad(loss, argnums=(0, 1, 2))(W, b, Wl, u[i], g[i]) for i in range(3)]
+    for i in range(3):
+        for k in range(3):
+            torch.testing.assert_close(got[k][i], want[i][k], rtol=1e-5, atol=1e-6)
+
+
+def test_vmap_over_an_empty_dimension_raises():
+    with pytest.raises(ValueError, match="empty dimension"):
+        vmap(lambda u: F.recurrence(u, torch.eye(3), activation="tanh"))(torch.randn(0, 4, 1, 3))

@@ -62,7 +62,7 @@ def test_expanded_gradient():
 def test_opcheck():
     """Both ops, with and without W_hr, autograd included (inputs that require grad), at
     sizes that all differ (T = 4, B = 3, n = 5, p = 2), so a fake shape with two sizes
-    swapped fails."""
+    swapped fails; the backward also with per-sample weight gradients."""
     def leaves(tensors):
         return [None if t is None else t.detach().float().requires_grad_() for t in tensors]
 
@@ -77,7 +77,8 @@ def test_opcheck():
             h, c = forward(g, W, h0, c0, W_hr, "reference")
         grads = (torch.randn_like(h), torch.randn_like(c))
         args = [t if t is None else t.detach() for t in (g, W, h0, c0, h, c, W_hr)]
-        torch.library.opcheck(backward, (*grads, *args[:6], args[6], "reference"))
+        for samples in (1, 3):  # 3: per-sample weight gradients (vmap's rule), B = 3
+            torch.library.opcheck(backward, (*grads, *args[:6], args[6], "reference", samples))
 
 
 # -- the projection W_hr (torch.nn.LSTM's proj_size) ---------------------------------------
@@ -449,3 +450,42 @@ def test_lstm_kernel_plan_depends_on_n_only():
     assert len(configs) == 2 * len(dispatched)
     for name, kernel, sig, const, warps, _ in configs:
         assert hasattr(K, kernel) and const["BLOCK_B"] == K.BLOCK_B
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_backward_sums_weight_gradients_per_sample(backend, monkeypatch):
+    """``samples=S`` (vmap's rule): grad_W_hh (and grad_W_hr with a projection, reference
+    only) per sample equal each sample's own backward; the rest is the whole batch's. The
+    kernel in float32 (its interpreter on the CPU without a GPU)."""
+    S, B, T, n = 3, 2, 6, 4
+    dtype, device = torch.float64, "cpu"
+    if backend == "triton":
+        from fastunitary.kernels import lstm_recurrence as K
+
+        monkeypatch.setattr(K, "FILL_OUTPUTS_WITH_NAN", True)
+        dtype, device = torch.float32, LSTM_KERNEL_DEVICES[0]
+        p, W_hr = n, None
+
+        def backward(*args, samples=1):  # the kernel has no projection
+            return K.backward(*args[:-1], samples=samples)
+    else:
+        p, W_hr = 3, torch.randn(3, n, dtype=dtype)
+        backward = reference.lstm_backward
+    g = torch.randn(T, S * B, 4 * n, dtype=dtype, device=device)
+    W = torch.randn(4 * n, p, dtype=dtype, device=device) * 0.4
+    h0 = torch.randn(S * B, p, dtype=dtype, device=device)
+    c0 = torch.randn(S * B, n, dtype=dtype, device=device)
+    W_hr = None if W_hr is None else W_hr.to(device)
+    h, c = reference.lstm_forward(g, W, h0, c0, W_hr)
+    gh, gc = torch.randn_like(h), torch.randn_like(c)
+    joint = backward(gh, gc, g, W, h0, c0, h, c, W_hr, samples=S)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    for s in range(S):
+        r = slice(s * B, (s + 1) * B)
+        alone = backward(gh[:, r], gc[:, r], g[:, r], W, h0[r], c0[r], h[:, r], c[:, r], W_hr)
+        torch.testing.assert_close(joint[0][:, r], alone[0], **tol)
+        torch.testing.assert_close(joint[1][s], alone[1], **tol)
+        torch.testing.assert_close(joint[2][r], alone[2], **tol)
+        torch.testing.assert_close(joint[3][r], alone[3], **tol)
+        if W_hr is not None:
+            torch.testing.assert_close(joint[4][s], alone[4], **tol)

@@ -146,7 +146,8 @@ def test_zero_bias_default_for_modrelu():
 @pytest.mark.parametrize("activation", ["modrelu", "tanh"])
 @pytest.mark.parametrize("leak", [1.0, 0.3])
 def test_opcheck_registered_ops(activation, leak):
-    """torch.library.opcheck on both ops, with transposed and expanded (stride-0) inputs."""
+    """torch.library.opcheck on both ops, with transposed and expanded (stride-0) inputs,
+    and the backward's per-sample weight gradients (3 samples of one row: vmap's rule)."""
     ops = torch.ops.fastunitary
     u, W, bias, h0 = make_inputs(5, 3, 4, complex_=False, activation=activation, dtype=torch.float32)
     for uu, WW in ((u, W), (u.transpose(0, 1).contiguous().transpose(0, 1), W.t()),
@@ -156,8 +157,9 @@ def test_opcheck_registered_ops(activation, leak):
         torch.library.opcheck(ops.recurrence, args)
         h = ops.recurrence(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
         gh = torch.ones(1, 1, 1).expand_as(h)  # a stride-0 gradient
-        torch.library.opcheck(ops.recurrence_backward,
-                              (gh, uu, WW, bias, h0, h, activation, False, "reference", leak))
+        for samples in (1, 3):
+            torch.library.opcheck(ops.recurrence_backward, (gh, uu, WW, bias, h0, h, activation,
+                                                            False, "reference", leak, samples))
 
 
 @pytest.mark.parametrize("complex_", [False, True])
@@ -287,7 +289,8 @@ def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
     calls = fake_kernel(
         "recurrence",
         lambda *a: ops.recurrence(*a, "reference", 1.0),
-        lambda *a: ops.recurrence_backward(*a, "reference", 1.0),
+        # the kernel's arguments end with samples, the op's with (backend, leak, samples)
+        lambda *a: ops.recurrence_backward(*a[:-1], "reference", 1.0, a[-1]),
     )
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     u, W, bias, h0 = make_inputs(4, 2, 3, complex_=True, activation="modrelu", dtype=torch.float32)
@@ -567,3 +570,55 @@ def test_plan_depends_on_n_only():
     assert K.plan(32, True)["design"] == "resident" and K.plan(33, True)["design"] == "streamed"
     assert K.plan(64, False)["design"] == "resident" and K.plan(65, False)["design"] == "streamed"
     assert K.plan(1024, True)["design"] == "streamed"
+
+
+def _per_sample_backward_case(backend, complex_, leak, device):
+    """The backward on 3 samples of 2 rows stacked sample-major (planes layout), once told
+    ``samples=3`` and once per sample: ``(joint, separate, rows of each sample)``."""
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    S, B, T, n = 3, 2, 7, 4
+    d = 2 * n if complex_ else n
+    u, h0 = torch.randn(T, S * B, d, dtype=dtype) * 0.5, torch.randn(S * B, d, dtype=dtype)
+    W, bias = torch.randn(d, d, dtype=dtype) / d**0.5, torch.randn(n, dtype=dtype) * 0.2
+    u, W, bias, h0 = (t.to(device) for t in (u, W, bias, h0))
+    if backend == "reference":
+        backward = reference.recurrence_backward
+    else:
+        from fastunitary.kernels import recurrence as K
+
+        def backward(*args, samples=1):  # the kernel runs the plain form: no leak argument
+            return K.backward(*args[:-1], samples=samples)
+
+    h = reference.recurrence_forward(u, W, bias, h0, "modrelu", complex_, leak)
+    gh = torch.randn_like(h)
+    joint = backward(gh, u, W, bias, h0, h, "modrelu", complex_, leak, samples=S)
+    rows = [slice(s * B, (s + 1) * B) for s in range(S)]
+    separate = [backward(gh[:, r], u[:, r], W, bias, h0[r], h[:, r], "modrelu", complex_, leak)
+                for r in rows]
+    return joint, separate, rows
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 2 * 6 * 8])
+@pytest.mark.parametrize("complex_", [False, True])
+def test_backward_sums_weight_gradients_per_sample(complex_, chunk, monkeypatch):
+    """``samples=S`` (vmap's rule): grad_W and grad_bias per sample equal each sample's own
+    backward; the rest is the backward of the whole batch. Chunked too (3 steps a chunk)."""
+    monkeypatch.setattr(ref_rec, "_CHUNK_ELEMENTS", chunk)
+    (gu, gW, gb, gh0), separate, rows = _per_sample_backward_case("reference", complex_, 0.6,
+                                                                  "cpu")
+    assert gW.shape[0] == gb.shape[0] == 3
+    for s, (r, (su, sW, sb, sh0)) in enumerate(zip(rows, separate)):
+        for got, want in ((gu[:, r], su), (gW[s], sW), (gb[s], sb), (gh0[r], sh0)):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_backward_sums_weight_gradients_per_sample(kernel_device, complex_):
+    """As above on the kernel, whose bias partial sums run over blocks of rows: the
+    per-sample bias gradient is rebuilt from grad_u (float32)."""
+    (gu, gW, gb, gh0), separate, rows = _per_sample_backward_case("triton", complex_, 1.0,
+                                                                  kernel_device)
+    for s, (r, (su, sW, sb, sh0)) in enumerate(zip(rows, separate)):
+        for got, want in ((gu[:, r], su), (gW[s], sW), (gb[s], sb), (gh0[r], sh0)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -66,8 +66,9 @@ def differentiable(op, backward, setup_context):
     transform the op runs inside an ``autograd.Function`` carrying the same
     ``setup_context`` and ``backward``; everywhere else (eager autograd, ``torch.compile``,
     ``torch.export``) it is the registered op itself, one node in a graph. Its vmap rule is
-    generated from the forward and the backward, so a batching rule registered for the
-    two ops (:func:`fold_samples`) is what batches them. Forward-mode AD
+    generated from the forward and the backward, so the batching rules registered for the
+    two ops (:func:`register_folded_vmap`, :func:`register_stacked_vmap`) batch them.
+    Forward-mode AD
     (``jvp``, ``jacfwd``) and second derivatives raise, as for the op.
     """
 
@@ -115,18 +116,28 @@ def differentiable(op, backward, setup_context):
 # op once on all samples where the op's layout allows:
 #
 # - the matrix ops (``cayley``, ``spectral_radius``) take any leading batch dimensions: the
-#   vmapped one becomes one more (:func:`stack_samples`);
+#   vmapped one becomes one more (:func:`register_stacked_vmap`);
 # - the sequence ops run a batch ``B`` with one set of weights: when the weights are shared
 #   by all samples (per-sample gradients: ``vmap(grad(loss), in_dims=(None, 0))``) the
-#   samples merge into that axis (:func:`fold_samples`), and the weight gradients, which
-#   the op sums over its batch, are formed per sample from what it returns. With vmapped
-#   weights (an ensemble) they loop over the samples (:func:`loop_over_samples`), as
-#   functorch's fallback would.
+#   samples merge into that axis, sample-major, and the backward op, told how many samples
+#   its batch holds (its ``samples`` argument), sums its weight gradients per sample
+#   (:func:`register_folded_vmap`). With vmapped weights (an ensemble) they loop over the
+#   samples, as functorch's fallback would.
+#
+# Everything runs inside the ops: a rule only moves dimensions. (A rule's own arithmetic
+# would run outside the ops' autocast and float32-precision guards.)
+
+#: Where an argument or output of a sequence op keeps its batch, for register_folded_vmap:
+TIME_MAJOR = "time-major"  # (T, B, ...): batch axis 1
+BATCH_MAJOR = "batch-major"  # (B, ...): batch axis 0
+SHARED = "shared"  # a weight: one for all samples (vmapped: the op runs once per sample)
+PER_SAMPLE = "per-sample"  # an output with one leading entry per sample: a weight gradient
+PLACEHOLDER = "placeholder"  # an empty tensor standing for a missing one, same for all samples
 
 
-def stack_samples(t: torch.Tensor | None, in_dim: int | None, axis: int, samples: int):
-    """``t`` with the vmapped dimension at ``axis`` (a tensor that is not vmapped expanded
-    there, as a view). ``None`` stays ``None``."""
+def samples_at(t: torch.Tensor | None, in_dim: int | None, axis: int, samples: int):
+    """``t`` with the vmapped dimension moved to ``axis`` (a tensor that is not vmapped is
+    expanded there, as a view). ``None`` stays ``None``."""
     if t is None:
         return None
     if in_dim is None:
@@ -134,23 +145,15 @@ def stack_samples(t: torch.Tensor | None, in_dim: int | None, axis: int, samples
     return t.movedim(in_dim, axis)
 
 
-def fold_samples(t: torch.Tensor | None, in_dim: int | None, axis: int, samples: int):
-    """``t`` with the vmapped dimension merged into its batch ``axis``, sample-major: the
-    op's layout with batch ``samples * B`` (a view where the strides allow). ``None``
-    stays ``None``."""
-    t = stack_samples(t, in_dim, axis, samples)
-    return None if t is None else t.flatten(axis, axis + 1)
-
-
-def unfold_samples(t: torch.Tensor, axis: int, samples: int) -> torch.Tensor:
-    """The inverse of :func:`fold_samples`: batch axis ``samples * B`` split into
-    ``(samples, B)``, so the vmapped dimension is ``axis``."""
-    return t.unflatten(axis, (samples, -1))
+def _check_samples(op, samples: int) -> None:
+    if samples == 0:  # no sample to run, nor to take the outputs' shapes from
+        raise ValueError(f"vmap over an empty dimension is not supported by {op}")
 
 
 def loop_over_samples(op, info, in_dims, *args):
     """``op`` run once per sample and its outputs stacked (vmapped dimension 0): the batching
     rule for arguments a single call cannot take, as functorch's own fallback does it."""
+    _check_samples(op, info.batch_size)
     results = []
     for i in range(info.batch_size):
         sample = [a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]
@@ -158,3 +161,73 @@ def loop_over_samples(op, info, in_dims, *args):
     if not isinstance(results[0], tuple):
         return torch.stack(results), 0
     return tuple(torch.stack(outs) for outs in zip(*results)), (0,) * len(results[0])
+
+
+def register_stacked_vmap(op, batch_axis: int) -> None:
+    """The batching rule of an op batched over leading dimensions from ``batch_axis`` on
+    (every tensor argument and output): the vmapped dimension becomes one more there."""
+
+    def rule(info, in_dims, *args):
+        _check_samples(op, info.batch_size)
+        out = op(*(samples_at(a, d, batch_axis, info.batch_size)
+                   if isinstance(a, torch.Tensor) else a for a, d in zip(args, in_dims)))
+        outs = out if isinstance(out, tuple) else (out,)
+        # an empty output is a placeholder (a gradient not asked for), the same for all
+        dims = tuple(batch_axis if o.numel() else None for o in outs)
+        return out, dims if isinstance(out, tuple) else dims[0]
+
+    op.register_vmap(rule)
+
+
+def register_folded_vmap(op, inputs, outputs, samples_arg: int | None = None) -> None:
+    """The batching rule of a sequence op: vmapped samples folded into the batch.
+
+    Args:
+        op: the custom op.
+        inputs: the kind of each argument (:data:`TIME_MAJOR`, :data:`BATCH_MAJOR`,
+            :data:`SHARED`, :data:`PLACEHOLDER`; ``None`` for a non-tensor), or a function
+            of the arguments giving them (where a placeholder depends on an option).
+        outputs: the kind of each output (:data:`TIME_MAJOR`, :data:`BATCH_MAJOR`,
+            :data:`PER_SAMPLE`, :data:`PLACEHOLDER`), or a function of the arguments.
+        samples_arg: the position of the op's ``samples`` argument (a backward op: the
+            number of samples its batch holds, for the per-sample weight gradients). Under
+            nested ``vmap`` each level multiplies it by its own count, so the op sums per
+            sample of all levels, and each level splits off its factor.
+    """
+
+    def rule(info, in_dims, *args):
+        S = info.batch_size
+        _check_samples(op, S)
+        kinds = inputs(*args) if callable(inputs) else inputs
+        if any(k == SHARED and d is not None for k, d in zip(kinds, in_dims)):
+            return loop_over_samples(op, info, in_dims, *args)
+        folded = list(args)
+        for i, (a, d, kind) in enumerate(zip(args, in_dims, kinds)):
+            if kind in (TIME_MAJOR, BATCH_MAJOR) and a is not None:
+                axis = 1 if kind == TIME_MAJOR else 0
+                folded[i] = samples_at(a, d, axis, S).flatten(axis, axis + 1)
+            elif kind == PLACEHOLDER and a is not None:
+                folded[i] = a.new_empty(0)  # whatever came in, vmapped or not
+        inner = 1
+        if samples_arg is not None:
+            inner = args[samples_arg]
+            folded[samples_arg] = S * inner
+        out = op(*folded)
+        outs = out if isinstance(out, tuple) else (out,)
+        results, dims = [], []
+        for o, kind in zip(outs, outputs(*args) if callable(outputs) else outputs, strict=True):
+            if kind in (TIME_MAJOR, BATCH_MAJOR):
+                axis = 1 if kind == TIME_MAJOR else 0
+                results.append(o.unflatten(axis, (S, -1)))
+                dims.append(axis)
+            elif kind == PER_SAMPLE:
+                results.append(o.unflatten(0, (S, inner)) if inner > 1 else o)
+                dims.append(0)
+            else:
+                results.append(o)
+                dims.append(None)
+        if isinstance(out, tuple):
+            return tuple(results), tuple(dims)
+        return results[0], dims[0]
+
+    op.register_vmap(rule)

@@ -16,7 +16,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, differentiable, kernel_module, stack_samples
+from ._dispatch import autocast_off, differentiable, kernel_module, register_stacked_vmap
 
 
 def _to_natural(x: torch.Tensor) -> torch.Tensor:
@@ -95,22 +95,9 @@ def _backward(ctx, grad_W, _grad_M_inv):
 _cayley = differentiable(_cayley_op, _backward, _setup_context)
 
 
-# The op takes batches of matrices, (P, ..., n, n): the vmapped dimension is one more.
-@_cayley_op.register_vmap
-def _(info, in_dims, A, d, backend):
-    S = info.batch_size
-    out = _cayley_op(stack_samples(A, in_dims[0], 1, S), stack_samples(d, in_dims[1], 1, S),
-                     backend)
-    return out, (1, 1)
-
-
-@_cayley_backward_op.register_vmap
-def _(info, in_dims, grad_W, M_inv, d, W, want_grad_d):
-    S = info.batch_size
-    grad_W, M_inv, d, W = (stack_samples(t, k, 1, S) for t, k in zip((grad_W, M_inv, d, W),
-                                                                      in_dims))
-    gA, gd = _cayley_backward_op(grad_W.contiguous(), M_inv, d, W, want_grad_d)
-    return (gA, gd), (1, 1 if gd.numel() else None)
+# The ops take batches of matrices, (P, ..., n, n): the vmapped dimension is one more.
+register_stacked_vmap(_cayley_op, 1)
+register_stacked_vmap(_cayley_backward_op, 1)
 
 
 def cayley_planes(A: torch.Tensor, d: Optional[torch.Tensor], backend: str) -> torch.Tensor:

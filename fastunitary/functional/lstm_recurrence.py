@@ -22,8 +22,8 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
-from ._dispatch import (autocast_off, differentiable, fold_samples, kernel_module,
-                        loop_over_samples, unfold_samples)
+from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
+                        differentiable, kernel_module, register_folded_vmap)
 
 
 @torch.library.custom_op("fastunitary::lstm_recurrence", mutates_args=())
@@ -52,24 +52,27 @@ def _(g, W_hh, h0, c0, W_hr, backend):
 def _lstm_backward_op(
     grad_h: torch.Tensor, grad_c: torch.Tensor, g: torch.Tensor, W_hh: torch.Tensor,
     h0: Optional[torch.Tensor], c0: Optional[torch.Tensor], h: torch.Tensor, c: torch.Tensor,
-    W_hr: Optional[torch.Tensor], backend: str,
+    W_hr: Optional[torch.Tensor], backend: str, samples: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of g, W_hh, h0, c0 and W_hr (an empty tensor without W_hr: an op
-    returns no None)."""
+    returns no None); with ``samples > 1`` (``vmap``'s batching rule) those of W_hh and
+    W_hr per sample, ``(samples, ...)``."""
     with autocast_off(g):
         if backend == "triton":
             kernel = kernel_module("lstm_recurrence")
-            out = (*kernel.backward(grad_h, grad_c, g, W_hh, h0, c0, h, c), None)
+            out = (*kernel.backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, samples), None)
         else:
-            out = reference.lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr)
+            out = reference.lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, samples)
     return tuple(W_hh.new_empty(0) if t is None else t.contiguous() for t in out)
 
 
 @_lstm_backward_op.register_fake
-def _(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend):
+def _(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend, samples):
     T, B, G = g.shape
-    return (g.new_empty((T, B, G)), W_hh.new_empty(W_hh.shape), g.new_empty((B, W_hh.shape[1])),
-            g.new_empty((B, G // 4)), W_hh.new_empty(0 if W_hr is None else W_hr.shape))
+    per_sample = () if samples == 1 else (samples,)
+    return (g.new_empty((T, B, G)), W_hh.new_empty((*per_sample, *W_hh.shape)),
+            g.new_empty((B, W_hh.shape[1])), g.new_empty((B, G // 4)),
+            W_hh.new_empty(0) if W_hr is None else W_hr.new_empty((*per_sample, *W_hr.shape)))
 
 
 def _setup_context(ctx, inputs, output):
@@ -84,42 +87,23 @@ def _backward(ctx, grad_h, grad_c):
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h
     grad_c = torch.zeros_like(c) if grad_c is None else grad_c
     gg, gW, gh0, gc0, gWr = _lstm_backward_op(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr,
-                                              ctx.backend)
+                                              ctx.backend, 1)
     return (gg, gW, gh0 if h0 is not None else None, gc0 if c0 is not None else None,
             gWr if W_hr is not None else None, None)
 
 
 _lstm = differentiable(_lstm_op, _backward, _setup_context)
-
-
-@_lstm_op.register_vmap
-def _(info, in_dims, g, W_hh, h0, c0, W_hr, backend):
-    """Samples sharing ``W_hh`` and ``W_hr`` run as one batch of the op."""
-    if in_dims[1] is not None or in_dims[4] is not None:
-        return loop_over_samples(_lstm_op, info, in_dims, g, W_hh, h0, c0, W_hr, backend)
-    S = info.batch_size
-    h, c = _lstm_op(fold_samples(g, in_dims[0], 1, S), W_hh, fold_samples(h0, in_dims[2], 0, S),
-                    fold_samples(c0, in_dims[3], 0, S), W_hr, backend)
-    return (unfold_samples(h, 1, S), unfold_samples(c, 1, S)), (1, 1)
-
-
-@_lstm_backward_op.register_vmap
-def _(info, in_dims, grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend):
-    """One batch of the op, then each sample's ``grad_W_hh`` and ``grad_W_hr`` from its
-    ``grad_g`` (:func:`~fastunitary.reference.lstm_recurrence.lstm_weight_gradients`)."""
-    args = (grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend)
-    if in_dims[3] is not None or in_dims[8] is not None:
-        return loop_over_samples(_lstm_backward_op, info, in_dims, *args)
-    S = info.batch_size
-    grad_h, grad_c, g, h, c = (fold_samples(args[k], in_dims[k], 1, S) for k in (0, 1, 2, 6, 7))
-    h0, c0 = (fold_samples(args[k], in_dims[k], 0, S) for k in (4, 5))
-    gg, _, gh0, gc0, gWr = _lstm_backward_op(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, backend)
-    with autocast_off(g):
-        gW, gWr_samples = reference.lstm_weight_gradients(grad_h, gg, g, W_hh, h0, c, h, W_hr, S)
-    # without W_hr the op returns an empty placeholder, the same for every sample
-    gWr, gWr_dim = (gWr, None) if gWr_samples is None else (gWr_samples, 0)
-    return ((unfold_samples(gg, 1, S), gW, unfold_samples(gh0, 0, S), unfold_samples(gc0, 0, S),
-             gWr), (1, 0, 0, 0, gWr_dim))
+register_folded_vmap(_lstm_op, (TIME_MAJOR, SHARED, BATCH_MAJOR, BATCH_MAJOR, SHARED, None),
+                     (TIME_MAJOR, TIME_MAJOR))
+register_folded_vmap(
+    _lstm_backward_op,
+    (TIME_MAJOR, TIME_MAJOR, TIME_MAJOR, SHARED, BATCH_MAJOR, BATCH_MAJOR, TIME_MAJOR, TIME_MAJOR,
+     SHARED, None, None),
+    # grad_g, grad_W_hh, grad_h0, grad_c0, grad_W_hr (an empty placeholder without W_hr)
+    lambda grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr, *_: (
+        TIME_MAJOR, PER_SAMPLE, BATCH_MAJOR, BATCH_MAJOR,
+        PLACEHOLDER if W_hr is None else PER_SAMPLE),
+    samples_arg=10)
 
 
 def lstm_recurrence(

@@ -17,7 +17,8 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
-from ._dispatch import autocast_off, differentiable, fold_samples, kernel_module, unfold_samples
+from ._dispatch import (BATCH_MAJOR, TIME_MAJOR, autocast_off, differentiable, kernel_module,
+                        register_folded_vmap)
 
 
 @torch.library.custom_op("fastunitary::momentum_scan", mutates_args=())
@@ -71,20 +72,8 @@ _scan = differentiable(_scan_op, _backward, _setup_context)
 
 
 # The scan has no weights: any vmapped argument folds into the batch, one call of the op.
-@_scan_op.register_vmap
-def _(info, in_dims, a, b, v0, backend):
-    S = info.batch_size
-    v = _scan_op(fold_samples(a, in_dims[0], 1, S), fold_samples(b, in_dims[1], 1, S),
-                 fold_samples(v0, in_dims[2], 0, S), backend)
-    return unfold_samples(v, 1, S), 1
-
-
-@_scan_backward_op.register_vmap
-def _(info, in_dims, grad_v, a, backend):
-    S = info.batch_size
-    gbar = _scan_backward_op(fold_samples(grad_v, in_dims[0], 1, S),
-                             fold_samples(a, in_dims[1], 1, S), backend)
-    return unfold_samples(gbar, 1, S), 1
+register_folded_vmap(_scan_op, (TIME_MAJOR, TIME_MAJOR, BATCH_MAJOR, None), (TIME_MAJOR,))
+register_folded_vmap(_scan_backward_op, (TIME_MAJOR, TIME_MAJOR, None), (TIME_MAJOR,))
 
 
 def _check_coefficient(name: str, c, T: int, B: int, d: int, per_step: bool) -> torch.Tensor | float:

@@ -21,8 +21,8 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
-from ._dispatch import (autocast_off, differentiable, fold_samples, kernel_module,
-                        loop_over_samples, unfold_samples)
+from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
+                        differentiable, kernel_module, register_folded_vmap)
 from .planes import as_complex, real_embedding, to_planes
 
 
@@ -60,26 +60,29 @@ def _recurrence_backward_op(
     is_complex: bool,
     backend: str,
     leak: float,
+    samples: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of u, W, bias (empty without one) and h0; with ``samples > 1``
+    (``vmap``'s batching rule) those of W and bias per sample, ``(samples, ...)``."""
     with autocast_off(h):
         if backend == "triton":
             impl = kernel_module("recurrence").backward
-            gu, gW, gb, gh0 = impl(grad_h, u, W, bias, h0, h, activation, is_complex)
+            gu, gW, gb, gh0 = impl(grad_h, u, W, bias, h0, h, activation, is_complex, samples)
         else:
             gu, gW, gb, gh0 = reference.recurrence_backward(
-                grad_h, u, W, bias, h0, h, activation, is_complex, leak)
+                grad_h, u, W, bias, h0, h, activation, is_complex, leak, samples)
     # contiguous, as the fake kernel promises (a W given transposed must not leak its strides)
     gb = h.new_empty(0) if gb is None else gb.contiguous()
     return gu.contiguous(), gW.contiguous(), gb, gh0.contiguous()
 
 
 @_recurrence_backward_op.register_fake
-def _(grad_h, u, W, bias, h0, h, activation, is_complex, backend, leak):
+def _(grad_h, u, W, bias, h0, h, activation, is_complex, backend, leak, samples):
     T, B, d = h.shape
-    contiguous = torch.contiguous_format
-    gb = h.new_empty(0) if bias is None else torch.empty_like(bias, memory_format=contiguous)
-    return (torch.empty_like(h, memory_format=contiguous),
-            torch.empty_like(W, memory_format=contiguous), gb, h.new_empty((B, d)))
+    per_sample = () if samples == 1 else (samples,)
+    gb = h.new_empty(0) if bias is None else bias.new_empty((*per_sample, *bias.shape))
+    return (torch.empty_like(h, memory_format=torch.contiguous_format),
+            W.new_empty((*per_sample, *W.shape)), gb, h.new_empty((B, d)))
 
 
 def _setup_context(ctx, inputs, output):
@@ -94,7 +97,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_h):
     u, W, bias, h0, h = ctx.saved_tensors
-    gu, gW, gb, gh0 = _recurrence_backward_op(grad_h, u, W, bias, h0, h, *ctx.config)
+    gu, gW, gb, gh0 = _recurrence_backward_op(grad_h, u, W, bias, h0, h, *ctx.config, 1)
     return (
         gu,
         gW,
@@ -108,37 +111,15 @@ def _backward(ctx, grad_h):
 
 
 _recurrence = differentiable(_recurrence_op, _backward, _setup_context)
-
-
-@_recurrence_op.register_vmap
-def _(info, in_dims, u, W, bias, h0, activation, is_complex, backend, leak):
-    """Samples sharing ``W`` and ``bias`` run as one batch of the op."""
-    args = (u, W, bias, h0, activation, is_complex, backend, leak)
-    if in_dims[1] is not None or in_dims[2] is not None:
-        return loop_over_samples(_recurrence_op, info, in_dims, *args)
-    S = info.batch_size
-    h = _recurrence_op(fold_samples(u, in_dims[0], 1, S), W, bias,
-                       fold_samples(h0, in_dims[3], 0, S), *args[4:])
-    return unfold_samples(h, 1, S), 1
-
-
-@_recurrence_backward_op.register_vmap
-def _(info, in_dims, grad_h, u, W, bias, h0, h, activation, is_complex, backend, leak):
-    """One batch of the op, then each sample's ``grad_W`` and ``grad_bias`` from its
-    ``grad_u`` (:func:`~fastunitary.reference.recurrence.recurrence_weight_gradients`)."""
-    args = (grad_h, u, W, bias, h0, h, activation, is_complex, backend, leak)
-    if in_dims[2] is not None or in_dims[3] is not None:
-        return loop_over_samples(_recurrence_backward_op, info, in_dims, *args)
-    S = info.batch_size
-    grad_h, u, h = (fold_samples(t, in_dims[k], 1, S) for k, t in ((0, grad_h), (1, u), (5, h)))
-    h0 = fold_samples(h0, in_dims[4], 0, S)
-    gu, _, gb, gh0 = _recurrence_backward_op(grad_h, u, W, bias, h0, h, *args[6:])
-    with autocast_off(h):
-        gW, gb_samples = reference.recurrence_weight_gradients(
-            grad_h, gu, u, W, bias, h0, h, activation, is_complex, leak, S)
-    # without a bias the op returns an empty placeholder, the same for every sample
-    gb, gb_dim = (gb, None) if gb_samples is None else (gb_samples, 0)
-    return ((unfold_samples(gu, 1, S), gW, gb, unfold_samples(gh0, 0, S)), (1, 0, gb_dim, 0))
+register_folded_vmap(_recurrence_op, (TIME_MAJOR, SHARED, SHARED, BATCH_MAJOR, None, None, None,
+                                      None), (TIME_MAJOR,))
+register_folded_vmap(
+    _recurrence_backward_op,
+    (TIME_MAJOR, TIME_MAJOR, SHARED, SHARED, BATCH_MAJOR, TIME_MAJOR) + (None,) * 5,
+    # grad_u, grad_W, grad_bias (an empty placeholder without a bias), grad_h0
+    lambda grad_h, u, W, bias, *_: (TIME_MAJOR, PER_SAMPLE,
+                                    PLACEHOLDER if bias is None else PER_SAMPLE, BATCH_MAJOR),
+    samples_arg=10)
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
@@ -177,7 +158,8 @@ def recurrence_planes(
     dtype = compute_dtype(*(t.dtype for t in (u, W, bias, h0) if t is not None))
     if activation == "modrelu" and bias is None:
         n = u.shape[-1] // 2 if is_complex else u.shape[-1]
-        bias = u.new_zeros(n, dtype=dtype)
+        # not u.new_zeros: under vmap that would be a vmapped bias, one per sample
+        bias = torch.zeros(n, dtype=dtype, device=u.device)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     if not 0.0 < leak <= 1.0:
         raise ValueError(f"leak must be in (0, 1], got {leak!r}")

@@ -24,7 +24,8 @@ from .. import reference
 from .._backend import BackendUnavailableError, check_backend_name
 from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
 from ..reference.sbo_recurrence import SBO_METHODS
-from ._dispatch import autocast_off, differentiable, fold_samples, loop_over_samples, unfold_samples
+from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
+                        differentiable, register_folded_vmap)
 from .recurrence import compute_dtype
 
 NO_KERNEL = (
@@ -109,38 +110,23 @@ def _backward(ctx, grad_hs, grad_ms):
 _sbo = differentiable(_sbo_op, _backward, _setup_context)
 
 
-@_sbo_op.register_vmap
-def _(info, in_dims, u, W, h0, m0, mu, eta, steps, method):
-    """Samples sharing ``W`` and ``mu`` run as one batch of the op."""
-    if in_dims[1] is not None or in_dims[4] is not None:
-        return loop_over_samples(_sbo_op, info, in_dims, u, W, h0, m0, mu, eta, steps, method)
-    S = info.batch_size
-    hs, ms = _sbo_op(fold_samples(u, in_dims[0], 1, S), W, fold_samples(h0, in_dims[2], 0, S),
-                     fold_samples(m0, in_dims[3], 0, S), mu, eta, steps, method)
-    # gradient descent keeps no momentum: ms is an empty placeholder
-    return (unfold_samples(hs, 1, S), ms if method == "gd" else unfold_samples(ms, 1, S)), (
-        1, None if method == "gd" else 1)
+def _momentum_kind(method: str) -> str:
+    """``ms``'s kind: gradient descent keeps no momentum, its ``ms`` is an empty placeholder."""
+    return PLACEHOLDER if method == "gd" else TIME_MAJOR
 
 
-@_sbo_backward_op.register_vmap
-def _(info, in_dims, grad_hs, grad_ms, u, W, h0, m0, mu, hs, ms, eta, steps, method, samples):
-    """One batch of the op, its ``grad_W`` and ``grad_mu`` per sample (``samples``)."""
-    args = (grad_hs, grad_ms, u, W, h0, m0, mu, hs, ms, eta, steps, method, samples)
-    if in_dims[3] is not None or in_dims[6] is not None:
-        return loop_over_samples(_sbo_backward_op, info, in_dims, *args)
-    S = info.batch_size
-    grad_hs, u, hs = (fold_samples(args[k], in_dims[k], 1, S) for k in (0, 2, 7))
-    h0, m0 = (fold_samples(args[k], in_dims[k], 0, S) for k in (4, 5))
-    if method == "gd":  # ms and its cotangent are empty placeholders: no momentum
-        grad_ms, ms = None, u.new_empty(0)
-    else:
-        grad_ms, ms = (fold_samples(args[k], in_dims[k], 1, S) for k in (1, 8))
-    gu, gW, gh0, gm0, gmu = _sbo_backward_op(grad_hs, grad_ms, u, W, h0, m0, mu, hs, ms,
-                                             eta, steps, method, S * samples)
-    if samples > 1:  # nested vmap: this level's samples are the outer factor
-        gW, gmu = gW.unflatten(0, (S, samples)), gmu.unflatten(0, (S, samples))
-    return ((unfold_samples(gu, 1, S), gW, unfold_samples(gh0, 0, S), unfold_samples(gm0, 0, S),
-             gmu), (1, 0, 0, 0, 0))
+register_folded_vmap(
+    _sbo_op, (TIME_MAJOR, SHARED, BATCH_MAJOR, BATCH_MAJOR, SHARED, None, None, None),
+    lambda u, W, h0, m0, mu, eta, steps, method: (TIME_MAJOR, _momentum_kind(method)))
+register_folded_vmap(
+    _sbo_backward_op,
+    lambda grad_hs, grad_ms, u, W, h0, m0, mu, hs, ms, eta, steps, method, samples: (
+        TIME_MAJOR, _momentum_kind(method), TIME_MAJOR, SHARED, BATCH_MAJOR,
+        BATCH_MAJOR, SHARED, TIME_MAJOR, _momentum_kind(method), None, None, None,
+        None),
+    # grad_u, grad_W, grad_h0, grad_m0, grad_mu
+    (TIME_MAJOR, PER_SAMPLE, BATCH_MAJOR, BATCH_MAJOR, PER_SAMPLE),
+    samples_arg=12)
 
 
 def check_options(method: str, eta: float, steps: int) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from .. import reference
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, differentiable, stack_samples
+from ._dispatch import autocast_off, differentiable, register_stacked_vmap
 
 RULES = ("sticky", "max1")
 
@@ -64,17 +64,9 @@ def _backward(ctx, grad_sigma, _grad_of_grad):
 _spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context)
 
 
-# The op takes batches of matrices, (..., n, n): the vmapped dimension is one more.
-@_spectral_radius_op.register_vmap
-def _(info, in_dims, M):
-    return _spectral_radius_op(stack_samples(M, in_dims[0], 0, info.batch_size)), (0, 0)
-
-
-@_spectral_radius_backward_op.register_vmap
-def _(info, in_dims, grad_sigma, dsigma, M):
-    S = info.batch_size
-    args = (stack_samples(t, k, 0, S) for t, k in zip((grad_sigma, dsigma, M), in_dims))
-    return _spectral_radius_backward_op(*args), 0
+# The ops take batches of matrices, (..., n, n): the vmapped dimension is one more.
+register_stacked_vmap(_spectral_radius_op, 0)
+register_stacked_vmap(_spectral_radius_backward_op, 0)
 
 
 def _check_square_real(M: torch.Tensor) -> None:

@@ -11,17 +11,11 @@ from .cayley import (
     cayley_inverse,
 )
 from .modrelu import MODRELU_EPS, modrelu, modrelu_backward_coefficients
-from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward, lstm_weight_gradients
+from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward
 from .momentum_scan import linear_scan, linear_scan_backward, linear_scan_loop
 from .sbo_recurrence import SBO_METHODS, sbo_autograd, sbo_backward, sbo_forward
 from .spectral_radius import spectral_radius, spectral_radius_autograd
-from .recurrence import (
-    ACTIVATIONS,
-    recurrence_autograd,
-    recurrence_backward,
-    recurrence_forward,
-    recurrence_weight_gradients,
-)
+from .recurrence import ACTIVATIONS, recurrence_autograd, recurrence_backward, recurrence_forward
 
 __all__ = [
     "ACTIVATIONS",
@@ -37,13 +31,11 @@ __all__ = [
     "lstm_autograd",
     "lstm_backward",
     "lstm_forward",
-    "lstm_weight_gradients",
     "modrelu",
     "modrelu_backward_coefficients",
     "recurrence_autograd",
     "recurrence_backward",
     "recurrence_forward",
-    "recurrence_weight_gradients",
     "SBO_METHODS",
     "sbo_autograd",
     "sbo_backward",

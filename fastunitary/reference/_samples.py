@@ -1,7 +1,8 @@
-"""Shapes shared by the recurrences' per-sample gradients (their ``vmap`` batching rules).
+"""Per-sample sums for the recurrences' backwards under ``vmap``.
 
-Under ``vmap`` the samples are stacked along an op's batch axis, sample-major: in a
-``(T, S B, k)`` tensor the rows ``s B ... (s + 1) B - 1`` are sample ``s``.
+An op's batching rule stacks the samples along its batch axis, sample-major: in a
+``(T, S B, k)`` tensor the rows ``s B ... (s + 1) B - 1`` are sample ``s``. The backward,
+told ``S``, sums each weight gradient per sample with these instead of over the batch.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ def previous_states(h0: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
 
 
 def per_sample_sum(rows: torch.Tensor, samples: int) -> torch.Tensor:
-    """``(T, S B, k)`` -> ``(S, k)``: the sum over time and over each sample's ``B`` rows
-    (batch sample-major: rows ``s B ... (s + 1) B - 1`` are sample ``s``)."""
+    """``(T, S B, k)`` -> ``(S, k)``: the sum over time and over each sample's ``B`` rows."""
     return rows.unflatten(1, (samples, -1)).sum(dim=(0, 2))
 
 
 def per_sample_outer(left: torch.Tensor, right: torch.Tensor, samples: int) -> torch.Tensor:
     """``(T, S B, i)``, ``(T, S B, j)`` -> ``(S, i, j)``: ``sum_t left_t^T right_t`` over
-    each sample's rows, one batched product."""
+    each sample's rows, one batched product (a copy of the inputs unless ``S = 1``)."""
     a, b = (x.unflatten(1, (samples, -1)).movedim(1, 0).flatten(1, 2) for x in (left, right))
     return a.mT @ b

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from ._samples import per_sample_outer, previous_states
+from ._samples import per_sample_outer
 
 
 def _zeros_state(g: torch.Tensor, s: torch.Tensor | None, width: int) -> torch.Tensor:
@@ -77,7 +77,7 @@ def _one_minus_square(x: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(x.new_ones(()), x, x, value=-1)
 
 
-def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None):
+def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None, samples: int = 1):
     """``(grad_g, grad_W_hh, grad_h0, grad_c0, grad_W_hr)`` of :func:`lstm_forward`
     (``grad_W_hr`` ``None`` without ``W_hr``).
 
@@ -93,6 +93,9 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None):
         grad_h, grad_c: ``(T, B, p)``, ``(T, B, n)`` gradients of the outputs (may be
             broadcast views).
         g, W_hh, h0, c0, W_hr: the forward's inputs;  h, c: its outputs.
+        samples: ``S``, how many samples the batch holds, stacked sample-major (``vmap``'s
+            per-sample gradients, :mod:`fastunitary.reference._samples`): ``grad_W_hh`` and
+            ``grad_W_hr`` are then summed per sample, ``(S, 4n, p)`` and ``(S, p, n)``.
     Returns:
         ``(T, B, 4n)``, ``(4n, p)``, ``(B, p)``, ``(B, n)``, ``(p, n)`` or ``None``.
     """
@@ -128,40 +131,15 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None):
         torch.mul(K[t, :, 3], dh, out=dz4[t, :, 3])
         dr = dz[t] @ W_hh
         dc = dc * f[t]
+    if samples > 1:  # vmap's per-sample gradients
+        grad_W = per_sample_outer(dz, h_prev, samples)
+        grad_W_hr = None if W_hr is None else per_sample_outer(d_state, unprojected, samples)
+        return dz, grad_W, dr, dc, grad_W_hr
     grad_W = dz.reshape(T * B, G).t() @ h_prev.reshape(T * B, p)
     grad_W_hr = None
     if W_hr is not None:
         grad_W_hr = d_state.reshape(T * B, p).t() @ unprojected.reshape(T * B, n)
     return dz, grad_W, dr, dc, grad_W_hr
-
-
-def lstm_weight_gradients(grad_h, grad_g, g, W_hh, h0, c, h, W_hr, samples: int):
-    """``grad_W_hh`` and ``grad_W_hr`` of each of ``samples`` samples whose batches are
-    stacked along ``B`` (sample-major), from :func:`lstm_backward`'s ``grad_g``: the
-    per-sample gradients of ``vmap`` (the backward sums them over the batch).
-
-    ``grad_g`` is ``dz``, the gradient of the pre-activations ``z_t = g_t + W_hh r_{t-1}``,
-    so ``grad_W_hh = sum_t dz_t^T r_{t-1}`` per sample; with ``W_hr``,
-    ``grad_W_hr = sum_t dr_t^T (o_t tanh(c_t))`` with ``dr_t = grad h_t + dz_{t+1} W_hh``
-    and ``o_t`` recomputed from its gate's pre-activation.
-
-    Args:
-        grad_h, h: ``(T, S B, p)``; grad_g, g: ``(T, S B, 4n)``; c: ``(T, S B, n)``;
-        W_hh, h0, W_hr: the forward's.
-    Returns:
-        ``(S, 4n, p)`` and ``(S, p, n)`` (``None`` without ``W_hr``).
-    """
-    h_prev = previous_states(h0, h)
-    grad_W = per_sample_outer(grad_g, h_prev, samples)
-    if W_hr is None:
-        return grad_W, None
-    n = c.shape[-1]
-    # out of place: these run batched again under a nested vmap
-    d_state = grad_h.clone(memory_format=torch.contiguous_format)
-    d_state[:-1] += torch.matmul(grad_g[1:], W_hh)
-    z_o = torch.matmul(h_prev, W_hh[3 * n:].t()) + g[..., 3 * n:]
-    unprojected = z_o.sigmoid() * c.tanh()
-    return grad_W, per_sample_outer(d_state, unprojected, samples)
 
 
 def lstm_autograd(g, W_hh, h0=None, c0=None, W_hr=None):

@@ -29,7 +29,6 @@ import torch
 
 from .modrelu import modrelu, modrelu_backward_coefficients, modrelu_planes_
 from ._samples import per_sample_outer, per_sample_sum, previous_states
-from .momentum_scan import linear_scan_backward
 
 ACTIVATIONS = ("modrelu", "tanh", "relu", "identity")
 
@@ -92,6 +91,7 @@ def recurrence_backward(
     activation: str,
     is_complex: bool,
     leak: float = 1.0,
+    samples: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Closed-form backward of :func:`recurrence_forward`.
 
@@ -106,6 +106,9 @@ def recurrence_backward(
             leak below 1.
         W, bias, h0: the forward's inputs.
         h: ``(T, B, d)`` the forward's output.
+        samples: ``S``, how many samples the batch holds, stacked sample-major (``vmap``'s
+            per-sample gradients, :mod:`fastunitary.reference._samples`): ``grad_W`` and
+            ``grad_bias`` are then summed per sample, ``(S, d, d)`` and ``(S, n)``.
     Returns:
         ``(grad_u, grad_W, grad_bias, grad_h0)`` with the shapes of ``u``, ``W``,
         ``bias`` (``None`` when ``bias`` is ``None``) and ``(B, d)``.
@@ -115,8 +118,8 @@ def recurrence_backward(
     if h0 is None:
         h0 = torch.zeros((B, d), dtype=dtype, device=device)
     dz = torch.empty((T, B, d), dtype=dtype, device=device)
-    grad_W = torch.zeros_like(W)
-    grad_bias = None if bias is None else torch.zeros_like(bias)
+    grad_W = W.new_zeros((samples, d, d))
+    grad_bias = None if bias is None else bias.new_zeros((samples, d))
     WT = W.t()
     chunk = max(1, min(T, _CHUNK_ELEMENTS // max(1, B * d)))
     g = torch.empty((chunk, B, d), dtype=dtype, device=device)
@@ -159,62 +162,39 @@ def recurrence_backward(
             torch.mul(P[k], gk, out=dz[t])
             if Q is not None:
                 dz[t].addcmul_(Q[k], _swap_planes(gk))
-        # Weight gradient: one large product over the chunk's steps and batch.
-        grad_W.addmm_(dz[t0:t1].reshape(C * B, d).t(), h_prev.reshape(C * B, d))
+        # Weight gradient: one large product over the chunk's steps and batch (per sample).
+        grad_W += per_sample_outer(dz[t0:t1], h_prev, samples)
         if grad_bias is not None:
-            pb = (Phi * g[:C]).sum(dim=(0, 1))
-            grad_bias += pb if not is_complex else pb.unflatten(-1, (2, -1)).sum(-2)
+            grad_bias += per_sample_sum(Phi * g[:C], samples)
         if leaky:
             g_next = g[0].clone()
     grad_h0 = dz[0] @ W
     if leaky:
         grad_h0.add_(g_next, alpha=1.0 - leak)
+    if grad_bias is not None and is_complex:  # the planes' sums: one per complex unit
+        grad_bias = grad_bias.unflatten(-1, (2, -1)).sum(-2)
+    if samples == 1:
+        grad_W, grad_bias = grad_W[0], None if grad_bias is None else grad_bias[0]
     return dz, grad_W, grad_bias, grad_h0
 
 
-def recurrence_weight_gradients(
-    grad_h: torch.Tensor,
-    grad_u: torch.Tensor,
-    u: torch.Tensor | None,
-    W: torch.Tensor,
-    bias: torch.Tensor | None,
-    h0: torch.Tensor | None,
-    h: torch.Tensor,
-    activation: str,
-    is_complex: bool,
-    leak: float,
-    samples: int,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``grad_W`` and ``grad_bias`` of each of ``samples`` samples whose batches are
-    stacked along ``B`` (sample-major), from :func:`recurrence_backward`'s ``grad_u``:
-    the per-sample gradients of ``vmap`` (the backward sums them over the batch).
+def modrelu_bias_gradient_per_sample(grad_h, grad_u, u, W, bias, h0, h, is_complex: bool,
+                                     samples: int) -> torch.Tensor:
+    """``(S, n)``: each sample's modReLU bias gradient of the plain recurrence (leak 1),
+    rebuilt from a finished backward, for one that sums it across samples (the Triton
+    kernel's partial sums run over blocks of rows).
 
-    ``grad_u`` is ``dz``, the gradient of the pre-activation ``z_t = W h_{t-1} + u_t``, so
-    ``grad_W = sum_t dz_t^T h_{t-1}`` per sample. The modReLU bias gradient is
-    ``sum Phi * g`` with ``g_t`` the gradient of ``h_t``, rebuilt as
-    ``g_t = grad h_t + W^T dz_{t+1} (+ (1 - alpha) g_{t+1}, leaky)``: two large products
-    (and a reverse scan when leaky) beside the backward's sequential loop.
-
-    Args:
-        grad_h, h: ``(T, S B, d)``; grad_u: ``(T, S B, d)`` as the backward returned it;
-        u, W, bias, h0, activation, is_complex, leak: the forward's.
-    Returns:
-        ``(S, d, d)`` and ``(S, n)`` (``None`` without ``bias``).
+    The bias gradient is ``sum Phi * g`` with ``g_t = grad h_t + W^T dz_{t+1}`` the
+    gradient of ``h_t``; ``dz = grad_u`` and ``z_t = W h_{t-1} + u_t`` are recomputed with
+    one large product each. Shapes as :func:`recurrence_backward`'s (batch ``S B``).
     """
     h_prev = previous_states(h0, h)
-    grad_W = per_sample_outer(grad_u, h_prev, samples)
-    if bias is None:
-        return grad_W, None
-    # out of place: these run batched again under a nested vmap
-    _, _, Phi = modrelu_backward_coefficients(torch.matmul(h_prev, W.t()) + u, bias, is_complex)
+    _, _, Phi = modrelu_backward_coefficients(torch.matmul(h_prev, W.t()).add_(u), bias,
+                                              is_complex)
     g = grad_h.clone(memory_format=torch.contiguous_format)
     g[:-1] += torch.matmul(grad_u[1:], W)
-    if leak != 1.0:
-        # g_t = q_t + (1 - alpha) g_{t+1}: the reverse linear scan
-        g = linear_scan_backward(g, g.new_full((), 1.0 - leak).expand_as(g))
-        Phi = Phi * leak
     grad_bias = per_sample_sum(Phi.mul_(g), samples)
-    return grad_W, grad_bias.unflatten(-1, (2, -1)).sum(-2) if is_complex else grad_bias
+    return grad_bias.unflatten(-1, (2, -1)).sum(-2) if is_complex else grad_bias
 
 
 def recurrence_autograd(

@@ -187,6 +187,15 @@ def timed_modes(model, inp, output=lambda out: out) -> dict:
     return {"forward": forward, "forward+backward": forward_backward}
 
 
+def add_model_arguments(parser, models, *, T: int, hidden: int, input_size: int) -> None:
+    """The shape options of a study over models: ``--T``, ``--hidden`` (the output width of
+    every model), ``--input-size`` and ``--models`` (default all of ``models``)."""
+    parser.add_argument("--T", type=int, default=T)
+    parser.add_argument("--hidden", type=int, default=hidden, help="output width of every model")
+    parser.add_argument("--input-size", type=int, default=input_size)
+    parser.add_argument("--models", nargs="+", default=list(models), choices=list(models))
+
+
 def add_run_arguments(parser, *, repeats: int) -> None:
     """The options every timing study takes: ``--repeats``, ``--device`` (CUDA where
     present) and ``--out`` (a folder for the JSON; default ``bench/results``)."""

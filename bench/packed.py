@@ -20,8 +20,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastunitary.nn as fnn
 
-from .common import (MODES, add_run_arguments, environment, time_interleaved, timed_modes,
-                     write_result)
+from .common import (MODES, add_model_arguments, add_run_arguments, environment,
+                     time_interleaved, timed_modes, write_result)
 
 MODELS = {
     "lstm": lambda m, n: torch.nn.LSTM(m, n),
@@ -39,11 +39,8 @@ def _output(out) -> torch.Tensor:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, default=200)
     p.add_argument("--B", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=128, help="output width of every model")
-    p.add_argument("--input-size", type=int, default=64)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    add_model_arguments(p, MODELS, T=200, hidden=128, input_size=64)
     add_run_arguments(p, repeats=7)
     args = p.parse_args(argv)
     device = torch.device(args.device)

@@ -33,7 +33,8 @@ from torch.func import functional_call, grad, vmap
 
 import fastunitary.nn as fnn
 
-from .common import add_run_arguments, environment, time_interleaved, write_result
+from .common import (add_model_arguments, add_run_arguments, environment, time_interleaved,
+                     write_result)
 
 MODELS = {
     "scurnn": lambda m, n: fnn.ScuRNN(m, n // 2),
@@ -55,10 +56,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=32)
-    p.add_argument("--T", type=int, default=200)
-    p.add_argument("--hidden", type=int, default=64, help="output width of every model")
-    p.add_argument("--input-size", type=int, default=16)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    add_model_arguments(p, MODELS, T=200, hidden=64, input_size=16)
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)

@@ -118,8 +118,9 @@ def recurrence_backward(
     if h0 is None:
         h0 = torch.zeros((B, d), dtype=dtype, device=device)
     dz = torch.empty((T, B, d), dtype=dtype, device=device)
-    grad_W = W.new_zeros((samples, d, d))
-    grad_bias = None if bias is None else bias.new_zeros((samples, d))
+    per_sample = () if samples == 1 else (samples,)
+    grad_W = W.new_zeros((*per_sample, d, d))
+    grad_bias = None if bias is None else bias.new_zeros((*per_sample, d))
     WT = W.t()
     chunk = max(1, min(T, _CHUNK_ELEMENTS // max(1, B * d)))
     g = torch.empty((chunk, B, d), dtype=dtype, device=device)
@@ -163,9 +164,13 @@ def recurrence_backward(
             if Q is not None:
                 dz[t].addcmul_(Q[k], _swap_planes(gk))
         # Weight gradient: one large product over the chunk's steps and batch (per sample).
-        grad_W += per_sample_outer(dz[t0:t1], h_prev, samples)
+        if samples == 1:
+            grad_W.addmm_(dz[t0:t1].reshape(C * B, d).t(), h_prev.reshape(C * B, d))
+        else:
+            grad_W += per_sample_outer(dz[t0:t1], h_prev, samples)
         if grad_bias is not None:
-            grad_bias += per_sample_sum(Phi * g[:C], samples)
+            rows = Phi.mul_(g[:C])
+            grad_bias += rows.sum(dim=(0, 1)) if samples == 1 else per_sample_sum(rows, samples)
         if leaky:
             g_next = g[0].clone()
     grad_h0 = dz[0] @ W
@@ -173,8 +178,6 @@ def recurrence_backward(
         grad_h0.add_(g_next, alpha=1.0 - leak)
     if grad_bias is not None and is_complex:  # the planes' sums: one per complex unit
         grad_bias = grad_bias.unflatten(-1, (2, -1)).sum(-2)
-    if samples == 1:
-        grad_W, grad_bias = grad_W[0], None if grad_bias is None else grad_bias[0]
     return dz, grad_W, grad_bias, grad_h0
 
 

@@ -61,7 +61,7 @@ import triton
 import triton.language as tl
 
 from .._precision import ieee_float32_matmul
-from ..reference._samples import per_sample_outer, previous_states
+from ..reference._samples import per_sample_outer
 from ._host import alloc, check_float32, launch
 from .recurrence import _tanh
 
@@ -426,8 +426,11 @@ def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, samples: int = 1):
         launch(_backward_streamed, (programs,), g.device, grad_h, grad_c, dz, W, c0, c,
                 grad_c0, T, B, n, **meta)
     grad_h0 = dz[0] @ W
-    if samples > 1:  # vmap's per-sample gradients
-        return dz, per_sample_outer(dz, previous_states(h0, h), samples), grad_h0, grad_c0
+    if samples > 1:  # vmap's per-sample gradients: the h0 term, then all later steps
+        grad_W = per_sample_outer(dz[:1], h0.unsqueeze(0), samples)
+        if T > 1:
+            grad_W += per_sample_outer(dz[1:], h[:-1], samples)
+        return dz, grad_W, grad_h0, grad_c0
     # Weight gradient: one large product over all steps and the batch (plus the h0 term).
     grad_W = dz[0].t() @ h0
     if T > 1:

@@ -61,8 +61,7 @@ import triton
 import triton.language as tl
 
 from .._precision import ieee_float32_matmul
-from ..reference._samples import per_sample_outer, previous_states
-from ..reference.recurrence import modrelu_bias_gradient_per_sample
+from ..reference.recurrence import weight_gradients_per_sample
 from ._host import alloc, check_float32, launch
 
 #: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
@@ -483,11 +482,8 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool, sampl
                 zeros, T, B, n, **meta)
     grad_h0 = dz[0] @ W
     if samples > 1:  # vmap's per-sample gradients
-        grad_W = per_sample_outer(dz, previous_states(h0, h), samples)
-        grad_bias = None
-        if has_bias and bias is not None:
-            grad_bias = modrelu_bias_gradient_per_sample(grad_h, dz, u, W, bias, h0, h,
-                                                         is_complex, samples)
+        grad_W, grad_bias = weight_gradients_per_sample(
+            grad_h, dz, u, W, bias if has_bias else None, h0, h, is_complex, samples)
         return dz, grad_W, grad_bias, grad_h0
     # Weight gradient: one large product over all steps and the batch (plus the h0 term).
     grad_W = dz[0].t() @ h0

@@ -327,6 +327,24 @@ def test_nested_vmap_of_per_sample_gradients(name):
                 torch.testing.assert_close(got[k][j][i], w, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("name", SEQUENCE_OPS)
+def test_one_sample_and_chunked_vmap(name):
+    """A vmap of one sample (the backward's one-sample form has no samples axis), and
+    ``chunk_size=2`` over 3 samples (chunks of 2 and of 1)."""
+    torch.manual_seed(0)
+    fn, make, vmapped_inputs = VMAP_CASES[name]
+    xs, dims = _samples_of(make(), vmapped_inputs, weights_too=False)
+    g = grad(lambda *a: _sum_of_outputs(fn(*a)), argnums=tuple(range(len(xs))))
+    chunked = vmap(g, in_dims=dims, chunk_size=2)(*xs)
+    single = vmap(g, in_dims=dims)(*[x[:1] if d == 0 else x for x, d in zip(xs, dims)])
+    for i in range(SAMPLES):
+        want = g(*_per_sample(xs, dims, i))
+        for k, w in enumerate(want):
+            torch.testing.assert_close(chunked[k][i], w, rtol=1e-9, atol=1e-11)
+            if i == 0:
+                torch.testing.assert_close(single[k][0], w, rtol=1e-9, atol=1e-11)
+
+
 def test_an_outer_vmap_over_what_only_the_loss_reads():
     """The outer level vmaps the targets only: the op's inputs are batched at the inner
     level alone, its cotangents at both."""

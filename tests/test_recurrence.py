@@ -612,11 +612,17 @@ def test_backward_sums_weight_gradients_per_sample(complex_, chunk, monkeypatch)
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [1 << 20, 2 * 6 * 8])
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("complex_", [False, True])
-def test_kernel_backward_sums_weight_gradients_per_sample(kernel_device, complex_):
+def test_kernel_backward_sums_weight_gradients_per_sample(kernel_device, complex_, chunk,
+                                                          monkeypatch):
     """As above on the kernel, whose bias partial sums run over blocks of rows: the
-    per-sample bias gradient is rebuilt from grad_u (float32)."""
+    per-sample gradients are rebuilt from grad_u over chunks of steps (float32)."""
+    from fastunitary.reference import _samples
+
+    monkeypatch.setattr(ref_rec, "_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(_samples, "CHUNK_ELEMENTS", chunk)
     (gu, gW, gb, gh0), separate, rows = _per_sample_backward_case("triton", complex_, 1.0,
                                                                   kernel_device)
     for s, (r, (su, sW, sb, sh0)) in enumerate(zip(rows, separate)):

@@ -221,6 +221,8 @@ def register_folded_vmap(op, inputs, outputs, samples_arg: int | None = None) ->
                 results.append(o.unflatten(axis, (S, -1)))
                 dims.append(axis)
             elif kind == PER_SAMPLE:
+                if S * inner == 1:  # the op's one-sample form has no samples axis
+                    o = o.unsqueeze(0)
                 results.append(o.unflatten(0, (S, inner)) if inner > 1 else o)
                 dims.append(0)
             else:

@@ -21,8 +21,20 @@ def per_sample_sum(rows: torch.Tensor, samples: int) -> torch.Tensor:
     return rows.unflatten(1, (samples, -1)).sum(dim=(0, 2))
 
 
+#: Elements of each input a step of per_sample_outer copies: 2^20 floats = 4 MiB.
+CHUNK_ELEMENTS = 1 << 20
+
+
 def per_sample_outer(left: torch.Tensor, right: torch.Tensor, samples: int) -> torch.Tensor:
     """``(T, S B, i)``, ``(T, S B, j)`` -> ``(S, i, j)``: ``sum_t left_t^T right_t`` over
-    each sample's rows, one batched product (a copy of the inputs unless ``S = 1``)."""
-    a, b = (x.unflatten(1, (samples, -1)).movedim(1, 0).flatten(1, 2) for x in (left, right))
-    return a.mT @ b
+    each sample's rows: batched products over chunks of steps (each chunk is copied into
+    sample-major order, so the extra memory is bounded whatever ``T``)."""
+    T, rows = left.shape[:2]
+    step = max(1, CHUNK_ELEMENTS // max(1, rows * max(left.shape[-1], right.shape[-1])))
+    total = None
+    for t0 in range(0, T, step):
+        a, b = (x[t0:t0 + step].unflatten(1, (samples, -1)).movedim(1, 0).flatten(1, 2)
+                for x in (left, right))
+        part = a.mT @ b
+        total = part if total is None else total.add_(part)
+    return total

@@ -181,23 +181,38 @@ def recurrence_backward(
     return dz, grad_W, grad_bias, grad_h0
 
 
-def modrelu_bias_gradient_per_sample(grad_h, grad_u, u, W, bias, h0, h, is_complex: bool,
-                                     samples: int) -> torch.Tensor:
-    """``(S, n)``: each sample's modReLU bias gradient of the plain recurrence (leak 1),
-    rebuilt from a finished backward, for one that sums it across samples (the Triton
-    kernel's partial sums run over blocks of rows).
+def weight_gradients_per_sample(grad_h, grad_u, u, W, bias, h0, h, is_complex: bool,
+                                samples: int):
+    """``grad_W`` ``(S, d, d)`` and ``grad_bias`` ``(S, n)`` (``None`` without ``bias``)
+    of each sample, for a finished backward of the plain recurrence (leak 1) that summed
+    them across samples: the Triton kernel's, whose bias partial sums run over blocks of
+    rows. Shapes as :func:`recurrence_backward`'s (batch ``S B``).
 
-    The bias gradient is ``sum Phi * g`` with ``g_t = grad h_t + W^T dz_{t+1}`` the
-    gradient of ``h_t``; ``dz = grad_u`` and ``z_t = W h_{t-1} + u_t`` are recomputed with
-    one large product each. Shapes as :func:`recurrence_backward`'s (batch ``S B``).
+    ``grad_W = sum_t dz_t^T h_{t-1}`` with ``dz = grad_u``; the modReLU bias gradient is
+    ``sum Phi * g`` with ``g_t = grad h_t + W^T dz_{t+1}`` the gradient of ``h_t`` and
+    ``Phi`` from ``z_t = W h_{t-1} + u_t``, both recomputed with large products, over
+    chunks of steps as the backward's own (a few chunk-sized buffers whatever ``T``).
     """
-    h_prev = previous_states(h0, h)
-    _, _, Phi = modrelu_backward_coefficients(torch.matmul(h_prev, W.t()).add_(u), bias,
-                                              is_complex)
-    g = grad_h.clone(memory_format=torch.contiguous_format)
-    g[:-1] += torch.matmul(grad_u[1:], W)
-    grad_bias = per_sample_sum(Phi.mul_(g), samples)
-    return grad_bias.unflatten(-1, (2, -1)).sum(-2) if is_complex else grad_bias
+    T, B, d = h.shape
+    grad_W = W.new_zeros((samples, d, d))
+    grad_bias = None if bias is None else h.new_zeros((samples, d))
+    chunk = max(1, min(T, _CHUNK_ELEMENTS // max(1, B * d)))
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        h_prev = h[t0 - 1:t1 - 1] if t0 > 0 else previous_states(h0, h[:t1])
+        grad_W += per_sample_outer(grad_u[t0:t1], h_prev, samples)
+        if bias is None:
+            continue
+        _, _, Phi = modrelu_backward_coefficients(
+            torch.addmm(u[t0:t1].reshape(-1, d), h_prev.reshape(-1, d), W.t()).view(-1, B, d),
+            bias, is_complex)
+        g = grad_h[t0:t1].clone(memory_format=torch.contiguous_format)
+        later = grad_u[t0 + 1:t1 + 1]  # dz_{t+1}; none after the last step
+        g[:later.shape[0]] += torch.matmul(later, W)
+        grad_bias += per_sample_sum(Phi.mul_(g), samples)
+    if grad_bias is not None and is_complex:  # the planes' sums: one per complex unit
+        grad_bias = grad_bias.unflatten(-1, (2, -1)).sum(-2)
+    return grad_W, grad_bias
 
 
 def recurrence_autograd(

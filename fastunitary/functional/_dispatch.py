@@ -68,8 +68,7 @@ def differentiable(op, backward, setup_context):
     ``torch.export``) it is the registered op itself, one node in a graph. Its vmap rule is
     generated from the forward and the backward, so the batching rules registered for the
     two ops (:func:`register_folded_vmap`, :func:`register_stacked_vmap`) batch them.
-    Forward-mode AD
-    (``jvp``, ``jacfwd``) and second derivatives raise, as for the op.
+    Forward-mode AD (``jvp``, ``jacfwd``) and second derivatives raise, as for the op.
     """
 
     op.register_autograd(backward, setup_context=setup_context)

@@ -694,6 +694,26 @@ def test_torch_export_with_dynamic_batch_and_length(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["ScuRNN", "ENRNN", "AdamLSTM"])
+def test_aot_inductor_package_of_an_exported_module(name, tmp_path):
+    """AOTInductor compiles the exported program around the library's ops (the Cayley map,
+    the spectral radius, the recurrences, the scans) into a package that, loaded again,
+    gives the module's output at shapes other than the traced one."""
+    from torch.export import Dim
+
+    model = _make(name, batch_first=True).eval()
+    B, T = Dim("B", min=1), Dim("T", min=1)
+    program = torch.export.export(model, (torch.randn(2, 6, 3),),
+                                  dynamic_shapes={"input": {0: B, 1: T}})
+    path = torch._inductor.aoti_compile_and_package(program,
+                                                    package_path=str(tmp_path / "model.pt2"))
+    loaded = torch._inductor.aoti_load_package(path)
+    for b, t in [(5, 11), (1, 1)]:
+        x = torch.randn(b, t, 3)
+        torch.testing.assert_close(loaded(x)[0], model(x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in ALL_MODULES if n.endswith("Cell")])
 def test_torch_export_of_a_cell_with_dynamic_batch(name):
     from torch.export import Dim

@@ -20,6 +20,8 @@ from fastunitary import nn as fnn
 from fastunitary import reference
 
 DT = torch.float64
+#: where the Triton route runs: CUDA where present (ci/gpu.sh), else the interpreter on CPU
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _randn(*shape, dtype=DT):
@@ -38,7 +40,8 @@ def _sum_of_outputs(out):
     total = 0.0
     for k, o in enumerate(o for o in outs if o is not None):
         real = torch.view_as_real(o) if o.is_complex() else o
-        weight = torch.linspace(-1.0, 2.0, real.numel(), dtype=real.dtype).reshape(real.shape)
+        weight = torch.linspace(-1.0, 2.0, real.numel(), dtype=real.dtype,
+                                device=real.device).reshape(real.shape)
         total = total + (real * weight.roll(k)).sum()
     return total
 
@@ -88,8 +91,10 @@ def test_func_jacrev_of_an_op():
 
 
 def test_func_grad_on_the_triton_backend():
-    """The kernel route under a transform (Triton's interpreter on CPU tensors), float32."""
-    u, W = torch.randn(5, 3, 8), torch.randn(8, 8) * 0.3
+    """The kernel route under a transform (compiled on CUDA, else Triton's interpreter on
+    CPU tensors), float32."""
+    u = torch.randn(5, 3, 8, device=KERNEL_DEVICE)
+    W = torch.randn(8, 8, device=KERNEL_DEVICE) * 0.3
     loss = lambda W, backend: _sum_of_outputs(  # noqa: E731
         F.recurrence(u, W, activation="tanh", backend=backend))
     torch.testing.assert_close(grad(loss)(W, "triton"), grad(loss)(W, "reference"),
@@ -377,12 +382,12 @@ TRITON_CASES = {
 
 @pytest.mark.parametrize("name", TRITON_CASES)
 def test_per_sample_gradients_on_the_triton_backend_equal_a_loop(name):
-    """The kernels under the rules (Triton's interpreter on CPU tensors), float32, with
+    """The kernels under the rules (compiled on CUDA, else Triton's interpreter), float32, with
     float32 matmuls allowed to run in bfloat16 (``"medium"``, which the kernels' backward
     overrides for its products): per-sample gradients equal one call per sample."""
     torch.manual_seed(0)
     fn, make = TRITON_CASES[name]
-    inputs = make()
+    inputs = [x.to(KERNEL_DEVICE) for x in make()]
     xs = (torch.stack([inputs[0], -inputs[0], 2 * inputs[0]]), *inputs[1:])
     dims = (0,) + (None,) * (len(inputs) - 1)
     argnums = tuple(range(len(inputs)))

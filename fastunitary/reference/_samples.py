@@ -1,8 +1,9 @@
-"""Per-sample sums for the recurrences' backwards under ``vmap``.
+"""Pieces the recurrences' backwards share: the previous states, and per-sample sums.
 
-An op's batching rule stacks the samples along its batch axis, sample-major: in a
-``(T, S B, k)`` tensor the rows ``s B ... (s + 1) B - 1`` are sample ``s``. The backward,
-told ``S``, sums each weight gradient per sample with these instead of over the batch.
+Under ``vmap`` an op's batching rule stacks the samples along its batch axis,
+sample-major: in a ``(T, S B, k)`` tensor the rows ``s B ... (s + 1) B - 1`` are sample
+``s``. The backward, told ``S``, sums each weight gradient per sample with these instead
+of over the batch.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 import torch
 
 
-def previous_states(h0: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
-    """``(T, B, d)``: ``h_0 ... h_{T-1}`` (``h_0`` zeros when ``None``)."""
+def previous_states(h0: torch.Tensor | None, h: torch.Tensor, start: int = 0,
+                    stop: int | None = None) -> torch.Tensor:
+    """``h_{t-1}`` for the steps ``t`` in ``[start, stop)`` (default all ``T``) of the
+    states ``h`` ``(T, B, d)``: ``(stop - start, B, d)``, a view of ``h`` unless the range
+    starts at step 0, where ``h0`` (zeros when ``None``) comes first."""
+    stop = h.shape[0] if stop is None else stop
+    if start > 0:
+        return h[start - 1:stop - 1]
     first = h.new_zeros(h.shape[1:]) if h0 is None else h0
-    return torch.cat([first.unsqueeze(0), h[:-1]])
+    return torch.cat([first.unsqueeze(0), h[:stop - 1]])
 
 
 def per_sample_sum(rows: torch.Tensor, samples: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from ._samples import per_sample_outer
+from ._samples import per_sample_outer, previous_states
 
 
 def _zeros_state(g: torch.Tensor, s: torch.Tensor | None, width: int) -> torch.Tensor:
@@ -102,8 +102,7 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None, samples: int
     T, B, G = g.shape
     n, p = G // 4, W_hh.shape[1]
     h0, c0 = _zeros_state(g, h0, p), _zeros_state(g, c0, n)
-    h_prev = torch.cat([h0.unsqueeze(0), h[:-1]])  # (T, B, p)
-    c_prev = torch.cat([c0.unsqueeze(0), c[:-1]])
+    h_prev, c_prev = previous_states(h0, h), previous_states(c0, c)  # (T, B, p), (T, B, n)
     # Recompute all pre-activations at once, then turn them into the coefficients in place.
     # one (T B, p) x (p, 4n) product: 2.2x faster than T batched small ones (B = 16, n = 128)
     K = torch.addmm(g.reshape(T * B, G), h_prev.view(T * B, p), W_hh.t()).view(T, B, 4, n)

@@ -129,7 +129,7 @@ def recurrence_backward(
     for t1 in range(T, 0, -chunk):
         t0 = max(0, t1 - chunk)
         C = t1 - t0
-        h_prev = h[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([h0.unsqueeze(0), h[: t1 - 1]])
+        h_prev = previous_states(h0, h, t0, t1)
         Q = Phi = None
         if activation == "modrelu":
             z = torch.matmul(h_prev, WT).add_(u[t0:t1])
@@ -199,7 +199,7 @@ def weight_gradients_per_sample(grad_h, grad_u, u, W, bias, h0, h, is_complex: b
     chunk = max(1, min(T, _CHUNK_ELEMENTS // max(1, B * d)))
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
-        h_prev = h[t0 - 1:t1 - 1] if t0 > 0 else previous_states(h0, h[:t1])
+        h_prev = previous_states(h0, h, t0, t1)
         grad_W += per_sample_outer(grad_u[t0:t1], h_prev, samples)
         if bias is None:
             continue

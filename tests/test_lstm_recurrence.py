@@ -489,3 +489,20 @@ def test_backward_sums_weight_gradients_per_sample(backend, monkeypatch):
         torch.testing.assert_close(joint[3][r], alone[3], **tol)
         if W_hr is not None:
             torch.testing.assert_close(joint[4][s], alone[4], **tol)
+
+
+@pytest.mark.parametrize("proj", [None, 3])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_scan_form_equals_the_forward(proj, with_state):
+    """``lstm_hop`` (export's form: one scan) gives ``lstm_forward``'s ``h`` and ``c``
+    (float64, 1e-12)."""
+    T, B, n = 9, 3, 5
+    p = proj or n
+    g = torch.randn(T, B, 4 * n, dtype=torch.float64)
+    W_hh = torch.randn(4 * n, p, dtype=torch.float64) / p**0.5
+    W_hr = None if proj is None else torch.randn(p, n, dtype=torch.float64) / n**0.5
+    h0 = torch.randn(B, p, dtype=torch.float64) if with_state else None
+    c0 = torch.randn(B, n, dtype=torch.float64) if with_state else None
+    for got, want in zip(reference.lstm_hop(g, W_hh, h0, c0, W_hr),
+                         reference.lstm_forward(g, W_hh, h0, c0, W_hr)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -9,6 +9,7 @@ import fastunitary.functional as F
 from fastunitary.reference.modrelu import (
     MODRELU_EPS,
     modrelu_backward_coefficients,
+    modrelu_of_planes,
     modrelu_planes_,
 )
 
@@ -116,3 +117,16 @@ def test_gradcheck(dtype):
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("is_complex", [False, True])
+def test_out_of_place_planes_equal_the_in_place_form(is_complex):
+    """``modrelu_of_planes`` (export's loop body: the planes as separate tensors) equals
+    ``modrelu_planes_`` on the concatenated planes, and leaves its inputs alone."""
+    n = 6
+    z = torch.randn(4, 2 * n if is_complex else n, dtype=torch.float64)
+    b = torch.rand(n, dtype=torch.float64) - 0.5
+    planes = list(z.split(n, dim=-1))
+    got = torch.cat(modrelu_of_planes(planes, b), dim=-1)
+    assert torch.equal(torch.cat(planes, dim=-1), z)
+    torch.testing.assert_close(got, modrelu_planes_(z.clone(), b, is_complex), rtol=1e-14, atol=0)

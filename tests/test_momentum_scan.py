@@ -398,3 +398,16 @@ def test_aot_configs_cover_dispatch():
         assert (const["CHUNK"], const["BLOCK_C"]) == (K.CHUNK, K.BLOCK_C)
         assert set(sig) == set(K._scan.arg_names)
     assert len(list(K.aot_configs(explore=True))) > len(configs)
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+@pytest.mark.parametrize("with_v0", [False, True])
+def test_scan_form_equals_the_scan(broadcast, with_v0):
+    """``linear_scan_hop`` (export's form: one scan op) gives ``linear_scan`` (float64,
+    1e-12), for a per-element and for a broadcast decay."""
+    T, B, d = 11, 3, 4
+    b = torch.randn(T, B, d, dtype=torch.float64)
+    a = (torch.rand((T, 1, 1) if broadcast else (T, B, d), dtype=torch.float64)).expand(T, B, d)
+    v0 = torch.randn(B, d, dtype=torch.float64) if with_v0 else None
+    torch.testing.assert_close(reference.linear_scan_hop(a, b, v0),
+                               reference.linear_scan(a, b, v0), rtol=1e-12, atol=1e-12)

@@ -628,3 +628,20 @@ def test_kernel_backward_sums_weight_gradients_per_sample(kernel_device, complex
     for s, (r, (su, sW, sb, sh0)) in enumerate(zip(rows, separate)):
         for got, want in ((gu[:, r], su), (gW[s], sW), (gb[s], sb), (gh0[r], sh0)):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("leak", [1.0, 0.3])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_scan_form_equals_the_forward(activation, complex_, leak, with_h0):
+    """``recurrence_hop`` (export's form: one scan, a complex state as two planes) gives
+    ``recurrence_forward``'s states (float64, 1e-12)."""
+    T, B, n = 9, 3, 5
+    d = 2 * n if complex_ else n
+    u, W = torch.randn(T, B, d, dtype=torch.float64), torch.randn(d, d, dtype=torch.float64) / d**0.5
+    bias = torch.randn(n, dtype=torch.float64) * 0.2 if activation == "modrelu" else None
+    h0 = torch.randn(B, d, dtype=torch.float64) if with_h0 else None
+    args = (u, W, bias, h0, activation, complex_, leak)
+    torch.testing.assert_close(reference.recurrence_hop(*args),
+                               reference.recurrence_forward(*args), rtol=1e-12, atol=1e-12)

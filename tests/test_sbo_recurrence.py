@@ -211,3 +211,20 @@ def test_any_double_input_makes_the_state_double(double):
     h64, _ = sbo_recurrence(u.double(), W.double(), kw["h0"].double(), kw["m0"].double(),
                             method="heavy_ball", mu=kw["mu"].double())
     torch.testing.assert_close(h, h64)
+
+
+@pytest.mark.parametrize("method", ["gd", "heavy_ball", "nesterov"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_scan_form_equals_the_forward(method, with_state):
+    """``sbo_hop`` (export's form: one scan over time, the inner steps unrolled) gives
+    ``sbo_forward``'s states after every iteration (float64, 1e-12)."""
+    from fastunitary.reference import sbo_hop
+
+    T, B, n, steps = 6, 3, 5, 3
+    u = torch.randn(T, B, n, dtype=torch.float64)
+    W = torch.randn(n, n, dtype=torch.float64) / n**0.5
+    h0 = torch.randn(B, n, dtype=torch.float64) if with_state else None
+    m0 = torch.randn(B, n, dtype=torch.float64) if with_state and method != "gd" else None
+    args = (u, W, h0, m0, torch.tensor(0.6, dtype=torch.float64), 0.3, steps, method)
+    for got, want in zip(sbo_hop(*args), sbo_forward(*args)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -11,11 +11,17 @@ from .cayley import (
     cayley_inverse,
 )
 from .modrelu import MODRELU_EPS, modrelu, modrelu_backward_coefficients
-from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward
-from .momentum_scan import linear_scan, linear_scan_backward, linear_scan_loop
-from .sbo_recurrence import SBO_METHODS, sbo_autograd, sbo_backward, sbo_forward
+from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward, lstm_hop
+from .momentum_scan import linear_scan, linear_scan_backward, linear_scan_hop, linear_scan_loop
+from .sbo_recurrence import SBO_METHODS, sbo_autograd, sbo_backward, sbo_forward, sbo_hop
 from .spectral_radius import spectral_radius, spectral_radius_autograd
-from .recurrence import ACTIVATIONS, recurrence_autograd, recurrence_backward, recurrence_forward
+from .recurrence import (
+    ACTIVATIONS,
+    recurrence_autograd,
+    recurrence_backward,
+    recurrence_forward,
+    recurrence_hop,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -27,19 +33,23 @@ __all__ = [
     "cayley_inverse",
     "linear_scan",
     "linear_scan_backward",
+    "linear_scan_hop",
     "linear_scan_loop",
     "lstm_autograd",
     "lstm_backward",
     "lstm_forward",
+    "lstm_hop",
     "modrelu",
     "modrelu_backward_coefficients",
     "recurrence_autograd",
     "recurrence_backward",
     "recurrence_forward",
+    "recurrence_hop",
     "SBO_METHODS",
     "sbo_autograd",
     "sbo_backward",
     "sbo_forward",
+    "sbo_hop",
     "spectral_radius",
     "spectral_radius_autograd",
 ]

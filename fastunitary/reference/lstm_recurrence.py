@@ -18,7 +18,8 @@ large product (cheaper than storing the four gates), runs the sequential part
 and forms ``grad W_hh = sum_t dz_t^T h_{t-1}`` as one large product; the gate values and
 the coefficients of that sequential part are computed for all steps before it, so the
 loop itself is six small ops per step. :func:`lstm_autograd`
-is the per-step loop differentiated by autograd, the test oracle.
+is the per-step loop differentiated by autograd, the test oracle; :func:`lstm_hop` the
+forward as one ``scan`` higher-order op, for export.
 
 With a projection ``W_hr`` ``(p, n)`` (``torch.nn.LSTM``'s ``proj_size``, LSTMP) the
 output and carried state is ``r_t = W_hr h_t`` ``(B, p)``, so ``z_t = g_t + r_{t-1}
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from ._scan import scan_over_time
 from ._samples import per_sample_outer, previous_states
 
 
@@ -141,17 +143,34 @@ def lstm_backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr=None, samples: int
     return dz, grad_W, dr, dc, grad_W_hr
 
 
+def _lstm_step(g_t, h, c, W_hh, W_hr):
+    """One step out of place, from the equations: ``(h_t, c_t)`` from ``(h_{t-1}, c_{t-1})``."""
+    i, f, gg, o = (g_t + h @ W_hh.t()).chunk(4, dim=-1)
+    c = f.sigmoid() * c + i.sigmoid() * gg.tanh()
+    h = o.sigmoid() * c.tanh()
+    return (h if W_hr is None else h @ W_hr.t()), c
+
+
 def lstm_autograd(g, W_hh, h0=None, c0=None, W_hr=None):
     """Per-step loop, differentiable by autograd: the oracle. Same shapes as :func:`lstm_forward`."""
     n = g.shape[-1] // 4
     h_t, c_t = _zeros_state(g, h0, W_hh.shape[1]), _zeros_state(g, c0, n)
     hs, cs = [], []
     for t in range(g.shape[0]):
-        i, f, gg, o = (g[t] + h_t @ W_hh.t()).chunk(4, dim=-1)
-        c_t = f.sigmoid() * c_t + i.sigmoid() * gg.tanh()
-        h_t = o.sigmoid() * c_t.tanh()
-        if W_hr is not None:
-            h_t = h_t @ W_hr.t()
+        h_t, c_t = _lstm_step(g[t], h_t, c_t, W_hh, W_hr)
         hs.append(h_t)
         cs.append(c_t)
     return torch.stack(hs), torch.stack(cs)
+
+
+def lstm_hop(g, W_hh, h0=None, c0=None, W_hr=None):
+    """:func:`lstm_forward` as one ``scan`` over time (the form ``torch.export`` captures
+    as a single loop, see :mod:`fastunitary.onnx`): same arguments and result."""
+    state = [_zeros_state(g, h0, W_hh.shape[1]), _zeros_state(g, c0, g.shape[-1] // 4)]
+
+    def step(h, c, g_t, W_hh, *W_hr):  # a trace counts the parameters: no defaults
+        h, c = _lstm_step(g_t, h, c, W_hh, W_hr[0] if W_hr else None)
+        return [h, c, h.clone(), c.clone()]  # a carry and an output may not alias
+
+    _, _, h, c = scan_over_time(step, state, [g], [W_hh] if W_hr is None else [W_hh, W_hr])
+    return h, c

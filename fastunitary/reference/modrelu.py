@@ -66,6 +66,17 @@ def modrelu_planes_(z: torch.Tensor, bias: torch.Tensor, is_complex: bool) -> to
     return z
 
 
+def modrelu_of_planes(planes: list[torch.Tensor], bias: torch.Tensor) -> list[torch.Tensor]:
+    """modReLU out of place on the planes as separate tensors: ``[z]`` (real) or
+    ``[Re z, Im z]``, each ``(..., n)``; elementwise ops only (an exported loop body)."""
+    r2 = planes[0].square()
+    for plane in planes[1:]:
+        r2 = r2 + plane.square()
+    r = (r2 + MODRELU_EPS).sqrt()
+    scale = (r + bias).relu() / r
+    return [plane * scale for plane in planes]
+
+
 def modrelu_backward_coefficients(z: torch.Tensor, bias: torch.Tensor, is_complex: bool):
     """Coefficients of the (linear) modReLU backward at pre-activation ``z``.
 

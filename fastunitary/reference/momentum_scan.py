@@ -18,12 +18,15 @@ is computed for all ``t`` at once before the recurrence.
   per-step launch costs nothing there. :func:`linear_scan_backward` is the same scan run in reverse on the
 gradient, ``gbar_t = grad_t + a_{t+1} gbar_{t+1}``, from which
 ``grad b = gbar``, ``grad a_t = gbar_t v_{t-1}`` and ``grad v0 = a_1 gbar_1``.
-:func:`linear_scan_loop` is the step-by-step loop, the test oracle.
+:func:`linear_scan_loop` is the step-by-step loop, the test oracle; :func:`linear_scan_hop`
+the scan as one ``scan`` higher-order op, for export.
 """
 
 from __future__ import annotations
 
 import torch
+
+from ._scan import scan_over_time
 
 
 def _inclusive_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -100,3 +103,15 @@ def linear_scan_loop(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) 
         v = a[t] * v + b[t]
         out.append(v)
     return torch.stack(out)
+
+
+def linear_scan_hop(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+    """:func:`linear_scan` as one ``scan`` higher-order op over time: the form
+    ``torch.export`` captures as a single loop (see :mod:`fastunitary.onnx`)."""
+    start = torch.zeros_like(b[0]) if v0 is None else v0
+
+    def step(v, a_t, b_t):
+        v = a_t * v + b_t
+        return [v, v.clone()]  # a carry and an output may not alias
+
+    return scan_over_time(step, [start], [a.expand_as(b), b])[1]

@@ -16,6 +16,9 @@ Two implementations:
   extra memory to about four chunk-sized buffers whatever ``T``.
 - :func:`recurrence_autograd`: a per-step loop differentiated by autograd, on natural real
   or complex tensors, written straight from the equations: the test oracle.
+- :func:`recurrence_hop`: the forward as one ``scan`` higher-order op, the form that
+  ``torch.export`` captures as a single loop over a symbolic ``T`` (and the ONNX exporter
+  writes as one ``Scan`` node); see :mod:`fastunitary.onnx`.
 
 The fast pair works on real "planes": a complex state of size ``n`` is the real vector
 ``[Re h, Im h]`` of width ``d = 2n``, and a complex ``W`` its real ``2n x 2n`` embedding
@@ -27,7 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from .modrelu import modrelu, modrelu_backward_coefficients, modrelu_planes_
+from .modrelu import modrelu, modrelu_backward_coefficients, modrelu_of_planes, modrelu_planes_
+from ._scan import scan_over_time
 from ._samples import per_sample_outer, per_sample_sum, previous_states
 
 ACTIVATIONS = ("modrelu", "tanh", "relu", "identity")
@@ -74,6 +78,52 @@ def recurrence_forward(
         a = _activate_(z, bias, activation, is_complex)
         h = a if leak == 1.0 else a.mul_(leak).add_(h, alpha=1.0 - leak)
     return out
+
+
+def recurrence_hop(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    activation: str,
+    is_complex: bool,
+    leak: float = 1.0,
+) -> torch.Tensor:
+    """:func:`recurrence_forward` as one ``scan`` over time: same arguments, same result.
+
+    For export only (a graph with one loop node whatever ``T``); run eagerly it is a slow
+    per-step loop without a backward formula of ours. A complex state runs as its two
+    planes, each a tensor of its own, with ``W``'s four blocks: the loop body is products
+    and elementwise ops only. (Splitting and joining the planes inside the body made the
+    ONNX exporter's retrace in torch 2.13 return a ``SymInt`` as a step output.)
+    """
+    T, B, d = u.shape
+    P = 2 if is_complex else 1
+    n = d // P
+    h_start = torch.zeros((B, d), dtype=u.dtype, device=u.device) if h0 is None else h0
+    # blocks[p][q] = W[p-th rows, q-th columns]^T, so that z_p = u_p + sum_q h_q blocks[p][q];
+    # copies, like the planes: the loop's inputs may not alias one another
+    blocks = [W[p * n:(p + 1) * n, q * n:(q + 1) * n].t().contiguous()
+              for p in range(P) for q in range(P)]
+    planes = lambda x: [x[..., p * n:(p + 1) * n].contiguous() for p in range(P)]  # noqa: E731
+
+    def step(*args):  # h_1..h_P, u_1..u_P, the P^2 blocks[, bias]: a trace counts them
+        h, u_t = args[:P], args[P:2 * P]
+        W_t, bias = args[2 * P:2 * P + P * P], args[2 * P + P * P:]
+        z = [u_t[p] + sum(h[q] @ W_t[p * P + q] for q in range(P)) for p in range(P)]
+        if activation == "modrelu":
+            a = modrelu_of_planes(z, bias[0])
+        elif activation in ("tanh", "relu"):
+            a = [z_p.tanh() if activation == "tanh" else z_p.relu() for z_p in z]
+        else:
+            a = z
+        if leak != 1.0:
+            a = [a_p * leak + h_p * (1.0 - leak) for a_p, h_p in zip(a, h)]
+        return [*a, *(a_p.clone() for a_p in a)]  # a carry and an output may not alias
+
+    constants = blocks if bias is None else [*blocks, bias]
+    out = scan_over_time(step, planes(h_start), planes(u), constants)
+    return torch.cat(out[P:], dim=-1)
 
 
 def _swap_planes(g: torch.Tensor) -> torch.Tensor:

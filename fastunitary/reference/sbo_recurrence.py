@@ -30,12 +30,14 @@ The fast pair runs on rows (``h`` is ``(B, n)``, so ``W h`` is ``h @ W^T``):
 
 :func:`sbo_autograd` is the oracle: a per-step loop written from the definitions, where
 ``g`` is autograd's gradient of ``f`` (``create_graph=True``), not the closed form.
+:func:`sbo_hop` is the forward as one ``scan`` higher-order op, for export.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ._scan import scan_over_time
 from ._samples import per_sample_outer
 
 SBO_METHODS = ("gd", "heavy_ball", "nesterov")
@@ -214,14 +216,54 @@ def sbo_autograd(
                 hv = h if h.requires_grad else h.detach().requires_grad_()
                 f = 0.5 * (hv - torch.relu(torch.einsum("ij,bj->bi", W, hv) + u[t])).pow(2).sum()
                 g, = torch.autograd.grad(f, hv, create_graph=True)
-            if method == "gd":
-                h = h - eta * g
-            elif method == "heavy_ball":
-                m = mu * m - eta * g
-                h = h + m
-            else:
-                y = h - eta * g
-                h = y + mu * (y - m)
-                m = y
+            h, m = _optimizer_step(h, m, g, mu, eta, method)
         out.append(h)
     return torch.stack(out), m
+
+
+def _optimizer_step(h, m, g, mu, eta: float, method: str):
+    """One iteration of the lower-level optimizer, out of place: ``(h, m)`` after it."""
+    if method == "gd":
+        return h - eta * g, m
+    if method == "heavy_ball":
+        m = mu * m - eta * g
+        return h + m, m
+    y = h - eta * g
+    return y + mu * (y - m), y
+
+
+def sbo_hop(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    h0: torch.Tensor | None,
+    m0: torch.Tensor | None,
+    mu: torch.Tensor,
+    eta: float,
+    steps: int,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sbo_forward` as one ``scan`` higher-order op over time (the ``steps`` inner
+    iterations unrolled in its body): same arguments and result, the form ``torch.export``
+    captures as a single loop (see :mod:`fastunitary.onnx`)."""
+    T, B, n = u.shape
+    h_start = u.new_zeros((B, n)) if h0 is None else h0
+    gd = method == "gd"
+    # gd has no optimizer state: the carry is h alone. Nesterov's look-ahead starts as h0
+    # itself: a copy, since two carries may not alias.
+    start = [h_start] if gd else [h_start, initial_momentum(h_start.clone(), m0, method)]
+
+    def step(*args):
+        (h, u_t, W, mu), m = (args, None) if gd else (args[:1] + args[2:], args[1])
+        hs, ms = [], []
+        for _ in range(steps):
+            h, m = _optimizer_step(h, m, _lower_gradient(h, W, u_t), mu, eta, method)
+            hs.append(h)
+            ms.append(m)
+        if gd:
+            return [h, torch.stack(hs)]  # stack copies: no aliasing
+        return [h, m, torch.stack(hs), torch.stack(ms)]
+
+    out = scan_over_time(step, start, [u], [W, mu])
+    if gd:
+        return out[1].flatten(0, 1), u.new_empty(0)
+    return out[2].flatten(0, 1), out[3].flatten(0, 1)

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -93,3 +94,13 @@ def test_every_python_block_is_tested():
 def test_readme_func_example_runs():
     ns = run_block("vmap(grad(loss)")
     assert ns["per_sample"]["layers.0.skew_re"].shape == (8, 120)
+
+
+def test_readme_onnx_example_runs():
+    pytest.importorskip("onnxruntime")  # the dev extra (CI); not on the GPU machines' image
+    pytest.importorskip("onnxscript")
+    ns = run_block("fastunitary.onnx.export(")
+    assert ns["output"].shape == (100, 5, 32) and ns["h_n"].shape == (2, 5, 32)
+    with torch.no_grad():
+        expected, h_n = ns["model"](ns["x"])
+    torch.testing.assert_close(torch.from_numpy(ns["output"]), expected, atol=1e-4, rtol=1e-4)

@@ -181,6 +181,7 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         self.modrelu_bias = nn.Parameter(torch.empty(hidden_size))
         self.h0 = nn.Parameter(torch.empty(self.state_size)) if trainable_h0 else None
         self._weight_cache = None
+        self._frozen_weight = None  # set only by frozen_recurrent_weights
         self.momentum = None
         if momentum is not None:
             self.momentum = MomentumBuffer("momentum", mu=momentum, step=momentum_step,
@@ -236,8 +237,11 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         by optimizers, by ``load_state_dict``) bump the version counter, ``.to()`` moves
         the storage, ``.train()``/``.eval()`` drop the entry. In-place changes through
         ``.data`` (``p.data.mul_(2)``, ``p.data = t``) or ``Tensor.set_`` bypass the
-        version counter: call :meth:`clear_weight_cache` after them.
+        version counter: call :meth:`clear_weight_cache` after them. Inside
+        :func:`frozen_recurrent_weights` (export) it is the ``W`` computed on entry.
         """
+        if self._frozen_weight is not None:
+            return self._frozen_weight
         sources = self._weight_sources()
         if (
             torch.compiler.is_compiling()
@@ -557,6 +561,26 @@ class StackedModule(TorchConstructorOptions, nn.Module):
         if self.bidirectional:
             s += ", bidirectional=True"
         return s
+
+
+@contextlib.contextmanager
+def frozen_recurrent_weights(module: nn.Module):
+    """Within the block, every cell in ``module`` uses its ``W`` as computed on entry.
+
+    For export (:mod:`fastunitary.onnx`): ``W`` then enters a captured graph as a constant
+    instead of as the ops that build it (the Cayley transform's solve, ENRNN's
+    eigenvalues), which ONNX cannot express. Computed under ``torch.no_grad()``, as an
+    eval-mode forward would (ENRNN's sticky switch included).
+    """
+    cells = [m for m in module.modules() if isinstance(m, RecurrentCell)]
+    try:
+        with torch.no_grad():
+            for cell in cells:
+                cell._frozen_weight = cell._compute_recurrent_weight().detach()
+        yield
+    finally:
+        for cell in cells:
+            cell._frozen_weight = None
 
 
 class StackedRNN(StackedModule):

@@ -1,5 +1,6 @@
-"""Float32 matmul precision for host-side products that need true float32 (imports only
-torch, so that the reference implementations and the kernels' host code can share it)."""
+"""Float32 matmul precision for host-side products that need true float32, and an epsilon
+that survives export (imports only torch, so that the reference implementations, the
+modules and the kernels' host code can share it)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,15 @@ def ieee_float32_matmul():
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def plus_epsilon(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x + eps``, with ``eps`` a one-element tensor of ``x``'s dtype (``x`` has at least
+    one dimension), not a Python scalar.
+
+    Exported to ONNX, ``x + c`` with a scalar ``|c| < 1e-8`` is rewritten to ``x`` by
+    onnxscript's optimizer (0.7, the no-op rule of ``torch.onnx.export(optimize=True)``):
+    the epsilon that keeps a ``0 / sqrt(0)`` out would vanish, and a zero input (padding,
+    a zero bias) give NaN in ONNX Runtime. A tensor constant is left alone.
+    """
+    return x + x.new_full((1,), eps)

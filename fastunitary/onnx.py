@@ -103,7 +103,8 @@ def export(
     """Export a fastunitary model (or any module using its ops) to ONNX.
 
     Args:
-        model: a module in eval mode (``model.eval()``): the export is for inference.
+        model: a module in eval mode (``model.eval()``, every submodule): the export is
+            for inference.
         args: example positional inputs, e.g. ``(x,)`` with ``x`` ``(T, B, input_size)``.
         f: path of the ``.onnx`` file to write, or ``None`` to only return the program.
         kwargs: example keyword inputs.
@@ -115,12 +116,12 @@ def export(
     Returns:
         The ``torch.onnx.ONNXProgram`` (``.model_proto``, ``.save(path)``).
     Raises:
-        ValueError: the model is in training mode.
+        ValueError: the model (or a submodule) is in training mode.
         ImportError: ``onnx`` or ``onnxscript`` is missing.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
+    if any(m.training for m in model.modules()):
         raise ValueError("export is for inference: call model.eval() first (dropout, the "
                          "weight cache and the momentum routes all follow the mode)")
     for package in ("onnx", "onnxscript"):

@@ -152,8 +152,59 @@ def test_export_writes_the_file(tmp_path):
         _assert_close(session, [x], _flat(model(x)))
 
 
+ZERO_INPUT_MODELS = {
+    "ScuRNN": lambda: fnn.ScuRNN(M, 6),          # z = 0 at h = 0: modReLU's |z| = 0
+    "ScoRNN-no-bias": lambda: fnn.ScoRNN(M, 8, bias=False),
+    "AdamLSTM": lambda: fnn.AdamLSTM(M, 8),      # m / sqrt(r + eps), r = 0 on zero input
+    "RMSPropLSTM": lambda: fnn.RMSPropLSTM(M, 8),
+}
+
+
+@pytest.mark.parametrize("name", ZERO_INPUT_MODELS)
+def test_zero_input_stays_finite(name):
+    """Zero padding: the epsilons that keep 0 / 0 out survive the exporter's optimizer."""
+    torch.manual_seed(6)
+    model = ZERO_INPUT_MODELS[name]().eval()
+    session = _session(fonnx.export(model, (torch.randn(*TRACED, M),),
+                                    dynamic_shapes=({0: "T", 1: "B"},)))
+    x = torch.cat([torch.zeros(4, 2, M), torch.randn(5, 2, M)])
+    with torch.no_grad():
+        expected = _flat(model(x))
+    assert all(torch.isfinite(e).all() for e in expected)
+    _assert_close(session, [x], expected)
+
+
+@pytest.mark.parametrize("make", [lambda: fnn.ScuRNN(M, 6), lambda: fnn.ScoRNN(M, 8),
+                                  lambda: fnn.AdamLSTM(M, 8)], ids=["ScuRNN", "ScoRNN", "AdamLSTM"])
+@pytest.mark.parametrize("example", ["batch of one", "unbatched"])
+def test_export_traced_at_a_batch_of_one_or_unbatched(make, example):
+    torch.manual_seed(7)
+    model = make().eval()
+    shape = (5, 1, M) if example == "batch of one" else (5, M)
+    session = _session(fonnx.export(model, (torch.randn(*shape),)))
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        _assert_close(session, [x], _flat(model(x)))
+
+
+def test_frozen_weights_nest():
+    from fastunitary.nn._base import frozen_recurrent_weights
+
+    model = fnn.ScoRNN(M, 8).eval()
+    cell = model.layers[0]
+    with frozen_recurrent_weights(model):
+        outer = cell._frozen_weight
+        with frozen_recurrent_weights(model):
+            assert cell._frozen_weight is not outer
+        assert cell._frozen_weight is outer
+    assert cell._frozen_weight is None
+
+
 def test_bad_calls_raise():
     model = fnn.ScoRNN(M, 8)
+    with pytest.raises(ValueError, match="eval"):
+        fonnx.export(model, (torch.randn(*TRACED, M),))
+    model.eval().layers[0].train()  # a submodule left in training mode
     with pytest.raises(ValueError, match="eval"):
         fonnx.export(model, (torch.randn(*TRACED, M),))
     with pytest.raises(TypeError, match="torch.nn.Module"):

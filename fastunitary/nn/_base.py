@@ -240,8 +240,9 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         version counter: call :meth:`clear_weight_cache` after them. Inside
         :func:`frozen_recurrent_weights` (export) it is the ``W`` computed on entry.
         """
-        if self._frozen_weight is not None:
-            return self._frozen_weight
+        frozen = getattr(self, "_frozen_weight", None)  # absent from cells pickled before it
+        if frozen is not None:
+            return frozen
         sources = self._weight_sources()
         if (
             torch.compiler.is_compiling()
@@ -573,14 +574,15 @@ def frozen_recurrent_weights(module: nn.Module):
     eval-mode forward would (ENRNN's sticky switch included).
     """
     cells = [m for m in module.modules() if isinstance(m, RecurrentCell)]
+    previous = [getattr(cell, "_frozen_weight", None) for cell in cells]  # a block nested in another
     try:
         with torch.no_grad():
             for cell in cells:
                 cell._frozen_weight = cell._compute_recurrent_weight().detach()
         yield
     finally:
-        for cell in cells:
-            cell._frozen_weight = None
+        for cell, weight in zip(cells, previous):
+            cell._frozen_weight = weight
 
 
 class StackedRNN(StackedModule):

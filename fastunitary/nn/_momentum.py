@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._precision import plus_epsilon
 from ..functional.momentum_scan import momentum_scan
 
 KINDS = ("momentum", "nesterov", "adam", "rmsprop")
@@ -118,7 +119,7 @@ class MomentumBuffer(nn.Module):
             return m
         beta = self.beta
         r = self._scan(g * g, beta, 1 - beta, backend)
-        return m / torch.sqrt(r + ADAM_EPS)
+        return m / torch.sqrt(plus_epsilon(r, ADAM_EPS))
 
     @property
     def is_linear(self) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .._precision import plus_epsilon
+
 #: Added to |z|^2 before the square root. See the module docstring.
 MODRELU_EPS = 1e-12
 
@@ -72,7 +74,7 @@ def modrelu_of_planes(planes: list[torch.Tensor], bias: torch.Tensor) -> list[to
     r2 = planes[0].square()
     for plane in planes[1:]:
         r2 = r2 + plane.square()
-    r = (r2 + MODRELU_EPS).sqrt()
+    r = plus_epsilon(r2, MODRELU_EPS).sqrt()
     scale = (r + bias).relu() / r
     return [plane * scale for plane in planes]
 

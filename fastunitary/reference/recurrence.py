@@ -97,20 +97,26 @@ def recurrence_hop(
     and elementwise ops only. (Splitting and joining the planes inside the body made the
     ONNX exporter's retrace in torch 2.13 return a ``SymInt`` as a step output.)
     """
-    T, B, d = u.shape
+    _, B, d = u.shape
     P = 2 if is_complex else 1
     n = d // P
     h_start = torch.zeros((B, d), dtype=u.dtype, device=u.device) if h0 is None else h0
-    # blocks[p][q] = W[p-th rows, q-th columns]^T, so that z_p = u_p + sum_q h_q blocks[p][q];
-    # copies, like the planes: the loop's inputs may not alias one another
-    blocks = [W[p * n:(p + 1) * n, q * n:(q + 1) * n].t().contiguous()
-              for p in range(P) for q in range(P)]
-    planes = lambda x: [x[..., p * n:(p + 1) * n].contiguous() for p in range(P)]  # noqa: E731
+    # blocks[p][q] = W[p-th rows, q-th columns]^T, so that z_p = u_p + sum_q h_q blocks[p][q].
+    # Copies, like the planes: the loop's inputs may not alias one another, and a carry must
+    # have the strides of the step's output (.contiguous() keeps a (1, 2n) row's slice as it is).
+    dense = lambda x: x.clone(memory_format=torch.contiguous_format)  # noqa: E731
+    blocks = [dense(W[p * n:(p + 1) * n, q * n:(q + 1) * n].t()) for p in range(P) for q in range(P)]
+    planes = lambda x: [dense(x[..., p * n:(p + 1) * n]) for p in range(P)]  # noqa: E731
 
     def step(*args):  # h_1..h_P, u_1..u_P, the P^2 blocks[, bias]: a trace counts them
         h, u_t = args[:P], args[P:2 * P]
         W_t, bias = args[2 * P:2 * P + P * P], args[2 * P + P * P:]
-        z = [u_t[p] + sum(h[q] @ W_t[p * P + q] for q in range(P)) for p in range(P)]
+        z = []
+        for p in range(P):
+            z_p = torch.addmm(u_t[p], h[0], W_t[p * P])
+            for q in range(1, P):
+                z_p = torch.addmm(z_p, h[q], W_t[p * P + q])
+            z.append(z_p)
         if activation == "modrelu":
             a = modrelu_of_planes(z, bias[0])
         elif activation in ("tanh", "relu"):

@@ -245,7 +245,7 @@ def sbo_hop(
     """:func:`sbo_forward` as one ``scan`` higher-order op over time (the ``steps`` inner
     iterations unrolled in its body): same arguments and result, the form ``torch.export``
     captures as a single loop (see :mod:`fastunitary.onnx`)."""
-    T, B, n = u.shape
+    _, B, n = u.shape
     h_start = u.new_zeros((B, n)) if h0 is None else h0
     gd = method == "gd"
     # gd has no optimizer state: the carry is h alone. Nesterov's look-ahead starts as h0

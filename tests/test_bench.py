@@ -494,3 +494,44 @@ def test_compare_reads_real_suite_results_and_refuses_other_files(tmp_path):
         compare.main([str(path), str(tmp_path / "other.json")])
     with pytest.raises(SystemExit):
         compare.main([str(path), str(path), "--max-slowdown", "1.5"])
+
+
+def test_onnx_runtime_times_both_runtimes_after_checking_them(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")  # the dev extra (CI); not on the GPU machines' image
+    pytest.importorskip("onnxscript")
+    from bench import onnx_runtime
+
+    onnx_runtime.main(["--T", "5", "--B", "2", "--hidden", "4", "--input-size", "3",
+                       "--repeats", "1", "--models", "scurnn", "adamlstm", "--device", "cpu",
+                       "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "onnx_runtime_cpu.json").read_text())
+    assert list(result["models"]) == ["scurnn", "adamlstm", "torch.nn.LSTM"]
+    for entry in result["models"].values():
+        assert entry["status"] == "ok" and set(entry["times"]) == {"pytorch", "onnxruntime"}
+        assert entry["rel_error_vs_float64"]["onnxruntime"] <= 1e-5
+    assert "ONNX Runtime" in capsys.readouterr().out
+
+
+def test_onnx_runtime_refuses_to_time_a_session_that_disagrees(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from bench import onnx_runtime
+
+    real = onnx_runtime._session
+
+    class Off:  # every output of the session off by 1
+        def __init__(self, session):
+            self.session = session
+
+        def get_inputs(self):
+            return self.session.get_inputs()
+
+        def run(self, names, feed):
+            return [y + 1 for y in self.session.run(names, feed)]
+
+    monkeypatch.setattr(onnx_runtime, "_session", lambda program: Off(real(program)))
+    onnx_runtime.main(["--T", "3", "--B", "2", "--hidden", "4", "--input-size", "3",
+                       "--repeats", "1", "--models", "scornn", "--device", "cpu",
+                       "--out", str(tmp_path)])
+    entry = json.loads((tmp_path / "onnx_runtime_cpu.json").read_text())["models"]["scornn"]
+    assert entry["status"] == "failed correctness gate" and "times" not in entry

@@ -131,6 +131,54 @@ def test_every_second_derivative_raises_instead_of_a_wrong_answer(how):
             torch.autograd.grad(g.sum(), Mr)
 
 
+PENALIZED = {
+    "ScuRNN": lambda: fnn.ScuRNN(3, 3, num_layers=2),
+    "ScoRNN": lambda: fnn.ScoRNN(3, 4, bidirectional=True),
+    "ENRNN": lambda: fnn.ENRNN(3, 3, 2),
+    "MomentumRNN": lambda: fnn.MomentumRNN(3, 4, mu=0.6, step=0.6),
+    "MomentumLSTM": lambda: fnn.MomentumLSTM(3, 4),
+    "AdamLSTM": lambda: fnn.AdamLSTM(3, 4),
+    "RMSPropLSTM": lambda: fnn.RMSPropLSTM(3, 4),
+    "NesterovLSTM": lambda: fnn.NesterovLSTM(3, 4, proj_size=2),
+    "SBORNN": lambda: fnn.SBORNN(3, 4, method="heavy_ball", steps=2),
+}
+
+
+@pytest.mark.parametrize("name", PENALIZED)
+def test_an_input_gradient_penalty_trains_every_module(name):
+    """A double backward through a whole module (WGAN-GP's penalty ``||d out / d x||^2``):
+    its gradient in the parameters, along a random direction, equals the central finite
+    difference of the penalty (float64). The sequence ops' gradients are differentiable
+    under ``create_graph``; ``W``'s ops (Cayley, spectral radius) need first derivatives
+    only here, and keep raising for a second (``test_every_second_derivative_raises...``)."""
+    torch.manual_seed(0)
+    model = PENALIZED[name]().to(DT).eval()
+    x = _randn(5, 2, 3)
+    params = [p for p in model.parameters() if p.requires_grad]
+    directions = [torch.randn_like(p) for p in params]
+
+    def penalty():
+        xr = x.clone().requires_grad_()
+        out = model(xr)[0]
+        (gx,) = torch.autograd.grad(out.square().sum(), xr, create_graph=True)
+        return gx.square().sum()
+
+    grads = torch.autograd.grad(penalty(), params)
+    analytic = sum((g * v).sum() for g, v in zip(grads, directions))
+    eps = 1e-6
+    with torch.no_grad():
+        values = []
+        for sign in (1, -1):
+            for p, v in zip(params, directions):
+                p.add_(v, alpha=sign * eps)
+            with torch.enable_grad():
+                values.append(penalty().item())
+            for p, v in zip(params, directions):
+                p.sub_(v, alpha=sign * eps)
+    numeric = (values[0] - values[1]) / (2 * eps)
+    assert abs(analytic.item() - numeric) <= 1e-6 * max(1.0, abs(numeric))
+
+
 def test_forward_over_reverse_raises():
     """jvp of grad (Hessian-vector products in forward-over-reverse form)."""
     M = _randn(4, 4)

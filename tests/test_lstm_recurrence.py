@@ -506,3 +506,22 @@ def test_scan_form_equals_the_forward(proj, with_state):
     for got, want in zip(reference.lstm_hop(g, W_hh, h0, c0, W_hr),
                          reference.lstm_forward(g, W_hh, h0, c0, W_hr)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("proj", [None, 2])
+def test_double_backward_gradgradcheck(proj):
+    """Second derivatives through both outputs, every input, by finite differences (float64)."""
+    T, B, n = 4, 2, 3
+    p = proj or n
+    f64 = dict(dtype=torch.float64, requires_grad=True)
+    g = torch.randn(T, B, 4 * n, **f64)
+    W_hh = (torch.randn(4 * n, p, dtype=torch.float64) / p**0.5).requires_grad_()
+    h0, c0 = torch.randn(B, p, **f64), torch.randn(B, n, **f64)
+    inputs = [g, W_hh, h0, c0]
+    if proj:
+        inputs.append((torch.randn(p, n, dtype=torch.float64) / n**0.5).requires_grad_())
+
+    def fn(g, W_hh, h0, c0, W_hr=None):
+        return F.lstm_recurrence(g, W_hh, h0, c0, W_hr=W_hr, backend="reference")
+
+    assert torch.autograd.gradgradcheck(fn, inputs)

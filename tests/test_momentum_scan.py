@@ -411,3 +411,13 @@ def test_scan_form_equals_the_scan(broadcast, with_v0):
     v0 = torch.randn(B, d, dtype=torch.float64) if with_v0 else None
     torch.testing.assert_close(reference.linear_scan_hop(a, b, v0),
                                reference.linear_scan(a, b, v0), rtol=1e-12, atol=1e-12)
+
+
+def test_double_backward_gradgradcheck():
+    """Second derivatives in ``a``, ``b`` and ``v0`` (a learnable ``mu`` included), by
+    finite differences of the gradient (float64)."""
+    T, B, d = 5, 2, 3
+    f64 = dict(dtype=torch.float64, requires_grad=True)
+    a, b, v0 = torch.rand(T, B, d, **f64), torch.randn(T, B, d, **f64), torch.randn(B, d, **f64)
+    assert torch.autograd.gradgradcheck(
+        lambda a, b, v0: F.momentum_scan(b, a, 1.0, v0=v0, backend="reference"), (a, b, v0))

@@ -105,3 +105,10 @@ def test_readme_onnx_example_runs():
         expected = ns["model"](ns["x"])
     for got, want in zip((ns["output"], ns["h_n"]), expected):
         torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-4, rtol=1e-4)
+
+
+def test_readme_double_backward_example_runs():
+    ns = run_block("create_graph=True")
+    grads = [p.grad for p in ns["critic"].parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert ns["critic"].layers[0].skew_re.grad.abs().sum() > 0  # through W's Cayley map

@@ -530,10 +530,12 @@ def test_kernel_expanded_gradient_and_once_differentiable(kernel_device):
     g2 = torch.autograd.grad(h.real, (u, W), torch.ones_like(h.real).contiguous())
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)
-    h = F.recurrence(u, W, bias, h0, backend="triton")
-    (gu,) = torch.autograd.grad(h.real.square().sum(), u, create_graph=True)
-    with pytest.raises(RuntimeError):  # no double backward: it fails instead of lying
-        torch.autograd.grad(gu.real.sum(), W)
+    second = {}
+    for backend in ("triton", "reference"):  # a double backward: the same on both
+        h = F.recurrence(u, W, bias, h0, backend=backend)
+        (gu,) = torch.autograd.grad(h.real.square().sum(), u, create_graph=True)
+        second[backend] = torch.autograd.grad(gu.real.square().sum(), W)[0]
+    torch.testing.assert_close(second["triton"], second["reference"], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -645,3 +647,28 @@ def test_scan_form_equals_the_forward(activation, complex_, leak, with_h0):
     args = (u, W, bias, h0, activation, complex_, leak)
     torch.testing.assert_close(reference.recurrence_hop(*args),
                                reference.recurrence_forward(*args), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("leak", [1.0, 0.4])
+def test_double_backward_gradgradcheck(activation, complex_, leak):
+    """Second derivatives (a gradient differentiated again: input-gradient penalties,
+    Hessian-vector products) by finite differences of the gradient, float64, every input
+    (``u`` not saved for tanh, relu and identity at leak 1: the closed form off the states)."""
+    T, B, n = 4, 2, 3
+    d = 2 * n if complex_ else n
+    u = torch.randn(T, B, d, dtype=torch.float64, requires_grad=True)
+    W = (torch.randn(d, d, dtype=torch.float64) / d**0.5).requires_grad_()
+    h0 = torch.randn(B, d, dtype=torch.float64, requires_grad=True)
+    bias = ((torch.rand(n, dtype=torch.float64) - 0.5) * 0.2).requires_grad_() \
+        if activation == "modrelu" else None
+    inputs = [t for t in (u, W, bias, h0) if t is not None]
+
+    def fn(*args):
+        args = list(args)
+        b = args.pop(2) if bias is not None else None
+        return F.recurrence_planes(args[0], args[1], b, args[2], activation=activation,
+                                   is_complex=complex_, backend="reference", leak=leak)
+
+    assert torch.autograd.gradgradcheck(fn, inputs)

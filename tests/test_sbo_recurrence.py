@@ -228,3 +228,22 @@ def test_scan_form_equals_the_forward(method, with_state):
     args = (u, W, h0, m0, torch.tensor(0.6, dtype=torch.float64), 0.3, steps, method)
     for got, want in zip(sbo_hop(*args), sbo_forward(*args)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["gd", "heavy_ball", "nesterov"])
+def test_double_backward_gradgradcheck(method):
+    """Second derivatives in u, W, h0, m0 and mu through both outputs, by finite
+    differences of the gradient (float64)."""
+    T, B, n = 3, 2, 3
+    f64 = dict(dtype=torch.float64, requires_grad=True)
+    u, h0 = torch.randn(T, B, n, **f64), torch.randn(B, n, **f64)
+    W = (torch.randn(n, n, dtype=torch.float64) / n**0.5).requires_grad_()
+    mu = torch.tensor(0.6, **f64)
+    if method == "gd":
+        inputs, fn = (u, W, h0), lambda u, W, h0: sbo_recurrence(u, W, h0, eta=0.3, steps=2)[0]
+    else:
+        m0 = torch.randn(B, n, **f64)
+        inputs = (u, W, h0, m0, mu)
+        fn = lambda u, W, h0, m0, mu: sbo_recurrence(  # noqa: E731
+            u, W, h0, m0, mu=mu, eta=0.3, steps=2, method=method)
+    assert torch.autograd.gradgradcheck(fn, inputs)

@@ -56,6 +56,35 @@ class _FirstOrderOnly(torch.autograd.Function):
             "(grad of grad, jacrev of jacrev, a double backward) is not supported")
 
 
+def recomputed_gradients(forward, inputs, needs, grad_outputs) -> tuple:
+    """The gradients of ``forward(*inputs)`` as differentiable tensor ops: autograd through
+    a step-by-step recomputation (a reference loop written out of place). The path of an
+    op's backward under ``create_graph=True``, whose result a double backward (an
+    input-gradient penalty, a Hessian-vector product) differentiates again; the backward
+    ops themselves have no derivative.
+
+    Args:
+        forward: the differentiable loop; returns a tensor or a tuple of them.
+        inputs: its arguments (tensors or ``None``), in the op's order.
+        needs: ``ctx.needs_input_grad`` for them.
+        grad_outputs: one cotangent per output, ``None`` for an output not differentiated.
+    Returns:
+        One gradient per input, ``None`` where the input is absent or not needed.
+    """
+    wanted = [isinstance(t, torch.Tensor) and need for t, need in zip(inputs, needs)]
+    with torch.enable_grad():
+        outputs = forward(*inputs)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        # an output the inputs do not reach (gd's empty ms) contributes nothing
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs)
+                 if g is not None and o.requires_grad]
+        grads = iter(torch.autograd.grad([o for o, _ in pairs],
+                                         [t for t, w in zip(inputs, wanted) if w],
+                                         [g for _, g in pairs], create_graph=True,
+                                         allow_unused=True))
+    return tuple(next(grads) if w else None for w in wanted)
+
+
 def differentiable(op, backward, setup_context):
     """Registers ``backward`` and ``setup_context`` as ``op``'s autograd formula (``op`` a
     ``torch.library`` custom op) and returns ``op`` as a callable that also works under
@@ -68,7 +97,9 @@ def differentiable(op, backward, setup_context):
     ``torch.export``) it is the registered op itself, one node in a graph. Its vmap rule is
     generated from the forward and the backward, so the batching rules registered for the
     two ops (:func:`register_folded_vmap`, :func:`register_stacked_vmap`) batch them.
-    Forward-mode AD (``jvp``, ``jacfwd``) and second derivatives raise, as for the op.
+    Under a transform, forward-mode AD (``jvp``, ``jacfwd``) and second derivatives raise;
+    in eager autograd an op's backward under ``create_graph=True`` may take
+    :func:`recomputed_gradients`, which a double backward differentiates.
     """
 
     op.register_autograd(backward, setup_context=setup_context)

@@ -23,7 +23,8 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
-                        differentiable, kernel_module, register_folded_vmap)
+                        differentiable, kernel_module, recomputed_gradients,
+                        register_folded_vmap)
 
 
 @torch.library.custom_op("fastunitary::lstm_recurrence", mutates_args=())
@@ -86,10 +87,21 @@ def _backward(ctx, grad_h, grad_c):
     # an output that did not reach the loss has no gradient: zeros (broadcast, not stored)
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h
     grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-    gg, gW, gh0, gc0, gWr = _lstm_backward_op(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr,
-                                              ctx.backend, 1)
+    if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
+        gg, gW, gh0, gc0, gWr = _differentiable_backward(ctx, grad_h, grad_c, g, W_hh, h0, c0,
+                                                         W_hr)
+    else:
+        gg, gW, gh0, gc0, gWr = _lstm_backward_op(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr,
+                                                  ctx.backend, 1)
     return (gg, gW, gh0 if h0 is not None else None, gc0 if c0 is not None else None,
             gWr if W_hr is not None else None, None)
+
+
+def _differentiable_backward(ctx, grad_h, grad_c, g, W_hh, h0, c0, W_hr):
+    """The gradients as differentiable tensor ops, for a double backward: autograd through
+    the recurrence recomputed step by step (``reference.lstm_autograd``)."""
+    return recomputed_gradients(reference.lstm_autograd, (g, W_hh, h0, c0, W_hr),
+                                ctx.needs_input_grad, (grad_h, grad_c))
 
 
 _lstm = differentiable(_lstm_op, _backward, _setup_context)

@@ -58,7 +58,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_v):
     a, v, v0 = ctx.saved_tensors
-    gbar = _scan_backward_op(grad_v, a, ctx.backend)
+    if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
+        gbar = reference.linear_scan_backward_loop(grad_v, a)
+    else:
+        gbar = _scan_backward_op(grad_v, a, ctx.backend)
     grad_a = grad_v0 = None
     if ctx.needs_input_grad[0]:
         v_prev = torch.cat([(torch.zeros_like(v[0]) if v0 is None else v0).unsqueeze(0), v[:-1]])

@@ -22,7 +22,7 @@ from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
-                        differentiable, kernel_module, register_folded_vmap)
+                        differentiable, kernel_module, recomputed_gradients, register_folded_vmap)
 from .planes import as_complex, real_embedding, to_planes
 
 
@@ -97,7 +97,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_h):
     u, W, bias, h0, h = ctx.saved_tensors
-    gu, gW, gb, gh0 = _recurrence_backward_op(grad_h, u, W, bias, h0, h, *ctx.config, 1)
+    if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
+        gu, gW, gb, gh0 = _differentiable_backward(ctx, grad_h, u, W, bias, h0, h)
+    else:
+        gu, gW, gb, gh0 = _recurrence_backward_op(grad_h, u, W, bias, h0, h, *ctx.config, 1)
     return (
         gu,
         gW,
@@ -108,6 +111,19 @@ def _backward(ctx, grad_h):
         None,
         None,
     )
+
+
+def _differentiable_backward(ctx, grad_h, u, W, bias, h0, h):
+    """The gradients as differentiable tensor ops, for a double backward: autograd through
+    the recurrence recomputed step by step (``reference.recurrence_loop``), or, where ``u``
+    was not saved (tanh, relu, identity; leak 1), the closed form read off the states."""
+    activation, is_complex, _, leak = ctx.config
+    if u is None:
+        gu, gW, gh0 = reference.recurrence_backward_from_states(grad_h, W, h0, h, activation)
+        return gu, gW, None, gh0
+    loop = lambda u, W, bias, h0: reference.recurrence_loop(  # noqa: E731
+        u, W, bias, h0, activation, is_complex, leak)
+    return recomputed_gradients(loop, (u, W, bias, h0), ctx.needs_input_grad, (grad_h,))
 
 
 _recurrence = differentiable(_recurrence_op, _backward, _setup_context)

@@ -25,7 +25,7 @@ from .._backend import BackendUnavailableError, check_backend_name
 from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
 from ..reference.sbo_recurrence import SBO_METHODS
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
-                        differentiable, register_folded_vmap)
+                        differentiable, recomputed_gradients, register_folded_vmap)
 from .recurrence import compute_dtype
 
 NO_KERNEL = (
@@ -99,6 +99,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_hs, grad_ms):
     u, W, h0, m0, mu, hs, ms = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
+        loop = lambda u, W, h0, m0, mu: reference.sbo_loop(  # noqa: E731
+            u, W, h0, m0, mu, *ctx.config)
+        gu, gW, gh0, gm0, gmu = recomputed_gradients(loop, (u, W, h0, m0, mu),
+                                                     ctx.needs_input_grad, (grad_hs, grad_ms))
+        return (gu, gW, gh0, gm0, gmu, None, None, None)
     if grad_hs is None:
         grad_hs = torch.zeros_like(hs)
     gu, gW, gh0, gm0, gmu = _sbo_backward_op(grad_hs, grad_ms, u, W, h0, m0, mu, hs, ms,

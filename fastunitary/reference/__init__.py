@@ -12,15 +12,30 @@ from .cayley import (
 )
 from .modrelu import MODRELU_EPS, modrelu, modrelu_backward_coefficients
 from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward, lstm_hop
-from .momentum_scan import linear_scan, linear_scan_backward, linear_scan_hop, linear_scan_loop
-from .sbo_recurrence import SBO_METHODS, sbo_autograd, sbo_backward, sbo_forward, sbo_hop
+from .momentum_scan import (
+    linear_scan,
+    linear_scan_backward,
+    linear_scan_backward_loop,
+    linear_scan_hop,
+    linear_scan_loop,
+)
+from .sbo_recurrence import (
+    SBO_METHODS,
+    sbo_autograd,
+    sbo_backward,
+    sbo_forward,
+    sbo_hop,
+    sbo_loop,
+)
 from .spectral_radius import spectral_radius, spectral_radius_autograd
 from .recurrence import (
     ACTIVATIONS,
     recurrence_autograd,
     recurrence_backward,
+    recurrence_backward_from_states,
     recurrence_forward,
     recurrence_hop,
+    recurrence_loop,
 )
 
 __all__ = [
@@ -33,6 +48,7 @@ __all__ = [
     "cayley_inverse",
     "linear_scan",
     "linear_scan_backward",
+    "linear_scan_backward_loop",
     "linear_scan_hop",
     "linear_scan_loop",
     "lstm_autograd",
@@ -43,13 +59,16 @@ __all__ = [
     "modrelu_backward_coefficients",
     "recurrence_autograd",
     "recurrence_backward",
+    "recurrence_backward_from_states",
     "recurrence_forward",
     "recurrence_hop",
+    "recurrence_loop",
     "SBO_METHODS",
     "sbo_autograd",
     "sbo_backward",
     "sbo_forward",
     "sbo_hop",
+    "sbo_loop",
     "spectral_radius",
     "spectral_radius_autograd",
 ]

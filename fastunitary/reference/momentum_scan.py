@@ -94,6 +94,16 @@ def linear_scan_backward(grad_v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return _inclusive_scan(shifted.flip(0), grad_v.flip(0)).flip(0)
 
 
+def linear_scan_backward_loop(grad_v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """:func:`linear_scan_backward` one step at a time, out of place: differentiable by
+    autograd (the op's double backward)."""
+    a = a.expand_as(grad_v)
+    gbar = [grad_v[-1]]
+    for t in range(grad_v.shape[0] - 2, -1, -1):
+        gbar.append(grad_v[t] + a[t + 1] * gbar[-1])
+    return torch.stack(gbar[::-1])
+
+
 def linear_scan_loop(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
     """The same scan, one step at a time, differentiable by autograd: the oracle."""
     a = a.expand_as(b)

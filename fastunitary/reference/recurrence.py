@@ -80,6 +80,66 @@ def recurrence_forward(
     return out
 
 
+def _activation_of_planes(z: list[torch.Tensor], bias: torch.Tensor | None,
+                          activation: str) -> list[torch.Tensor]:
+    """The activation out of place on the planes as separate tensors (one or two)."""
+    if activation == "modrelu":
+        return modrelu_of_planes(z, bias)
+    if activation in ("tanh", "relu"):
+        return [z_p.tanh() if activation == "tanh" else z_p.relu() for z_p in z]
+    return z
+
+
+def recurrence_loop(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    activation: str,
+    is_complex: bool,
+    leak: float = 1.0,
+) -> torch.Tensor:
+    """:func:`recurrence_forward` step by step out of place, differentiable by autograd to
+    any order: the op's double backward differentiates through it. Same arguments and
+    result."""
+    P = 2 if is_complex else 1
+    h = torch.zeros_like(u[0]) if h0 is None else h0
+    out = []
+    for t in range(u.shape[0]):
+        z = torch.addmm(u[t], h, W.t())
+        a = torch.cat(_activation_of_planes(list(z.chunk(P, dim=-1)), bias, activation), dim=-1)
+        h = a if leak == 1.0 else a * leak + h * (1.0 - leak)
+        out.append(h)
+    return torch.stack(out)
+
+
+def recurrence_backward_from_states(
+    grad_h: torch.Tensor,
+    W: torch.Tensor,
+    h0: torch.Tensor | None,
+    h: torch.Tensor,
+    activation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(grad u, grad W, grad h0)`` of the plain tanh, relu or identity recurrence (leak 1),
+    out of place and differentiable: their derivative is read off the states (``1 - h^2``,
+    ``h > 0``), so no input is needed, and it is what the op's double backward
+    differentiates when ``u`` was not saved. Planes layout, as :func:`recurrence_backward`."""
+    if activation == "tanh":
+        slope = 1 - h * h
+    elif activation == "relu":
+        slope = (h > 0).to(h.dtype)
+    else:
+        slope = torch.ones_like(h)
+    carry = torch.zeros_like(h[0])
+    dz = []
+    for t in range(h.shape[0] - 1, -1, -1):
+        dz.append(slope[t] * (grad_h[t] + carry))
+        carry = dz[-1] @ W
+    dz = torch.stack(dz[::-1])
+    h_prev = torch.cat([(torch.zeros_like(h[0]) if h0 is None else h0).unsqueeze(0), h[:-1]])
+    return dz, torch.einsum("tbi,tbj->ij", dz, h_prev), carry
+
+
 def recurrence_hop(
     u: torch.Tensor,
     W: torch.Tensor,
@@ -117,12 +177,7 @@ def recurrence_hop(
             for q in range(1, P):
                 z_p = torch.addmm(z_p, h[q], W_t[p * P + q])
             z.append(z_p)
-        if activation == "modrelu":
-            a = modrelu_of_planes(z, bias[0])
-        elif activation in ("tanh", "relu"):
-            a = [z_p.tanh() if activation == "tanh" else z_p.relu() for z_p in z]
-        else:
-            a = z
+        a = _activation_of_planes(z, bias[0] if bias else None, activation)
         if leak != 1.0:
             a = [a_p * leak + h_p * (1.0 - leak) for a_p, h_p in zip(a, h)]
         return [*a, *(a_p.clone() for a_p in a)]  # a carry and an output may not alias

@@ -232,6 +232,30 @@ def _optimizer_step(h, m, g, mu, eta: float, method: str):
     return y + mu * (y - m), y
 
 
+def sbo_loop(
+    u: torch.Tensor,
+    W: torch.Tensor,
+    h0: torch.Tensor | None,
+    m0: torch.Tensor | None,
+    mu: torch.Tensor,
+    eta: float,
+    steps: int,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sbo_forward` iteration by iteration, out of place, with the closed-form ``g``:
+    differentiable by autograd to any order (the op's double backward differentiates
+    through it). Same arguments and result."""
+    h = u.new_zeros(u.shape[1:]) if h0 is None else h0
+    m = initial_momentum(h, m0, method)
+    hs, ms = [], []
+    for t in range(u.shape[0]):
+        for _ in range(steps):
+            h, m = _optimizer_step(h, m, _lower_gradient(h, W, u[t]), mu, eta, method)
+            hs.append(h)
+            ms.append(m)
+    return torch.stack(hs), (u.new_empty(0) if method == "gd" else torch.stack(ms))
+
+
 def sbo_hop(
     u: torch.Tensor,
     W: torch.Tensor,

@@ -75,3 +75,17 @@ def mkldnn_disabled():
         yield
     finally:
         torch._C._set_mkldnn_enabled(previous)
+
+
+def assert_create_graph_keeps_the_gradient(loss, leaves, *, autocast=False, rtol=1e-10,
+                                           atol=1e-12):
+    """The first derivatives of ``loss()`` in ``leaves`` are the same with
+    ``create_graph=True`` (the ops' differentiable path, for a double backward) as without
+    (the fused backward ops); ``autocast``: both taken under CPU bfloat16 autocast, which
+    neither path may let into its arithmetic."""
+    def gradients(create_graph):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return torch.autograd.grad(loss(), leaves, create_graph=create_graph)
+
+    for fused, differentiable in zip(gradients(False), gradients(True)):
+        torch.testing.assert_close(differentiable.detach(), fused, rtol=rtol, atol=atol)

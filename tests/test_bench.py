@@ -535,3 +535,35 @@ def test_onnx_runtime_refuses_to_time_a_session_that_disagrees(tmp_path, monkeyp
                        "--out", str(tmp_path)])
     entry = json.loads((tmp_path / "onnx_runtime_cpu.json").read_text())["models"]["scornn"]
     assert entry["status"] == "failed correctness gate" and "times" not in entry
+
+
+def test_double_backward_times_the_penalty_after_checking_its_gradient(tmp_path, capsys):
+    from bench import double_backward
+
+    double_backward.main(["--T", "4", "6", "--B", "2", "--hidden", "4", "--input-size", "3",
+                          "--repeats", "1", "--models", "scurnn", "adamlstm", "--device", "cpu",
+                          "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "double_backward_cpu.json").read_text())["rows"]
+    assert [(r["model"], r["T"]) for r in rows] == [("scurnn", 4), ("scurnn", 6),
+                                                     ("adamlstm", 4), ("adamlstm", 6)]
+    for r in rows:
+        assert r["status"] == "ok" and set(r["times"]) == {"backward", "penalty"}
+        assert r["rel_error_create_graph_vs_fused"] <= 1e-4
+    assert "penalty" in capsys.readouterr().out
+
+
+def test_double_backward_refuses_to_time_a_wrong_create_graph_gradient(tmp_path, monkeypatch):
+    from bench import double_backward
+
+    real_grad = torch.autograd.grad
+
+    def off(outputs, inputs, *args, create_graph=False, **kwargs):  # the create_graph path off
+        grads = real_grad(outputs, inputs, *args, create_graph=create_graph, **kwargs)
+        return tuple(g + 1 for g in grads) if create_graph else grads
+
+    monkeypatch.setattr(double_backward.torch.autograd, "grad", off)
+    double_backward.main(["--T", "3", "--B", "2", "--hidden", "4", "--input-size", "3",
+                          "--repeats", "1", "--models", "scornn", "--device", "cpu",
+                          "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "double_backward_cpu.json").read_text())["rows"]
+    assert row["status"] == "failed correctness gate" and "times" not in row

@@ -6,7 +6,7 @@ import torch
 import fastunitary.functional as F
 from fastunitary import reference
 
-from .conftest import rel_err
+from .conftest import assert_create_graph_keeps_the_gradient, rel_err
 
 
 def inputs(T, B, n, dtype=torch.float64, states=True):
@@ -525,3 +525,16 @@ def test_double_backward_gradgradcheck(proj):
         return F.lstm_recurrence(g, W_hh, h0, c0, W_hr=W_hr, backend="reference")
 
     assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_create_graph_keeps_the_first_derivative(autocast):
+    """The double-backward path's gradient is the fused one, with ``h0`` and ``c0`` one
+    tensor (aliased inputs), only ``h`` reaching the loss, and under bfloat16 autocast."""
+    dtype = torch.float32 if autocast else torch.float64
+    g = torch.randn(6, 2, 12, dtype=dtype, requires_grad=True)
+    W_hh = (torch.randn(12, 3, dtype=dtype) * 0.5).requires_grad_()
+    state = torch.randn(2, 3, dtype=dtype, requires_grad=True)
+    loss = lambda: F.lstm_recurrence(g, W_hh, state, state)[0].square().sum()  # noqa: E731
+    tol = dict(rtol=1e-5, atol=1e-6) if autocast else {}
+    assert_create_graph_keeps_the_gradient(loss, [g, W_hh, state], autocast=autocast, **tol)

@@ -421,3 +421,15 @@ def test_double_backward_gradgradcheck():
     a, b, v0 = torch.rand(T, B, d, **f64), torch.randn(T, B, d, **f64), torch.randn(B, d, **f64)
     assert torch.autograd.gradgradcheck(
         lambda a, b, v0: F.momentum_scan(b, a, 1.0, v0=v0, backend="reference"), (a, b, v0))
+
+
+def test_create_graph_keeps_the_first_derivative():
+    """The double-backward path's gradient is the fused one, with a learnable per-feature
+    ``mu``, a ``step`` tensor and ``v0`` computed from ``u``."""
+    from .conftest import assert_create_graph_keeps_the_gradient
+
+    u = torch.randn(7, 2, 3, dtype=torch.float64, requires_grad=True)
+    mu = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    step = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    loss = lambda: F.momentum_scan(u, mu, step, v0=u.mean(0)).square().sum()  # noqa: E731
+    assert_create_graph_keeps_the_gradient(loss, [u, mu, step])

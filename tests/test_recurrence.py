@@ -10,7 +10,7 @@ from fastunitary import BackendUnavailableError, reference
 from fastunitary.reference import recurrence as ref_rec
 from fastunitary.reference.recurrence import ACTIVATIONS
 
-from .conftest import DEVICES, rel_err
+from .conftest import DEVICES, assert_create_graph_keeps_the_gradient, rel_err
 from .test_cayley import random_skew
 
 SHAPES = [(1, 1, 1), (1, 3, 4), (5, 1, 3), (17, 4, 7), (33, 2, 16)]
@@ -672,3 +672,18 @@ def test_double_backward_gradgradcheck(activation, complex_, leak):
                                    is_complex=complex_, backend="reference", leak=leak)
 
     assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("activation, leak", [("modrelu", 1.0), ("tanh", 0.5), ("tanh", 1.0)])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_create_graph_keeps_the_first_derivative(activation, leak, autocast):
+    """The double-backward path's gradient is the fused one: with an ``h0`` computed from
+    ``u`` (inputs that depend on each other: autograd's total derivative would count the
+    shared path twice), and under bfloat16 autocast (float32; neither path lets it in)."""
+    dtype = torch.float32 if autocast else torch.float64
+    u = torch.randn(6, 3, 4, dtype=dtype, requires_grad=True)
+    W = (torch.randn(4, 4, dtype=dtype) * 0.5).requires_grad_()
+    loss = lambda: F.recurrence(u, W, h0=u.mean(0), activation=activation,  # noqa: E731
+                                leak=leak).square().sum()
+    tol = dict(rtol=1e-5, atol=1e-6) if autocast else {}
+    assert_create_graph_keeps_the_gradient(loss, [u, W], autocast=autocast, **tol)

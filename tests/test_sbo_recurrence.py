@@ -247,3 +247,17 @@ def test_double_backward_gradgradcheck(method):
         fn = lambda u, W, h0, m0, mu: sbo_recurrence(  # noqa: E731
             u, W, h0, m0, mu=mu, eta=0.3, steps=2, method=method)
     assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("method", ["heavy_ball", "nesterov"])
+def test_create_graph_keeps_the_first_derivative(method):
+    """The double-backward path's gradient is the fused one, with ``m0`` the same tensor as
+    ``h0`` (aliased inputs)."""
+    from .conftest import assert_create_graph_keeps_the_gradient
+
+    u = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    W = (torch.randn(3, 3, dtype=torch.float64) * 0.5).requires_grad_()
+    state = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    loss = lambda: sbo_recurrence(u, W, state, state, method=method, eta=0.3,  # noqa: E731
+                                  mu=0.6, steps=2)[0].square().sum()
+    assert_create_graph_keeps_the_gradient(loss, [u, W, state])

@@ -72,7 +72,12 @@ def recomputed_gradients(forward, inputs, needs, grad_outputs) -> tuple:
         One gradient per input, ``None`` where the input is absent or not needed.
     """
     wanted = [isinstance(t, torch.Tensor) and need for t, need in zip(inputs, needs)]
-    with torch.enable_grad():
+    # Fresh aliases of the inputs, differentiated instead of the inputs themselves: those may
+    # be one tensor twice (h0 is c0) or depend on each other (h0 from u), and autograd would
+    # then return total derivatives, which the outer graph adds to the shared path again.
+    inputs = [t.view_as(t) if w else t for t, w in zip(inputs, wanted)]
+    first = next(t for t in inputs if isinstance(t, torch.Tensor))
+    with torch.enable_grad(), autocast_off(first):  # the ops' own precision, as fused
         outputs = forward(*inputs)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         # an output the inputs do not reach (gd's empty ms) contributes nothing

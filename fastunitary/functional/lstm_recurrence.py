@@ -84,13 +84,13 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_h, grad_c):
     g, W_hh, h0, c0, W_hr, h, c = ctx.saved_tensors
-    # an output that did not reach the loss has no gradient: zeros (broadcast, not stored)
-    grad_h = torch.zeros_like(h) if grad_h is None else grad_h
-    grad_c = torch.zeros_like(c) if grad_c is None else grad_c
     if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
         gg, gW, gh0, gc0, gWr = _differentiable_backward(ctx, grad_h, grad_c, g, W_hh, h0, c0,
                                                          W_hr)
     else:
+        # an output that did not reach the loss has no gradient: zeros (broadcast, not stored)
+        grad_h = torch.zeros_like(h) if grad_h is None else grad_h
+        grad_c = torch.zeros_like(c) if grad_c is None else grad_c
         gg, gW, gh0, gc0, gWr = _lstm_backward_op(grad_h, grad_c, g, W_hh, h0, c0, h, c, W_hr,
                                                   ctx.backend, 1)
     return (gg, gW, gh0 if h0 is not None else None, gc0 if c0 is not None else None,

@@ -59,7 +59,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_v):
     a, v, v0 = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
-        gbar = reference.linear_scan_backward_loop(grad_v, a)
+        # gbar_t = grad_t + a_{t+1} gbar_{t+1}: the differentiable loop on reversed inputs
+        a_next = torch.cat([a.expand_as(grad_v)[1:], torch.zeros_like(grad_v[:1])])
+        gbar = reference.linear_scan_loop(a_next.flip(0), grad_v.flip(0), None).flip(0)
     else:
         gbar = _scan_backward_op(grad_v, a, ctx.backend)
     grad_a = grad_v0 = None

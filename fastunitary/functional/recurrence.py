@@ -116,10 +116,11 @@ def _backward(ctx, grad_h):
 def _differentiable_backward(ctx, grad_h, u, W, bias, h0, h):
     """The gradients as differentiable tensor ops, for a double backward: autograd through
     the recurrence recomputed step by step (``reference.recurrence_loop``), or, where ``u``
-    was not saved (tanh, relu, identity; leak 1), the closed form read off the states."""
+    was not saved (tanh, relu or identity at leak 1), the closed form read off the states."""
     activation, is_complex, _, leak = ctx.config
     if u is None:
-        gu, gW, gh0 = reference.recurrence_backward_from_states(grad_h, W, h0, h, activation)
+        with autocast_off(h):
+            gu, gW, gh0 = reference.recurrence_backward_from_states(grad_h, W, h0, h, activation)
         return gu, gW, None, gh0
     loop = lambda u, W, bias, h0: reference.recurrence_loop(  # noqa: E731
         u, W, bias, h0, activation, is_complex, leak)

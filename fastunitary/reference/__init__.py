@@ -15,7 +15,6 @@ from .lstm_recurrence import lstm_autograd, lstm_backward, lstm_forward, lstm_ho
 from .momentum_scan import (
     linear_scan,
     linear_scan_backward,
-    linear_scan_backward_loop,
     linear_scan_hop,
     linear_scan_loop,
 )
@@ -48,7 +47,6 @@ __all__ = [
     "cayley_inverse",
     "linear_scan",
     "linear_scan_backward",
-    "linear_scan_backward_loop",
     "linear_scan_hop",
     "linear_scan_loop",
     "lstm_autograd",

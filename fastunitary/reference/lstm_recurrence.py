@@ -152,12 +152,13 @@ def _lstm_step(g_t, h, c, W_hh, W_hr):
 
 
 def lstm_autograd(g, W_hh, h0=None, c0=None, W_hr=None):
-    """Per-step loop, differentiable by autograd: the oracle. Same shapes as :func:`lstm_forward`."""
+    """Per-step loop, differentiable by autograd to any order: the oracle, and the op's double
+    backward differentiates through it. Same shapes as :func:`lstm_forward`."""
     n = g.shape[-1] // 4
     h_t, c_t = _zeros_state(g, h0, W_hh.shape[1]), _zeros_state(g, c0, n)
     hs, cs = [], []
-    for t in range(g.shape[0]):
-        h_t, c_t = _lstm_step(g[t], h_t, c_t, W_hh, W_hr)
+    for g_t in g.unbind(0):  # not g[t]: see reference.recurrence_loop
+        h_t, c_t = _lstm_step(g_t, h_t, c_t, W_hh, W_hr)
         hs.append(h_t)
         cs.append(c_t)
     return torch.stack(hs), torch.stack(cs)

@@ -94,23 +94,14 @@ def linear_scan_backward(grad_v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return _inclusive_scan(shifted.flip(0), grad_v.flip(0)).flip(0)
 
 
-def linear_scan_backward_loop(grad_v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """:func:`linear_scan_backward` one step at a time, out of place: differentiable by
-    autograd (the op's double backward)."""
-    a = a.expand_as(grad_v)
-    gbar = [grad_v[-1]]
-    for t in range(grad_v.shape[0] - 2, -1, -1):
-        gbar.append(grad_v[t] + a[t + 1] * gbar[-1])
-    return torch.stack(gbar[::-1])
-
-
 def linear_scan_loop(a: torch.Tensor, b: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
-    """The same scan, one step at a time, differentiable by autograd: the oracle."""
+    """The same scan, one step at a time, differentiable by autograd to any order: the
+    oracle, and (reversed) the op's double backward."""
     a = a.expand_as(b)
     v = torch.zeros_like(b[0]) if v0 is None else v0
     out = []
-    for t in range(b.shape[0]):
-        v = a[t] * v + b[t]
+    for a_t, b_t in zip(a.unbind(0), b.unbind(0)):  # not a[t]: see reference.recurrence_loop
+        v = a_t * v + b_t
         out.append(v)
     return torch.stack(out)
 

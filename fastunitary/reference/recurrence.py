@@ -105,8 +105,10 @@ def recurrence_loop(
     P = 2 if is_complex else 1
     h = torch.zeros_like(u[0]) if h0 is None else h0
     out = []
-    for t in range(u.shape[0]):
-        z = torch.addmm(u[t], h, W.t())
+    # unbind, not u[t]: an indexed step's backward writes a whole (T, B, d) gradient, so a
+    # double backward through the loop would cost memory and time in T^2
+    for u_t in u.unbind(0):
+        z = torch.addmm(u_t, h, W.t())
         a = torch.cat(_activation_of_planes(list(z.chunk(P, dim=-1)), bias, activation), dim=-1)
         h = a if leak == 1.0 else a * leak + h * (1.0 - leak)
         out.append(h)
@@ -132,8 +134,8 @@ def recurrence_backward_from_states(
         slope = torch.ones_like(h)
     carry = torch.zeros_like(h[0])
     dz = []
-    for t in range(h.shape[0] - 1, -1, -1):
-        dz.append(slope[t] * (grad_h[t] + carry))
+    for slope_t, grad_t in zip(reversed(slope.unbind(0)), reversed(grad_h.unbind(0))):
+        dz.append(slope_t * (grad_t + carry))  # unbound, as in recurrence_loop
         carry = dz[-1] @ W
     dz = torch.stack(dz[::-1])
     h_prev = torch.cat([(torch.zeros_like(h[0]) if h0 is None else h0).unsqueeze(0), h[:-1]])

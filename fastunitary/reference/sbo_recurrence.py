@@ -248,9 +248,9 @@ def sbo_loop(
     h = u.new_zeros(u.shape[1:]) if h0 is None else h0
     m = initial_momentum(h, m0, method)
     hs, ms = [], []
-    for t in range(u.shape[0]):
+    for u_t in u.unbind(0):  # not u[t]: see reference.recurrence_loop
         for _ in range(steps):
-            h, m = _optimizer_step(h, m, _lower_gradient(h, W, u[t]), mu, eta, method)
+            h, m = _optimizer_step(h, m, _lower_gradient(h, W, u_t), mu, eta, method)
             hs.append(h)
             ms.append(m)
     return torch.stack(hs), (u.new_empty(0) if method == "gd" else torch.stack(ms))

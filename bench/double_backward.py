@@ -1,0 +1,74 @@
+"""What a double backward costs: an input-gradient penalty beside an ordinary backward.
+
+    python -m bench.double_backward [--T 200 400] [--B 16] [--hidden 64] [--models ...]
+
+For each model and length, timed interleaved: one ordinary forward+backward of the mean
+square of the output (the fused backward ops), and one step of WGAN-GP's penalty
+``||d loss / d x||^2`` differentiated in the parameters (the ops' ``create_graph`` path:
+autograd through a step-by-step recomputation, then its backward). Before timing, the
+penalty path's first derivative in ``x`` is checked against the fused one (relative error
+at most 1e-4, float32); a model that fails is reported and not timed. Writes
+``bench/results/double_backward_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .common import add_run_arguments, environment, time_interleaved, write_result
+from .per_sample import MODELS
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--T", type=int, nargs="+", default=[200, 400], help="sequence lengths")
+    p.add_argument("--B", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=64, help="output width of every model")
+    p.add_argument("--input-size", type=int, default=16)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    add_run_arguments(p, repeats=5)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    payload = {"environment": environment(device), "config": vars(args), "rows": []}
+    for name in args.models:
+        torch.manual_seed(0)
+        model = MODELS[name](args.input_size, args.hidden).to(device)
+        for T in args.T:
+            x = torch.randn(T, args.B, args.input_size, device=device)
+
+            def input_gradient(create_graph):
+                xr = x.clone().requires_grad_()
+                loss = model(xr)[0].square().mean()
+                return torch.autograd.grad(loss, xr, create_graph=create_graph)[0]
+
+            fused, recomputed = input_gradient(False), input_gradient(True).detach()
+            error = ((recomputed - fused).abs().max() / fused.abs().max()).item()
+            row = {"model": name, "T": T, "rel_error_create_graph_vs_fused": error}
+            if not error <= 1e-4:
+                print(f"{name} T={T}: FAILED correctness gate ({error:.1e}): not timed")
+                payload["rows"].append({**row, "status": "failed correctness gate"})
+                continue
+
+            def backward():
+                model.zero_grad(set_to_none=True)
+                model(x)[0].square().mean().backward()
+
+            def penalty():
+                model.zero_grad(set_to_none=True)
+                input_gradient(True).square().sum().backward()
+
+            times = time_interleaved({"backward": backward, "penalty": penalty}, device,
+                                     repeats=args.repeats)
+            ratio = times["penalty"]["median_s"] / times["backward"]["median_s"]
+            payload["rows"].append({**row, "status": "ok", "times": times,
+                                    "penalty_over_backward": ratio})
+            print(f"{name:>12} T={T}: backward {times['backward']['median_s'] * 1e3:7.1f} ms, "
+                  f"penalty {times['penalty']['median_s'] * 1e3:7.1f} ms ({ratio:.1f}x)")
+    print(f"wrote {write_result('double_backward', payload, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

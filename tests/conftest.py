@@ -89,3 +89,19 @@ def assert_create_graph_keeps_the_gradient(loss, leaves, *, autocast=False, rtol
 
     for fused, differentiable in zip(gradients(False), gradients(True)):
         torch.testing.assert_close(differentiable.detach(), fused, rtol=rtol, atol=atol)
+
+
+def gradgradcheck_each(fn, inputs) -> bool:
+    """``torch.autograd.gradgradcheck`` of ``fn`` in all ``inputs`` together (the cross
+    terms), then in each input alone. gradgradcheck skips a gradient that does not require
+    grad when another does, so a second derivative lost for one input passes the joint
+    check; alone, it fails (its numerical derivative is not zero)."""
+    assert torch.autograd.gradgradcheck(fn, inputs)
+    for k, x in enumerate(inputs):
+        others = [t.detach() for t in inputs]
+
+        def alone(t, k=k, others=others):
+            return fn(*others[:k], t, *others[k + 1:])
+
+        assert torch.autograd.gradgradcheck(alone, (x,))
+    return True

@@ -105,6 +105,20 @@ def test_gradcheck_float64(complex_):
     assert torch.autograd.gradcheck(lambda A: F.cayley(A), (A,))
 
 
+@pytest.mark.parametrize("complex_", [False, True])
+def test_double_backward_gradgradcheck(complex_):
+    """Second derivatives in A and d (a gradient in A differentiated again: Hessian-vector
+    products, MAML), by finite differences of the gradient (float64); the create_graph
+    path's first derivative is the closed form's."""
+    from .conftest import assert_create_graph_keeps_the_gradient, gradgradcheck_each
+
+    A = random_skew(4, complex_=complex_).requires_grad_()
+    d = random_d(4, complex_=complex_).to(A.dtype).requires_grad_()
+    assert gradgradcheck_each(lambda A, d: F.cayley(A, d), [A, d])
+    assert_create_graph_keeps_the_gradient(lambda: F.cayley(A, d).abs().square().sum()
+                                           + F.cayley(A).real.sum(), [A, d])
+
+
 def test_backward_reads_expanded_gradients():
     """A stride-0 gradient (from .sum()) gives the same result as a materialized one."""
     A = random_skew(5).requires_grad_()

@@ -179,6 +179,37 @@ def test_an_input_gradient_penalty_trains_every_module(name):
     assert abs(analytic.item() - numeric) <= 1e-6 * max(1.0, abs(numeric))
 
 
+@pytest.mark.parametrize("name", PENALIZED)
+def test_a_hessian_vector_product_in_the_parameters(name):
+    """A double backward in the parameters (every op's second derivative, the Cayley map's
+    and ENRNN's spectral radius included): ``<H v, w>`` equals the central finite difference
+    of ``<grad L, w>`` along ``v`` (float64)."""
+    torch.manual_seed(1)
+    model = PENALIZED[name]().to(DT).eval()
+    x = _randn(5, 2, 3)
+    params = [p for p in model.parameters() if p.requires_grad]
+    v, w = [torch.randn_like(p) for p in params], [torch.randn_like(p) for p in params]
+
+    def loss():
+        return model(x)[0].tanh().square().sum()
+
+    grads = torch.autograd.grad(loss(), params, create_graph=True)
+    Hv = torch.autograd.grad(sum((g * d).sum() for g, d in zip(grads, v)), params)
+    analytic = sum((h * d).sum() for h, d in zip(Hv, w)).item()
+    eps, values = 1e-6, []
+    for sign in (1, -1):
+        with torch.no_grad():
+            for p, d in zip(params, v):
+                p.add_(d, alpha=sign * eps)
+        grads = torch.autograd.grad(loss(), params)
+        values.append(sum((g * d).sum() for g, d in zip(grads, w)).item())
+        with torch.no_grad():
+            for p, d in zip(params, v):
+                p.sub_(d, alpha=sign * eps)
+    numeric = (values[0] - values[1]) / (2 * eps)
+    assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric))
+
+
 def test_forward_over_reverse_raises():
     """jvp of grad (Hessian-vector products in forward-over-reverse form)."""
     M = _randn(4, 4)

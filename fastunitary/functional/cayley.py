@@ -16,7 +16,8 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, differentiable, kernel_module, register_stacked_vmap
+from ._dispatch import (autocast_off, differentiable, kernel_module, recomputed_gradients,
+                        register_stacked_vmap)
 
 
 def _to_natural(x: torch.Tensor) -> torch.Tensor:
@@ -82,14 +83,28 @@ def _setup_context(ctx, inputs, output):
     W, M_inv = output
     ctx.has_d = d is not None
     ctx.mark_non_differentiable(M_inv)
-    ctx.save_for_backward(M_inv, d, W)
+    # A itself only for a double backward (n x n: nothing beside the inverse kept anyway)
+    ctx.save_for_backward(M_inv, d, W, A)
 
 
 def _backward(ctx, grad_W, _grad_M_inv):
-    M_inv, d, W = ctx.saved_tensors
+    M_inv, d, W, A = ctx.saved_tensors
     want_d = ctx.has_d and ctx.needs_input_grad[1]  # scoRNN's D is a buffer: no gradient
+    if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
+        gA, gd = recomputed_gradients(_differentiable_cayley, (A, d),
+                                      (ctx.needs_input_grad[0], want_d), (grad_W,))
+        return gA, gd, None
     gA, gd = _cayley_backward_op(grad_W.contiguous(), M_inv, d, W, want_d)
     return gA, (gd if want_d else None), None
+
+
+def _differentiable_cayley(A: torch.Tensor, d: Optional[torch.Tensor]) -> torch.Tensor:
+    """The map on planes by autograd through ``torch.linalg.solve`` in float64 (the op's
+    precision): what a double backward differentiates."""
+    An = _to_natural(A)
+    wide = torch.complex128 if An.is_complex() else torch.float64
+    W = reference.cayley_autograd(An.to(wide), None if d is None else _to_natural(d).to(wide))
+    return _to_stacked(W).to(A.dtype)
 
 
 _cayley = differentiable(_cayley_op, _backward, _setup_context)

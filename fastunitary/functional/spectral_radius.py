@@ -16,7 +16,7 @@ import torch
 
 from .. import reference
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, differentiable, register_stacked_vmap
+from ._dispatch import autocast_off, differentiable, recomputed_gradients, register_stacked_vmap
 
 RULES = ("sticky", "max1")
 
@@ -39,10 +39,12 @@ def _spectral_radius_backward_op(
     grad_sigma: torch.Tensor, dsigma: torch.Tensor, M: torch.Tensor
 ) -> torch.Tensor:
     """``grad_sigma[..., None, None] * d sigma / d M``. An op of its own, with no autograd
-    formula, so that a double backward raises instead of treating ``d sigma / d M`` as a
-    constant (which would silently drop the second-order term through ``sigma``). ``M`` is
-    not read: it ties the op to ``M``, so that the graph records it (and a double backward
-    raises) even when ``grad_sigma`` is a constant, as for a loss linear in ``sigma``."""
+    formula, so that differentiating its result raises instead of treating
+    ``d sigma / d M`` as a constant (which would silently drop the second-order term
+    through ``sigma``); under ``create_graph`` the backward takes the differentiable path
+    instead. ``M`` is not read: it ties the op to ``M``, so that the graph records it (and
+    differentiating it raises) even when ``grad_sigma`` is a constant, as for a loss linear
+    in ``sigma``."""
     return grad_sigma[..., None, None] * dsigma
 
 
@@ -58,7 +60,17 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_sigma, _grad_of_grad):
     dsigma, M = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
+        (grad_M,) = recomputed_gradients(_differentiable_radius, (M,), (True,), (grad_sigma,))
+        return grad_M
     return _spectral_radius_backward_op(grad_sigma, dsigma, M)
+
+
+def _differentiable_radius(M: torch.Tensor) -> torch.Tensor:
+    """``sigma(M)`` by autograd through ``torch.linalg.eigvals`` in float64: what a double
+    backward differentiates (defined where the dominant eigenvalue is simple, as the
+    closed form)."""
+    return reference.spectral_radius_autograd(M.to(torch.float64)).to(M.dtype)
 
 
 _spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context)

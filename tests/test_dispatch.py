@@ -210,6 +210,27 @@ def test_a_hessian_vector_product_in_the_parameters(name):
     assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric))
 
 
+def test_autograd_functional_jvp_hvp_and_hessian():
+    """``torch.autograd.functional``'s ``jvp``, ``hvp`` and ``hessian`` are built on double
+    backward (the double-vjp trick), so they work eagerly where ``torch.func.jvp`` (true
+    forward mode) raises; against central finite differences (float64)."""
+    from torch.autograd.functional import hessian, hvp, jvp as autograd_jvp
+
+    u, W, v = _randn(5, 2, 3), _randn(3, 3) * 0.5, _randn(3, 3)
+    states = lambda W: F.recurrence(u, W, activation="tanh")  # noqa: E731
+    loss = lambda W: states(W).square().sum()  # noqa: E731
+    gradient = lambda W: torch.autograd.grad(loss(W.requires_grad_()), W)[0]  # noqa: E731
+    eps = 1e-6
+    _, Jv = autograd_jvp(states, W, v)
+    torch.testing.assert_close(Jv, (states(W + eps * v) - states(W - eps * v)) / (2 * eps),
+                               rtol=1e-6, atol=1e-8)
+    _, Hv = hvp(loss, W, v)
+    torch.testing.assert_close(Hv, (gradient(W + eps * v) - gradient(W - eps * v)) / (2 * eps),
+                               rtol=1e-6, atol=1e-7)
+    H = hessian(loss, W).reshape(9, 9)
+    torch.testing.assert_close(H @ v.reshape(9), Hv.reshape(9), rtol=1e-10, atol=1e-10)
+
+
 def test_forward_over_reverse_raises():
     """jvp of grad (Hessian-vector products in forward-over-reverse form)."""
     M = _randn(4, 4)

@@ -106,14 +106,16 @@ def test_gradcheck_float64(complex_):
 
 
 @pytest.mark.parametrize("complex_", [False, True])
-def test_double_backward_gradgradcheck(complex_):
+@pytest.mark.parametrize("batch", [(), (2,)], ids=["single", "batched"])
+def test_double_backward_gradgradcheck(complex_, batch):
     """Second derivatives in A and d (a gradient in A differentiated again: Hessian-vector
     products, MAML), by finite differences of the gradient (float64); the create_graph
-    path's first derivative is the closed form's."""
+    path's first derivative is the closed form's. Batched: ENRNN's and a stacked model's
+    matrices go through one call."""
     from .conftest import assert_create_graph_keeps_the_gradient, gradgradcheck_each
 
-    A = random_skew(4, complex_=complex_).requires_grad_()
-    d = random_d(4, complex_=complex_).to(A.dtype).requires_grad_()
+    A = random_skew(4, complex_=complex_, batch=batch).requires_grad_()
+    d = random_d(4, complex_=complex_, batch=batch).to(A.dtype).requires_grad_()
     assert gradgradcheck_each(lambda A, d: F.cayley(A, d), [A, d])
     assert_create_graph_keeps_the_gradient(lambda: F.cayley(A, d).abs().square().sum()
                                            + F.cayley(A).real.sum(), [A, d])

@@ -131,10 +131,20 @@ def test_every_second_derivative_raises_instead_of_a_wrong_answer(how):
             torch.autograd.grad(g.sum(), Mr)
 
 
+def _enrnn_below_radius_one():
+    """Every eigenvalue of M repeated (sigma not differentiable) but below 1, where ``max1``
+    leaves M as it is: the Hessian is finite and exact (it was NaN, 0 x inf)."""
+    model = fnn.ENRNN(3, 3, 2, normalization="max1")
+    with torch.no_grad():
+        model.layers[0].M.copy_(0.5 * torch.eye(2))
+    return model
+
+
 PENALIZED = {
     "ScuRNN": lambda: fnn.ScuRNN(3, 3, num_layers=2),
     "ScoRNN": lambda: fnn.ScoRNN(3, 4, bidirectional=True),
     "ENRNN": lambda: fnn.ENRNN(3, 3, 2),
+    "ENRNN max1, M = I / 2": lambda: _enrnn_below_radius_one(),
     "MomentumRNN": lambda: fnn.MomentumRNN(3, 4, mu=0.6, step=0.6),
     "MomentumLSTM": lambda: fnn.MomentumLSTM(3, 4),
     "AdamLSTM": lambda: fnn.AdamLSTM(3, 4),
@@ -148,9 +158,9 @@ PENALIZED = {
 def test_an_input_gradient_penalty_trains_every_module(name):
     """A double backward through a whole module (WGAN-GP's penalty ``||d out / d x||^2``):
     its gradient in the parameters, along a random direction, equals the central finite
-    difference of the penalty (float64). The sequence ops' gradients are differentiable
-    under ``create_graph``; ``W``'s ops (Cayley, spectral radius) need first derivatives
-    only here, and keep raising for a second (``test_every_second_derivative_raises...``)."""
+    difference of the penalty (float64): every op's gradient is differentiable under
+    ``create_graph`` (the Cayley map's and the spectral radius's too, though a penalty in
+    ``x`` needs only their first derivatives)."""
     torch.manual_seed(0)
     model = PENALIZED[name]().to(DT).eval()
     x = _randn(5, 2, 3)
@@ -210,25 +220,40 @@ def test_a_hessian_vector_product_in_the_parameters(name):
     assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric))
 
 
-def test_autograd_functional_jvp_hvp_and_hessian():
-    """``torch.autograd.functional``'s ``jvp``, ``hvp`` and ``hessian`` are built on double
-    backward (the double-vjp trick), so they work eagerly where ``torch.func.jvp`` (true
-    forward mode) raises; against central finite differences (float64)."""
-    from torch.autograd.functional import hessian, hvp, jvp as autograd_jvp
+FUNCTIONAL_CASES = {
+    # name -> (outputs as a function of one input, that input)
+    "recurrence": (lambda W: F.recurrence(_FIXED_U, W, activation="tanh"), lambda: _randn(3, 3) * 0.5),
+    "cayley": (lambda A: F.cayley(A), lambda: _skew(3)),
+    "spectral_normalize": (lambda M: F.spectral_normalize(2 * M)[0] @ _FIXED_U[0].mT,
+                           lambda: _randn(3, 3)),
+}
+_FIXED_U = torch.randn(5, 2, 3, dtype=DT, generator=torch.Generator().manual_seed(7))
 
-    u, W, v = _randn(5, 2, 3), _randn(3, 3) * 0.5, _randn(3, 3)
-    states = lambda W: F.recurrence(u, W, activation="tanh")  # noqa: E731
-    loss = lambda W: states(W).square().sum()  # noqa: E731
-    gradient = lambda W: torch.autograd.grad(loss(W.requires_grad_()), W)[0]  # noqa: E731
+
+@pytest.mark.parametrize("name", FUNCTIONAL_CASES)
+def test_autograd_functional_jvp_hvp_vhp_and_hessian(name):
+    """``torch.autograd.functional``'s ``jvp``, ``hvp``, ``vhp`` and ``hessian`` are built on
+    double backward (the double-vjp trick), so they work eagerly where ``torch.func.jvp``
+    (true forward mode) raises; against central finite differences (float64), for a
+    sequence op and for both of W's ops."""
+    from torch.autograd.functional import hessian, hvp, jvp as autograd_jvp, vhp
+
+    outputs, make = FUNCTIONAL_CASES[name]
+    X = make()
+    v = _randn(*X.shape)
+    loss = lambda X: outputs(X).square().sum()  # noqa: E731
+    gradient = lambda X: torch.autograd.grad(loss(X.requires_grad_()), X)[0]  # noqa: E731
     eps = 1e-6
-    _, Jv = autograd_jvp(states, W, v)
-    torch.testing.assert_close(Jv, (states(W + eps * v) - states(W - eps * v)) / (2 * eps),
+    _, Jv = autograd_jvp(outputs, X, v)
+    torch.testing.assert_close(Jv, (outputs(X + eps * v) - outputs(X - eps * v)) / (2 * eps),
                                rtol=1e-6, atol=1e-8)
-    _, Hv = hvp(loss, W, v)
-    torch.testing.assert_close(Hv, (gradient(W + eps * v) - gradient(W - eps * v)) / (2 * eps),
+    _, Hv = hvp(loss, X, v)
+    torch.testing.assert_close(Hv, (gradient(X + eps * v) - gradient(X - eps * v)) / (2 * eps),
                                rtol=1e-6, atol=1e-7)
-    H = hessian(loss, W).reshape(9, 9)
-    torch.testing.assert_close(H @ v.reshape(9), Hv.reshape(9), rtol=1e-10, atol=1e-10)
+    _, vH = vhp(loss, X, v)
+    torch.testing.assert_close(vH, Hv, rtol=1e-10, atol=1e-10)  # the Hessian is symmetric
+    H = hessian(loss, X).reshape(X.numel(), X.numel())
+    torch.testing.assert_close(H @ v.reshape(-1), Hv.reshape(-1), rtol=1e-10, atol=1e-10)
 
 
 def test_forward_over_reverse_raises():
@@ -242,6 +267,32 @@ def test_forward_mode_raises():
     u, W = _randn(4, 2, 3), _randn(3, 3)
     with pytest.raises(Exception, match="jvp"):
         jvp(lambda W: F.recurrence(u, W, activation="tanh"), (W,), (torch.ones_like(W),))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_forward_ad_dual_tensors_raise(name):
+    """Outside torch.func too: a dual tensor of ``torch.autograd.forward_ad`` once passed
+    through every op with its tangent dropped (a zero directional derivative, silently)."""
+    import torch.autograd.forward_ad as fwAD
+
+    fn, make = CASES[name]
+    inputs = make()
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(x, torch.randn_like(x)) for x in inputs]
+        with pytest.raises(NotImplementedError, match="no forward-mode derivative"):
+            fn(*duals)
+        fn(*inputs)  # without tangents, a dual level changes nothing
+
+
+def test_forward_mode_jacobian_raises():
+    """``torch.autograd.functional.jacobian(strategy="forward-mode")`` runs on dual
+    tensors: it once returned an all-zero Jacobian."""
+    from torch.autograd.functional import jacobian
+
+    u = _randn(4, 2, 3)
+    with pytest.raises(NotImplementedError, match="no forward-mode derivative"):
+        jacobian(lambda W: F.recurrence(u, W, activation="tanh"), _randn(3, 3),
+                 strategy="forward-mode", vectorize=True)
 
 
 def test_outside_transforms_the_registered_op_runs():

@@ -346,17 +346,59 @@ def test_bad_input(call, exc, match):
         call()
 
 
+def _repeated_below_the_top(generator):
+    return torch.diag(torch.tensor([1.5, 0.3, 0.3, 0.3], dtype=torch.float64))
+
+
+def _rank_one(generator):
+    u, v = torch.randn(2, 4, dtype=torch.float64, generator=generator)
+    return torch.outer(u, v)  # three zero eigenvalues
+
+
+def _dominant_pair_batch(generator):
+    return torch.randn(3, 4, 4, dtype=torch.float64, generator=generator)
+
+
 @pytest.mark.parametrize("fn", [F.spectral_radius, lambda M: F.spectral_normalize(3 * M)[0]])
 @pytest.mark.parametrize("loss", [lambda s: s.square().sum(), lambda s: s.sum()],
                          ids=["quadratic", "linear"])
-def test_double_backward_keeps_the_second_order_term(fn, loss):
+@pytest.mark.parametrize("matrix", [lambda g: torch.randn(4, 4, dtype=torch.float64, generator=g),
+                                    _repeated_below_the_top, _rank_one, _dominant_pair_batch],
+                         ids=["gaussian", "repeated-below-the-top", "rank-one", "batch"])
+def test_double_backward_keeps_the_second_order_term(fn, loss, matrix):
     """d sigma / d M depends on M: a double backward that held it constant returned a
     Hessian-vector product 2.4 away from finite differences, silently; also where the loss
     is linear in sigma (a gradient penalty), so that the incoming gradient is a constant.
-    Now by finite differences of the gradient (float64)."""
-    torch.manual_seed(3)
-    M = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    Eigenvalues repeated below the dominant one (a diagonal or low-rank M) once made it
+    NaN (autograd through eigvals divides by every gap). Finite differences of the gradient
+    (float64) on fresh random matrices."""
+    M = matrix(torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))).requires_grad_()
     assert torch.autograd.gradgradcheck(lambda M: loss(fn(M)), (M,))
+
+
+def test_hessian_below_radius_one_is_that_of_the_map_alone():
+    """Under ``max1`` with sigma < 1, W2 = M: the Hessian of a loss of W2 is that of M
+    alone, exact and finite, even for ENRNN's identity-like M (every eigenvalue repeated,
+    so sigma itself is not differentiable there; its incoming gradient is zero)."""
+    x = torch.randn(4, dtype=torch.float64)
+    M = (0.5 * torch.eye(4, dtype=torch.float64)).requires_grad_()
+    g, = torch.autograd.grad((F.spectral_normalize(M)[0] @ x).square().sum(), M, create_graph=True)
+    v = torch.randn(4, 4, dtype=torch.float64)
+    hv, = torch.autograd.grad((g * v).sum(), M)
+    torch.testing.assert_close(hv, 2 * torch.outer(v @ x, x))  # d/dM of 2 (M x) x^T . v
+
+
+def test_double_backward_at_a_repeated_dominant_eigenvalue_is_first_order():
+    """Where the dominant eigenvalue is not simple (M = c I) sigma has no second derivative
+    (nor, strictly, a first): the double backward keeps the first derivative the forward
+    picked and the term through it, finite, instead of NaN."""
+    M = (1.5 * torch.eye(3, dtype=torch.float64)).requires_grad_()
+    (g_plain,) = torch.autograd.grad(F.spectral_radius(M).square(), M)
+    (g,) = torch.autograd.grad(F.spectral_radius(M).square(), M, create_graph=True)
+    torch.testing.assert_close(g.detach(), g_plain)
+    (h,) = torch.autograd.grad(g.sum(), M)
+    dsigma = g_plain / (2 * 1.5)
+    torch.testing.assert_close(h, 2 * dsigma.sum() * dsigma)  # d(2 sigma dsigma) with dsigma fixed
 
 
 def test_differentiating_the_backward_op_raises():

@@ -14,6 +14,7 @@ import importlib
 from types import ModuleType
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 
 def kernel_module(op: str) -> ModuleType:
@@ -90,6 +91,15 @@ def recomputed_gradients(forward, inputs, needs, grad_outputs) -> tuple:
     return tuple(next(grads) if w else None for w in wanted)
 
 
+def _carries_a_tangent(args) -> bool:
+    """Whether any argument is a dual tensor of ``torch.autograd.forward_ad`` (read only
+    inside a ``dual_level``: outside one, no tensor has a tangent)."""
+    if torch.autograd.forward_ad._current_level < 0:
+        return False
+    return any(isinstance(a, torch.Tensor) and fwAD.unpack_dual(a).tangent is not None
+               for a in args)
+
+
 def differentiable(op, backward, setup_context):
     """Registers ``backward`` and ``setup_context`` as ``op``'s autograd formula (``op`` a
     ``torch.library`` custom op) and returns ``op`` as a callable that also works under
@@ -102,7 +112,9 @@ def differentiable(op, backward, setup_context):
     ``torch.export``) it is the registered op itself, one node in a graph. Its vmap rule is
     generated from the forward and the backward, so the batching rules registered for the
     two ops (:func:`register_folded_vmap`, :func:`register_stacked_vmap`) batch them.
-    Under a transform, forward-mode AD (``jvp``, ``jacfwd``) and second derivatives raise;
+    Forward-mode AD raises (``jvp``, ``jacfwd``, dual tensors of ``torch.autograd.forward_ad``,
+    which would otherwise pass through with their tangent dropped), and so do second
+    derivatives under a transform;
     in eager autograd an op's backward under ``create_graph=True`` may take
     :func:`recomputed_gradients`, which a double backward differentiates.
     """
@@ -140,6 +152,11 @@ def differentiable(op, backward, setup_context):
     def call(*args):
         if torch._C._are_functorch_transforms_active():
             return Function.apply(*args)
+        if _carries_a_tangent(args):
+            raise NotImplementedError(
+                f"{op._qualname} has no forward-mode derivative: torch.autograd.forward_ad would "
+                "drop its tangent (a zero directional derivative, silently); use "
+                "torch.autograd.functional.jvp, which works through double backward")
         return op(*args)
 
     return call

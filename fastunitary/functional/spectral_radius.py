@@ -61,16 +61,42 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_sigma, _grad_of_grad):
     dsigma, M = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
-        (grad_M,) = recomputed_gradients(_differentiable_radius, (M,), (True,), (grad_sigma,))
-        return grad_M
+        return _differentiable_gradient(grad_sigma, dsigma, M)
     return _spectral_radius_backward_op(grad_sigma, dsigma, M)
 
 
-def _differentiable_radius(M: torch.Tensor) -> torch.Tensor:
-    """``sigma(M)`` by autograd through ``torch.linalg.eigvals`` in float64: what a double
-    backward differentiates (defined where the dominant eigenvalue is simple, as the
-    closed form)."""
-    return reference.spectral_radius_autograd(M.to(torch.float64)).to(M.dtype)
+def _differentiable_gradient(grad_sigma: torch.Tensor, dsigma: torch.Tensor,
+                             M: torch.Tensor) -> torch.Tensor:
+    """``grad_sigma * d sigma / d M`` as differentiable tensor ops, for a double backward.
+
+    Its derivative is ``d grad_sigma (x) d sigma / d M + grad_sigma d^2 sigma / d M^2``.
+    The second term comes from autograd through Newton steps on the dominant eigenpair
+    alone (:func:`fastunitary.reference.spectral_radius_newton`), defined wherever the
+    dominant eigenvalue is simple, whatever the rest of the spectrum (a low-rank or
+    diagonal ``M`` repeats eigenvalues). It is dropped, per matrix, where it vanishes
+    (``grad_sigma == 0``: ENRNN's ``max1`` rule below radius 1, where the exact derivative
+    is the first term alone) and where it does not exist (a dominant eigenvalue that is not
+    simple, e.g. ``M = c I``: there the radius is not differentiable even once, and the
+    first derivative is the one the forward picked).
+
+    Shapes: ``grad_sigma`` ``(...)``, ``dsigma`` and ``M`` ``(..., n, n)``.
+    """
+    first_order = grad_sigma[..., None, None] * dsigma
+    lam, u, simple = reference.dominant_eigenpair(M)
+    second = (simple & (grad_sigma != 0)).reshape(-1)
+    if not bool(second.any()):  # one host sync; the double backward is eager-only anyway
+        return first_order
+    n = M.shape[-1]
+    index = second.nonzero().squeeze(-1)
+
+    def radius(M):  # the matrices that have a second-order term, in float64
+        return reference.spectral_radius_newton(
+            M.reshape(-1, n, n)[index], lam.reshape(-1)[index], u.reshape(-1, n)[index])
+
+    (grad_M,) = recomputed_gradients(radius, (M,), (True,),
+                                     (grad_sigma.reshape(-1)[index].to(torch.float64),))
+    return torch.where(second.reshape(grad_sigma.shape)[..., None, None],
+                       grad_M.to(M.dtype), first_order)
 
 
 _spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context)

@@ -26,7 +26,8 @@ from .sbo_recurrence import (
     sbo_hop,
     sbo_loop,
 )
-from .spectral_radius import spectral_radius, spectral_radius_autograd
+from .spectral_radius import (dominant_eigenpair, spectral_radius, spectral_radius_autograd,
+                              spectral_radius_newton)
 from .recurrence import (
     ACTIVATIONS,
     recurrence_autograd,
@@ -69,4 +70,6 @@ __all__ = [
     "sbo_loop",
     "spectral_radius",
     "spectral_radius_autograd",
+    "spectral_radius_newton",
+    "dominant_eigenpair",
 ]

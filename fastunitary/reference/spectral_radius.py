@@ -358,3 +358,67 @@ def spectral_radius_autograd(M: torch.Tensor) -> torch.Tensor:
     undefined at repeated eigenvalues).
     """
     return torch.linalg.eigvals(M).abs().max(dim=-1).values
+
+
+# A dominant eigenvalue closer than this (relative to ||M||_F) to another eigenvalue is
+# treated as not simple: its second derivative (~1 / gap) is not taken.
+SIMPLE_GAP = 1e-8
+
+
+def dominant_eigenpair(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The dominant eigenvalue of ``M`` and a unit right eigenvector, from the full float64
+    eigendecomposition, and whether that eigenvalue is simple.
+
+    Args:
+        M: ``(..., n, n)`` real (not differentiated).
+    Returns:
+        ``lam`` ``(...)`` and ``u`` ``(..., n)`` complex128; ``simple`` ``(...)`` bool: no
+        other eigenvalue within ``SIMPLE_GAP ||M||_F`` of ``lam`` (a conjugate partner is
+        another eigenvalue and counts, as it should: a near-real pair is a near-collision).
+    """
+    lam, U = torch.linalg.eig(M.detach().to(torch.float64))
+    k = lam.abs().argmax(dim=-1)
+    lam_k, u = _gather_last(lam, k), _gather_column(U, k)
+    gap = (lam - lam_k.unsqueeze(-1)).abs()
+    gap = gap.scatter(-1, k.unsqueeze(-1), torch.inf).amin(dim=-1) if M.shape[-1] > 1 \
+        else torch.full_like(lam_k.real, torch.inf)
+    simple = (gap > SIMPLE_GAP * torch.linalg.matrix_norm(M.detach().to(torch.float64))) \
+        & (lam_k.abs() > 0)
+    return lam_k, _unit(u), simple
+
+
+def spectral_radius_newton(M: torch.Tensor, lam: torch.Tensor, u: torch.Tensor,
+                           steps: int = 2) -> torch.Tensor:
+    """``|lambda(M)|`` as a differentiable function of ``M``: ``steps`` Newton steps on the
+    bordered eigen-system ``[(M - lambda I) x; u0^H x - 1] = 0`` from ``(lam, u)``, an
+    eigenpair of (a matrix equal in value to) ``M``, the one whose modulus is ``sigma``.
+
+    At ``M`` itself the steps move nothing (the residual is rounding), so the value is
+    ``sigma``; their derivatives are those of the eigenvalue: Newton's error after ``k``
+    steps is of order ``|dM|^(2^k)``, so two steps give the first and second derivatives
+    exactly (what a double backward takes). Unlike autograd through ``torch.linalg.eigvals``
+    (whose backward divides by every eigenvalue gap), only the dominant eigenvalue needs to
+    be simple: the bordered matrix is invertible exactly then, repeated eigenvalues
+    elsewhere (a low-rank ``M``) are fine.
+
+    Args:
+        M: ``(..., n, n)`` real, differentiable (computed in float64).
+        lam: ``(...)`` complex, the dominant eigenvalue (simple).
+        u: ``(..., n)`` complex, its unit right eigenvector.
+    Returns:
+        ``sigma`` ``(...)`` float64.
+    """
+    n = M.shape[-1]
+    Mc = M.to(torch.float64).to(torch.complex128)
+    lam, u = lam.to(torch.complex128), u.to(torch.complex128)
+    eye = torch.eye(n, dtype=Mc.dtype, device=M.device)
+    normal = torch.cat([u.conj(), torch.zeros_like(u[..., :1])], dim=-1).unsqueeze(-2)
+    x = u
+    for _ in range(steps):
+        J = torch.cat([torch.cat([Mc - lam[..., None, None] * eye, -x.unsqueeze(-1)], dim=-1),
+                       normal], dim=-2)  # (..., n + 1, n + 1)
+        residual = torch.cat([(Mc @ x.unsqueeze(-1)).squeeze(-1) - lam.unsqueeze(-1) * x,
+                              ((u.conj() * x).sum(-1) - 1).unsqueeze(-1)], dim=-1)
+        step = torch.linalg.solve(J, residual)
+        x, lam = x - step[..., :n], lam - step[..., n]
+    return lam.abs()

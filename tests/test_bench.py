@@ -567,3 +567,38 @@ def test_double_backward_refuses_to_time_a_wrong_create_graph_gradient(tmp_path,
                           "--out", str(tmp_path)])
     (row,) = json.loads((tmp_path / "double_backward_cpu.json").read_text())["rows"]
     assert row["status"] == "failed correctness gate" and "times" not in row
+
+
+def test_forward_mode_times_both_routes_after_the_dot_product_test(tmp_path, capsys):
+    from bench import forward_mode
+
+    forward_mode.main(["--T", "4", "--B", "2", "--hidden", "4", "--input-size", "3",
+                       "--repeats", "1", "--models", "scornn", "enrnn", "momentumlstm",
+                       "--device", "cpu", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "forward_mode_cpu.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["scornn", "enrnn", "momentumlstm"]
+    scornn, enrnn, momentumlstm = rows
+    assert set(scornn["times"]) == set(momentumlstm["times"]) == {"backward", "func_jvp",
+                                                                    "forward_ad"}
+    for r in (scornn, momentumlstm):
+        assert r["rel_error_func_jvp"] <= 1e-4 and r["rel_error_forward_ad"] <= 1e-4
+    # ENRNN's sticky switch is a buffer write that torch.func refuses: recorded, not timed
+    assert "captured" in enrnn["func_jvp_unsupported"] and "func_jvp" not in enrnn["times"]
+    assert "forward_ad" in capsys.readouterr().out
+
+
+def test_forward_mode_refuses_to_time_a_wrong_tangent(tmp_path, monkeypatch):
+    from bench import forward_mode
+
+    real_jvp = torch.func.jvp
+
+    def off(*args, **kwargs):  # every tangent of the torch.func route doubled
+        primal, tangent = real_jvp(*args, **kwargs)
+        return primal, tangent * 2
+
+    monkeypatch.setattr(forward_mode.torch.func, "jvp", off)
+    forward_mode.main(["--T", "3", "--B", "2", "--hidden", "4", "--input-size", "3",
+                       "--repeats", "1", "--models", "scornn", "--device", "cpu",
+                       "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "forward_mode_cpu.json").read_text())["rows"]
+    assert row["rel_error_func_jvp"] > 0.5 and set(row["times"]) == {"backward", "forward_ad"}

@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 import torch
-from torch.func import functional_call, grad, jacrev, jvp, vmap
+from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vmap
 
 import fastunitary.functional as F
 from fastunitary import nn as fnn
@@ -259,40 +259,124 @@ def test_autograd_functional_jvp_hvp_vhp_and_hessian(name):
 def test_forward_over_reverse_raises():
     """jvp of grad (Hessian-vector products in forward-over-reverse form)."""
     M = _randn(4, 4)
-    with pytest.raises((NotImplementedError, RuntimeError), match="first derivatives only|jvp"):
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
         jvp(grad(lambda M: F.spectral_radius(M)), (M,), (torch.ones_like(M),))
 
 
-def test_forward_mode_raises():
-    u, W = _randn(4, 2, 3), _randn(3, 3)
-    with pytest.raises(Exception, match="jvp"):
-        jvp(lambda W: F.recurrence(u, W, activation="tanh"), (W,), (torch.ones_like(W),))
+def _flat(out):
+    return [o for o in (out if isinstance(out, tuple) else (out,)) if o is not None]
+
+
+def _central_difference(fn, inputs, tangents, eps=1e-6):
+    plus = _flat(fn(*[x + eps * t for x, t in zip(inputs, tangents)]))
+    minus = _flat(fn(*[x - eps * t for x, t in zip(inputs, tangents)]))
+    return [(p - m) / (2 * eps) for p, m in zip(plus, minus)]
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_forward_ad_dual_tensors_raise(name):
-    """Outside torch.func too: a dual tensor of ``torch.autograd.forward_ad`` once passed
-    through every op with its tangent dropped (a zero directional derivative, silently)."""
+@pytest.mark.parametrize("how", ["torch.func.jvp", "forward_ad dual tensors"])
+def test_forward_mode_equals_finite_differences(name, how):
+    """True forward mode through every op: ``torch.func.jvp`` (an ``autograd.Function``
+    ``jvp`` running the reference loop under ``jvp``) and dual tensors of
+    ``torch.autograd.forward_ad`` (the double-vjp trick; these once went through with the
+    tangent dropped, silently), against central differences, float64, along a fresh random
+    direction in every input at once."""
     import torch.autograd.forward_ad as fwAD
 
     fn, make = CASES[name]
     inputs = make()
-    with fwAD.dual_level():
-        duals = [fwAD.make_dual(x, torch.randn_like(x)) for x in inputs]
-        with pytest.raises(NotImplementedError, match="no forward-mode derivative"):
-            fn(*duals)
-        fn(*inputs)  # without tangents, a dual level changes nothing
+    tangents = [torch.randn_like(x) for x in inputs]
+    if how == "torch.func.jvp":
+        _, got = jvp(fn, tuple(inputs), tuple(tangents))
+        got = _flat(got)
+    else:
+        with fwAD.dual_level():
+            out = fn(*[fwAD.make_dual(x, t) for x, t in zip(inputs, tangents)])
+            got = [fwAD.unpack_dual(o).tangent for o in _flat(out)]
+    want = _central_difference(fn, inputs, tangents)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-8)
 
 
-def test_forward_mode_jacobian_raises():
-    """``torch.autograd.functional.jacobian(strategy="forward-mode")`` runs on dual
-    tensors: it once returned an all-zero Jacobian."""
+# jacfwd refuses complex inputs itself ("Expected all inputs to be real")
+@pytest.mark.parametrize("name", [name for name in CASES if "complex" not in name])
+def test_jacfwd_equals_jacrev(name):
+    """``jacfwd`` (``vmap`` of the ``jvp``, batched by the generated rule) and ``jacrev``
+    (``vmap`` of the closed-form backward) build the same Jacobian, in each input."""
+    fn, make = CASES[name]
+    inputs = make()
+    argnums = tuple(range(len(inputs)))
+    by_forward = jacfwd(lambda *xs: tuple(_flat(fn(*xs))), argnums=argnums)(*inputs)
+    by_reverse = jacrev(lambda *xs: tuple(_flat(fn(*xs))), argnums=argnums)(*inputs)
+    torch.testing.assert_close(by_forward, by_reverse, rtol=1e-9, atol=1e-11)
+
+
+def test_forward_mode_jacobian_of_autograd_functional():
+    """``torch.autograd.functional.jacobian(strategy="forward-mode")`` runs on dual tensors:
+    it once returned an all-zero Jacobian; now the reverse-mode one."""
     from torch.autograd.functional import jacobian
 
+    u, W = _randn(4, 2, 3), _randn(3, 3)
+    fn = lambda W: F.recurrence(u, W, activation="tanh")  # noqa: E731
+    forward = jacobian(fn, W, strategy="forward-mode", vectorize=True)
+    torch.testing.assert_close(forward, jacobian(fn, W), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["recurrence", "cayley", "spectral_normalize"])
+def test_reverse_over_forward_second_derivatives(name):
+    """``grad`` of a ``jvp`` and ``jacrev`` of ``jacfwd`` (reverse over forward) differentiate
+    the ``jvp``'s own tensor ops: a Hessian-vector product and the Hessian, equal to the
+    double-backward ones (``jacrev`` of ``jacfwd`` runs each op's backward under ``vmap``
+    after its ``jvp``: functorch keeps one set of batch dimensions for both saves)."""
+    import torch.autograd.forward_ad as fwAD
+
+    outputs, make = FUNCTIONAL_CASES[name]
+    X = make()
+    v = _randn(*X.shape)
+    loss = lambda X: outputs(X).square().sum()  # noqa: E731
+    want = torch.autograd.functional.hvp(loss, X, v)[1]
+    Hv = grad(lambda X: jvp(loss, (X,), (v,))[1])(X)
+    torch.testing.assert_close(Hv, want, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(jacrev(jacfwd(loss))(X), torch.autograd.functional.hessian(loss, X),
+                               rtol=1e-9, atol=1e-11)
+    # eager: the gradient of a forward_ad tangent (it once kept only the primal's graph)
+    Xr = X.clone().requires_grad_()
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(loss(fwAD.make_dual(Xr, v))).tangent
+    torch.testing.assert_close(torch.autograd.grad(tangent, Xr)[0], want, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("kind", ["repeated below the top", "repeated top"])
+def test_spectral_radius_forward_mode_where_eigenvalues_repeat(kind):
+    """The radius's forward mode where eigenvalues repeat: below the top (a diagonal M),
+    second derivatives exact by reverse over forward; at the top (M = c I, not
+    differentiable), the first derivative the forward picked and no NaN."""
+    M = torch.diag(torch.tensor([1.5, 0.3, 0.3], dtype=DT)) if kind == "repeated below the top" \
+        else 1.5 * torch.eye(3, dtype=DT)
+    v = _randn(3, 3)
+    Mr = M.clone().requires_grad_()
+    (dsigma,) = torch.autograd.grad(F.spectral_radius(Mr), Mr)
+    torch.testing.assert_close(jvp(F.spectral_radius, (M,), (v,))[1], (dsigma * v).sum())
+    loss = lambda M: F.spectral_radius(M).square()  # noqa: E731
+    Hv = grad(lambda M: jvp(loss, (M,), (v,))[1])(M)
+    if kind == "repeated below the top":
+        torch.testing.assert_close(Hv, torch.autograd.functional.hvp(loss, M, v)[1],
+                                   rtol=1e-9, atol=1e-11)
+    else:  # d(2 sigma <dsigma, v>) with dsigma held, as the double backward does there
+        torch.testing.assert_close(Hv, 2 * (dsigma * v).sum() * dsigma)
+
+
+def test_jvp_of_vmap_and_vmap_of_jvp():
+    """Forward mode outside and inside ``vmap`` (batched primals): per sample, the
+    double-backward ``jvp``."""
     u = _randn(4, 2, 3)
-    with pytest.raises(NotImplementedError, match="no forward-mode derivative"):
-        jacobian(lambda W: F.recurrence(u, W, activation="tanh"), _randn(3, 3),
-                 strategy="forward-mode", vectorize=True)
+    loss = lambda W: F.recurrence(u, W, activation="tanh").square().sum()  # noqa: E731
+    Ws, Vs = _randn(2, 3, 3) * 0.5, _randn(2, 3, 3)
+    want = torch.stack([torch.autograd.functional.jvp(loss, W, V)[1] for W, V in zip(Ws, Vs)])
+    torch.testing.assert_close(jvp(vmap(loss), (Ws,), (Vs,))[1], want, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(vmap(lambda W, V: jvp(loss, (W,), (V,))[1])(Ws, Vs), want,
+                               rtol=1e-9, atol=1e-11)
 
 
 def test_outside_transforms_the_registered_op_runs():
@@ -341,6 +425,59 @@ def test_per_sample_gradients_of_every_module(name):
         for k, p in model.named_parameters():
             torch.testing.assert_close(per_sample[k][i], p.grad, rtol=1e-9, atol=1e-11,
                                        msg=lambda m: f"{name}, sample {i}, {k}: {m}")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_forward_mode_through_every_module(name):
+    """``jacfwd`` in all parameters equals ``jacrev`` (buffers an input, as for per-sample
+    gradients: ENRNN's sticky rule writes one), and a forward-mode directional derivative
+    with dual parameters equals the central difference (float64), also after an inference
+    call cached W (it once returned the cached W, tangent dropped) and for MomentumLSTM,
+    whose eager route, PyTorch's oneDNN LSTM, has no forward derivative."""
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    model = MODULES[name]().double().eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    x = _randn(4, 2, 3)
+
+    def out(p, b):
+        return functional_call(model, (p, b), (x,))[0]
+
+    by_forward = jacfwd(out)(params, buffers)
+    by_reverse = jacrev(out)(params, buffers)
+    for k in params:
+        torch.testing.assert_close(by_forward[k], by_reverse[k], rtol=1e-9, atol=1e-11,
+                                   msg=lambda m: f"{name}, {k}: {m}")
+    tangents = {k: torch.randn_like(v) for k, v in params.items()}
+    with torch.no_grad():  # an inference call caches W, keyed by storage and version,
+        out(params, buffers)  # which a dual parameter shares with its primal
+    with fwAD.dual_level():
+        duals = {k: fwAD.make_dual(v, tangents[k]) for k, v in params.items()}
+        got = fwAD.unpack_dual(out(duals, buffers)).tangent
+    eps = 1e-6
+    shifted = [out({k: v + sign * eps * tangents[k] for k, v in params.items()}, buffers)
+               for sign in (1, -1)]
+    torch.testing.assert_close(got, (shifted[0] - shifted[1]) / (2 * eps), rtol=1e-6, atol=1e-8)
+
+
+def test_forward_mode_through_momentum_lstm_in_float32():
+    """In float32 on the CPU, MomentumLSTM's eager route is PyTorch's oneDNN LSTM, which
+    has no forward derivative ("Trying to use forward AD with mkldnn_rnn_layer"): dual
+    parameters take the library's op instead, with the tangent ``torch.func.jvp`` gives."""
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    model = fnn.MomentumLSTM(3, 5, mu=0.6, step=0.6).eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    tangents = {k: torch.randn_like(v) for k, v in params.items()}
+    x = torch.randn(4, 2, 3)
+    out = lambda p: functional_call(model, p, (x,))[0]  # noqa: E731
+    with fwAD.dual_level():
+        duals = {k: fwAD.make_dual(v, tangents[k]) for k, v in params.items()}
+        got = fwAD.unpack_dual(out(duals)).tangent
+    torch.testing.assert_close(got, jvp(out, (params,), (tangents,))[1], rtol=1e-5, atol=1e-6)
 
 
 def test_func_grad_under_torch_compile():

@@ -112,3 +112,16 @@ def test_readme_double_backward_example_runs():
     grads = [p.grad for p in ns["critic"].parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert ns["critic"].layers[0].skew_re.grad.abs().sum() > 0  # through W's Cayley map
+
+
+def test_readme_forward_mode_example_runs():
+    """The dot-product test against the fused backward: <J t, w> = <t, J^T w> (float32; a
+    finite difference is too coarse here, the outputs move ~1e3 per unit step)."""
+    ns = run_block("d_out = jvp(")
+    rnn, params, direction, x = ns["rnn"], ns["params"], ns["direction"], ns["x"]
+    assert ns["d_out"].shape == ns["out"].shape == (100, 4, 16)
+    w = torch.randn_like(ns["out"])
+    rnn.zero_grad()
+    (rnn(x)[0] * w).sum().backward()
+    reverse = sum((p.grad * direction[k]).sum() for k, p in rnn.named_parameters())
+    torch.testing.assert_close((ns["d_out"] * w).sum(), reverse, rtol=1e-4, atol=1e-3)

@@ -371,7 +371,7 @@ def test_double_backward_keeps_the_second_order_term(fn, loss, matrix):
     is linear in sigma (a gradient penalty), so that the incoming gradient is a constant.
     Eigenvalues repeated below the dominant one (a diagonal or low-rank M) once made it
     NaN (autograd through eigvals divides by every gap). Finite differences of the gradient
-    (float64) on fresh random matrices."""
+    (float64) on random matrices."""
     M = matrix(torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))).requires_grad_()
     assert torch.autograd.gradgradcheck(lambda M: loss(fn(M)), (M,))
 
@@ -399,6 +399,57 @@ def test_double_backward_at_a_repeated_dominant_eigenvalue_is_first_order():
     (h,) = torch.autograd.grad(g.sum(), M)
     dsigma = g_plain / (2 * 1.5)
     torch.testing.assert_close(h, 2 * dsigma.sum() * dsigma)  # d(2 sigma dsigma) with dsigma fixed
+
+
+def _orthogonal(n, dtype, generator):
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=generator))
+    return Q.to(dtype)
+
+
+def _tied_in_modulus(n, generator):
+    Q = _orthogonal(n, torch.float64, generator)
+    eigenvalues = torch.linspace(0.1, 1.0, n, dtype=torch.float64)
+    eigenvalues[:2] = torch.tensor([2.0, -2.0])
+    return Q @ torch.diag(eigenvalues) @ Q.mT
+
+
+def _jordan_block_on_top(n, generator):
+    J = torch.diag(torch.linspace(0.1, 0.5, n, dtype=torch.float64))
+    J[:3, :3] = 2 * torch.eye(3, dtype=torch.float64) + torch.diag(torch.ones(2, dtype=torch.float64), 1)
+    Q = _orthogonal(n, torch.float64, generator)
+    return Q @ J @ Q.mT
+
+
+@pytest.mark.parametrize("matrix", [
+    lambda g: _orthogonal(80, torch.float32, g),  # every modulus 1; the powers route
+    # 2 and -2 on top, the float64 route; with this Q eig's argmax and the route's
+    # refinement pick different members
+    lambda g: _tied_in_modulus(80, torch.Generator().manual_seed(3)),
+    lambda g: _jordan_block_on_top(6, g),         # defective top: split ~eps^(1/3) apart
+], ids=["orthogonal float32", "tie in modulus", "Jordan block"])
+def test_double_backward_where_the_radius_is_not_differentiable(matrix):
+    """Where the top modulus is shared or the top eigenvalue is defective, the forward's
+    route picks one derivative: the create_graph path keeps that one (it once took
+    another eigenvalue's, 0.2 to 0.6 away, or 1e11 off for the Jordan block) and its
+    second derivative is finite."""
+    from .conftest import assert_create_graph_keeps_the_gradient
+
+    M = matrix(torch.Generator().manual_seed(5)).requires_grad_()
+    loss = lambda: F.spectral_radius(M).square()  # noqa: E731
+    assert_create_graph_keeps_the_gradient(loss, [M], rtol=1e-6, atol=1e-7)
+    (g,) = torch.autograd.grad(loss(), M, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), M)
+    assert torch.isfinite(h).all()
+
+
+def test_double_backward_of_a_linear_loss_at_a_repeated_top_is_zero():
+    """M = c I and a loss linear in sigma: the second derivative is the dropped term only,
+    zero (it raised "element 0 of tensors does not require grad": nothing tied the
+    first-order gradient to M)."""
+    M = (1.5 * torch.eye(3, dtype=torch.float64)).requires_grad_()
+    (g,) = torch.autograd.grad(F.spectral_radius(M), M, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), M)
+    torch.testing.assert_close(h, torch.zeros_like(h))
 
 
 def test_differentiating_the_backward_op_raises():

@@ -25,7 +25,8 @@ from .._backend import BackendUnavailableError, check_backend_name
 from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
 from ..reference.sbo_recurrence import SBO_METHODS
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
-                        differentiable, recomputed_gradients, register_folded_vmap)
+                        differentiable, recomputed_gradients, register_folded_vmap,
+                        tangents_by_recomputation)
 from .recurrence import compute_dtype
 
 NO_KERNEL = (
@@ -113,7 +114,8 @@ def _backward(ctx, grad_hs, grad_ms):
             None, None, None)
 
 
-_sbo = differentiable(_sbo_op, _backward, _setup_context)
+_sbo = differentiable(_sbo_op, _backward, _setup_context,
+                      tangents_by_recomputation(reference.sbo_loop))
 
 
 def _momentum_kind(method: str) -> str:

@@ -16,7 +16,8 @@ import torch
 
 from .. import reference
 from .._checks import check_same_device, check_tensor
-from ._dispatch import autocast_off, differentiable, recomputed_gradients, register_stacked_vmap
+from ._dispatch import (autocast_off, differentiable, recomputed_gradients, register_stacked_vmap,
+                        tangents_by_recomputation)
 
 RULES = ("sticky", "max1")
 
@@ -76,12 +77,15 @@ def _differentiable_gradient(grad_sigma: torch.Tensor, dsigma: torch.Tensor,
     diagonal ``M`` repeats eigenvalues). It is dropped, per matrix, where it vanishes
     (``grad_sigma == 0``: ENRNN's ``max1`` rule below radius 1, where the exact derivative
     is the first term alone) and where it does not exist (a dominant eigenvalue that is not
-    simple, e.g. ``M = c I``: there the radius is not differentiable even once, and the
-    first derivative is the one the forward picked).
+    simple, e.g. ``M = c I``, or that ties in modulus with another, e.g. an orthogonal
+    ``M``: there the radius is not differentiable even once, and the first derivative is
+    the one the forward picked; see :func:`fastunitary.reference.dominant_eigenpair`).
 
     Shapes: ``grad_sigma`` ``(...)``, ``dsigma`` and ``M`` ``(..., n, n)``.
     """
-    first_order = grad_sigma[..., None, None] * dsigma
+    # tied to M (by a zero), so that a double backward finds the path even where the
+    # incoming gradient is a constant: its second-order term is zero, not an error
+    first_order = grad_sigma[..., None, None] * dsigma + 0 * M
     lam, u, simple = reference.dominant_eigenpair(M)
     second = (simple & (grad_sigma != 0)).reshape(-1)
     if not bool(second.any()):  # one host sync; the double backward is eager-only anyway
@@ -99,7 +103,37 @@ def _differentiable_gradient(grad_sigma: torch.Tensor, dsigma: torch.Tensor,
                        grad_M.to(M.dtype), first_order)
 
 
-_spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context)
+def _forward_derivative(args, outputs, tangents):
+    """``d sigma = <d sigma / d M, dM>``, by forward mode through
+    :func:`_radius_for_forward_mode` (differentiable again: a ``grad`` of a ``jvp``)."""
+    sigma, dsigma = outputs
+    return tangents_by_recomputation(
+        lambda M: (_radius_for_forward_mode(M, sigma, dsigma), None))(args, outputs, tangents)
+
+
+def _radius_for_forward_mode(M: torch.Tensor, sigma: torch.Tensor,
+                             dsigma: torch.Tensor) -> torch.Tensor:
+    """``sigma(M)`` ``(...)`` as a function of ``M`` ``(..., n, n)`` whose first derivative
+    is the forward's ``dsigma`` and whose second is the radius's: Newton steps on the
+    dominant eigenpair (as the double backward, :func:`_differentiable_gradient`) where the
+    dominant eigenvalue is simple; elsewhere ``sigma + <dsigma, M - M>``, first order only.
+    Selected per matrix with tensor ops (no host sync: ``jacfwd`` runs this under
+    ``vmap``); the Newton steps run on ``diag(1, 0, ...)`` where not selected, so that
+    neither branch is NaN."""
+    lam, u, simple = reference.dominant_eigenpair(M)
+    first_order = sigma.detach() + (dsigma.detach() * (M - M.detach())).sum((-2, -1))
+    n = M.shape[-1]
+    e1 = torch.zeros(n, dtype=u.dtype, device=M.device)
+    e1[0] = 1
+    safe_M = torch.where(simple[..., None, None], M, torch.outer(e1.real, e1.real).to(M.dtype))
+    safe_lam = torch.where(simple, lam, torch.ones_like(lam))
+    safe_u = torch.where(simple[..., None], u, e1)
+    second_order = reference.spectral_radius_newton(safe_M, safe_lam, safe_u).to(M.dtype)
+    return torch.where(simple, second_order, first_order)
+
+
+_spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context,
+                                  _forward_derivative)
 
 
 # The ops take batches of matrices, (..., n, n): the vmapped dimension is one more.

@@ -252,6 +252,9 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
             or torch.is_inference_mode_enabled()
             # under vmap/grad transforms the parameters are wrapped and have no storage
             or torch._C._are_functorch_transforms_active()
+            # a dual parameter shares its primal's storage and version: a cached W would
+            # drop its tangent
+            or torch.autograd.forward_ad._current_level >= 0
         ):
             self._weight_cache = None
             return self._compute_recurrent_weight()

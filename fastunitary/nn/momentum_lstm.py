@@ -151,10 +151,12 @@ class MomentumLSTMBase(TorchStyleStack):
         - ``None``: the ``lstm_recurrence`` op.
 
         Only with ``backend="auto"`` on the CPU, and not under CPU autocast (oneDNN has no
-        fp16 LSTM) or function transforms (neither has a batching rule)."""
+        fp16 LSTM), function transforms (neither has a batching rule) or forward-mode AD
+        (``mkldnn_rnn_layer`` has no forward derivative)."""
         if not (x.device.type == "cpu" and self.backend == "auto"
                 and not torch.is_autocast_enabled("cpu")
-                and not torch._C._are_functorch_transforms_active()):
+                and not torch._C._are_functorch_transforms_active()
+                and torch.autograd.forward_ad._current_level < 0):
             return None
         if torch.compiler.is_compiling():
             supported = (packed is None and not projected

@@ -7,6 +7,7 @@ from .cayley import (
     cayley,
     cayley_autograd,
     cayley_backward,
+    cayley_by_inverse,
     cayley_from_inverse,
     cayley_inverse,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "cayley",
     "cayley_autograd",
     "cayley_backward",
+    "cayley_by_inverse",
     "cayley_from_inverse",
     "cayley_inverse",
     "linear_scan",

@@ -114,3 +114,14 @@ def cayley_autograd(A: torch.Tensor, d: torch.Tensor | None = None) -> torch.Ten
     eye = _eye_like(A)
     W = torch.linalg.solve(eye + A, eye - A)
     return W if d is None else W * d.unsqueeze(-2)
+
+
+def cayley_by_inverse(A: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
+    """The same map as ``inv(I + A) (I - A) D``, in ``A``'s own dtype: the form the op's
+    forward-mode derivative runs through. Reverse over forward (``grad`` of ``jvp``)
+    differentiates that derivative again, and PyTorch's forward-mode rule of
+    ``torch.linalg.solve`` gives a wrong derivative there, silently (pytorch/pytorch#192540,
+    torch 2.13); the inverse's rule is right."""
+    eye = _eye_like(A)
+    W = torch.linalg.inv(eye + A) @ (eye - A)
+    return W if d is None else W * d.unsqueeze(-2)

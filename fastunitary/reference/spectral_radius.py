@@ -360,30 +360,45 @@ def spectral_radius_autograd(M: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvals(M).abs().max(dim=-1).values
 
 
-# A dominant eigenvalue closer than this (relative to ||M||_F) to another eigenvalue is
-# treated as not simple: its second derivative (~1 / gap) is not taken.
+# A dominant eigenvalue whose modulus is within this (relative to ||M||_F) of another
+# eigenvalue's (its conjugate partner excepted) is treated as not simple: the radius has no
+# second derivative there (a tie in modulus: no first either), or one of size ~1 / gap.
 SIMPLE_GAP = 1e-8
+# ... and so is one whose condition number ||u|| ||w|| / |w u| exceeds this: a defective
+# (Jordan) eigenvalue, which rounding splits by only ~eps^(1/k) ||M||, looks separated.
+SIMPLE_CONDITION_MAX = 1e6
 
 
 def dominant_eigenpair(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The dominant eigenvalue of ``M`` and a unit right eigenvector, from the full float64
-    eigendecomposition, and whether that eigenvalue is simple.
+    eigendecomposition, and whether that eigenvalue is simple enough to differentiate twice.
 
     Args:
         M: ``(..., n, n)`` real (not differentiated).
     Returns:
         ``lam`` ``(...)`` and ``u`` ``(..., n)`` complex128; ``simple`` ``(...)`` bool: no
-        other eigenvalue within ``SIMPLE_GAP ||M||_F`` of ``lam`` (a conjugate partner is
-        another eigenvalue and counts, as it should: a near-real pair is a near-collision).
+        other eigenvalue has a modulus within ``SIMPLE_GAP ||M||_F`` of ``|lam|`` (its
+        conjugate partner excepted, which shares it exactly), the eigenvalue is not
+        ill-conditioned (``SIMPLE_CONDITION_MAX``), and ``lam != 0``. Where any of this
+        fails the radius has no (reliable) second derivative, and where moduli tie the
+        forward's route may have picked another eigenvalue: the callers keep the forward's
+        first derivative there.
     """
-    lam, U = torch.linalg.eig(M.detach().to(torch.float64))
+    Mw = M.detach().to(torch.float64)
+    lam, U = torch.linalg.eig(Mw)
     k = lam.abs().argmax(dim=-1)
     lam_k, u = _gather_last(lam, k), _gather_column(U, k)
-    gap = (lam - lam_k.unsqueeze(-1)).abs()
-    gap = gap.scatter(-1, k.unsqueeze(-1), torch.inf).amin(dim=-1) if M.shape[-1] > 1 \
-        else torch.full_like(lam_k.real, torch.inf)
-    simple = (gap > SIMPLE_GAP * torch.linalg.matrix_norm(M.detach().to(torch.float64))) \
-        & (lam_k.abs() > 0)
+    tol = SIMPLE_GAP * torch.linalg.matrix_norm(Mw)
+    modulus_gap = (lam.abs() - lam_k.abs().unsqueeze(-1)).abs()
+    partner = ((lam - lam_k.conj().unsqueeze(-1)).abs() <= tol.unsqueeze(-1)) \
+        & (lam_k.imag.abs() > tol).unsqueeze(-1)
+    itself = torch.nn.functional.one_hot(k, lam.shape[-1]).bool()
+    gap = torch.where(itself | partner, torch.inf, modulus_gap).amin(dim=-1)
+    # left eigenvector: row k of U^-1 (w u = 1), so the condition number is ||u|| ||w||
+    U_inv, info = torch.linalg.inv_ex(U)
+    w = _gather_column(U_inv.mT, k)
+    condition = torch.linalg.vector_norm(u, dim=-1) * torch.linalg.vector_norm(w, dim=-1)
+    simple = (gap > tol) & (lam_k.abs() > 0) & (info == 0) & (condition <= SIMPLE_CONDITION_MAX)
     return lam_k, _unit(u), simple
 
 
@@ -419,6 +434,8 @@ def spectral_radius_newton(M: torch.Tensor, lam: torch.Tensor, u: torch.Tensor,
                        normal], dim=-2)  # (..., n + 1, n + 1)
         residual = torch.cat([(Mc @ x.unsqueeze(-1)).squeeze(-1) - lam.unsqueeze(-1) * x,
                               ((u.conj() * x).sum(-1) - 1).unsqueeze(-1)], dim=-1)
-        step = torch.linalg.solve(J, residual)
+        # inv, not solve: a grad of a jvp differentiates this step's forward-mode
+        # derivative, which PyTorch's solve gets wrong (pytorch/pytorch#192540, torch 2.13)
+        step = (torch.linalg.inv(J) @ residual.unsqueeze(-1)).squeeze(-1)
         x, lam = x - step[..., :n], lam - step[..., n]
     return lam.abs()

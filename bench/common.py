@@ -187,10 +187,15 @@ def timed_modes(model, inp, output=lambda out: out) -> dict:
     return {"forward": forward, "forward+backward": forward_backward}
 
 
-def add_model_arguments(parser, models, *, T: int, hidden: int, input_size: int) -> None:
-    """The shape options of a study over models: ``--T``, ``--hidden`` (the output width of
-    every model), ``--input-size`` and ``--models`` (default all of ``models``)."""
-    parser.add_argument("--T", type=int, default=T)
+def add_model_arguments(parser, models, *, T: int | list[int], hidden: int,
+                        input_size: int) -> None:
+    """The shape options of a study over models: ``--T`` (one length, or several where
+    ``T`` is a list), ``--hidden`` (the output width of every model), ``--input-size`` and
+    ``--models`` (default all of ``models``)."""
+    if isinstance(T, list):
+        parser.add_argument("--T", type=int, nargs="+", default=T, help="sequence lengths")
+    else:
+        parser.add_argument("--T", type=int, default=T)
     parser.add_argument("--hidden", type=int, default=hidden, help="output width of every model")
     parser.add_argument("--input-size", type=int, default=input_size)
     parser.add_argument("--models", nargs="+", default=list(models), choices=list(models))

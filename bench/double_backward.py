@@ -17,18 +17,16 @@ import argparse
 
 import torch
 
-from .common import add_run_arguments, environment, time_interleaved, write_result
+from .common import (add_model_arguments, add_run_arguments, environment, time_interleaved,
+                     write_result)
 from .per_sample import MODELS
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, nargs="+", default=[200, 400], help="sequence lengths")
+    add_model_arguments(p, MODELS, T=[200, 400], hidden=64, input_size=16)
     p.add_argument("--B", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=64, help="output width of every model")
-    p.add_argument("--input-size", type=int, default=16)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)

@@ -4,9 +4,9 @@
 
 For each model and length, timed interleaved: one ordinary forward+backward of the mean
 square of the output (the fused backward ops); ``torch.func.jvp`` of the output in all
-parameters along a random direction (each op's ``jvp`` runs its reference loop under
-``jvp``); and the same with dual parameters of ``torch.autograd.forward_ad`` (the
-double-vjp trick). Before timing, both tangents ``J t`` are checked by the dot-product
+parameters along a random direction; and the same with dual parameters of
+``torch.autograd.forward_ad`` (in forward mode each op runs its reference loop, which
+PyTorch differentiates forward). Before timing, both tangents ``J t`` are checked by the dot-product
 test against the fused backward, ``<J t, w> = <t, J^T w>`` for a random ``w`` (relative
 error at most 1e-4, float32); a model that fails is reported and not timed. Writes
 ``bench/results/forward_mode_<device>.json``.

@@ -62,6 +62,9 @@ CASES = {
     "lstm_recurrence projected": (
         lambda g, W, h0, c0, Wr: F.lstm_recurrence(g, W, h0, c0, W_hr=Wr),
         lambda: (_randn(6, 3, 16), _randn(16, 2) * 0.4, _randn(3, 2), _randn(3, 4), _randn(2, 4))),
+    "sbo_recurrence gd": (  # nn.SBORNN's default; its ms output is an empty placeholder
+        lambda u, W: F.sbo_recurrence(u, W, method="gd", steps=2)[0],  # ms is None
+        lambda: (_randn(6, 3, 4), _randn(4, 4) * 0.4)),
     "sbo_recurrence nesterov": (
         lambda u, W, mu: F.sbo_recurrence(u, W, method="nesterov", mu=mu, steps=2),
         lambda: (_randn(6, 3, 4), _randn(4, 4) * 0.4, torch.tensor(0.5, dtype=DT))),
@@ -256,11 +259,37 @@ def test_autograd_functional_jvp_hvp_vhp_and_hessian(name):
     torch.testing.assert_close(H @ v.reshape(-1), Hv.reshape(-1), rtol=1e-10, atol=1e-10)
 
 
-def test_forward_over_reverse_raises():
-    """jvp of grad (Hessian-vector products in forward-over-reverse form)."""
-    M = _randn(4, 4)
-    with pytest.raises(NotImplementedError, match="first derivatives only"):
-        jvp(grad(lambda M: F.spectral_radius(M)), (M,), (torch.ones_like(M),))
+@pytest.mark.parametrize("name", ["recurrence", "cayley", "spectral_normalize"])
+def test_forward_over_reverse_and_forward_over_forward(name):
+    """Under a forward-mode level every op runs its differentiable recomputation, so
+    ``jvp`` of ``grad`` (forward over reverse), ``torch.func.hessian`` (``jacfwd`` of
+    ``jacrev``), ``jvp`` of ``jvp`` and ``jacfwd`` of ``jacfwd`` give the double-backward
+    Hessian (``jvp`` of ``jvp`` once left out each op's own second derivative, silently)."""
+    outputs, make = FUNCTIONAL_CASES[name]
+    X = make()
+    v, w = _randn(*X.shape), _randn(*X.shape)
+    loss = lambda X: outputs(X).square().sum()  # noqa: E731
+    H = torch.autograd.functional.hessian(loss, X)
+    Hv = torch.autograd.functional.hvp(loss, X, v)[1]
+    torch.testing.assert_close(jvp(grad(loss), (X,), (v,))[1], Hv, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(torch.func.hessian(loss)(X), H, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(jacfwd(jacfwd(loss))(X), H, rtol=1e-9, atol=1e-11)
+    wHv = jvp(lambda X: jvp(loss, (X,), (v,))[1], (X,), (w,))[1]
+    torch.testing.assert_close(wHv, (w * Hv).sum(), rtol=1e-9, atol=1e-11)
+
+
+def test_a_first_order_backward_inside_a_dual_level():
+    """A tangent and a training gradient in one pass: an ordinary backward to ``W`` while
+    ``u`` carries a forward-mode tangent (it raised: the gradients were tied to a node
+    with no forward derivative)."""
+    import torch.autograd.forward_ad as fwAD
+
+    u, W = _randn(4, 2, 3), (_randn(3, 3) * 0.4).requires_grad_()
+    (want,) = torch.autograd.grad(F.recurrence(u, W, activation="tanh").square().sum(), W)
+    with fwAD.dual_level():
+        out = F.recurrence(fwAD.make_dual(u, torch.randn_like(u)), W, activation="tanh")
+        (got,) = torch.autograd.grad(out.square().sum(), W)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def _flat(out):
@@ -276,11 +305,10 @@ def _central_difference(fn, inputs, tangents, eps=1e-6):
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("how", ["torch.func.jvp", "forward_ad dual tensors"])
 def test_forward_mode_equals_finite_differences(name, how):
-    """True forward mode through every op: ``torch.func.jvp`` (an ``autograd.Function``
-    ``jvp`` running the reference loop under ``jvp``) and dual tensors of
-    ``torch.autograd.forward_ad`` (the double-vjp trick; these once went through with the
-    tangent dropped, silently), against central differences, float64, along a fresh random
-    direction in every input at once."""
+    """Forward mode through every op (its reference loop, differentiated forward by
+    PyTorch): ``torch.func.jvp`` and dual tensors of ``torch.autograd.forward_ad`` (these
+    once went through with the tangent dropped, silently), against central differences,
+    float64, along a random direction in every input at once."""
     import torch.autograd.forward_ad as fwAD
 
     fn, make = CASES[name]
@@ -302,7 +330,7 @@ def test_forward_mode_equals_finite_differences(name, how):
 # jacfwd refuses complex inputs itself ("Expected all inputs to be real")
 @pytest.mark.parametrize("name", [name for name in CASES if "complex" not in name])
 def test_jacfwd_equals_jacrev(name):
-    """``jacfwd`` (``vmap`` of the ``jvp``, batched by the generated rule) and ``jacrev``
+    """``jacfwd`` (``vmap`` of forward mode through the reference loop) and ``jacrev``
     (``vmap`` of the closed-form backward) build the same Jacobian, in each input."""
     fn, make = CASES[name]
     inputs = make()
@@ -325,10 +353,9 @@ def test_forward_mode_jacobian_of_autograd_functional():
 
 @pytest.mark.parametrize("name", ["recurrence", "cayley", "spectral_normalize"])
 def test_reverse_over_forward_second_derivatives(name):
-    """``grad`` of a ``jvp`` and ``jacrev`` of ``jacfwd`` (reverse over forward) differentiate
-    the ``jvp``'s own tensor ops: a Hessian-vector product and the Hessian, equal to the
-    double-backward ones (``jacrev`` of ``jacfwd`` runs each op's backward under ``vmap``
-    after its ``jvp``: functorch keeps one set of batch dimensions for both saves)."""
+    """``grad`` of a ``jvp`` and ``jacrev`` of ``jacfwd`` (reverse over forward), and eager
+    autograd of a ``forward_ad`` tangent: a Hessian-vector product and the Hessian, equal
+    to the double-backward ones."""
     import torch.autograd.forward_ad as fwAD
 
     outputs, make = FUNCTIONAL_CASES[name]
@@ -367,11 +394,13 @@ def test_spectral_radius_forward_mode_where_eigenvalues_repeat(kind):
         torch.testing.assert_close(Hv, 2 * (dsigma * v).sum() * dsigma)
 
 
-def test_jvp_of_vmap_and_vmap_of_jvp():
+@pytest.mark.parametrize("op", ["recurrence", "spectral_radius"])
+def test_jvp_of_vmap_and_vmap_of_jvp(op):
     """Forward mode outside and inside ``vmap`` (batched primals): per sample, the
-    double-backward ``jvp``."""
+    double-backward ``jvp`` (the radius's once failed there: a host sync under vmap)."""
     u = _randn(4, 2, 3)
-    loss = lambda W: F.recurrence(u, W, activation="tanh").square().sum()  # noqa: E731
+    loss = (lambda W: F.recurrence(u, W, activation="tanh").square().sum()) if op == "recurrence" \
+        else (lambda M: F.spectral_radius(M).square())
     Ws, Vs = _randn(2, 3, 3) * 0.5, _randn(2, 3, 3)
     want = torch.stack([torch.autograd.functional.jvp(loss, W, V)[1] for W, V in zip(Ws, Vs)])
     torch.testing.assert_close(jvp(vmap(loss), (Ws,), (Vs,))[1], want, rtol=1e-9, atol=1e-11)

@@ -55,14 +55,15 @@ class _FirstOrderOnly(torch.autograd.Function):
         raise NotImplementedError(_FIRST_ORDER_ONLY)
 
     @staticmethod
-    def jvp(ctx, *tangents):  # forward over reverse: jvp of grad, jacfwd of jacrev
+    def jvp(ctx, *tangents):  # a forward_ad tangent of a gradient that torch.func.grad took
         raise NotImplementedError(_FIRST_ORDER_ONLY)
 
 
 _FIRST_ORDER_ONLY = (
-    "under torch.func transforms fastunitary ops have first derivatives only: a derivative "
-    "of their gradient (grad of grad, jacrev of jacrev, jacfwd of jacrev, jvp of grad) is "
-    "not supported; eager torch.autograd takes second derivatives (create_graph=True)")
+    "under torch.func's reverse-mode transforms fastunitary ops have first derivatives "
+    "only: a derivative of their gradient (grad of grad, jacrev of jacrev) is not "
+    "supported; use torch.func.hessian or jvp of grad (forward over reverse), or eager "
+    "torch.autograd with create_graph=True")
 
 
 def recomputed_gradients(forward, inputs, needs, grad_outputs) -> tuple:
@@ -126,132 +127,31 @@ def _under_functorch_jvp() -> bool:
                for i in retrieve_all_functorch_interpreters())
 
 
-def tangents_by_recomputation(recompute):
-    """An op's forward-mode derivative from a differentiable recomputation of it.
-
-    Args:
-        recompute: ``recompute(*args)`` with the op's arguments returns its outputs (a
-            tensor, or a tuple with ``None`` for an output that has no derivative) by
-            differentiable tensor ops: the reference loop.
-    Returns:
-        ``forward_derivative(args, outputs, tangents)`` for :func:`differentiable`: the
-        outputs' tangents (``J t``) given one tangent per argument (``None``: none).
-
-    Under a ``torch.func`` transform (``jvp``, ``jacfwd``) the recomputation runs under
-    ``torch.func.jvp``. Outside one (dual tensors of ``torch.autograd.forward_ad``, where a
-    nested forward level is not allowed) it runs reverse mode twice, the double-vjp trick:
-    ``J t = d/dg <J^T g, t>``, ``J^T g`` being linear in ``g``. Either costs a few times
-    the reference loop's forward: forward mode is correct here, not fast.
-    """
-
-    def forward_derivative(args, outputs, tangents):
-        positions = [i for i, t in enumerate(tangents) if t is not None]
-        primals = [args[i] for i in positions]
-        directions = [tangents[i] for i in positions]
-
-        def run(*xs):
-            full = list(args)
-            for i, x in zip(positions, xs):
-                full[i] = x
-            out = recompute(*full)
-            return out if isinstance(out, tuple) else (out,)
-
-        first = next(a for a in args if isinstance(a, torch.Tensor))
-        with autocast_off(first):
-            if torch._C._are_functorch_transforms_active() and _under_functorch_jvp():
-                absent = set()
-
-                def tensors(*xs):  # jvp takes tensor outputs only: an empty one for None
-                    outs = run(*xs)
-                    absent.update(k for k, o in enumerate(outs) if o is None)
-                    return tuple(first.new_empty(0) if o is None else o for o in outs)
-
-                # contiguous: jvp cannot make a dual of an expanded (stride-0) tensor
-                _, found = torch.func.jvp(tensors, tuple(p.contiguous() for p in primals),
-                                          tuple(t.contiguous() for t in directions))
-                found = {k: t for k, t in enumerate(found) if k not in absent}
-            else:
-                found = _tangents_by_double_vjp(run, primals, directions)
-        result = tuple(found.get(k) for k in range(len(outputs)))
-        return result if isinstance(outputs, tuple) else result[0]
-
-    return forward_derivative
-
-
-def _tangents_by_double_vjp(run, primals, directions) -> dict:
-    """``{output index: J t}`` by reverse mode twice (see :func:`tangents_by_recomputation`).
-
-    Where the primals or tangents are themselves differentiated (eager autograd over
-    forward mode: a Hessian-vector product as the gradient of a tangent), the result keeps
-    its graph to them: primals that require grad are differentiated through aliases, and
-    both passes build their graphs."""
-    outer = torch.is_grad_enabled() and any(t.requires_grad for t in (*primals, *directions))
-    with torch.enable_grad():
-        xs = [p.view_as(p) if outer and p.requires_grad else p.detach().requires_grad_()
-              for p in primals]
-        outs = [(k, o) for k, o in enumerate(run(*xs)) if o is not None and o.requires_grad]
-        cotangents = [torch.zeros_like(o, requires_grad=True) for _, o in outs]
-        vjps = torch.autograd.grad([o for _, o in outs], xs, cotangents, create_graph=True,
-                                   allow_unused=True)
-        # the vjp of the vjp map g -> J^T g along t is J t; as grad_outputs (not a pairing
-        # summed here), so that a batch of tangents works (autograd.functional.jacobian's
-        # forward mode vmaps them)
-        pairs = [(v, t) for v, t in zip(vjps, directions) if v is not None and v.requires_grad]
-        if not pairs:
-            return {k: torch.zeros_like(o) for k, o in outs}
-        found = torch.autograd.grad([v for v, _ in pairs], cotangents, [t for _, t in pairs],
-                                    create_graph=outer, allow_unused=True)
-    return {k: torch.zeros_like(o) if t is None else t
-            for (k, o), t in zip(outs, found)}
-
-
-#: in an op's ``jvp_layout``: the argument is a tensor, saved with ``save_for_forward``
-_SAVED = object()
-
-
-class _CtxView:
-    """An autograd ``ctx`` as an op's ``setup_context`` and ``backward`` see it, with its own
-    saved tensors, while the ``Function`` around it saves more: ``save_for_backward``
-    records them here, ``saved_tensors`` returns them; everything else is the ``ctx``'s."""
-
-    def __init__(self, ctx, saved: tuple) -> None:
-        object.__setattr__(self, "_ctx", ctx)
-        object.__setattr__(self, "_saved", saved)
-
-    def save_for_backward(self, *tensors) -> None:
-        object.__setattr__(self, "_saved", tensors)
-
-    @property
-    def saved_tensors(self) -> tuple:
-        return self._saved
-
-    def __getattr__(self, name):
-        return getattr(self._ctx, name)
-
-    def __setattr__(self, name, value) -> None:
-        setattr(self._ctx, name, value)
-
-
-def differentiable(op, backward, setup_context, forward_derivative):
+def differentiable(op, backward, setup_context, forward_mode):
     """Registers ``backward`` and ``setup_context`` as ``op``'s autograd formula (``op`` a
     ``torch.library`` custom op) and returns ``op`` as a callable that also works under
     ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``, ``vmap``
-    of those) and in forward mode (``torch.autograd.forward_ad``).
+    and compositions) and in forward mode (``torch.autograd.forward_ad``).
 
-    The autograd wrapper that ``torch.library`` generates lacks the ``setup_context``
-    staticmethod those transforms require (pytorch/pytorch#168393, #170834), and has no
-    forward-mode formula, so under a transform, or when an argument carries a forward-mode
-    tangent, the op runs inside an ``autograd.Function`` carrying the same
-    ``setup_context`` and ``backward`` and a ``jvp`` from ``forward_derivative``
-    (``forward_derivative(args, outputs, tangents)``, one tangent or ``None`` per
-    argument, returns the outputs' tangents; :func:`tangents_by_recomputation` builds one).
-    Everywhere else (eager autograd, ``torch.compile``, ``torch.export``) it is the
-    registered op itself, one node in a graph. Its vmap rule is generated from the forward,
-    the backward and the jvp, so the batching rules registered for the two ops
-    (:func:`register_folded_vmap`, :func:`register_stacked_vmap`) batch them. Under a
-    transform, second derivatives raise; in eager autograd an op's backward under
-    ``create_graph=True`` may take :func:`recomputed_gradients`, which a double backward
-    differentiates.
+    Three routes:
+
+    - everywhere else (eager autograd, ``torch.compile``, ``torch.export``): the registered
+      op itself, one node in a graph;
+    - under ``torch.func`` transforms without forward mode: the op inside an
+      ``autograd.Function`` with the same ``setup_context`` and ``backward`` (the wrapper
+      ``torch.library`` generates lacks the ``setup_context`` staticmethod the transforms
+      require, pytorch/pytorch#168393, #170834). Its vmap rule is generated from the two,
+      so the batching rules registered for the two ops (:func:`register_folded_vmap`,
+      :func:`register_stacked_vmap`) batch them; a second derivative raises;
+    - in forward mode (a ``torch.func.jvp``/``jacfwd`` level, or an argument carrying a
+      ``forward_ad`` tangent): ``forward_mode(*args)``, the op's outputs by differentiable
+      tensor ops (its reference loop; ``None`` for an output kept for the backward only),
+      which PyTorch differentiates in every mode and to every order itself: ``jvp`` of
+      ``jvp``, ``grad`` of ``jvp``, ``jacfwd`` of ``jacrev`` (``torch.func.hessian``), and a
+      backward inside a ``dual_level``. Correct, not fast: no fused forward-mode kernel.
+
+    In eager autograd an op's backward under ``create_graph=True`` may take
+    :func:`recomputed_gradients`, which a double backward differentiates.
     """
 
     op.register_autograd(backward, setup_context=setup_context)
@@ -274,10 +174,8 @@ def differentiable(op, backward, setup_context, forward_derivative):
             # functorch builds every backward's graph (create_graph); the backward ops have
             # no derivative, so the gradients are computed untracked and then tied to a
             # node that raises if anything differentiates them
-            split = getattr(ctx, "op_saved_count", None)  # ForwardModeFunction saves more
-            view = ctx if split is None else _CtxView(ctx, ctx.saved_tensors[:split])
             with torch.no_grad():
-                out = op_backward(view, *grads)
+                out = op_backward(ctx, *grads)
             single = not isinstance(out, tuple)
             out = (out,) if single else out
             computed = [g for g in out if g is not None]
@@ -286,36 +184,11 @@ def differentiable(op, backward, setup_context, forward_derivative):
             out = tuple(None if g is None else next(tied) for g in out)
             return out[0] if single else out
 
-    class ForwardModeFunction(Function):
-        """The same, also keeping what the ``jvp`` reads: the op's inputs and outputs.
-        Used only in forward mode. Under ``vmap`` functorch records one set of batch
-        dimensions for ``save_for_backward`` and ``save_for_forward`` together (the later
-        call overwrites them), so both get the same tensors, the op's own first."""
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            view = _CtxView(ctx, ())
-            op_setup_context(view, inputs, output)
-            outputs = output if isinstance(output, tuple) else (output,)
-            ctx.jvp_layout = (tuple(_SAVED if isinstance(a, torch.Tensor) else a for a in inputs),
-                              isinstance(output, tuple))
-            ctx.op_saved_count = len(view.saved_tensors)
-            saved = (*view.saved_tensors, *[a for a in inputs if isinstance(a, torch.Tensor)],
-                     *outputs)
-            ctx.save_for_backward(*saved)
-            ctx.save_for_forward(*saved)
-
-        @staticmethod
-        def jvp(ctx, *tangents):
-            constants, is_tuple = ctx.jvp_layout
-            saved = iter(ctx.saved_tensors[ctx.op_saved_count:])
-            args = tuple(next(saved) if c is _SAVED else c for c in constants)
-            outputs = tuple(saved)
-            return forward_derivative(args, outputs if is_tuple else outputs[0], tangents)
-
     def call(*args):
         if _forward_mode_active(args):
-            return ForwardModeFunction.apply(*args)
+            first = next(a for a in args if isinstance(a, torch.Tensor))
+            with autocast_off(first):  # the ops' own precision, as fused
+                return forward_mode(*args)
         if torch._C._are_functorch_transforms_active():
             return Function.apply(*args)
         return op(*args)

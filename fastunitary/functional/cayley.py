@@ -17,7 +17,7 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_tensor
 from ._dispatch import (autocast_off, differentiable, kernel_module, recomputed_gradients,
-                        register_stacked_vmap, tangents_by_recomputation)
+                        register_stacked_vmap)
 
 
 def _to_natural(x: torch.Tensor) -> torch.Tensor:
@@ -108,9 +108,9 @@ def _differentiable_cayley(A: torch.Tensor, d: Optional[torch.Tensor]) -> torch.
 
 
 def _cayley_for_forward_mode(A: torch.Tensor, d: Optional[torch.Tensor], backend: str):
-    """The op's outputs as its forward-mode derivative needs them: ``W`` through
-    ``reference.cayley_by_inverse`` in float64 (whose derivative a ``grad`` of a ``jvp``
-    can differentiate again), the inverse without one."""
+    """The op's outputs in forward mode: ``W`` through ``reference.cayley_by_inverse`` in
+    float64 (whose forward-mode derivative can be differentiated again), and ``None`` for
+    the inverse, which only the backward reads."""
     An = _to_natural(A)
     wide = torch.complex128 if An.is_complex() else torch.float64
     W = reference.cayley_by_inverse(An.to(wide), None if d is None else _to_natural(d).to(wide))
@@ -118,7 +118,7 @@ def _cayley_for_forward_mode(A: torch.Tensor, d: Optional[torch.Tensor], backend
 
 
 _cayley = differentiable(_cayley_op, _backward, _setup_context,
-                         tangents_by_recomputation(_cayley_for_forward_mode))
+                         _cayley_for_forward_mode)
 
 
 # The ops take batches of matrices, (P, ..., n, n): the vmapped dimension is one more.

@@ -24,7 +24,7 @@ from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
                         differentiable, kernel_module, recomputed_gradients,
-                        register_folded_vmap, tangents_by_recomputation)
+                        register_folded_vmap)
 
 
 @torch.library.custom_op("fastunitary::lstm_recurrence", mutates_args=())
@@ -104,8 +104,9 @@ def _differentiable_backward(ctx, grad_h, grad_c, g, W_hh, h0, c0, W_hr):
                                 ctx.needs_input_grad, (grad_h, grad_c))
 
 
-_lstm = differentiable(_lstm_op, _backward, _setup_context, tangents_by_recomputation(
-    lambda g, W_hh, h0, c0, W_hr, backend: reference.lstm_autograd(g, W_hh, h0, c0, W_hr)))
+_lstm = differentiable(
+    _lstm_op, _backward, _setup_context,
+    lambda g, W_hh, h0, c0, W_hr, backend: reference.lstm_autograd(g, W_hh, h0, c0, W_hr))
 register_folded_vmap(_lstm_op, (TIME_MAJOR, SHARED, BATCH_MAJOR, BATCH_MAJOR, SHARED, None),
                      (TIME_MAJOR, TIME_MAJOR))
 register_folded_vmap(

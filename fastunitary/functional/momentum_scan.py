@@ -18,7 +18,7 @@ from .. import reference
 from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ._dispatch import (BATCH_MAJOR, TIME_MAJOR, autocast_off, differentiable, kernel_module,
-                        register_folded_vmap, tangents_by_recomputation)
+                        register_folded_vmap)
 
 
 @torch.library.custom_op("fastunitary::momentum_scan", mutates_args=())
@@ -73,8 +73,8 @@ def _backward(ctx, grad_v):
     return grad_a, gbar, grad_v0, None
 
 
-_scan = differentiable(_scan_op, _backward, _setup_context, tangents_by_recomputation(
-    lambda a, b, v0, backend: reference.linear_scan_loop(a, b, v0)))
+_scan = differentiable(_scan_op, _backward, _setup_context,
+                      lambda a, b, v0, backend: reference.linear_scan_loop(a, b, v0))
 
 
 # The scan has no weights: any vmapped argument folds into the batch, one call of the op.

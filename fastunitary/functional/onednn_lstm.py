@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 
 from .. import reference
-from ._dispatch import differentiable, tangents_by_recomputation
+from ._dispatch import differentiable
 
 #: oneDNN's code for an LSTM cell (ideep::rnn_kind::LSTM; as torch's own decomposition)
 _LSTM_MODE = 2
@@ -148,13 +148,13 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n):
 
 
 def _recomputed(x, w_ih, w_hh, b_ih, b_hh, h0, c0):
-    """The op by differentiable tensor ops (its forward-mode derivative runs through it)."""
+    """The op by differentiable tensor ops: its route in forward mode."""
     h, c = reference.lstm_autograd(x @ w_ih.mT + b_ih + b_hh, w_hh, h0[0], c0[0])
     return h, h[-1:], c[-1:]
 
 
 _onednn_lstm = differentiable(_onednn_lstm_op, _backward, _setup_context,
-                              tangents_by_recomputation(_recomputed))
+                              _recomputed)
 
 
 def onednn_lstm(

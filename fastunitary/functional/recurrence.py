@@ -22,8 +22,7 @@ from .._backend import resolve_backend
 from .._checks import check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
-                        differentiable, kernel_module, recomputed_gradients, register_folded_vmap,
-                        tangents_by_recomputation)
+                        differentiable, kernel_module, recomputed_gradients, register_folded_vmap)
 from .planes import as_complex, real_embedding, to_planes
 
 
@@ -129,12 +128,12 @@ def _differentiable_backward(ctx, grad_h, u, W, bias, h0, h):
 
 
 def _recomputed(u, W, bias, h0, activation, is_complex, backend, leak):
-    """The op by differentiable tensor ops (its forward-mode derivative runs through it)."""
+    """The op by differentiable tensor ops: its route in forward mode."""
     return reference.recurrence_loop(u, W, bias, h0, activation, is_complex, leak)
 
 
 _recurrence = differentiable(_recurrence_op, _backward, _setup_context,
-                             tangents_by_recomputation(_recomputed))
+                             _recomputed)
 register_folded_vmap(_recurrence_op, (TIME_MAJOR, SHARED, SHARED, BATCH_MAJOR, None, None, None,
                                       None), (TIME_MAJOR,))
 register_folded_vmap(

@@ -25,8 +25,7 @@ from .._backend import BackendUnavailableError, check_backend_name
 from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
 from ..reference.sbo_recurrence import SBO_METHODS
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
-                        differentiable, recomputed_gradients, register_folded_vmap,
-                        tangents_by_recomputation)
+                        differentiable, recomputed_gradients, register_folded_vmap)
 from .recurrence import compute_dtype
 
 NO_KERNEL = (
@@ -115,7 +114,7 @@ def _backward(ctx, grad_hs, grad_ms):
 
 
 _sbo = differentiable(_sbo_op, _backward, _setup_context,
-                      tangents_by_recomputation(reference.sbo_loop))
+                      reference.sbo_loop)
 
 
 def _momentum_kind(method: str) -> str:

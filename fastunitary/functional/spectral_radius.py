@@ -16,8 +16,7 @@ import torch
 
 from .. import reference
 from .._checks import check_same_device, check_tensor
-from ._dispatch import (autocast_off, differentiable, recomputed_gradients, register_stacked_vmap,
-                        tangents_by_recomputation)
+from ._dispatch import autocast_off, differentiable, recomputed_gradients, register_stacked_vmap
 
 RULES = ("sticky", "max1")
 
@@ -103,20 +102,21 @@ def _differentiable_gradient(grad_sigma: torch.Tensor, dsigma: torch.Tensor,
                        grad_M.to(M.dtype), first_order)
 
 
-def _forward_derivative(args, outputs, tangents):
-    """``d sigma = <d sigma / d M, dM>``, by forward mode through
-    :func:`_radius_for_forward_mode` (differentiable again: a ``grad`` of a ``jvp``)."""
-    sigma, dsigma = outputs
-    return tangents_by_recomputation(
-        lambda M: (_radius_for_forward_mode(M, sigma, dsigma), None))(args, outputs, tangents)
+def _forward_mode(M: torch.Tensor):
+    """The op's outputs in forward mode: ``sigma`` by :func:`_radius_for_forward_mode`, from
+    the full float64 eigendecomposition (no host sync: ``jacfwd`` runs this under
+    ``vmap``), and ``None`` for the gradient, which only the backward reads."""
+    sigma, dsigma = reference.spectral_radius_eig(M.detach())
+    return _radius_for_forward_mode(M, sigma, dsigma), None
 
 
 def _radius_for_forward_mode(M: torch.Tensor, sigma: torch.Tensor,
                              dsigma: torch.Tensor) -> torch.Tensor:
-    """``sigma(M)`` ``(...)`` as a function of ``M`` ``(..., n, n)`` whose first derivative
-    is the forward's ``dsigma`` and whose second is the radius's: Newton steps on the
-    dominant eigenpair (as the double backward, :func:`_differentiable_gradient`) where the
-    dominant eigenvalue is simple; elsewhere ``sigma + <dsigma, M - M>``, first order only.
+    """``sigma(M)`` ``(...)`` as a function of ``M`` ``(..., n, n)`` differentiable to any
+    order: Newton steps on the dominant eigenpair (as the double backward,
+    :func:`_differentiable_gradient`) where the dominant eigenvalue is simple; elsewhere
+    ``sigma + <dsigma, M - M>`` from the given ``sigma`` and ``dsigma`` ``(..., n, n)``,
+    first order only (the radius has no second derivative there).
     Selected per matrix with tensor ops (no host sync: ``jacfwd`` runs this under
     ``vmap``); the Newton steps run on ``diag(1, 0, ...)`` where not selected, so that
     neither branch is NaN."""
@@ -133,7 +133,7 @@ def _radius_for_forward_mode(M: torch.Tensor, sigma: torch.Tensor,
 
 
 _spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context,
-                                  _forward_derivative)
+                                  _forward_mode)
 
 
 # The ops take batches of matrices, (..., n, n): the vmapped dimension is one more.

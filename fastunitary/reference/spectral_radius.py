@@ -392,7 +392,8 @@ def dominant_eigenpair(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     modulus_gap = (lam.abs() - lam_k.abs().unsqueeze(-1)).abs()
     partner = ((lam - lam_k.conj().unsqueeze(-1)).abs() <= tol.unsqueeze(-1)) \
         & (lam_k.imag.abs() > tol).unsqueeze(-1)
-    itself = torch.nn.functional.one_hot(k, lam.shape[-1]).bool()
+    # not one_hot, whose size check syncs (data-dependent under vmap)
+    itself = torch.arange(lam.shape[-1], device=lam.device) == k.unsqueeze(-1)
     gap = torch.where(itself | partner, torch.inf, modulus_gap).amin(dim=-1)
     # left eigenvector: row k of U^-1 (w u = 1), so the condition number is ||u|| ||w||
     U_inv, info = torch.linalg.inv_ex(U)

@@ -278,6 +278,30 @@ def test_forward_over_reverse_and_forward_over_forward(name):
     torch.testing.assert_close(wHv, (w * Hv).sum(), rtol=1e-9, atol=1e-11)
 
 
+def test_forward_ad_tangents_through_other_transforms():
+    """``forward_ad`` dual tensors meeting ``torch.func``'s reverse transforms: ``grad`` of
+    a tangent, a dual tensor passed into ``grad`` (forward over reverse) and into
+    ``vmap``; each once reached an op that had no forward derivative there."""
+    import torch.autograd.forward_ad as fwAD
+
+    u, W, v = _randn(3, 2, 3), _randn(3, 3) * 0.5, _randn(3, 3)
+    loss = lambda W: F.recurrence(u, W, activation="tanh").square().sum()  # noqa: E731
+    Hv = torch.autograd.functional.hvp(loss, W, v)[1]
+
+    def tangent(W):
+        with fwAD.dual_level():
+            return fwAD.unpack_dual(loss(fwAD.make_dual(W, v))).tangent
+
+    torch.testing.assert_close(grad(tangent)(W), Hv, rtol=1e-9, atol=1e-11)
+    with fwAD.dual_level():
+        through_grad = fwAD.unpack_dual(grad(loss)(fwAD.make_dual(W, v))).tangent
+        through_vmap = fwAD.unpack_dual(vmap(loss)(fwAD.make_dual(torch.stack([W, 2 * W]),
+                                                                  torch.stack([v, v])))).tangent
+    torch.testing.assert_close(through_grad, Hv, rtol=1e-9, atol=1e-11)
+    want = torch.stack([torch.autograd.functional.jvp(loss, X, v)[1] for X in (W, 2 * W)])
+    torch.testing.assert_close(through_vmap, want, rtol=1e-9, atol=1e-11)
+
+
 def test_a_first_order_backward_inside_a_dual_level():
     """A tangent and a training gradient in one pass: an ordinary backward to ``W`` while
     ``u`` carries a forward-mode tangent (it raised: the gradients were tied to a node
@@ -392,6 +416,20 @@ def test_spectral_radius_forward_mode_where_eigenvalues_repeat(kind):
                                    rtol=1e-9, atol=1e-11)
     else:  # d(2 sigma <dsigma, v>) with dsigma held, as the double backward does there
         torch.testing.assert_close(Hv, 2 * (dsigma * v).sum() * dsigma)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_radius_forward_mode_at_a_tie_takes_the_ops_derivative(dtype):
+    """An orthogonal M (every modulus 1) above 64 x 64, where the op's routes pick the
+    dominant eigenvector: the tangent is ``<d sigma / d M, V>`` with the op's gradient, as
+    reverse mode has it (it once took the full eigendecomposition's own pick: 1.23 vs
+    0.44)."""
+    Q, _ = torch.linalg.qr(torch.randn(80, 80, dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(0)))
+    M, V = Q.to(dtype), torch.randn(80, 80, dtype=dtype)
+    Mr = M.clone().requires_grad_()
+    (dsigma,) = torch.autograd.grad(F.spectral_radius(Mr), Mr)
+    torch.testing.assert_close(jvp(F.spectral_radius, (M,), (V,))[1], (dsigma * V).sum())
 
 
 @pytest.mark.parametrize("op", ["recurrence", "spectral_radius"])

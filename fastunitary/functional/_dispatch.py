@@ -110,12 +110,12 @@ def _carries_a_tangent(args) -> bool:
 
 
 def _forward_mode_active(args) -> bool:
-    """Whether an op call may be asked for a ``jvp``: under ``torch.func.jvp`` (or
-    ``jacfwd``), or with an argument that carries a ``forward_ad`` tangent (looked for
-    outside transforms only: ``unpack_dual`` has no batching rule, and ``torch.func.jvp``
-    is an interpreter of its own)."""
+    """Whether an op call is in forward mode: under ``torch.func.jvp`` (or ``jacfwd``), or
+    with an argument that carries a ``forward_ad`` tangent. Under another transform (a
+    dual tensor passed into ``vmap`` or ``grad``) any open ``dual_level`` counts, as
+    ``unpack_dual`` has no batching rule to look at the arguments with."""
     if torch._C._are_functorch_transforms_active():
-        return _under_functorch_jvp()
+        return torch.autograd.forward_ad._current_level >= 0 or _under_functorch_jvp()
     return _carries_a_tangent(args)
 
 

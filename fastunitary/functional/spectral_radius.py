@@ -104,9 +104,11 @@ def _differentiable_gradient(grad_sigma: torch.Tensor, dsigma: torch.Tensor,
 
 def _forward_mode(M: torch.Tensor):
     """The op's outputs in forward mode: ``sigma`` by :func:`_radius_for_forward_mode`, from
-    the full float64 eigendecomposition (no host sync: ``jacfwd`` runs this under
-    ``vmap``), and ``None`` for the gradient, which only the backward reads."""
-    sigma, dsigma = reference.spectral_radius_eig(M.detach())
+    the op's own ``(sigma, d sigma / d M)`` (so that where the top modulus is tied the
+    derivative is the one the op picks, as in reverse mode; under ``vmap`` its batching
+    rule runs it once on the stack), and ``None`` for the gradient, which only the
+    backward reads."""
+    sigma, dsigma = _spectral_radius_op(M.detach())
     return _radius_for_forward_mode(M, sigma, dsigma), None
 
 

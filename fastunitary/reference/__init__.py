@@ -28,7 +28,6 @@ from .sbo_recurrence import (
     sbo_loop,
 )
 from .spectral_radius import (dominant_eigenpair, spectral_radius, spectral_radius_autograd,
-                              spectral_radius_eig,
                               spectral_radius_newton)
 from .recurrence import (
     ACTIVATIONS,
@@ -74,6 +73,5 @@ __all__ = [
     "spectral_radius",
     "spectral_radius_autograd",
     "spectral_radius_newton",
-    "spectral_radius_eig",
     "dominant_eigenpair",
 ]

@@ -547,9 +547,29 @@ def test_double_backward_times_the_penalty_after_checking_its_gradient(tmp_path,
     assert [(r["model"], r["T"]) for r in rows] == [("scurnn", 4), ("scurnn", 6),
                                                      ("adamlstm", 4), ("adamlstm", 6)]
     for r in rows:
-        assert r["status"] == "ok" and set(r["times"]) == {"backward", "penalty"}
+        assert r["status"] == "ok" and set(r["times"]) == {"backward", "penalty", "func_penalty"}
         assert r["rel_error_create_graph_vs_fused"] <= 1e-4
-    assert "penalty" in capsys.readouterr().out
+        assert r["rel_error_func_vs_eager_penalty_gradient"] <= 1e-4
+    assert "torch.func" in capsys.readouterr().out
+
+
+def test_double_backward_refuses_to_time_a_wrong_torch_func_penalty(tmp_path, monkeypatch):
+    from bench import double_backward
+
+    real_grad = double_backward.grad
+
+    def off(f):  # the parameter gradient (a dict) of the torch.func penalty made wrong
+        g = real_grad(f)
+        return lambda *a: (lambda r: {k: v + 1 for k, v in r.items()}
+                           if isinstance(r, dict) else r)(g(*a))
+
+    monkeypatch.setattr(double_backward, "grad", off)
+    double_backward.main(["--T", "3", "--B", "2", "--hidden", "4", "--input-size", "3",
+                          "--repeats", "1", "--models", "scornn", "--device", "cpu",
+                          "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "double_backward_cpu.json").read_text())["rows"]
+    assert row["status"] == "failed correctness gate" and "times" not in row
+    assert row["rel_error_create_graph_vs_fused"] <= 1e-4
 
 
 def test_double_backward_refuses_to_time_a_wrong_create_graph_gradient(tmp_path, monkeypatch):

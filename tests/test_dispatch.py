@@ -5,10 +5,11 @@ active (``torch.library``'s own wrapper cannot: pytorch/pytorch#168393). Checked
 every op's ``torch.func.grad`` equals ``torch.autograd.grad`` in float64, per-sample
 gradients (``vmap`` of ``grad``) of every module family equal one backward per sample, the
 sequence ops' batching rules run the samples as one batch (per-sample weight gradients
-included) and agree with a loop over samples, and what stays unsupported (second
-derivatives, forward mode) raises instead of answering wrongly.
+included) and agree with a loop over samples, and second derivatives by every composition
+of transforms equal eager double backward.
 """
 
+import importlib
 import warnings
 
 import pytest
@@ -104,34 +105,125 @@ def test_func_grad_on_the_triton_backend():
                                rtol=1e-4, atol=1e-5)
 
 
-SECOND_DERIVATIVES = ["grad(grad)", "jacrev(jacrev)", "grad of the vjp function",
-                      "eager autograd over func.grad", "create_graph over vmap"]
+def _gradient_readout(fn, inputs):
+    """``G(xs)``: the gradient of the scalar ``_sum_of_outputs(fn(*xs))`` in all inputs, read
+    through fixed weights: its own gradient is a Hessian-vector product, which every way of
+    differentiating twice below must give."""
+    loss = lambda *xs: _sum_of_outputs(fn(*xs))  # noqa: E731
+    every = tuple(range(len(inputs)))
+    return lambda *xs: _sum_of_outputs(grad(loss, argnums=every)(*xs))
+
+
+def _eager_second_derivative(fn, inputs):
+    """The same Hessian-vector product by eager double backward (``create_graph``), which
+    ``test_double_backward.py`` checks against ``gradgradcheck``'s finite differences."""
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    grads = torch.autograd.grad(_sum_of_outputs(fn(*leaves)), leaves, create_graph=True)
+    return torch.autograd.grad(_sum_of_outputs(grads), leaves, allow_unused=True,
+                               materialize_grads=True)
+
+
+def _second_derivative(how, fn, inputs):
+    """The Hessian-vector product of :func:`_gradient_readout`, taken ``how``."""
+    every = tuple(range(len(inputs)))
+    readout = _gradient_readout(fn, inputs)
+    loss = lambda *xs: _sum_of_outputs(fn(*xs))  # noqa: E731
+    if how == "grad(grad)":
+        return grad(readout, argnums=every)(*inputs)
+    if how == "eager autograd over func.grad":
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        return torch.autograd.grad(readout(*leaves), leaves, allow_unused=True,
+                                   materialize_grads=True)
+    if how == "grad of the function vjp returns":
+        def through_vjp(*xs):
+            out, vjp_fn = torch.func.vjp(loss, *xs)
+            return _sum_of_outputs(vjp_fn(torch.ones_like(out)))
+        return grad(through_vjp, argnums=every)(*inputs)
+    if how == "vmap(grad(grad))":  # per-sample second derivatives, two samples
+        batched = [torch.stack([x, x]) for x in inputs]
+        both = vmap(grad(readout, argnums=every))(*batched)
+        for g in both:
+            torch.testing.assert_close(g[0], g[1], rtol=1e-10, atol=1e-12)
+        return tuple(g[0] for g in both)
+    if how == "grad(vmap(grad))":  # a penalty on per-sample gradients, differentiated
+        def mean_over_two(*xs):
+            per_sample = vmap(grad(loss, argnums=every))(*(torch.stack([x, x]) for x in xs))
+            return _sum_of_outputs(tuple(g.sum(0) / 2 for g in per_sample))
+        return grad(mean_over_two, argnums=every)(*inputs)
+    if how == "create_graph over vmap":
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        out = vmap(lambda *xs: loss(*xs))(*(torch.stack([x, x]) for x in leaves)).sum() / 2
+        grads = torch.autograd.grad(out, leaves, create_graph=True)
+        return torch.autograd.grad(_sum_of_outputs(grads), leaves, allow_unused=True,
+                                   materialize_grads=True)
+    raise AssertionError(how)
+
+
+SECOND_DERIVATIVES = ["grad(grad)", "eager autograd over func.grad",
+                      "grad of the function vjp returns", "vmap(grad(grad))",
+                      "grad(vmap(grad))", "create_graph over vmap"]
 
 
 @pytest.mark.parametrize("how", SECOND_DERIVATIVES)
-def test_every_second_derivative_raises_instead_of_a_wrong_answer(how):
-    """The backward ops have no derivative: however a second derivative is asked for, it
-    must raise (functorch builds each backward's graph, so an untracked backward would
-    otherwise return a second derivative missing the op's part: zeros, or only the
-    derivative of the rest of the function)."""
-    M = _randn(4, 4)
-    f = lambda M: F.spectral_radius(M)  # noqa: E731
-    with pytest.raises(NotImplementedError, match="first derivatives only"):
-        if how == "grad(grad)":
-            grad(lambda M: grad(f)(M).pow(2).sum())(M)
-        elif how == "jacrev(jacrev)":
-            jacrev(jacrev(f))(M)
-        elif how == "grad of the vjp function":
-            grad(lambda M: torch.func.vjp(f, M)[1](torch.ones((), dtype=DT))[0].pow(2).sum())(M)
-        elif how == "eager autograd over func.grad":
-            Mr = M.clone().requires_grad_()
-            g = grad(lambda M: f(M) + M.pow(3).sum())(Mr)
-            torch.autograd.grad(g.sum(), Mr)
-        else:
-            Mr = M.expand(2, 4, 4).clone().requires_grad_()
-            (g,) = torch.autograd.grad((vmap(f)(Mr) + Mr.pow(3).sum((1, 2))).sum(), Mr,
-                                       create_graph=True)
-            torch.autograd.grad(g.sum(), Mr)
+@pytest.mark.parametrize("name", CASES)
+def test_second_derivatives_under_transforms(name, how):
+    """Reverse over reverse under ``torch.func``, however it is entered, equals eager double
+    backward (float64): the backward at the inner level sees that an outer level (or eager
+    autograd) tracks its inputs and takes the op's differentiable ``create_graph`` path."""
+    fn, make = CASES[name]
+    inputs = make()
+    got = _second_derivative(how, fn, inputs)
+    want = _eager_second_derivative(fn, inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["recurrence modrelu", "cayley real", "spectral_radius",
+                                  "lstm_recurrence projected", "sbo_recurrence nesterov"])
+def test_jacrev_of_jacrev_is_the_hessian(name):
+    """``jacrev(jacrev)`` (reverse over reverse under ``vmap``) in the first input equals
+    ``torch.autograd.functional.hessian`` (eager double backward). (``jacrev`` refuses
+    complex inputs itself.)"""
+    fn, make = CASES[name]
+    x, *rest = make()
+    loss = lambda x: _sum_of_outputs(fn(x, *rest))  # noqa: E731
+    torch.testing.assert_close(jacrev(jacrev(loss))(x),
+                               torch.autograd.functional.hessian(loss, x),
+                               rtol=1e-8, atol=1e-10)
+
+
+def test_grad_in_the_cotangent_of_a_vjp_taken_earlier():
+    """The function ``vjp`` returned runs the backward of a level that has ended; a new
+    ``grad`` level (functorch reuses its number) differentiates in the cotangent. The
+    gradient is linear in it: ``d/dv |J^T v|^2 = 2 J J^T v``."""
+    u, W = _randn(5, 2, 4), _randn(4, 4) * 0.4
+    out, vjp_fn = torch.func.vjp(lambda W: F.recurrence(u, W, activation="tanh"), W)
+    v = torch.randn_like(out)
+    got = grad(lambda v: vjp_fn(v)[0].square().sum())(v)
+    J = torch.autograd.functional.jacobian(
+        lambda W: F.recurrence(u, W, activation="tanh"), W).reshape(out.numel(), -1)
+    torch.testing.assert_close(got.reshape(-1), 2 * J @ (J.mT @ v.reshape(-1)),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_first_derivatives_under_transforms_keep_the_backward_ops(monkeypatch):
+    """Per-sample gradients (``vmap(grad)``) of detached parameters, and ``grad`` of a
+    function whose parameters are fixed in a second level, run the fused backward ops: the
+    differentiable recomputation is taken only where something differentiates again."""
+    recurrence_module = importlib.import_module("fastunitary.functional.recurrence")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the create_graph path ran for a first derivative")
+
+    u, W = _randn(3, 5, 2, 4), _randn(4, 4) * 0.4
+    loss = lambda W, u: F.recurrence(u, W, activation="modrelu").square().sum()  # noqa: E731
+    want = vmap(grad(loss), in_dims=(None, 0))(W, u)
+    monkeypatch.setattr(recurrence_module, "recomputed_gradients", refuse)
+    torch.testing.assert_close(vmap(grad(loss), in_dims=(None, 0))(W, u), want)
+    scale = torch.ones(4, 4, dtype=DT)  # an outer level that does not track W or u
+    grad(lambda s: (grad(loss)(W, u[0]) * s).sum())(scale)
+    with pytest.raises(AssertionError, match="create_graph path ran"):  # W tracked below
+        vmap(grad(loss), in_dims=(None, 0))(W.clone().requires_grad_(), u)
 
 
 def _enrnn_below_radius_one():
@@ -492,6 +584,43 @@ def test_per_sample_gradients_of_every_module(name):
         for k, p in model.named_parameters():
             torch.testing.assert_close(per_sample[k][i], p.grad, rtol=1e-9, atol=1e-11,
                                        msg=lambda m: f"{name}, sample {i}, {k}: {m}")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_second_derivatives_of_every_module_under_transforms(name):
+    """Reverse over reverse through a whole module under ``torch.func`` (float64): a
+    Hessian-vector product in the parameters (``grad`` of ``grad``, as MAML's meta-gradient
+    takes it) equals eager double backward, and per-sample gradient-norm penalties
+    (``vmap`` of ``grad`` of a norm of ``grad``) equal a loop over samples."""
+    torch.manual_seed(0)
+    model = MODULES[name]().double().eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    directions = {k: torch.randn_like(v) for k, v in params.items()}
+    x = _randn(3, 4, 3)  # (samples, T, input)
+
+    def loss(p, xs):  # ENRNN's sticky rule writes a buffer: a fresh copy per call
+        b = {k: v.clone() for k, v in buffers.items()}
+        return functional_call(model, (p, b), (xs.unsqueeze(1),))[0].tanh().square().sum()
+
+    def along(g):
+        return sum((g[k] * directions[k]).sum() for k in g)
+
+    hvp = grad(lambda p: along(grad(loss)(p, x[0])))(params)
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    grads = torch.autograd.grad(loss(leaves, x[0]), list(leaves.values()), create_graph=True)
+    want = torch.autograd.grad(along(dict(zip(leaves, grads))), list(leaves.values()))
+    for (k, got), w in zip(hvp.items(), want, strict=True):
+        torch.testing.assert_close(got, w, rtol=1e-8, atol=1e-10, msg=lambda m: f"{k}: {m}")
+
+    def penalty(p, xs):
+        return sum(g.square().sum() for g in grad(loss)(p, xs).values())
+
+    per_sample = vmap(grad(penalty), in_dims=(None, 0))(params, x)
+    for i in range(x.shape[0]):
+        for k, w in grad(penalty)(params, x[i]).items():
+            torch.testing.assert_close(per_sample[k][i], w, rtol=1e-8, atol=1e-10,
+                                       msg=lambda m: f"sample {i}, {k}: {m}")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -15,6 +15,7 @@ from types import ModuleType
 
 import torch
 import torch.autograd.forward_ad as fwAD
+from torch._C import _functorch as ft
 
 
 def kernel_module(op: str) -> ModuleType:
@@ -33,39 +34,6 @@ def autocast_off(t: torch.Tensor):
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
-class _FirstOrderOnly(torch.autograd.Function):
-    """Passes tensors through (as views) as one node whose backward raises. Attached to an
-    op's gradients and to what they were computed from, it makes every level that
-    differentiates them again raise, however that level was entered (``grad`` of ``grad``,
-    ``jacrev`` of ``jacrev``, the function ``vjp`` returns, eager autograd around a
-    transform): the backward ops have no derivative, so any answer there would be wrong."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(*tensors):
-        return tuple(t.view_as(t) for t in tensors)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise NotImplementedError(_FIRST_ORDER_ONLY)
-
-    @staticmethod
-    def jvp(ctx, *tangents):  # a forward_ad tangent of a gradient that torch.func.grad took
-        raise NotImplementedError(_FIRST_ORDER_ONLY)
-
-
-_FIRST_ORDER_ONLY = (
-    "under torch.func's reverse-mode transforms fastunitary ops have first derivatives "
-    "only: a derivative of their gradient (grad of grad, jacrev of jacrev) is not "
-    "supported; use torch.func.hessian or jvp of grad (forward over reverse), or eager "
-    "torch.autograd with create_graph=True")
-
-
 def recomputed_gradients(forward, inputs, needs, grad_outputs) -> tuple:
     """The gradients of ``forward(*inputs)`` as differentiable tensor ops: autograd through
     a step-by-step recomputation (a reference loop written out of place). The path of an
@@ -82,22 +50,82 @@ def recomputed_gradients(forward, inputs, needs, grad_outputs) -> tuple:
         One gradient per input, ``None`` where the input is absent or not needed.
     """
     wanted = [isinstance(t, torch.Tensor) and need for t, need in zip(inputs, needs)]
-    # Fresh aliases of the inputs, differentiated instead of the inputs themselves: those may
-    # be one tensor twice (h0 is c0) or depend on each other (h0 from u), and autograd would
-    # then return total derivatives, which the outer graph adds to the shared path again.
-    inputs = [t.view_as(t) if w else t for t, w in zip(inputs, wanted)]
+    # the backward of a level that has ended (the function vjp returned, called later) gets
+    # its saved tensors still wrapped for that level; vjp cannot wrap them again
+    inputs = [ft.unwrap_if_dead(t) if isinstance(t, torch.Tensor) else t for t in inputs]
+    grad_outputs = [None if g is None else ft.unwrap_if_dead(g) for g in grad_outputs]
+
+    def of_the_wanted(*chosen):  # the loop as a function of the inputs differentiated
+        given = iter(chosen)
+        outputs = forward(*(next(given) if w else t for t, w in zip(inputs, wanted)))
+        return outputs if isinstance(outputs, tuple) else (outputs,)
+
+    # torch.func.vjp rather than torch.autograd.grad: it also runs where the backward is
+    # itself vmapped (an autograd.Function's backward under vmap, whose batched tensors
+    # autograd.grad cannot differentiate), and it differentiates fresh wrappers of the
+    # inputs, which may be one tensor twice (h0 is c0) or depend on each other (h0 from u):
+    # each gets its partial derivative, not a total one that the outer graph would add to
+    # the shared path again
     first = next(t for t in inputs if isinstance(t, torch.Tensor))
     with torch.enable_grad(), autocast_off(first):  # the ops' own precision, as fused
-        outputs = forward(*inputs)
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        # an output the inputs do not reach (gd's empty ms) contributes nothing
-        pairs = [(o, g) for o, g in zip(outputs, grad_outputs)
-                 if g is not None and o.requires_grad]
-        grads = iter(torch.autograd.grad([o for o, _ in pairs],
-                                         [t for t, w in zip(inputs, wanted) if w],
-                                         [g for _, g in pairs], create_graph=True,
-                                         allow_unused=True))
+        outputs, vjp_of_the_loop = torch.func.vjp(
+            of_the_wanted, *(t for t, w in zip(inputs, wanted) if w))
+        cotangents = tuple(None if o is None else torch.zeros_like(o) if g is None else g
+                           for o, g in zip(outputs, grad_outputs))
+        grads = iter(vjp_of_the_loop(cotangents))  # create_graph: grad mode is on
     return tuple(next(grads) if w else None for w in wanted)
+
+
+def _grad_level(t: torch.Tensor) -> int:
+    """The functorch level of ``t``'s outermost gradient-tracking wrapper (``torch.func.grad``,
+    ``vjp``, ``jacrev``), past any ``vmap`` wrappers; 0 where there is none (eager)."""
+    while ft.is_functorch_wrapped_tensor(t):
+        if ft.is_gradtrackingtensor(t):
+            return ft.maybe_get_level(t)
+        t = ft.get_unwrapped(t)
+    return 0
+
+
+def _level_marker(output) -> tuple[int, torch.Tensor | None]:
+    """``(level, marker)`` for an op node made under transforms: the functorch level of the
+    graph the node is in (an output is made at that level; 0: eager, under ``vmap`` alone),
+    and an empty tensor wrapped at that level, which :func:`_differentiated_again` asks
+    whether the level has ended (functorch reuses level numbers: the function ``vjp``
+    returns runs the backward of an ended level, maybe under a new one of the same
+    number)."""
+    outputs = output if isinstance(output, tuple) else (output,)
+    level = _grad_level(next(o for o in outputs if o is not None))
+    if not level:
+        return 0, None
+    with torch._C._DisableFuncTorch():  # a plain tensor, for the one wrapper at ``level``
+        empty = torch.empty(0)
+    return level, ft._wrap_for_grad(empty, level)
+
+
+def _differentiated_again(level: int, marker, tensors) -> bool:
+    """Whether the gradients that a backward at functorch ``level`` (0: eager; ``marker``
+    from :func:`_level_marker`) computes from ``tensors`` (its saved tensors and incoming
+    gradients) can be differentiated again: some of them are tracked by another live level
+    (``grad`` of ``grad``, ``jacrev`` of ``jacrev``, the function ``vjp`` returned, called
+    under ``grad``) or by eager autograd beneath the transforms. Where none is, the
+    gradients are constants to every other level, and the backward ops (which have no
+    derivative) give them exactly.
+
+    Eager autograd (level 0) reads its own mode: ``create_graph`` turns grad mode on."""
+    if not torch.is_grad_enabled():
+        return False
+    if level == 0:
+        return True
+    own = None if ft.is_dead_tensor_wrapper(marker) else level
+    for t in tensors:
+        while isinstance(t, torch.Tensor) and ft.is_functorch_wrapped_tensor(t):
+            if (ft.is_gradtrackingtensor(t) and not ft.is_dead_tensor_wrapper(t)
+                    and ft.maybe_get_level(t) != own and t.requires_grad):
+                return True
+            t = ft.get_unwrapped(t)
+        if isinstance(t, torch.Tensor) and t.requires_grad:  # eager, beneath the transforms
+            return True
+    return False
 
 
 def _carries_a_tangent(args) -> bool:
@@ -142,7 +170,9 @@ def differentiable(op, backward, setup_context, forward_mode):
       ``torch.library`` generates lacks the ``setup_context`` staticmethod the transforms
       require, pytorch/pytorch#168393, #170834). Its vmap rule is generated from the two,
       so the batching rules registered for the two ops (:func:`register_folded_vmap`,
-      :func:`register_stacked_vmap`) batch them; a second derivative raises;
+      :func:`register_stacked_vmap`) batch them. Its backward runs the backward ops, or,
+      where another level (``grad`` of ``grad``) or eager autograd beneath the transforms
+      tracks what it reads, the op's ``create_graph`` path, which that level differentiates;
     - in forward mode (a ``torch.func.jvp``/``jacfwd`` level, or an argument carrying a
       ``forward_ad`` tangent): ``forward_mode(*args)``, the op's outputs by differentiable
       tensor ops (its reference loop; ``None`` for an output kept for the backward only),
@@ -150,8 +180,9 @@ def differentiable(op, backward, setup_context, forward_mode):
       ``jvp``, ``grad`` of ``jvp``, ``jacfwd`` of ``jacrev`` (``torch.func.hessian``), and a
       backward inside a ``dual_level``. Correct, not fast: no fused forward-mode kernel.
 
-    In eager autograd an op's backward under ``create_graph=True`` may take
-    :func:`recomputed_gradients`, which a double backward differentiates.
+    An op's backward under ``create_graph=True`` (eager) or under a level that will be
+    differentiated again may take :func:`recomputed_gradients`, which a double backward
+    differentiates.
     """
 
     op.register_autograd(backward, setup_context=setup_context)
@@ -168,21 +199,17 @@ def differentiable(op, backward, setup_context, forward_mode):
         @staticmethod
         def setup_context(ctx, inputs, output):
             op_setup_context(ctx, inputs, output)
+            ctx.fastunitary_level = _level_marker(output)
 
         @staticmethod
         def backward(ctx, *grads):
-            # functorch builds every backward's graph (create_graph); the backward ops have
-            # no derivative, so the gradients are computed untracked and then tied to a
-            # node that raises if anything differentiates them
+            # functorch builds every backward's graph (create_graph), but only a level below
+            # this one, or eager autograd beneath, can differentiate the result: then the
+            # op's create_graph path (differentiable recomputation), else its backward ops
+            if _differentiated_again(*ctx.fastunitary_level, (*ctx.saved_tensors, *grads)):
+                return op_backward(ctx, *grads)  # grad mode is on: the create_graph path
             with torch.no_grad():
-                out = op_backward(ctx, *grads)
-            single = not isinstance(out, tuple)
-            out = (out,) if single else out
-            computed = [g for g in out if g is not None]
-            sources = [t for t in (*grads, *ctx.saved_tensors) if t is not None]
-            tied = iter(_FirstOrderOnly.apply(*computed, *sources)[:len(computed)])
-            out = tuple(None if g is None else next(tied) for g in out)
-            return out[0] if single else out
+                return op_backward(ctx, *grads)
 
     def call(*args):
         if _forward_mode_active(args):

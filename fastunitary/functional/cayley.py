@@ -21,7 +21,11 @@ from ._dispatch import (autocast_off, differentiable, kernel_module, recomputed_
 
 
 def _to_natural(x: torch.Tensor) -> torch.Tensor:
-    return x[0] if x.shape[0] == 1 else torch.complex(x[0], x[1])
+    # not torch.complex(re, im): its derivative takes .imag of the incoming gradient, which
+    # for a conjugate view (what solve's backward returns) is a _neg_view, which vmap cannot
+    # batch ("Batching rule not implemented for aten::_neg_view"): a per-sample second
+    # derivative (vmap of grad of grad) in a complex A or D raised. The same values, exactly.
+    return x[0] if x.shape[0] == 1 else x[0] + 1j * x[1]
 
 
 def _to_stacked(x: torch.Tensor) -> torch.Tensor:

@@ -73,33 +73,46 @@ def _differentiable_gradient(grad_sigma: torch.Tensor, dsigma: torch.Tensor,
     The second term comes from autograd through Newton steps on the dominant eigenpair
     alone (:func:`fastunitary.reference.spectral_radius_newton`), defined wherever the
     dominant eigenvalue is simple, whatever the rest of the spectrum (a low-rank or
-    diagonal ``M`` repeats eigenvalues). It is dropped, per matrix, where it vanishes
-    (``grad_sigma == 0``: ENRNN's ``max1`` rule below radius 1, where the exact derivative
-    is the first term alone) and where it does not exist (a dominant eigenvalue that is not
-    simple, e.g. ``M = c I``, or that ties in modulus with another, e.g. an orthogonal
-    ``M``: there the radius is not differentiable even once, and the first derivative is
-    the one the forward picked; see :func:`fastunitary.reference.dominant_eigenpair`).
+    diagonal ``M`` repeats eigenvalues). It is dropped, per matrix, where it does not exist
+    (a dominant eigenvalue that is not simple, e.g. ``M = c I``, or that ties in modulus
+    with another, e.g. an orthogonal ``M``: there the radius is not differentiable even
+    once, and the first derivative is the one the forward picked; see
+    :func:`fastunitary.reference.dominant_eigenpair`). Selected by tensor ops, without a
+    host sync, so that it also runs under ``vmap`` (``jacrev`` of ``jacrev``).
 
     Shapes: ``grad_sigma`` ``(...)``, ``dsigma`` and ``M`` ``(..., n, n)``.
     """
     # tied to M (by a zero), so that a double backward finds the path even where the
     # incoming gradient is a constant: its second-order term is zero, not an error
     first_order = grad_sigma[..., None, None] * dsigma + 0 * M
+    newton, simple = _newton_radius_where_simple(M)
+    (grad_M,) = recomputed_gradients(newton, (M,), (True,), (grad_sigma.to(torch.float64),))
+    return torch.where(simple[..., None, None], grad_M.to(M.dtype), first_order)
+
+
+def _newton_radius_where_simple(M: torch.Tensor):
+    """``(radius, simple)``: ``radius(M)`` ``(...)``, float64, the spectral radius by Newton
+    steps on the dominant eigenpair of ``M`` (``(..., n, n)``), differentiable to any order,
+    where ``simple`` ``(...)`` (a simple dominant eigenvalue); elsewhere a finite stand-in,
+    the steps on ``diag(1, 0, ...)``, for the caller to discard with ``torch.where``.
+
+    Selected per matrix by tensor ops, with no host sync, so that it also runs under
+    ``vmap`` (``jacfwd``, ``jacrev`` of ``jacrev``, per-sample second derivatives); the
+    stand-in keeps either branch from being NaN, which ``torch.where``'s derivative would
+    otherwise carry into the selected one."""
     lam, u, simple = reference.dominant_eigenpair(M)
-    second = (simple & (grad_sigma != 0)).reshape(-1)
-    if not bool(second.any()):  # one host sync; the double backward is eager-only anyway
-        return first_order
     n = M.shape[-1]
-    index = second.nonzero().squeeze(-1)
+    e1 = torch.zeros(n, dtype=u.dtype, device=M.device)
+    e1[0] = 1
+    stand_in = torch.outer(e1.real, e1.real).to(M.dtype)
+    safe_lam = torch.where(simple, lam, torch.ones_like(lam))
+    safe_u = torch.where(simple[..., None], u, e1)
 
-    def radius(M):  # the matrices that have a second-order term, in float64
-        return reference.spectral_radius_newton(
-            M.reshape(-1, n, n)[index], lam.reshape(-1)[index], u.reshape(-1, n)[index])
+    def radius(M):
+        safe_M = torch.where(simple[..., None, None], M, stand_in)
+        return reference.spectral_radius_newton(safe_M, safe_lam, safe_u)
 
-    (grad_M,) = recomputed_gradients(radius, (M,), (True,),
-                                     (grad_sigma.reshape(-1)[index].to(torch.float64),))
-    return torch.where(second.reshape(grad_sigma.shape)[..., None, None],
-                       grad_M.to(M.dtype), first_order)
+    return radius, simple
 
 
 def _forward_mode(M: torch.Tensor):
@@ -119,19 +132,10 @@ def _radius_for_forward_mode(M: torch.Tensor, sigma: torch.Tensor,
     :func:`_differentiable_gradient`) where the dominant eigenvalue is simple; elsewhere
     ``sigma + <dsigma, M - M>`` from the given ``sigma`` and ``dsigma`` ``(..., n, n)``,
     first order only (the radius has no second derivative there).
-    Selected per matrix with tensor ops (no host sync: ``jacfwd`` runs this under
-    ``vmap``); the Newton steps run on ``diag(1, 0, ...)`` where not selected, so that
-    neither branch is NaN."""
-    lam, u, simple = reference.dominant_eigenpair(M)
+    Selected per matrix as in :func:`_newton_radius_where_simple`."""
     first_order = sigma.detach() + (dsigma.detach() * (M - M.detach())).sum((-2, -1))
-    n = M.shape[-1]
-    e1 = torch.zeros(n, dtype=u.dtype, device=M.device)
-    e1[0] = 1
-    safe_M = torch.where(simple[..., None, None], M, torch.outer(e1.real, e1.real).to(M.dtype))
-    safe_lam = torch.where(simple, lam, torch.ones_like(lam))
-    safe_u = torch.where(simple[..., None], u, e1)
-    second_order = reference.spectral_radius_newton(safe_M, safe_lam, safe_u).to(M.dtype)
-    return torch.where(simple, second_order, first_order)
+    newton, simple = _newton_radius_where_simple(M)
+    return torch.where(simple, newton(M).to(M.dtype), first_order)
 
 
 _spectral_radius = differentiable(_spectral_radius_op, _backward, _setup_context,

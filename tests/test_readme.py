@@ -125,3 +125,17 @@ def test_readme_forward_mode_example_runs():
     (rnn(x)[0] * w).sum().backward()
     reverse = sum((p.grad * direction[k]).sum() for k, p in rnn.named_parameters())
     torch.testing.assert_close((ns["d_out"] * w).sum(), reverse, rtol=1e-4, atol=1e-3)
+
+
+def test_readme_maml_example_runs():
+    """The meta-gradient by ``grad`` of ``grad`` equals eager double backward's (float32)."""
+    ns = run_block("meta_gradient = grad(after_one_step)")
+    rnn, params, x, y = ns["rnn"], ns["params"], ns["x"], ns["y"]
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    inner = torch.autograd.grad(ns["loss"](leaves, x, y), list(leaves.values()),
+                                create_graph=True)
+    stepped = {k: leaves[k] - 0.1 * g for k, g in zip(leaves, inner)}
+    want = torch.autograd.grad(ns["loss"](stepped, x, y), list(leaves.values()))
+    assert set(ns["meta_gradient"]) == set(dict(rnn.named_parameters()))
+    for (k, got), w in zip(ns["meta_gradient"].items(), want):
+        torch.testing.assert_close(got, w, rtol=1e-4, atol=1e-6, msg=lambda m: f"{k}: {m}")

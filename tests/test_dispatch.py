@@ -206,6 +206,58 @@ def test_grad_in_the_cotangent_of_a_vjp_taken_earlier():
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("how", ["torch.func.jvp of the vjp function",
+                                 "forward_ad cotangent into the vjp function",
+                                 "forward_ad cotangent into autograd.grad"])
+@pytest.mark.parametrize("name", CASES)
+def test_forward_mode_through_a_backward(name, how):
+    """A tangent of a vector-Jacobian product in its cotangent, ``J^T t`` (it is linear):
+    the backward ops have no forward derivative, so where the cotangent carries a tangent
+    the op's backward takes its create_graph path (the tangent came back zero, or None)."""
+    import torch.autograd.forward_ad as fwAD
+
+    fn, make = CASES[name]
+    inputs = make()
+    flat = lambda *xs: tuple(_flat(fn(*xs)))  # noqa: E731
+    outs, vjp_fn = torch.func.vjp(flat, *inputs)
+    cotangent = tuple(torch.randn_like(o) for o in outs)
+    tangent = tuple(torch.randn_like(o) for o in outs)
+    want = vjp_fn(tangent)
+    if how == "torch.func.jvp of the vjp function":
+        _, got = jvp(lambda *c: vjp_fn(c), cotangent, tangent)
+    else:
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        outs = flat(*leaves)
+        with fwAD.dual_level():
+            duals = tuple(fwAD.make_dual(c, t) for c, t in zip(cotangent, tangent))
+            if how == "forward_ad cotangent into the vjp function":
+                grads = vjp_fn(duals)
+            else:
+                grads = torch.autograd.grad(outs, leaves, duals)
+            got = tuple(fwAD.unpack_dual(g).tangent for g in grads)
+    for g, w in zip(got, want, strict=True):
+        assert g is not None
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_autograd_grad_with_create_graph_inside_a_transform_raises():
+    """``torch.autograd.grad(create_graph=True)`` inside a function under ``torch.func.grad``
+    runs the op's backward at the transform's own level, like the transform's first-order
+    call, which the backward cannot tell apart: the result must raise when that level
+    differentiates it (it once lacked the op's term, silently); ``grad`` of ``grad``, the
+    way to write it, is tested above."""
+    u, W = _randn(4, 2, 3), _randn(3, 3) * 0.4
+    direction = torch.randn_like(W)
+
+    def penalty(W):
+        (gW,) = torch.autograd.grad(F.recurrence(u, W, activation="modrelu").sum(), W,
+                                    create_graph=True)
+        return (gW * direction).sum()
+
+    with pytest.raises(NotImplementedError, match="cannot be differentiated again"):
+        grad(penalty)(W)
+
+
 def test_first_derivatives_under_transforms_keep_the_backward_ops(monkeypatch):
     """Per-sample gradients (``vmap(grad)``) of detached parameters, and ``grad`` of a
     function whose parameters are fixed in a second level, run the fused backward ops: the

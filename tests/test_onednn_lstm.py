@@ -125,3 +125,43 @@ def test_supported_only_for_float32_cpu_tensors():
     assert not onednn_lstm_supported(torch.zeros(2, device="meta"))
     with mkldnn_disabled():
         assert not onednn_lstm_supported(torch.zeros(2))
+
+
+@pytest.mark.parametrize("how", ["eager create_graph", "torch.func grad of grad"])
+def test_second_derivatives_equal_torch_lstm(how):
+    """An input-gradient penalty differentiated in the weights: the op's create_graph path
+    (autograd through the reference LSTM loop) against ``torch.nn.LSTM``'s own double
+    backward, float32 (stated tolerance 1e-4 relative: two different computations)."""
+    from torch.func import grad
+
+    torch.manual_seed(0)
+    lstm, x, h0, c0 = _lstm_and_inputs(6, 2, 3, 4)
+    x, h0, c0 = x.detach(), h0.detach(), c0.detach()
+    weights = [p.detach() for p in _params(lstm)]
+
+    def penalty(forward, ws):
+        def loss(x):
+            return forward(x, ws).square().sum()
+        if how == "eager create_graph":
+            xr = x.clone().requires_grad_()
+            (gx,) = torch.autograd.grad(loss(xr), xr, create_graph=True)
+            return gx.square().sum()
+        return grad(loss)(x).square().sum()
+
+    def ours(x, ws):
+        return onednn_lstm(x, *ws, h0, c0)[0]
+
+    def torch_lstm(x, ws):
+        return torch._VF.lstm(x, (h0[None], c0[None]), ws, True, 1, 0.0, False, False,
+                              False)[0]
+
+    if how == "eager create_graph":
+        leaves = [w.clone().requires_grad_() for w in weights]
+        got = torch.autograd.grad(penalty(ours, leaves), leaves)
+    else:
+        got = grad(lambda ws: penalty(ours, ws))(weights)
+    with mkldnn_disabled():  # PyTorch's own LSTM double backward: its native kernels
+        leaves = [w.clone().requires_grad_() for w in weights]
+        want = torch.autograd.grad(penalty(torch_lstm, leaves), leaves)
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) <= 1e-4

@@ -34,6 +34,32 @@ def autocast_off(t: torch.Tensor):
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """Passes tensors through (as views) as one node whose backward raises. Tied to an op's
+    gradients computed by its backward ops at a live functorch level, it makes that level
+    raise if it differentiates them again: ``torch.autograd.grad(..., create_graph=True)``
+    called inside the transformed function, which the op's backward cannot tell apart from
+    the transform's own first-order call (any answer there would lack the op's term)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*tensors):
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            "a gradient through a fastunitary op that torch.autograd.grad(create_graph=True) "
+            "took inside a torch.func transform cannot be differentiated again by that same "
+            "transform; take the inner derivative with torch.func.grad (grad of grad) or "
+            "torch.func.vjp instead, or run both in eager autograd")
+
+
 def recomputed_gradients(forward, inputs, needs, grad_outputs) -> tuple:
     """The gradients of ``forward(*inputs)`` as differentiable tensor ops: autograd through
     a step-by-step recomputation (a reference loop written out of place). The path of an
@@ -185,7 +211,16 @@ def differentiable(op, backward, setup_context, forward_mode):
     differentiates.
     """
 
-    op.register_autograd(backward, setup_context=setup_context)
+    def backward_in_any_mode(ctx, *grads):
+        # a cotangent carrying a forward-mode tangent (a dual tensor passed to
+        # autograd.grad): the backward ops have no forward derivative, the create_graph
+        # path (plain tensor ops) has
+        if _forward_mode_active((*ctx.saved_tensors, *grads)):
+            with torch.enable_grad():
+                return backward(ctx, *grads)
+        return backward(ctx, *grads)
+
+    op.register_autograd(backward_in_any_mode, setup_context=setup_context)
     op_setup_context, op_backward = setup_context, backward
 
     # defined in the class body: autograd.Function checks for them when the class is made
@@ -204,12 +239,27 @@ def differentiable(op, backward, setup_context, forward_mode):
         @staticmethod
         def backward(ctx, *grads):
             # functorch builds every backward's graph (create_graph), but only a level below
-            # this one, or eager autograd beneath, can differentiate the result: then the
+            # this one, or eager autograd beneath, can differentiate the result, and forward
+            # mode can carry a tangent of it (jvp of the function vjp returned): then the
             # op's create_graph path (differentiable recomputation), else its backward ops
-            if _differentiated_again(*ctx.fastunitary_level, (*ctx.saved_tensors, *grads)):
-                return op_backward(ctx, *grads)  # grad mode is on: the create_graph path
+            level, marker = ctx.fastunitary_level
+            read = (*ctx.saved_tensors, *grads)
+            if _forward_mode_active(read) or _differentiated_again(level, marker, read):
+                with torch.enable_grad():  # the create_graph path
+                    return op_backward(ctx, *grads)
             with torch.no_grad():
-                return op_backward(ctx, *grads)
+                out = op_backward(ctx, *grads)
+            if not level or ft.is_dead_tensor_wrapper(marker):
+                return out
+            # this level may still differentiate them (autograd.grad with create_graph
+            # inside the transformed function): tied to a node that raises if it does
+            single = not isinstance(out, tuple)
+            out = (out,) if single else out
+            computed = [g for g in out if g is not None]
+            sources = [t for t in read if t is not None]
+            tied = iter(_FirstOrderOnly.apply(*computed, *sources)[:len(computed)])
+            out = tuple(None if g is None else next(tied) for g in out)
+            return out[0] if single else out
 
     def call(*args):
         if _forward_mode_active(args):

@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 
 from .. import reference
-from ._dispatch import differentiable
+from ._dispatch import differentiable, recomputed_gradients
 
 #: oneDNN's code for an LSTM cell (ideep::rnn_kind::LSTM; as torch's own decomposition)
 _LSTM_MODE = 2
@@ -144,11 +144,15 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_y, grad_h_n, grad_c_n):
+    if torch.is_grad_enabled():  # create_graph: the gradient will be differentiated again
+        return recomputed_gradients(_recomputed, ctx.saved_tensors, ctx.needs_input_grad,
+                                    (grad_y, grad_h_n, grad_c_n))
     return _onednn_lstm_backward_op(*ctx.saved_tensors, grad_y, grad_h_n, grad_c_n)
 
 
 def _recomputed(x, w_ih, w_hh, b_ih, b_hh, h0, c0):
-    """The op by differentiable tensor ops: its route in forward mode."""
+    """The op by differentiable tensor ops: its route in forward mode, and what its
+    backward differentiates under ``create_graph``."""
     h, c = reference.lstm_autograd(x @ w_ih.mT + b_ih + b_hh, w_hh, h0[0], c0[0])
     return h, h[-1:], c[-1:]
 

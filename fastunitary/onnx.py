@@ -8,7 +8,10 @@ things before handing the model to it:
    the graph as a constant (:func:`fastunitary.nn._base.frozen_recurrent_weights`). ONNX
    has no linear solve and no eigenvalue operator, so the Cayley transform and ENRNN's
    normalization could not run in the graph; at inference ``W`` is fixed anyway, and the
-   exported model does no ``O(n^3)`` work per call.
+   exported model does no ``O(n^3)`` work per call. A model of the user's own that calls
+   ``F.cayley`` or ``F.spectral_radius`` (``spectral_normalize``) on its parameters gets
+   the same: each such call is evaluated on the parameters' values and replaced by its
+   result (:func:`fold_weight_ops`).
 2. ``torch.export`` captures the model with each sequence op as one node; each is then
    replaced by its reference written as one ``scan`` higher-order op
    (``reference.recurrence_hop``, ``lstm_hop``, ``linear_scan_hop``, ``sbo_hop``: see
@@ -22,6 +25,9 @@ Needs the packages ``onnx`` and ``onnxscript`` (``pip install onnx onnxscript``;
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -71,6 +77,144 @@ def decompositions() -> dict[torch._ops.OpOverload, Callable]:
     }
 
 
+# The ops that ONNX cannot express (a linear solve, an eigendecomposition). They are
+# evaluated at export where their inputs are the model's weights, and refused otherwise.
+_FOLDED_OPS = ("cayley", "spectral_radius")
+
+# Inputs of an exported program that hold the model's state, not a call's data.
+_STATE_KINDS = ("PARAMETER", "BUFFER", "CONSTANT_TENSOR")
+
+
+def _state_values(program: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
+    """Placeholder name -> value, for each parameter, buffer and lifted constant."""
+    values = {}
+    for spec in program.graph_signature.input_specs:
+        if spec.kind.name in _STATE_KINDS:
+            source = program.state_dict if spec.target in program.state_dict else program.constants
+            values[spec.arg.name] = source[spec.target]
+    return values
+
+
+def _renamed(spec, names: dict[str, str]):
+    """An input or output spec of an exported program whose argument follows ``names``."""
+    name = getattr(spec.arg, "name", None)
+    if name not in names or names[name] == name:
+        return spec
+    return dataclasses.replace(spec, arg=dataclasses.replace(spec.arg, name=names[name]))
+
+
+def _evaluate(targets: list[torch.fx.Node], known: dict[str, Any],
+              root: nn.Module) -> dict[str, Any]:
+    """The values of ``targets`` and their ancestors computed from ``known`` (placeholder
+    name -> value), in graph order; a node that depends on anything else (a model input)
+    gets no value."""
+    ancestors, stack = set(), list(targets)
+    while stack:
+        node = stack.pop()
+        if node not in ancestors:
+            ancestors.add(node)
+            stack.extend(node.all_input_nodes)
+    values = dict(known)
+    for node in next(iter(targets)).graph.nodes:
+        if node not in ancestors or node.name in values:
+            continue
+        if node.op == "get_attr":
+            value = root
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            values[node.name] = value
+        elif node.op == "call_function" and all(n.name in values for n in node.all_input_nodes):
+            def value_of(arg):
+                return values[arg.name]
+
+            values[node.name] = node.target(*torch.fx.node.map_arg(node.args, value_of),
+                                            **torch.fx.node.map_arg(node.kwargs, value_of))
+    return values
+
+
+def fold_weight_ops(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` with every ``cayley`` and ``spectral_radius`` call computed and stored
+    as a constant: the form in which ONNX can hold them.
+
+    Each call whose inputs derive from parameters, buffers and constants alone (a ``W``
+    built from weights, as in a cell of your own) is evaluated once on their values,
+    without gradients, and its outputs enter the program as lifted constants; what only
+    fed it is dropped.
+
+    Raises:
+        ValueError: a call's input depends on the model's inputs (a ``W`` made from the
+            data, e.g. by a hypernetwork): ONNX has no linear solve or eigenvalue
+            operator to compute it in the graph.
+    """
+    from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
+
+    folded = [getattr(torch.ops.fastunitary, name).default for name in _FOLDED_OPS]
+    if not any(node.target in folded for node in program.graph.nodes):
+        return program
+    graph_module = copy.deepcopy(program.graph_module)
+    graph = graph_module.graph
+    # The copy may rename nodes (an input named ``input`` becomes ``input_1``: fx keeps
+    # builtins' names free); the signature must follow.
+    renamed = {old.name: new.name for old, new in zip(program.graph.nodes, graph.nodes)}
+    calls = [node for node in graph.nodes if node.op == "call_function" and node.target in folded]
+    with torch.no_grad():
+        values = _evaluate(calls, _state_values(program), graph_module)
+    specs = [_renamed(spec, renamed) for spec in program.graph_signature.input_specs]
+    constants = dict(program.constants)
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+    first_user_input = next((i for i, spec in enumerate(specs)
+                             if spec.kind == InputKind.USER_INPUT), len(specs))
+    anchor = (placeholders[first_user_input] if first_user_input < len(placeholders)
+              else next(n for n in graph.nodes if n.op != "placeholder"))
+    taken = set(program.state_dict) | set(constants) | {node.name for node in graph.nodes}
+
+    for node in calls:
+        value = values.get(node.name)
+        if value is None:
+            raise ValueError(
+                f"fastunitary.onnx.export: {node.target.name()} is applied to a tensor that "
+                "depends on the model's inputs (a matrix made from the data). ONNX has no "
+                "linear solve or eigenvalue operator to compute it in the graph; only one "
+                "computed from parameters and buffers can be exported (as a constant).")
+        for user in list(node.users):
+            if user.target is not operator.getitem:
+                raise ValueError(f"fastunitary.onnx.export: unexpected use of "
+                                 f"{node.target.name()}'s outputs: {user.format_node()}")
+            index = 0
+            while f"folded_{node.name}_{user.args[1]}_{index}" in taken:
+                index += 1
+            name = f"folded_{node.name}_{user.args[1]}_{index}"
+            taken.add(name)
+            constants[name] = value[user.args[1]].detach().clone()
+            # Lifted constants precede the user's inputs, in the graph as in the signature.
+            with graph.inserting_before(anchor):
+                constant = graph.placeholder(name)
+            constant.meta.update(user.meta)
+            user.replace_all_uses_with(constant)
+            specs.insert(first_user_input, InputSpec(InputKind.CONSTANT_TENSOR,
+                                                     TensorArgument(constant.name), name))
+            first_user_input += 1
+            graph.erase_node(user)
+    graph.eliminate_dead_code()
+    # A weight that only fed a folded op is no longer an input of the program.
+    for node in [n for n in graph.nodes if n.op == "placeholder" and not n.users]:
+        spec = next(s for s in specs if s.arg.name == node.name)
+        if spec.kind.name in _STATE_KINDS:
+            specs.remove(spec)
+            graph.erase_node(node)
+    state_dict = {k: v for k, v in program.state_dict.items()
+                  if any(s.target == k for s in specs)}
+    constants = {k: v for k, v in constants.items() if any(s.target == k for s in specs)}
+    graph_module.recompile()
+    signature = type(program.graph_signature)(
+        specs, [_renamed(spec, renamed) for spec in program.graph_signature.output_specs])
+    return torch.export.ExportedProgram(
+        root=graph_module, graph=graph, graph_signature=signature, state_dict=state_dict,
+        range_constraints=program.range_constraints,
+        module_call_graph=program.module_call_graph, example_inputs=program.example_inputs,
+        constants=constants)
+
+
 def _named_dims(dynamic_shapes: Any) -> Any:
     """``dynamic_shapes`` with every string replaced by ``torch.export.Dim`` of that name
     (one object per name, so that equal names are one dimension), as ``torch.onnx.export``
@@ -116,7 +260,9 @@ def export(
     Returns:
         The ``torch.onnx.ONNXProgram`` (``.model_proto``, ``.save(path)``).
     Raises:
-        ValueError: the model (or a submodule) is in training mode.
+        ValueError: the model (or a submodule) is in training mode, or it applies
+            ``cayley`` or ``spectral_radius`` to a matrix made from its inputs
+            (:func:`fold_weight_ops`).
         ImportError: ``onnx`` or ``onnxscript`` is missing.
     """
     if not isinstance(model, nn.Module):
@@ -134,6 +280,6 @@ def export(
     with frozen_recurrent_weights(model):
         program = torch.export.export(model, args, kwargs=kwargs,
                                       dynamic_shapes=_named_dims(dynamic_shapes), strict=False)
-    program = program.run_decompositions(decompositions())
+    program = fold_weight_ops(program).run_decompositions(decompositions())
     options.setdefault("verbose", False)
     return torch.onnx.export(program, args, f, kwargs=kwargs, dynamo=True, **options)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastunitary.functional as F
 from fastunitary.functional.onednn_lstm import onednn_lstm
 import fastunitary.nn as fnn
 
@@ -231,3 +232,91 @@ def test_cells_export_with_a_dynamic_batch(make):
         x, h = torch.randn(B, M), torch.randn(B, cell.state_size)
         with torch.no_grad():
             _assert_close(session, [x, h], [cell(x, h)])
+
+
+class _OwnCayleyCell(torch.nn.Module):
+    """A user's own orthogonal RNN: ``W`` from ``F.cayley`` of a parameter in forward."""
+
+    def __init__(self, n=8):
+        super().__init__()
+        self.A = torch.nn.Parameter(torch.randn(n, n) * 0.3)
+        self.register_buffer("d", torch.where(torch.rand(n) < 0.5, -1.0, 1.0))
+        self.inp = torch.nn.Linear(M, n)
+        self.bias = torch.nn.Parameter(torch.rand(n) * 0.1)
+
+    def forward(self, x):
+        W = F.cayley(self.A - self.A.T, self.d)
+        return F.recurrence(self.inp(x), W, self.bias, activation="modrelu")
+
+
+class _OwnNormalizedCell(torch.nn.Module):
+    """A user's own ENRNN-like layer: ``F.spectral_normalize`` of a parameter in forward."""
+
+    def __init__(self, n=8):
+        super().__init__()
+        self.M = torch.nn.Parameter(torch.randn(n, n) * 0.6)
+        self.inp = torch.nn.Linear(M, n)
+
+    def forward(self, x):
+        W, _, _ = F.spectral_normalize(self.M, rule="max1")
+        return F.recurrence(self.inp(x), W, None, activation="tanh")
+
+
+@pytest.mark.parametrize("make", [_OwnCayleyCell, _OwnNormalizedCell])
+def test_a_model_of_ones_own_calling_cayley_or_the_radius_exports(make):
+    """Each call on weights is computed at export; the weight it was made from is gone."""
+    torch.manual_seed(9)
+    model = make().eval()
+    program = fonnx.export(model, (torch.randn(*TRACED, M),),
+                           dynamic_shapes=({0: "T", 1: "B"},))
+    graph = program.model_proto.graph
+    assert not any(node.domain.startswith("fastunitary") for node in graph.node)
+    weight = "A" if make is _OwnCayleyCell else "M"
+    assert not any(i.name.endswith(weight) for i in [*graph.initializer, *graph.input])
+    session = _session(program)
+    for T, B in SHAPES:
+        x = torch.randn(T, B, M)
+        with torch.no_grad():
+            _assert_close(session, [x], [model(x)])
+
+
+def test_the_folding_leaves_the_program_it_was_given():
+    torch.manual_seed(9)
+    model = _OwnCayleyCell().eval()
+    x = torch.randn(*TRACED, M)
+    program = torch.export.export(model, (x,))
+    folded = fonnx.fold_weight_ops(program)
+    cayley = torch.ops.fastunitary.cayley.default
+    assert any(node.target is cayley for node in program.graph.nodes)
+    assert not any(node.target is cayley for node in folded.graph.nodes)
+    assert "A" in program.state_dict and "A" not in folded.state_dict
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(program.module()(x), expected)
+        torch.testing.assert_close(folded.module()(x), expected)
+    # A library module exported as it is (its forward argument is named ``input``, which a
+    # copy of the graph renames): folded too, to the same output.
+    scornn = fnn.ScoRNN(M, 8).eval()
+    folded = fonnx.fold_weight_ops(torch.export.export(scornn, (x,)))
+    assert not any(node.target is cayley for node in folded.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.module()(x), scornn(x))
+
+
+class _DataDependentCayley(torch.nn.Module):
+    """``W`` made from the input (a hypernetwork): ONNX has no solve to compute it."""
+
+    def __init__(self, n=8):
+        super().__init__()
+        self.inp = torch.nn.Linear(M, n)
+        self.to_A = torch.nn.Linear(M, n * n)
+
+    def forward(self, x):
+        A = self.to_A(x.mean((0, 1))).view(8, 8)
+        return F.recurrence(self.inp(x), F.cayley(A - A.T), None, activation="tanh")
+
+
+def test_a_matrix_made_from_the_inputs_is_refused_with_the_reason():
+    model = _DataDependentCayley().eval()
+    with pytest.raises(ValueError, match="depends on the model's inputs"):
+        fonnx.export(model, (torch.randn(*TRACED, M),))

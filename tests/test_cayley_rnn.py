@@ -5,6 +5,7 @@ fastunitary.nn (fastunitary/nn/_base.py)."""
 import copy
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -726,3 +727,46 @@ def test_torch_export_of_a_cell_with_dynamic_batch(name):
     for b in (1, 5):
         x, hx = torch.randn(b, 3), torch.randn(b, h.shape[1])
         torch.testing.assert_close(program.module()(x, hx), cell(x, hx), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_cache_misses_fresh_tensors_at_a_reused_address(cls, cell_cls):
+    """Candidate parameters through functional_call are new tensors at version 0, which the
+    allocator may place where a freed candidate was. The cache once keyed on (address,
+    version) alone and returned the previous candidate's W. Here the reuse is certain:
+    each candidate is a new tensor over the same NumPy buffers, refilled."""
+    rnn = cls(3, 4).eval()
+    reference_rnn = copy.deepcopy(rnn).train()  # training mode never caches
+    x = torch.randn(5, 2, 3)
+    buffers = {n: p.detach().numpy().copy() for n, p in rnn.named_parameters()}
+    with torch.no_grad():
+        for trial in range(3):
+            for buffer in buffers.values():
+                buffer[...] = np.random.default_rng(trial).standard_normal(buffer.shape)
+            candidate = {n: torch.from_numpy(b) for n, b in buffers.items()}
+            got = torch.func.functional_call(rnn, candidate, (x,))[0]
+            want = torch.func.functional_call(reference_rnn, candidate, (x,))[0]
+            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f"trial {trial}")
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_cache_keeps_the_storages_it_keyed_alive(cls, cell_cls):
+    """``p.data = t`` (as vector_to_parameters does) keeps the Parameter and frees its old
+    storage: were that address handed to the next ``t`` at the same version, the cache
+    would not see the change. The entry holds the old storage, so it cannot be."""
+    rnn = cls(3, 4).eval()
+    x = torch.randn(5, 2, 3)
+    skew = rnn.layers[0].skew_re
+    with torch.no_grad():
+        rnn(x)
+        old_address = skew.data_ptr()
+        skew.data = torch.randn_like(skew)
+        entry = rnn.layers[0]._weight_cache
+        assert old_address in {t.data_ptr() for t in entry[-1]}
+        for trial in range(6):
+            flat = torch.randn(sum(p.numel() for p in rnn.parameters()))
+            torch.nn.utils.vector_to_parameters(flat, rnn.parameters())
+            fresh = copy.deepcopy(rnn).train()
+            torch.testing.assert_close(rnn(x)[0], fresh(x)[0], rtol=0, atol=0)
+            del flat
+

@@ -148,8 +148,8 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
     (:class:`TorchConstructorOptions`).
 
     ``W`` is cached in eval mode with gradients off (see :meth:`_recurrent_weight`): after
-    changing its sources in place through ``.data`` (or ``Tensor.set_``), which the cache
-    cannot see, call :meth:`clear_weight_cache`.
+    changing its sources in place through ``.data`` (``p.data.mul_(2)``, or
+    ``Tensor.set_``), which the cache cannot see, call :meth:`clear_weight_cache`.
     """
 
     is_complex: bool = False
@@ -233,11 +233,14 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
 
         When no gradient can flow into it (eval mode with grad disabled, or frozen
         parameters), it is cached and reused until a source changes, as seen by its
-        storage, version counter and dtype: in-place updates (under ``torch.no_grad()``,
-        by optimizers, by ``load_state_dict``) bump the version counter, ``.to()`` moves
-        the storage, ``.train()``/``.eval()`` drop the entry. In-place changes through
-        ``.data`` (``p.data.mul_(2)``, ``p.data = t``) or ``Tensor.set_`` bypass the
-        version counter: call :meth:`clear_weight_cache` after them. Inside
+        identity, address, version counter, dtype, device and layout: in-place updates
+        (under ``torch.no_grad()``, by optimizers, by ``load_state_dict``) bump the version
+        counter; other tensors (``torch.func.functional_call``) are other objects;
+        ``.to()``, ``p.data = t`` and ``vector_to_parameters`` change the address (the
+        entry keeps the tensors it keyed, and their storages, alive, so that a new tensor
+        cannot reuse an address); ``.train()``/``.eval()`` drop the entry. In-place changes through ``.data`` (``p.data.mul_(2)``) or
+        ``Tensor.set_`` on the same storage bypass the version counter: call
+        :meth:`clear_weight_cache` after them. Inside
         :func:`frozen_recurrent_weights` (export) it is the ``W`` computed on entry.
         """
         frozen = getattr(self, "_frozen_weight", None)  # absent from cells pickled before it
@@ -258,9 +261,21 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         ):
             self._weight_cache = None
             return self._compute_recurrent_weight()
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in sources) + (self.backend,)
-        if self._weight_cache is None or self._weight_cache[0] != key:
-            self._weight_cache = (key, self._compute_recurrent_weight())
+        key = tuple(
+            (p.data_ptr(), p._version, p.dtype, p.device, p.shape, p.stride()) for p in sources
+        ) + (self.backend,)
+        entry = self._weight_cache
+        if (
+            entry is None
+            or entry[0] != key
+            or any(a is not b for a, b in zip(entry[2], sources))
+        ):
+            # The entry holds the source tensors (a fresh one, e.g. from
+            # ``functional_call``, misses even at an address and version seen before) and
+            # aliases of their storages, so that no new tensor can be allocated at a keyed
+            # address while it lives (``p.data = t``, ``vector_to_parameters``).
+            pins = tuple(p.detach() for p in sources)
+            self._weight_cache = (key, self._compute_recurrent_weight(), tuple(sources), pins)
         return self._weight_cache[1]
 
     #: hyperparameters that count the -1 entries of a sign buffer (scoRNN's ``rho`` of

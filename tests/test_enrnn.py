@@ -77,6 +77,47 @@ def test_short_term_radius_stays_at_most_one_under_large_steps(rule, short_size)
         assert rnn.layers[0].normalization_on
 
 
+def test_sticky_switch_moves_only_with_training_forwards():
+    """Eval forwards (with or without grad), no_grad forwards of an eval model and
+    inspection use the switch but never set it; the first training-mode forward with
+    sigma(M) > 1 does. It once flipped on any call, inspection included."""
+    rnn = ENRNN(2, 4, 5)
+    cell = rnn.layers[0]
+    with torch.no_grad():
+        cell.M.mul_(3.0 / F.spectral_radius(cell.M))  # sigma(M) = 3
+    x = torch.randn(6, 2, 2)
+    cell.recurrent_matrix()
+    cell.short_term_matrix()
+    rnn.eval()
+    out_eval = rnn(x)[0]
+    with torch.no_grad():
+        rnn(x)
+    assert not cell.normalization_on
+    # the eval forward normalized all the same: what the training step would use
+    W2 = cell.recurrent_matrix()[4:, 4:]
+    assert abs(radius(W2) - 1.0) < 1e-5
+    rnn.train()
+    out_train = rnn(x)[0]
+    assert cell.normalization_on
+    torch.testing.assert_close(out_eval, out_train, rtol=0, atol=0)
+
+
+def test_eval_cache_sees_the_switch_set_by_hand():
+    rnn = ENRNN(2, 4, 5).eval()
+    cell = rnn.layers[0]
+    with torch.no_grad():
+        cell.M.mul_(0.5 / F.spectral_radius(cell.M))  # inside the disc: W2 = M while off
+        x = torch.randn(6, 2, 2)
+        before = rnn(x)[0]
+        cell.normalization_on.fill_(True)  # W2 = M / sigma(M) = 2 M from now on
+        after = rnn(x)[0]
+    assert not torch.allclose(before, after)
+    fresh = ENRNN(2, 4, 5).eval()
+    fresh.load_state_dict(rnn.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(after, fresh(x)[0], rtol=0, atol=0)
+
+
 def test_sticky_switch_stays_on_and_round_trips():
     rnn = ENRNN(2, 4, 5)
     cell = rnn.layers[0]

@@ -40,7 +40,9 @@ class ENRNNCell(_base.RecurrentCell):
             ``D1``.
         normalization: ``"sticky"`` (official: switches on the first time
             ``sigma(M) > 1`` and stays on, a state kept in the buffer ``normalization_on``,
-            saved in the ``state_dict``) or ``"max1"`` (``M / max(1, sigma(M))``).
+            saved in the ``state_dict``, and set only by forward calls in training mode;
+            an eval forward whose ``sigma(M) > 1`` normalizes without setting it) or
+            ``"max1"`` (``M / max(1, sigma(M))``).
         trainable_h0, backend, check_finite: as the other cells.
 
     Parameters: ``weight_ih`` ``(n1 + n2, m)`` (uniform in ±0.01), ``bias_ih`` (zero),
@@ -111,39 +113,47 @@ class ENRNNCell(_base.RecurrentCell):
         A1 = _skew.skew_planes(self.skew_re, None, self.unitary_size)
         return cayley_planes(A1, self.D1.unsqueeze(0), self.backend)[0]
 
-    def short_term_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def short_term_matrix(self, record: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W2, sigma(M))``: the normalized short-term block ``(n2, n2)`` and M's radius.
 
-        Under the sticky rule this also records a switch-on in ``normalization_on``
-        (tensor ops only: no host synchronization, no graph break when compiled).
+        Under the sticky rule ``W2`` is ``M / sigma(M)`` when ``normalization_on`` is set or
+        ``sigma(M) > 1`` now. With ``record=True`` (the forward in training mode) a
+        switch-on is written to ``normalization_on``, with tensor ops only (no host
+        synchronization, no graph break when compiled); otherwise nothing changes.
         """
         active = self.normalization_on if self.normalization == "sticky" else None
         W2, sigma, on = spectral_normalize(self.M, rule=self.normalization, active=active)
-        if self.normalization == "sticky":
+        if record and self.normalization == "sticky":
             # detach, not a no_grad block: torch.export cannot load a program holding one
             self.normalization_on.copy_(on.detach())
         return W2, sigma
 
-    def _compute_recurrent_weight(self) -> torch.Tensor:
+    def _block_matrix(self, record: bool) -> torch.Tensor:
         n1, n2 = self.unitary_size, self.short_size
         W1 = self.long_term_matrix()
-        W2, _ = self.short_term_matrix()
+        W2, _ = self.short_term_matrix(record)
         C = self.C if self.C is not None else W1.new_zeros(n1, n2)
         top = torch.cat([W1, C], dim=1)
         bottom = torch.cat([W2.new_zeros(n2, n1), W2], dim=1)
         return torch.cat([top, bottom], dim=0)
 
+    def _compute_recurrent_weight(self) -> torch.Tensor:
+        # The switch moves with training, as BatchNorm's running statistics do: an eval
+        # forward (validation, inference, export) uses it and never sets it.
+        return self._block_matrix(record=self.training)
+
     def _weight_sources(self) -> list[torch.Tensor]:
-        # normalization_on is a function of M's history; it is left out of the cache key
-        # because every computation of W rewrites it (bumping its version counter).
-        sources = [self.skew_re, self.D1, self.M]
+        # normalization_on is a key too: a cached W exists only in eval mode, where no
+        # forward writes it, so its version moves only when someone sets or loads it.
+        sources = [self.skew_re, self.D1, self.M, self.normalization_on]
         return sources + ([self.C] if self.C is not None else [])
 
     def recurrent_matrix(self, layer: int = 0) -> torch.Tensor:
-        """The full block ``W = [[W1, C], [0, W2]]`` now in use: ``(n1 + n2, n1 + n2)``."""
+        """The full block ``W = [[W1, C], [0, W2]]`` now in use: ``(n1 + n2, n1 + n2)``.
+        Inspection only: it never sets ``normalization_on``."""
         if layer != 0:
             raise ValueError(f"a cell has one layer; layer must be 0, got {layer}")
-        return self._compute_recurrent_weight()
+        return self._block_matrix(record=False)
 
     def param_groups(self, lr: float = 1e-3, lr_A: float = 1e-5) -> list[dict]:
         """Optimizer groups ``A`` (the long-term block's A1) and ``other`` (M, U, b, C, ...).

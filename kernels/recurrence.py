@@ -104,6 +104,12 @@ def _relu(x):
 
 
 @triton.jit
+def _sign(x):
+    # torch.sign: 0 at 0, and NaN where x is NaN
+    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, x * 0.0))
+
+
+@triton.jit
 def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
     """``act(z)`` on one tile; ``zi`` is ignored for a real state."""
     hr = zr
@@ -113,9 +119,13 @@ def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
         if IS_COMPLEX:
             r2 = r2 + zi * zi
         r = tl.sqrt_rn(r2 + MODRELU_EPS)
-        scale = tl.div_rn(_relu(r + bias), r)
-        hr = zr * scale
-        hi = zi * scale
+        if IS_COMPLEX:
+            scale = tl.div_rn(_relu(r + bias), r)
+            hr = zr * scale
+            hi = zi * scale
+        else:  # sign(z) relu(|z| + b) exactly (reference/modrelu.py); the mask multiplies
+            # so that a NaN stays NaN
+            hr = (zr + bias * _sign(zr)) * tl.where(r + bias > 0, 1.0, 0.0)
     elif ACT == 1:
         hr = _tanh(zr)
         hi = _tanh(zi)
@@ -139,14 +149,15 @@ def _activate_backward(ar, ai, gr, gi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.c
         rb = r + bias
         s = tl.div_rn(_relu(rb), r)
         c = tl.where(rb > 0, tl.div_rn(bias, r), 0.0)
-        phr = tl.div_rn(ar, r)
-        dot = phr * gr
-        phi = phr
         if IS_COMPLEX:
+            phr = tl.div_rn(ar, r)
             phi = tl.div_rn(ai, r)
-            dot = dot + phi * gi
-        dzr = s * gr - c * dot * phr
-        dzi = s * gi - c * dot * phi
+            dot = phr * gr + phi * gi
+            dzr = s * gr - c * dot * phr
+            dzi = s * gi - c * dot * phi
+        else:  # phi = sign(z), phi^2 = 1 (reference/modrelu.py); s keeps a NaN NaN
+            dot = _sign(ar) * gr
+            dzr = tl.where(rb > 0, gr, s * gr)
         contrib = tl.where(rb > 0, dot, 0.0)
     elif ACT == 1:
         dzr = gr * (1.0 - ar * ar)

@@ -770,3 +770,22 @@ def test_weight_cache_keeps_the_storages_it_keyed_alive(cls, cell_cls):
             torch.testing.assert_close(rnn(x)[0], fresh(x)[0], rtol=0, atol=0)
             del flat
 
+
+@pytest.mark.parametrize("cls, trainable_h0", [(ScoRNN, False), (ScoRNN, True),
+                                               (ScuRNN, True)])
+def test_zero_input_prefix_from_the_zero_state_trains(cls, trainable_h0):
+    """Left padding (20 zero steps) before the data, modReLU biases > 0: the README's
+    claims. The real state is safe with the zero h0 (its modReLU gradient is 1 at z = 0;
+    it was 1e4 a step, NaN here); the complex one needs trainable_h0 (with the zero h0 its
+    gain at z = 0 is the map's own, 1 + b / 1e-6)."""
+    torch.manual_seed(0)
+    rnn = cls(3, 8, trainable_h0=trainable_h0)
+    with torch.no_grad():
+        rnn.layers[0].modrelu_bias.fill_(0.01)
+    x = torch.cat([torch.zeros(20, 2, 3), torch.randn(5, 2, 3)])
+    out, _ = rnn(x)
+    out[-1].sum().backward()
+    for name, p in rnn.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().max() < 1e3, name
+

@@ -38,15 +38,41 @@ def test_zero_bias_is_exact_identity(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.float64, torch.complex128])
 @pytest.mark.parametrize("b", [0.01, -0.01, 0.0])
 def test_gradient_finite_at_zero(dtype, b):
-    """At z = 0 the gradient is relu(r + b) / r * g with r = sqrt(eps): finite (1e4 g at b = 0.01)."""
+    """At z = 0 the complex gradient is relu(r + b) / r * g with r = sqrt(eps): finite
+    (1e4 g at b = 0.01), the map's own gain across the direction of z. The real gradient
+    is g where r + b > 0 (phi^2 = 1), else 0: never the smoothed jump's 1e4."""
     z = torch.zeros(4, 3, dtype=dtype, requires_grad=True)
     h = F.modrelu(z, torch.full((3,), b))
     loss = (h.real + h.imag).sum() if dtype.is_complex else h.sum()  # nonzero upstream gradient
     (g,) = torch.autograd.grad(loss, z)
     r = math.sqrt(MODRELU_EPS)
     s = max(r + b, 0.0) / r
-    expected = torch.full_like(g, complex(s, s) if dtype.is_complex else s)
+    expected = torch.full_like(g, complex(s, s) if dtype.is_complex else float(r + b > 0))
     torch.testing.assert_close(g, expected, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_real_gradient_is_one_where_active_even_within_eps_of_zero(dtype):
+    """METHODS.md section 2 for a real state: (r + b) / r - (b / r) phi^2 with phi = +-1,
+    i.e. 1 where r + b > 0. Differentiating the smoothed z / r once gave 1 + b eps / r^3
+    there: 1e4 at z = 0 and b = 0.01, and spikes for any |z| below ~1e-5."""
+    z = torch.tensor([0.0, 1e-9, -1e-7, 3e-7, -2e-6, 0.5, -0.004, 0.002], dtype=dtype)
+    b = torch.tensor([0.01, 0.01, 0.01, 0.02, 0.5, 0.1, -0.01, -0.001], dtype=dtype)
+    z.requires_grad_()
+    (g,) = torch.autograd.grad(F.modrelu(z, b).sum(), z)
+    expected = torch.tensor([1, 1, 1, 1, 1, 1, 0, 1], dtype=dtype)
+    torch.testing.assert_close(g, expected, rtol=0, atol=0)
+    P, _, _ = modrelu_backward_coefficients(z.detach(), b, False)
+    torch.testing.assert_close(P, expected, rtol=0, atol=0)
+
+
+def test_nan_stays_nan_in_the_real_forward_and_backward():
+    z = torch.tensor([float("nan"), 1.0], requires_grad=True)
+    b = torch.tensor([0.01, -0.01])
+    h = F.modrelu(z, b)
+    assert h[0].isnan() and h[1] == 0.99
+    P, _, _ = modrelu_backward_coefficients(z.detach(), b, False)
+    assert P[0].isnan() and P[1] == 1
 
 
 @pytest.mark.parametrize("is_complex", [False, True])

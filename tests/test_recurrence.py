@@ -306,17 +306,17 @@ def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
 # Under TRITON_INTERPRET=1 these run the kernels on CPU tensors (CI); with CUDA they run
 # compiled. Each compares against the float64 reference on fresh random inputs; stated
 # tolerances (relative RMS): 1e-4 for outputs and for gradients.
-# modReLU's backward is ill-conditioned at tiny |z|: with r = sqrt(|z|^2 + eps) its
-# coefficient is 1 + b eps / r^3, so at |z| ~ 4e-6 a 1e-7 rounding difference in z moves a
-# gradient by 10%, and any two float32 computations (the float32 reference included)
-# then differ from float64 by up to 6e-2 (measured, T=9, B=35, n=65). relu's derivative
-# flips at z = 0 likewise. So the upstream gradient is zeroed on the batch rows whose
-# float64 pre-activations ever enter |z| < 1e-4 (where b eps / r^3 <= 1e-2 stops mattering);
-# their forward outputs are still compared. The transverse factor 1 + b / r of the complex
-# modReLU backward amplifies rounding too when b > 0 (with b up to 0.1 the float32
-# reference is 3e-4 from float64 at T=37, B=16, n=128); so the bias is drawn from the
-# official init range, +-0.01, and clamped units (r + b <= 0) get their own test with
-# negative biases, where the backward contracts.
+# The complex modReLU's backward is ill-conditioned at tiny |z|: its transverse factor
+# 1 + b / r, r = sqrt(|z|^2 + eps), turns a 1e-7 rounding difference in z at |z| ~ 1e-5
+# into a large one in the gradient, so any two float32 computations (the float32
+# reference included) differ from float64 there. The real modReLU's bias gradient
+# sign(z) g and relu's derivative flip at z = 0 likewise. So the upstream gradient is
+# zeroed on the batch rows whose float64 pre-activations ever enter |z| < 1e-4; their
+# forward outputs are still compared. The transverse factor amplifies
+# rounding elsewhere too when b > 0 (with b up to 0.1 the float32 reference is 3e-4 from
+# float64 at T=37, B=16, n=128); so the bias is drawn from the official init range,
+# +-0.01, and clamped units (r + b <= 0) get their own test with negative biases, where
+# the backward contracts.
 OUT_TOL, GRAD_TOL, Z_BAND = 1e-4, 1e-4, 1e-4
 KERNEL_DEVICES = ["cuda"] if torch.cuda.is_available() else ["cpu"]
 
@@ -392,6 +392,45 @@ KERNEL_SHAPES += [(T, B, n) for n in (32, 33, 64, 65) for B in (17, 35) for T in
 def test_kernel_matches_reference_modrelu(kernel_device, complex_, shape):
     """modReLU over the whole grid (resident and streamed designs)."""
     assert_kernel_close(shape, complex_=complex_, activation="modrelu", device=kernel_device)
+
+
+def zero_prefix_inputs(T, zeros, B, n, dtype, device=None):
+    """A real modReLU recurrence whose first ``zeros`` inputs are 0, from h0 = 0 with
+    b > 0: every z of the prefix is exactly 0, modReLU's singular point."""
+    u, W, _, _ = make_inputs(T, B, n, complex_=False, activation="modrelu", dtype=dtype,
+                             unitary=True)
+    u[:zeros] = 0
+    bias = torch.full((n,), 0.01, dtype=dtype)
+    return [t.to(device) for t in (u, W, bias)] + [None]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_real_modrelu_zero_prefix_keeps_gradients_bounded(device):
+    """Zero inputs from the zero state (left padding) with b > 0: the real modReLU's
+    gradient is 1 at z = 0 (reference/modrelu.py), so the gradient through an orthogonal W
+    keeps its size. It was 1e4 a step (NaN in float32 after ten zero steps)."""
+    inputs = zero_prefix_inputs(60, 50, 3, 6, torch.float32, device)
+    gh = torch.randn_like(inputs[0])
+    gh[:50] = 0  # a loss on the late steps only, as a left-padded batch has
+    _, g = grads(lambda *a: F.recurrence(*a), inputs, gh)
+    _, g_ref = grads(lambda *a: reference.recurrence_autograd(*a), inputs, gh)
+    for a, b in zip(g, g_ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # the gradient of u at the prefix is W^T carried back: as large as at the first live step
+    du = g[0].norm(dim=-1)
+    assert du[:50].max() <= 1.01 * du[50].max()
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+def test_kernel_real_modrelu_zero_prefix(kernel_device):
+    """The kernel's backward at z = 0 equals the reference's (bounded, see above)."""
+    inputs = zero_prefix_inputs(40, 30, 5, 7, torch.float32, kernel_device)
+    gh = torch.randn_like(inputs[0])
+    _, g = grads(lambda *a: F.recurrence(*a, backend="triton"), inputs, gh)
+    _, g_ref = grads(lambda *a: F.recurrence(*a, backend="reference"), inputs, gh)
+    for a, b in zip(g, g_ref):
+        assert torch.isfinite(a).all() and rms_rel(a.cpu(), b.cpu().double()) <= GRAD_TOL
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)

@@ -16,9 +16,12 @@ from .._checks import check_same_device, check_shape, check_tensor
 def modrelu(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """modReLU of a real or complex tensor.
 
-    ``h = z * relu(r + b) / r`` with ``r = sqrt(|z|^2 + 1e-12)``: for real ``z`` this is
-    ``sign(z) relu(|z| + b)``. The tiny ``eps`` keeps the gradient finite at ``z = 0``;
-    with ``b = 0`` the op is exactly the identity.
+    Complex ``z``: ``h = z * relu(r + b) / r`` with ``r = sqrt(|z|^2 + 1e-12)``, whose tiny
+    ``eps`` keeps the gradient finite at ``z = 0`` (it grows as ``b / |z|`` near 0). Real
+    ``z``: ``h = sign(z) relu(|z| + b)`` exactly, with METHODS.md's gradient: ``g`` where
+    active and 0 elsewhere, also at ``z = 0`` (the jump of ``b sign(z)`` there is not
+    differentiated). With ``b = 0`` the op is exactly the identity
+    (``fastunitary.reference.modrelu``).
 
     Args:
         z: ``(..., n)`` real or complex.

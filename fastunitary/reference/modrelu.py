@@ -1,12 +1,23 @@
 """modReLU in plain PyTorch, and the closed-form pieces its backward needs.
 
-    modReLU(z) = z * relu(r + b) / r,    r = sqrt(|z|^2 + eps)
+    modReLU(z) = z * relu(r + b) / r,    r = sqrt(|z|^2 + eps)     (complex z)
+    modReLU(z) = (z + b sign(z)) [r + b > 0]                      (real z)
 
-For complex ``z`` this is METHODS.md section 2; for real ``z`` it is
-``sign(z) relu(|z| + b)``. The ``eps`` inside the square root removes the singularity of
-``z / r`` at ``z = 0`` (the gradient there is finite: ``(1 + b / sqrt(eps)) g``) and is too
-small to change anything elsewhere. With ``b = 0`` the scale ``relu(r) / r`` is exactly
-1.0 in floating point, so modReLU is the identity and a unitary recurrence preserves the
+For complex ``z`` this is METHODS.md section 2; the ``eps`` inside the square root
+removes the singularity of ``z / r`` at ``z = 0`` and is too small to change anything
+elsewhere. For real ``z`` it is METHODS.md's ``sign(z) relu(|z| + b)`` exactly (``eps``
+only decides that ``z = 0`` with ``b = 0`` is active), and its gradient is the closed
+form there: ``g`` where active, 0 elsewhere (``phi = sign(z)``, so
+``(r + b) / r - (b / r) phi^2 = 1``); the jump of ``b sign(z)`` at 0 is not differentiated
+(``torch.sign``'s derivative is 0), as in the papers' code. The real state once took the
+complex formula, whose smoothed ``z / r`` has the derivative ``1 + b eps / r^3``: ``1e4``
+at ``z = 0`` with ``b = 0.01``, so a run of zero inputs from the zero initial state
+multiplied the gradient by 1e4 a step (NaN in float32 after ten), and a unit passing near
+0 spiked it. For a complex state the gain ``(r + b) / r`` across the direction of ``z`` is
+no artefact but the map's own (a small ``z`` turned a little turns ``h``, of modulus
+``r + b``, as much): near ``z = 0`` it stays large (``1 + b / sqrt(eps)`` at 0), the
+reason for a trainable ``h_0``. With ``b = 0`` both are exactly the identity in floating
+point (``relu(r) / r`` is 1.0, ``b sign(z)`` is 0), so a unitary recurrence preserves the
 norm of the state exactly, which the tests check over 16k steps.
 
 Complex vectors in the fused ops live as real "planes" ``[Re z, Im z]`` concatenated on
@@ -34,12 +45,20 @@ def modrelu(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS) -> to
         ``(..., n)``, same dtype as ``z``.
     """
     bias = bias.to(z.real.dtype)  # a wider bias would promote the result
-    if z.is_complex():
-        # |z|^2 from the planes: torch.abs has an infinite gradient at 0.
-        r = torch.sqrt(z.real.square() + z.imag.square() + eps)
-    else:
-        r = torch.sqrt(z.square() + eps)
+    if not z.is_complex():
+        return _real_modrelu(z, bias, eps)
+    # |z|^2 from the planes: torch.abs has an infinite gradient at 0.
+    r = torch.sqrt(z.real.square() + z.imag.square() + eps)
     return z * (torch.relu(r + bias) / r)
+
+
+def _real_modrelu(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS):
+    """``sign(z) relu(|z| + b)`` as ``(z + b sign(z)) [r + b > 0]``, out of place and
+    differentiable (the module docstring). The mask multiplies rather than selects so
+    that a NaN ``z`` or ``b`` stays NaN."""
+    r = plus_epsilon(z.square(), eps).sqrt() if z.dim() else torch.sqrt(z.square() + eps)
+    active = (r + bias > 0).to(z.dtype)
+    return (z + bias * torch.sign(z)) * active
 
 
 def _split(x: torch.Tensor, is_complex: bool):
@@ -61,9 +80,10 @@ def modrelu_planes_(z: torch.Tensor, bias: torch.Tensor, is_complex: bool) -> to
     if zi is not None:
         r2.addcmul_(zi, zi)
     r = r2.add_(MODRELU_EPS).sqrt_()
-    scale = torch.add(r, bias).relu_().div_(r)
     if zi is None:
-        return z.mul_(scale)
+        active = r.add_(bias).gt_(0)  # r's buffer reused: r + b > 0, as 1.0 / 0.0
+        return z.addcmul_(torch.sign(z), bias).mul_(active)
+    scale = torch.add(r, bias).relu_().div_(r)
     z.unflatten(-1, (2, -1)).mul_(scale.unsqueeze(-2))
     return z
 
@@ -71,6 +91,8 @@ def modrelu_planes_(z: torch.Tensor, bias: torch.Tensor, is_complex: bool) -> to
 def modrelu_of_planes(planes: list[torch.Tensor], bias: torch.Tensor) -> list[torch.Tensor]:
     """modReLU out of place on the planes as separate tensors: ``[z]`` (real) or
     ``[Re z, Im z]``, each ``(..., n)``; elementwise ops only (an exported loop body)."""
+    if len(planes) == 1:
+        return [_real_modrelu(planes[0], bias)]
     r2 = planes[0].square()
     for plane in planes[1:]:
         r2 = r2 + plane.square()
@@ -91,7 +113,10 @@ def modrelu_backward_coefficients(z: torch.Tensor, bias: torch.Tensor, is_comple
     (``Phi = active * z / r``). This is METHODS.md section 2 written per plane: with
     ``phi = z / r``, ``s = relu(r + b) / r`` and ``c = active * b / r``,
 
-        grad_z = s g - c Re(conj(phi) g) phi.
+        grad_z = s g - c Re(conj(phi) g) phi,
+
+    For a real state ``phi = sign(z)``: ``P = active`` and ``Phi = active * sign(z)``
+    (module docstring).
 
     Returns:
         ``(P, Q, Phi)``, each shaped like ``z`` (``Q`` is ``None`` for a real state).
@@ -104,8 +129,8 @@ def modrelu_backward_coefficients(z: torch.Tensor, bias: torch.Tensor, is_comple
     s = torch.relu(rb) / r
     c = torch.where(active, bias / r, 0.0)
     phir = zr / r
-    if zi is None:
-        return s - c * phir.square(), None, torch.where(active, phir, 0.0)
+    if zi is None:  # s keeps a NaN z NaN
+        return torch.where(active, 1.0, s), None, torch.where(active, torch.sign(zr), 0.0)
     phii = zi / r
     q = -c * phir * phii
     P = torch.cat([s - c * phir.square(), s - c * phii.square()], dim=-1)

@@ -47,8 +47,8 @@ def main(argv=None) -> None:
                 return functional_call(model, (p, buffers), (x,))[0]
 
             def func_jvp():
-                # buffers captured, not written: eval mode, and ENRNN's sticky switch is a
-                # write torch.func refuses (run with max1 or use forward_ad there)
+                # buffers captured, not written: in eval mode ENRNN's sticky switch is
+                # only read (in training mode its write is one torch.func refuses)
                 return torch.func.jvp(out, (params,), (tangents,))[1]
 
             def dual():

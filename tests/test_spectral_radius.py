@@ -339,6 +339,9 @@ def test_compiled_gradient_equals_eager_on_a_dominant_pair(n, dtype):
          TypeError, "bool"),
         (lambda: F.spectral_normalize(torch.zeros(2, 3, 3), rule="sticky",
                                       active=torch.zeros(3, dtype=torch.bool)), ValueError, r"\(2,\)"),
+        # max1 has no switch: a given one was once silently ignored
+        (lambda: F.spectral_normalize(torch.zeros(3, 3), active=torch.tensor(True)), ValueError,
+         "rule='max1' takes none"),
     ],
 )
 def test_bad_input(call, exc, match):

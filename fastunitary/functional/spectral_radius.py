@@ -190,6 +190,9 @@ def spectral_normalize(
     _check_square_real(M)
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if rule == "max1" and active is not None:  # it would be ignored: say so
+        raise ValueError("active is the sticky rule's switch; rule='max1' takes none "
+                         "(pass rule='sticky' to use it)")
     sigma, _ = _spectral_radius(M)
     on = sigma > 1
     if rule == "sticky" and active is not None:

@@ -337,6 +337,12 @@ def test_bad_input(cls, cell_cls):
         (lambda: cell_cls(3, 4)(torch.randn(2, 3), torch.zeros(2, d, dtype=torch.float64)), TypeError,
          "hx is torch.float64 but the module's parameters are torch.float32"),
         (lambda: cls(3, 0), ValueError, "hidden_size must be a positive int"),
+        (lambda: cls(3, -1), ValueError, "hidden_size must be a positive int, got -1"),
+        # the class called, not RecurrentCell.__init__ where **kwargs ends
+        (lambda: cls(3, 4, foo=1), TypeError,
+         rf"^{cls.__name__}\(\) got an unexpected keyword argument 'foo'$"),
+        (lambda: cell_cls(3, 4, foo=1), TypeError,
+         rf"^{cell_cls.__name__}\(\) got an unexpected keyword argument 'foo'$"),
         (lambda: cls(3, 4, num_layers=0), ValueError, "num_layers must be a positive int"),
         (lambda: cls(3, 4, backend="gpu"), ValueError, "backend must be one of"),
         (lambda: cls(3, 4, dropout=1.5), ValueError, r"dropout must be in \[0, 1\]"),

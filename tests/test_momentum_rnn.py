@@ -86,7 +86,9 @@ def test_fullgraph_compile_equals_eager():
         (lambda: MomentumRNN(3, 4, nonlinearity="gelu"), ValueError, "nonlinearity"),
         (lambda: MomentumRNN(3, 4)(torch.zeros(5, 2, 3), torch.zeros(2, 2, 4)), ValueError, "hx"),
         (lambda: MomentumRNN(3, 4)(torch.zeros(5, 2)), ValueError, "input_size = 3"),
-        (lambda: ScoRNN(3, 4, momentum=1.5), ValueError, "mu"),
+        (lambda: ScoRNN(3, 4, momentum=1.5), ValueError, r"momentum must be in \[0, 1\), got 1.5"),
+        (lambda: ScoRNN(3, 4, momentum=0.5, momentum_step=0), ValueError,
+         "momentum_step must be > 0"),
     ],
 )
 def test_bad_input(call, exc, match):

@@ -193,7 +193,8 @@ def _bad(**over):
     "call, exc, match",
     [
         (_bad(u=torch.zeros(4, 3)), ValueError, r"u must have shape \(\*, \*, \*\) = \(T, B, n\), got \(4, 3\)"),
-        (_bad(u=torch.zeros(0, 2, 3)), ValueError, "T, B, d >= 1"),
+        (_bad(u=torch.zeros(0, 2, 3)), ValueError, r"u must have T >= 1 steps, B >= 1 rows and "
+         r"d >= 1 features, got shape \(0, 2, 3\)"),
         (_bad(W=torch.zeros(3, 4)), ValueError, r"W must have shape \(3, 3\) = \(n, n\)"),
         (_bad(W=torch.zeros(3, 3, dtype=torch.complex64)), TypeError, "both real or both complex"),
         (_bad(h0=torch.zeros(3, 3)), ValueError, r"h0 must have shape \(2, 3\) = \(B, n\)"),
@@ -208,10 +209,10 @@ def _bad(**over):
          ValueError, r"u must have shape \(T, B, d\)"),
         (lambda: F.recurrence_planes(torch.zeros(4, 2, 3), torch.zeros(3, 3), None, None,
                                      activation="tanh", is_complex=True, backend="reference"),
-         ValueError, "d even"),
+         ValueError, r"a complex state needs an even d = 2n"),
         (lambda: F.recurrence_planes(torch.zeros(0, 2, 3), torch.zeros(3, 3), None, None,
                                      activation="tanh", is_complex=False, backend="reference"),
-         ValueError, "T, B, d >= 1"),
+         ValueError, "T >= 1 steps"),
         (_bad(activation="gelu", bias=None), ValueError, "activation must be one of"),
         (_bad(u=torch.zeros(4, 2, 3, dtype=torch.int64)), TypeError, "u must be a floating"),
         (_bad(W=torch.zeros(3, 3, device="meta")), ValueError, "W is on meta"),

@@ -170,10 +170,14 @@ def recurrence_planes(
     Returns:
         ``(T, B, d)`` in float32 (float64 if any input is float64), whatever ``u``'s dtype.
     """
-    if u.dim() != 3 or (is_complex and u.shape[-1] % 2) or 0 in u.shape:
-        # an empty u would reach the kernel, which reads u[0] before its time loop
-        raise ValueError(f"u must have shape (T, B, d), T, B, d >= 1, d even for complex "
-                         f"planes, got {tuple(u.shape)}")
+    if u.dim() != 3:
+        raise ValueError(f"u must have shape (T, B, d), got {tuple(u.shape)}")
+    if 0 in u.shape:  # an empty u would reach the kernel, which reads u[0] before its loop
+        raise ValueError(f"u must have T >= 1 steps, B >= 1 rows and d >= 1 features, got "
+                         f"shape {tuple(u.shape)}")
+    if is_complex and u.shape[-1] % 2:
+        raise ValueError(f"a complex state needs an even d = 2n (planes [Re | Im]), got u of "
+                         f"shape {tuple(u.shape)}")
     if bias is not None and activation != "modrelu":
         raise ValueError(
             f"bias is the modReLU bias; with activation={activation!r} fold it into u"

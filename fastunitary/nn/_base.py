@@ -15,6 +15,7 @@ import contextlib
 import functools
 import inspect
 import operator
+import re
 import warnings
 from collections.abc import Callable
 
@@ -60,6 +61,9 @@ def check_parameter_dtype(dtype: torch.dtype) -> None:
 #: options of ``torch.nn.LSTM`` that a stacked module lacks unless it is an LSTM (the
 #: MomentumRNN family's LSTMs take ``proj_size``), with their defaults
 LSTM_ONLY_DEFAULTS = {"proj_size": 0}
+
+
+_UNEXPECTED_KEYWORD = re.compile(r"[\w.]+\(\) got an unexpected keyword argument '(\w+)'")
 
 
 class TorchConstructorOptions:
@@ -112,8 +116,17 @@ class TorchConstructorOptions:
             if "device" in to:
                 to["device"] = torch.device(to["device"])
                 build_on = torch.device("meta" if to["device"].type == "meta" else "cpu")
-            with build_on:
-                init(self, *args, **kw)
+            try:
+                with build_on:
+                    init(self, *args, **kw)
+            except TypeError as error:
+                # Python names the innermost __init__ the keyword reached (RecurrentCell's,
+                # through **kwargs); name the class the user called instead
+                unknown = _UNEXPECTED_KEYWORD.fullmatch(str(error))
+                if unknown is None or unknown[1] not in kw:
+                    raise
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument "
+                                f"{unknown[1]!r}") from None
             if to:
                 self.to(**to)
 
@@ -184,8 +197,9 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         self._frozen_weight = None  # set only by frozen_recurrent_weights
         self.momentum = None
         if momentum is not None:
-            self.momentum = MomentumBuffer("momentum", mu=momentum, step=momentum_step,
-                                           learnable=learnable_momentum)
+            self.momentum = MomentumBuffer(
+                "momentum", mu=momentum, step=momentum_step, learnable=learnable_momentum,
+                names={"mu": "momentum", "step": "momentum_step"})
         self._create_recurrent_parameters()
         self.reset_parameters()
 

@@ -57,24 +57,28 @@ class MomentumBuffer(nn.Module):
         mu: in [0, 1) ("momentum", "adam").  step: > 0.  beta: in (0, 1) ("adam",
             "rmsprop").  restart: ``R >= 0`` ("nesterov").
         learnable: learn the coefficients.
+        names: what the caller calls ``mu`` and ``step`` in its errors (a cell's
+            ``momentum=`` and ``momentum_step=``).
     """
 
     def __init__(self, kind: str, *, mu: float = 0.0, step: float = 1.0, beta: float = 0.999,
-                 restart: int = 0, learnable: bool = False):
+                 restart: int = 0, learnable: bool = False, names: dict | None = None):
         super().__init__()
+        names = {"mu": "mu", "step": "step", **(names or {})}
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         uses_mu, uses_beta = kind in ("momentum", "adam"), kind in ("adam", "rmsprop")
         if uses_mu and not 0.0 <= mu < 1.0:
-            raise ValueError(f"mu must be in [0, 1), got {mu}")
+            raise ValueError(f"{names['mu']} must be in [0, 1), got {mu}")
         if not step > 0:
-            raise ValueError(f"step must be > 0, got {step}")
+            raise ValueError(f"{names['step']} must be > 0, got {step}")
         if uses_beta and not 0.0 < beta < 1.0:
             raise ValueError(f"beta must be in (0, 1), got {beta}")
         if kind == "nesterov" and (not isinstance(restart, int) or restart < 0):
             raise ValueError(f"restart must be an int >= 0, got {restart!r}")
         if learnable and uses_mu and mu == 0.0:
-            raise ValueError("a learnable mu must start inside (0, 1), got mu=0")
+            raise ValueError(f"a learnable {names['mu']} must start inside (0, 1), "
+                             f"got {names['mu']}=0")
         self.kind, self.restart, self.learnable = kind, restart, learnable
         self.uses_mu, self.uses_beta = uses_mu, uses_beta
         if learnable:

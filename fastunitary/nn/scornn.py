@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _checks
 from ._cayley_rnn import CayleyCellBase, CayleyRNNBase
 from .init import scaling_signs
 
@@ -38,6 +39,7 @@ class ScoRNNCell(CayleyCellBase):
         self, input_size: int, hidden_size: int, bias: bool = True, *, rho: int | None = None,
         **kwargs,
     ):
+        _checks.check_positive_int("hidden_size", hidden_size)  # before rho's range uses it
         self.rho = hidden_size // 10 if rho is None else rho
         if not isinstance(self.rho, int) or not 0 <= self.rho <= hidden_size:
             raise ValueError(f"rho must be an int in [0, hidden_size={hidden_size}], got {rho!r}")

@@ -795,3 +795,13 @@ def test_zero_input_prefix_from_the_zero_state_trains(cls, trainable_h0):
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().max() < 1e3, name
 
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_attributes_that_code_reads(cls, cell_cls, bias):
+    """Code written for torch.nn.LSTM reads these to size its own tensors."""
+    rnn = cls(3, 4, 2, bias=bias)
+    lstm = torch.nn.LSTM(3, 4, 2, bias=bias)
+    for name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+                 "bidirectional", "proj_size"):
+        assert getattr(rnn, name) == getattr(lstm, name), name

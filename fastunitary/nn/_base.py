@@ -664,11 +664,19 @@ class StackedRNN(StackedModule):
     def _cells(self):
         return (cell for stack in self._directions() for cell in stack)
 
+    #: as ``torch.nn.LSTM.proj_size`` (no projection), for code that reads it for shapes
+    proj_size = 0
+
     @property
     def output_size(self) -> int:
         """Width of ``output``: ``2 * hidden_size`` (complex) or ``hidden_size``, twice that
         when bidirectional. ``h_n`` has width :attr:`state_size`."""
         return self.num_directions * self.state_size
+
+    @property
+    def bias(self) -> bool:
+        """Whether the layers learn the input bias, as ``torch.nn.LSTM.bias``."""
+        return self.layers[0].bias_ih is not None
 
     @property
     def backend(self) -> str:

@@ -326,3 +326,70 @@ def test_bidirectional_scurnn_output_splits_into_two_complex_states():
     torch.testing.assert_close(z[:, :, 0], fu.as_complex(fwd(x)[0]), rtol=0, atol=0)
     torch.testing.assert_close(z[:, :, 1], fu.as_complex(bwd(x.flip(0))[0]).flip(0),
                                rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("name", STACKED)
+def test_empty_batch_gives_empty_outputs_as_torch_lstm(name, batch_first, with_hx):
+    """As torch.nn.LSTM, a batch of zero sequences returns outputs with zero rows, shaped
+    as a batch of two's with B = 0, whose backward reaches the parameters (with zeros), the
+    input and ``hx``."""
+    model = _make(name, batch_first=batch_first, bidirectional=True)
+    full = _make(name, batch_first=batch_first, bidirectional=True)
+    batch_dim = 0 if batch_first else 1
+    x = torch.randn(2, 5, 3) if batch_first else torch.randn(5, 2, 3)
+    hx = _random_hx(full, 2, "cpu") if with_hx else None
+    want_out, want_state = full(x, hx)
+    x0 = x.narrow(batch_dim, 0, 0).requires_grad_()
+    hx0 = None if hx is None else tuple(h[:, :0].requires_grad_() for h in _states(hx))
+    out, state = model(x0, hx0 if hx0 is None or len(hx0) > 1 else hx0[0])
+    assert out.shape == want_out.narrow(batch_dim, 0, 0).shape and out.dtype == want_out.dtype
+    for s, w in zip(_states(state), _states(want_state), strict=True):
+        assert s.shape == w[:, :0].shape
+    (out.sum() + sum(s.sum() for s in _states(state))).backward()
+    assert x0.grad.shape == x0.shape
+    for h in hx0 or ():
+        assert h.grad.shape == h.shape
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_empty_batch_shapes_match_torch_lstm():
+    lstm, ours = torch.nn.LSTM(3, 4, 2, bidirectional=True), fnn.MomentumLSTM(3, 4, 2,
+                                                                             bidirectional=True)
+    x, hx = torch.randn(5, 0, 3), (torch.randn(4, 0, 4), torch.randn(4, 0, 4))
+    (o, (h, c)), (want_o, (want_h, want_c)) = ours(x, hx), lstm(x, hx)
+    assert (o.shape, h.shape, c.shape) == (want_o.shape, want_h.shape, want_c.shape)
+
+
+@pytest.mark.parametrize("name", [n for n in fnn.__all__ if n.endswith("Cell")])
+def test_cell_takes_an_empty_batch(name):
+    cell = getattr(fnn, name)(*((3, 3, 2) if name == "ENRNNCell" else (3, 4)))
+    x = torch.randn(0, 3, requires_grad=True)
+    h = cell(x, torch.zeros(0, cell.state_size))
+    assert h.shape == (0, cell.state_size) and cell(x).shape == h.shape
+    h.sum().backward()
+    assert x.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("name", STACKED)
+def test_empty_batch_errors_name_the_input_as_given(name):
+    model = _make(name)
+    hx = _random_hx(model, 2, "cpu")  # two rows: the input has none
+    first = _states(hx)[0]
+    with pytest.raises(ValueError, match=rf"empty batch \(B = 0\), so each initial state must "
+                                         rf"have B = 0 rows \(dimension 1\) as well, got "
+                                         rf"\({first.shape[0]}, 2, {first.shape[2]}\)"):
+        model(torch.randn(5, 0, 3), hx)
+    with pytest.raises(ValueError, match=r"input_size = 3, got shape \(5, 0, 2\)"):
+        model(torch.randn(5, 0, 2))
+    with pytest.raises(ValueError, match=r"T >= 1 and B >= 1, got shape \(0, 0, 3\)"):
+        model(torch.randn(0, 0, 3))
+
+
+def test_empty_batch_compiles_in_one_graph():
+    rnn = fnn.ScoRNN(3, 4, 2)
+    compiled = torch.compile(rnn, fullgraph=True, backend="eager")
+    out, h_n = compiled(torch.randn(5, 0, 3))
+    assert out.shape == (5, 0, 4) and h_n.shape == (2, 0, 4)

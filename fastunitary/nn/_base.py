@@ -29,7 +29,7 @@ from .._backend import check_backend_name
 from ..functional.planes import to_planes
 from ..functional.recurrence import recurrence_planes
 from ._momentum import MomentumBuffer
-from ._sequence import PackedIndex, SequenceLayout
+from ._sequence import PackedIndex, SequenceLayout, accepts_empty_batch
 from .init import glorot_uniform_
 
 
@@ -348,6 +348,7 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
                 _checks.check_finite("hx", hx)
         return x, hx, unbatched
 
+    @accepts_empty_batch(2)
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
         """One step ``h' = modReLU(W h + U x + c)``.
 
@@ -713,6 +714,7 @@ class StackedRNN(StackedModule):
         layer = self._check_layer(layer, reverse)
         return self._directions()[int(reverse)][layer].recurrent_matrix()
 
+    @accepts_empty_batch(3)
     def forward(self, input, hx: torch.Tensor | None = None):
         """Run all layers over the whole sequence.
 

@@ -13,6 +13,8 @@ from the per-step states, not recomputed). Gradients flow through both.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
@@ -110,3 +112,69 @@ class SequenceLayout:
     def states(self, h_n: torch.Tensor) -> torch.Tensor:
         """Final states ``(num_layers, B, d)`` as returned: ``(num_layers, d)`` unbatched."""
         return h_n.squeeze(1) if self.unbatched else h_n
+
+
+def accepts_empty_batch(batched_dims: int):
+    """Decorate a module's ``forward(self, input, hx=None)`` to accept a batch of zero
+    sequences, as ``torch.nn.LSTM`` does: outputs with zero rows, connected to the graph.
+
+    An empty batch happens in production (the last shard of a data loader split over
+    workers), and the ops underneath need at least one row: their kernels read row 0. So
+    the call runs on one row of zeros (input and every state tensor in ``hx``) and returns
+    that row's results cut to zero rows; the gradients they send back are zero. The cost
+    is one sequence's forward.
+
+    ``batched_dims``: the dimensions of a batched input, 3 for a sequence module ``(T, B,
+    m)`` (``(B, T, m)`` with ``self.batch_first``, states ``(L, B, d)``), 2 for a cell
+    ``(B, m)`` (states ``(B, d)``). Anything else about the input (its width, an unbatched
+    or packed input) is the wrapped ``forward``'s to check, on the input as given.
+    """
+    state_batch_dim = batched_dims - 2
+
+    def decorate(forward):
+        @functools.wraps(forward)
+        def wrapper(self, input, hx=None):
+            if not isinstance(input, torch.Tensor) or input.dim() != batched_dims:
+                return forward(self, input, hx)
+            dim = 0 if batched_dims == 2 or self.batch_first else 1
+            others = [s for i, s in enumerate(input.shape[:-1]) if i != dim]  # T (a sequence)
+            if input.shape[dim] != 0 or input.shape[-1] != self.input_size or 0 in others:
+                return forward(self, input, hx)  # not an empty batch, or a bad one: as given
+            out = forward(self, _with_zero_row(input, dim), _states_with_zero_row(hx, state_batch_dim))
+            if batched_dims == 2:
+                return _without_rows(out, 0)
+            output, state = out
+            return _without_rows(output, dim), _without_rows(state, 1)
+
+        return wrapper
+
+    return decorate
+
+
+def _with_zero_row(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``t`` with one row of zeros appended along ``dim`` (concatenated, so that ``t``
+    stays in the graph and receives its own, empty, gradient)."""
+    shape = list(t.shape)
+    shape[dim] = 1
+    return torch.cat([t, t.new_zeros(shape)], dim)
+
+
+def _states_with_zero_row(hx, dim: int):
+    """An empty batch's initial states (``None``, a tensor or a tuple of tensors) with one
+    row of zeros each."""
+    if hx is None:
+        return None
+    if isinstance(hx, (tuple, list)):
+        return type(hx)(_states_with_zero_row(s, dim) for s in hx)
+    if not isinstance(hx, torch.Tensor) or hx.dim() <= dim or hx.shape[dim] != 0:
+        shape = tuple(hx.shape) if isinstance(hx, torch.Tensor) else type(hx).__name__
+        raise ValueError(f"the input is an empty batch (B = 0), so each initial state must "
+                         f"have B = 0 rows (dimension {dim}) as well, got {shape}")
+    return _with_zero_row(hx, dim)
+
+
+def _without_rows(out, dim: int):
+    """Every tensor in ``out`` (a tensor or nested tuples) cut to zero rows along ``dim``."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(_without_rows(o, dim) for o in out)
+    return out.narrow(dim, 0, 0)

@@ -36,7 +36,7 @@ from torch import nn
 from ..functional.lstm_recurrence import lstm_recurrence
 from ..functional.onednn_lstm import onednn_lstm, onednn_lstm_supported
 from ._momentum import MomentumBuffer
-from ._sequence import PackedIndex
+from ._sequence import PackedIndex, accepts_empty_batch
 from ._torch_style import TorchStyleStack
 
 
@@ -88,6 +88,7 @@ class MomentumLSTMBase(TorchStyleStack):
                     b_hh.zero_()
                     b_hh[n:2 * n] = self.forget_bias
 
+    @accepts_empty_batch(3)
     def forward(self, input, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Run all layers over the whole sequence, as ``torch.nn.LSTM``.
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..functional.recurrence import recurrence_planes
 from ._momentum import MomentumBuffer
+from ._sequence import accepts_empty_batch
 from ._torch_style import TorchStyleStack
 
 
@@ -55,6 +56,7 @@ class MomentumRNN(TorchStyleStack):
             for name, p in self.named_parameters(recurse=False):
                 p.uniform_(-bound, bound, generator=generator)
 
+    @accepts_empty_batch(3)
     def forward(self, input, hx: torch.Tensor | None = None):
         """As ``torch.nn.RNN``: ``input`` ``(T, B, input_size)`` (or batch first,
         unbatched, or a ``PackedSequence``), ``hx`` ``(D * num_layers, B, hidden_size)``

@@ -27,6 +27,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .._backend import BackendUnavailableError
 from ..functional.sbo_recurrence import NO_KERNEL, check_options, sbo_recurrence
 from ._base import layer_count_name
+from ._sequence import accepts_empty_batch
 from ._torch_style import TorchStyleStack
 
 #: rank of the official initialization ``W = I + P Q``
@@ -123,6 +124,7 @@ class SBORNN(TorchStyleStack):
                     self._check_state("hx[1]", hx[1], B, unbatched))
         return self._check_state("hx", hx, B, unbatched), None
 
+    @accepts_empty_batch(3)
     def forward(self, input, hx=None):
         """``input`` ``(T, B, input_size)`` -> ``(output (T, B, D * n), h_n)`` (``"gd"``) or
         ``(output, (h_n, m_n))`` (momentum methods), ``D`` = 2 if bidirectional else 1; see

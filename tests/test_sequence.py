@@ -393,3 +393,28 @@ def test_empty_batch_compiles_in_one_graph():
     compiled = torch.compile(rnn, fullgraph=True, backend="eager")
     out, h_n = compiled(torch.randn(5, 0, 3))
     assert out.shape == (5, 0, 4) and h_n.shape == (2, 0, 4)
+
+
+def test_all_weights_as_torch_lstm():
+    """Same shapes in the same places as torch.nn.LSTM's (projection and reverse
+    direction included), and the very parameters of the module."""
+    options = dict(num_layers=2, bidirectional=True, proj_size=2)
+    ours, lstm = fnn.MomentumLSTM(3, 4, **options), torch.nn.LSTM(3, 4, **options)
+    assert ([[w.shape for w in layer] for layer in ours.all_weights]
+            == [[w.shape for w in layer] for layer in lstm.all_weights])
+    assert ours.all_weights[3][1] is ours.weight_hh_l1_reverse
+    assert [len(layer) for layer in fnn.MomentumRNN(3, 4, bias=False).all_weights] == [2]
+
+
+@pytest.mark.parametrize("name", STACKED)
+def test_all_weights_lists_each_layer_once(name):
+    model = _make(name, bidirectional=True)
+    layers = model.all_weights
+    assert len(layers) == 4
+    flat = [id(p) for layer in layers for p in layer]
+    assert len(flat) == len(set(flat))
+    if hasattr(model, "layers"):  # a stack of cells: all of its parameters, layer by layer
+        assert set(flat) == {id(p) for p in model.parameters()}
+        assert [id(p) for p in layers[1]] == [id(p) for p in model.layers_reverse[0].parameters()]
+    else:
+        assert layers[2][0] is model.weight_ih_l1

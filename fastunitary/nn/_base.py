@@ -545,6 +545,17 @@ class StackedModule(TorchConstructorOptions, nn.Module):
         (:meth:`state_index`)."""
         return [(k, d == 1) for k in range(self.num_layers) for d in range(self.num_directions)]
 
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Each layer's (direction's) weights, in ``h_n``'s order (:meth:`layer_keys`), as
+        ``torch.nn.LSTM.all_weights``: a cell's parameters, or ``torch.nn.LSTM``'s weights
+        and biases of the layer (not the momentum coefficients nor SBO-RNN's ``mu``)."""
+        return [self._layer_weights(k, reverse) for k, reverse in self.layer_keys()]
+
+    def _layer_weights(self, k: int, reverse: bool) -> list[nn.Parameter]:
+        """The parameters of layer ``k`` (``reverse``: its backward direction)."""
+        raise NotImplementedError
+
     def state_index(self, k: int, reverse: bool = False) -> int:
         """Index of layer ``k``'s (direction's) state in ``hx`` and ``h_n``: layer by
         layer, forward first, as ``torch.nn.LSTM``."""
@@ -664,6 +675,9 @@ class StackedRNN(StackedModule):
 
     def _cells(self):
         return (cell for stack in self._directions() for cell in stack)
+
+    def _layer_weights(self, k: int, reverse: bool) -> list[nn.Parameter]:
+        return list(self._directions()[int(reverse)][k].parameters())
 
     #: as ``torch.nn.LSTM.proj_size`` (no projection), for code that reads it for shapes
     proj_size = 0

@@ -78,6 +78,11 @@ class TorchStyleStack(StackedModule):
         get = lambda name: getattr(self, f"{name}{suffix}", None)  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
+    def _layer_weights(self, k: int, reverse: bool) -> list[nn.Parameter]:
+        # torch.nn.LSTM's order within a layer: w_ih, w_hh, b_ih, b_hh, then w_hr
+        found = (*self.layer_parameters(k, reverse), self.layer_projection(k, reverse))
+        return [p for p in found if p is not None]
+
     def layer_projection(self, k: int, reverse: bool = False) -> torch.Tensor | None:
         """``weight_hr`` ``(proj_size, hidden_size)`` of layer ``k`` (``reverse``: its
         backward direction), ``None`` without ``proj_size``."""

@@ -384,8 +384,10 @@ def test_empty_batch_errors_name_the_input_as_given(name):
         model(torch.randn(5, 0, 3), hx)
     with pytest.raises(ValueError, match=r"input_size = 3, got shape \(5, 0, 2\)"):
         model(torch.randn(5, 0, 2))
-    with pytest.raises(ValueError, match=r"T >= 1 and B >= 1, got shape \(0, 0, 3\)"):
+    with pytest.raises(ValueError, match=r"T >= 1 steps, got shape \(0, 0, 3\)"):
         model(torch.randn(0, 0, 3))
+    with pytest.raises(ValueError, match=r"T >= 1 steps, got shape \(0, 2, 3\)"):
+        model(torch.randn(0, 2, 3))
 
 
 def test_empty_batch_compiles_in_one_graph():

@@ -515,8 +515,8 @@ def check_sequence_input(
     x = input.unsqueeze(1) if unbatched else input
     if batch_first and not unbatched:
         x = x.transpose(0, 1)
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"input must have T >= 1 and B >= 1, got shape {tuple(input.shape)}")
+    if x.shape[0] < 1:  # as torch.nn.LSTM; an empty batch is run by accepts_empty_batch
+        raise ValueError(f"input must have T >= 1 steps, got shape {tuple(input.shape)}")
     return x, SequenceLayout(unbatched, batch_first)
 
 

@@ -371,6 +371,9 @@ def test_cell_takes_an_empty_batch(name):
     assert h.shape == (0, cell.state_size) and cell(x).shape == h.shape
     h.sum().backward()
     assert x.grad.shape == (0, 3)
+    wide = cell.state_size + 1
+    with pytest.raises(ValueError, match=rf"given: input \(0, 3\), hx \[\(0, {wide}\)\]"):
+        cell(x, torch.zeros(0, wide))
 
 
 @pytest.mark.parametrize("name", STACKED)
@@ -384,6 +387,10 @@ def test_empty_batch_errors_name_the_input_as_given(name):
         model(torch.randn(5, 0, 3), hx)
     with pytest.raises(ValueError, match=r"input_size = 3, got shape \(5, 0, 2\)"):
         model(torch.randn(5, 0, 2))
+    wide = tuple(torch.randn(h.shape[0], 0, h.shape[2] + 1) for h in _states(hx))
+    with pytest.raises(ValueError, match=rf"one row of zeros; given: input \(5, 0, 3\), hx "
+                                         rf"\[\({first.shape[0]}, 0, {first.shape[2] + 1}\)"):
+        model(torch.randn(5, 0, 3), wide if len(wide) > 1 else wide[0])
     with pytest.raises(ValueError, match=r"T >= 1 steps, got shape \(0, 0, 3\)"):
         model(torch.randn(0, 0, 3))
     with pytest.raises(ValueError, match=r"T >= 1 steps, got shape \(0, 2, 3\)"):

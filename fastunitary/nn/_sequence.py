@@ -140,7 +140,13 @@ def accepts_empty_batch(batched_dims: int):
             others = [s for i, s in enumerate(input.shape[:-1]) if i != dim]  # T (a sequence)
             if input.shape[dim] != 0 or input.shape[-1] != self.input_size or 0 in others:
                 return forward(self, input, hx)  # not an empty batch, or a bad one: as given
-            out = forward(self, _with_zero_row(input, dim), _states_with_zero_row(hx, state_batch_dim))
+            padded_hx = _states_with_zero_row(hx, state_batch_dim)
+            try:
+                out = forward(self, _with_zero_row(input, dim), padded_hx)
+            except ValueError as e:  # its shapes are the padded ones: say what was given
+                given = [tuple(t.shape) for t in _tensors(hx)]
+                raise ValueError(f"{e} (an empty batch runs as one row of zeros; given: input "
+                                 f"{tuple(input.shape)}, hx {given or None})") from None
             if batched_dims == 2:
                 return _without_rows(out, 0)
             output, state = out
@@ -171,6 +177,13 @@ def _states_with_zero_row(hx, dim: int):
         raise ValueError(f"the input is an empty batch (B = 0), so each initial state must "
                          f"have B = 0 rows (dimension {dim}) as well, got {shape}")
     return _with_zero_row(hx, dim)
+
+
+def _tensors(hx) -> list[torch.Tensor]:
+    """The tensors of ``hx`` (``None``, a tensor or nested tuples)."""
+    if isinstance(hx, (tuple, list)):
+        return [t for h in hx for t in _tensors(h)]
+    return [] if hx is None else [hx]
 
 
 def _without_rows(out, dim: int):

@@ -168,26 +168,32 @@ def _with_zero_row(t: torch.Tensor, dim: int) -> torch.Tensor:
 def _states_with_zero_row(hx, dim: int):
     """An empty batch's initial states (``None``, a tensor or a tuple of tensors) with one
     row of zeros each."""
-    if hx is None:
-        return None
-    if isinstance(hx, (tuple, list)):
-        return type(hx)(_states_with_zero_row(s, dim) for s in hx)
-    if not isinstance(hx, torch.Tensor) or hx.dim() <= dim or hx.shape[dim] != 0:
-        shape = tuple(hx.shape) if isinstance(hx, torch.Tensor) else type(hx).__name__
-        raise ValueError(f"the input is an empty batch (B = 0), so each initial state must "
-                         f"have B = 0 rows (dimension {dim}) as well, got {shape}")
-    return _with_zero_row(hx, dim)
+
+    def pad(s):
+        if not isinstance(s, torch.Tensor) or s.dim() <= dim or s.shape[dim] != 0:
+            shape = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+            raise ValueError(f"the input is an empty batch (B = 0), so each initial state must "
+                             f"have B = 0 rows (dimension {dim}) as well, got {shape}")
+        return _with_zero_row(s, dim)
+
+    return None if hx is None else _map_leaves(pad, hx)
 
 
 def _tensors(hx) -> list[torch.Tensor]:
     """The tensors of ``hx`` (``None``, a tensor or nested tuples)."""
-    if isinstance(hx, (tuple, list)):
-        return [t for h in hx for t in _tensors(h)]
-    return [] if hx is None else [hx]
+    found = []
+    if hx is not None:
+        _map_leaves(found.append, hx)
+    return found
 
 
 def _without_rows(out, dim: int):
     """Every tensor in ``out`` (a tensor or nested tuples) cut to zero rows along ``dim``."""
-    if isinstance(out, (tuple, list)):
-        return type(out)(_without_rows(o, dim) for o in out)
-    return out.narrow(dim, 0, 0)
+    return _map_leaves(lambda t: t.narrow(dim, 0, 0), out)
+
+
+def _map_leaves(fn, tree):
+    """``fn`` applied to each leaf of ``tree`` (nested tuples or lists), same nesting."""
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_map_leaves(fn, leaf) for leaf in tree)
+    return fn(tree)

@@ -92,8 +92,20 @@ FILL_OUTPUTS_WITH_NAN = False
 # -- device functions ---------------------------------------------------------------------
 @triton.jit
 def _tanh(x):
-    e = tl.exp(-2.0 * tl.abs(x))
+    """tanh to a few float32 ulps everywhere. ``(1 - e) / (1 + e)`` with ``e = exp(-2|x|)``
+    cancels as ``x -> 0`` (relative error ``~ulp / |x|``: 1e-2 at 1e-6, and 0 below 1e-8),
+    so below 0.3 the Taylor series through ``x^11`` answers (its next term is 2e-9 of it)."""
+    a = tl.abs(x)
+    e = tl.exp(-2.0 * a)
     t = (1.0 - e) / (1.0 + e)
+    a2 = a * a
+    p = -1382.0 / 155925.0
+    p = p * a2 + 62.0 / 2835.0
+    p = p * a2 - 17.0 / 315.0
+    p = p * a2 + 2.0 / 15.0
+    p = p * a2 - 1.0 / 3.0
+    p = p * a2 + 1.0
+    t = tl.where(a < 0.3, a * p, t)
     return tl.where(x < 0, -t, t)
 
 

@@ -454,6 +454,31 @@ def test_kernel_matches_reference_other_activations(kernel_device, activation, c
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("scale", [1e-2, 1e-4, 1e-6, 1e-9])
+@pytest.mark.parametrize("design", ["resident", "streamed"])
+def test_kernel_tanh_small_states(kernel_device, scale, design, monkeypatch):
+    """Small pre-activations: the kernel's tanh once computed ``(1 - e) / (1 + e)``, which
+    cancels as ``z -> 0`` (relative error 2e-2 at scale 1e-6, and tanh(1e-8) = 0)."""
+    from fastunitary.kernels import recurrence as K
+
+    if design == "streamed":
+        monkeypatch.setattr(K, "RESIDENT_MAX_N", {True: 0, False: 0})
+    u64, W64, _, h064 = make_inputs(9, 3, 20, complex_=False, activation="tanh", unitary=True)
+    u64, h064 = u64 * scale, h064 * scale
+    gh64 = torch.randn_like(u64)
+    h_ref, g_ref = grads(lambda *a: reference.recurrence_autograd(*a, activation="tanh"),
+                         [u64, W64, None, h064], gh64)
+    ins = [t.to(device=kernel_device, dtype=torch.float32) for t in (u64, W64)]
+    h, g = grads(lambda u, W, h0: F.recurrence(u, W, None, h0, activation="tanh",
+                                               backend="triton"),
+                 ins + [h064.to(device=kernel_device, dtype=torch.float32)],
+                 gh64.to(device=kernel_device, dtype=torch.float32))
+    assert rms_rel(h.cpu(), h_ref) <= 1e-6
+    for a, b in zip(g, g_ref):
+        assert rms_rel(a.cpu(), b) <= 1e-5
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("complex_", [False, True])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_streamed_design_at_small_sizes(kernel_device, complex_, activation, monkeypatch):

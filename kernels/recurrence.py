@@ -126,18 +126,16 @@ def _activate(zr, zi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.constexpr):
     """``act(z)`` on one tile; ``zi`` is ignored for a real state."""
     hr = zr
     hi = zi
-    if ACT == 0:  # modReLU: z * relu(r + b) / r, r = sqrt(|z|^2 + eps); exact division so
-        r2 = zr * zr  # that b = 0 gives scale == 1.0 and norms are preserved exactly
-        if IS_COMPLEX:
-            r2 = r2 + zi * zi
-        r = tl.sqrt_rn(r2 + MODRELU_EPS)
-        if IS_COMPLEX:
+    if ACT == 0:
+        if IS_COMPLEX:  # z * relu(r + b) / r, r = sqrt(|z|^2 + eps); exact division so that
+            # b = 0 gives scale == 1.0 and norms are preserved exactly
+            r = tl.sqrt_rn(zr * zr + zi * zi + MODRELU_EPS)
             scale = tl.div_rn(_relu(r + bias), r)
             hr = zr * scale
             hi = zi * scale
-        else:  # sign(z) relu(|z| + b) exactly (reference/modrelu.py); the mask multiplies
-            # so that a NaN stays NaN
-            hr = (zr + bias * _sign(zr)) * tl.where(r + bias > 0, 1.0, 0.0)
+        else:  # sign(z) relu(|z| + b) exactly, zeroed where |z| + b < 0 so that a NaN stays
+            # NaN (reference/modrelu.py)
+            hr = tl.where(tl.abs(zr) + bias < 0, 0.0, zr + bias * _sign(zr))
     elif ACT == 1:
         hr = _tanh(zr)
         hi = _tanh(zi)
@@ -153,24 +151,22 @@ def _activate_backward(ar, ai, gr, gi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.c
     dzr = gr
     dzi = gi
     contrib = gr * 0.0
-    if ACT == 0:  # METHODS.md section 2: s g - c Re(conj(phi) g) phi
-        r2 = ar * ar
-        if IS_COMPLEX:
-            r2 = r2 + ai * ai
-        r = tl.sqrt_rn(r2 + MODRELU_EPS)
-        rb = r + bias
-        s = tl.div_rn(_relu(rb), r)
-        c = tl.where(rb > 0, tl.div_rn(bias, r), 0.0)
-        if IS_COMPLEX:
+    if ACT == 0:
+        if IS_COMPLEX:  # METHODS.md section 2: s g - c Re(conj(phi) g) phi
+            r = tl.sqrt_rn(ar * ar + ai * ai + MODRELU_EPS)
+            rb = r + bias
+            s = tl.div_rn(_relu(rb), r)
+            c = tl.where(rb > 0, tl.div_rn(bias, r), 0.0)
             phr = tl.div_rn(ar, r)
             phi = tl.div_rn(ai, r)
             dot = phr * gr + phi * gi
             dzr = s * gr - c * dot * phr
             dzi = s * gi - c * dot * phi
-        else:  # phi = sign(z), phi^2 = 1 (reference/modrelu.py); s keeps a NaN NaN
-            dot = _sign(ar) * gr
-            dzr = tl.where(rb > 0, gr, s * gr)
-        contrib = tl.where(rb > 0, dot, 0.0)
+            contrib = tl.where(rb > 0, dot, 0.0)
+        else:  # phi = sign(z): g where |z| + b >= 0, else 0, NaN for a NaN z or b
+            a = tl.abs(ar) + bias
+            dzr = tl.where(a >= 0, gr, tl.where(a < 0, 0.0, a) * gr)
+            contrib = tl.where(a >= 0, _sign(ar) * gr, 0.0)
     elif ACT == 1:
         dzr = gr * (1.0 - ar * ar)
         dzi = gi * (1.0 - ai * ai)

@@ -18,7 +18,7 @@ def test_real_is_sign_relu():
     z = torch.randn(50, 8, dtype=torch.float64)
     b = torch.rand(8, dtype=torch.float64) - 0.5
     expected = torch.sign(z) * torch.relu(z.abs() + b)
-    torch.testing.assert_close(F.modrelu(z, b), expected, rtol=1e-6, atol=1e-7)  # eps = 1e-12 inside r
+    torch.testing.assert_close(F.modrelu(z, b), expected, rtol=0, atol=0)  # no eps: exact
 
 
 def test_complex_matches_definition():
@@ -40,14 +40,14 @@ def test_zero_bias_is_exact_identity(dtype):
 def test_gradient_finite_at_zero(dtype, b):
     """At z = 0 the complex gradient is relu(r + b) / r * g with r = sqrt(eps): finite
     (1e4 g at b = 0.01), the map's own gain across the direction of z. The real gradient
-    is g where r + b > 0 (phi^2 = 1), else 0: never the smoothed jump's 1e4."""
+    is g where |z| + b >= 0 (phi^2 = 1), else 0: never the smoothed jump's 1e4."""
     z = torch.zeros(4, 3, dtype=dtype, requires_grad=True)
     h = F.modrelu(z, torch.full((3,), b))
     loss = (h.real + h.imag).sum() if dtype.is_complex else h.sum()  # nonzero upstream gradient
     (g,) = torch.autograd.grad(loss, z)
     r = math.sqrt(MODRELU_EPS)
     s = max(r + b, 0.0) / r
-    expected = torch.full_like(g, complex(s, s) if dtype.is_complex else float(r + b > 0))
+    expected = torch.full_like(g, complex(s, s) if dtype.is_complex else float(b >= 0))
     torch.testing.assert_close(g, expected, rtol=1e-4, atol=0)
 
 
@@ -64,6 +64,39 @@ def test_real_gradient_is_one_where_active_even_within_eps_of_zero(dtype):
     torch.testing.assert_close(g, expected, rtol=0, atol=0)
     P, _, _ = modrelu_backward_coefficients(z.detach(), b, False)
     torch.testing.assert_close(P, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_real_mask_is_exact_for_tiny_z(dtype):
+    """Active where |z| + b >= 0, with no eps: a mask from sqrt(z^2 + 1e-12) once took
+    |z| < 1e-6 with a slightly negative b as active and flipped its sign ([-3e-7, 3e-7,
+    -1e-7, 1e-7] for the first row below), and in float16, where the eps underflows, gave
+    z = 0, b = 0 the gradient 0. Every form: autograd, in place, out of place, backward
+    coefficients."""
+    z = torch.tensor([1e-7, -1e-7, 3e-7, 5e-7, 0.0, 0.0, 0.0, 4e-7], dtype=dtype)
+    b = torch.tensor([-4e-7, -4e-7, -4e-7, -4e-7, 0.0, 1e-7, -1e-7, -4e-7], dtype=dtype)
+    expected = torch.sign(z) * torch.relu(z.abs() + b)  # the last: |z| + b = 0, active
+    active = (z.abs() + b >= 0).to(dtype)
+    assert z[0] != 0  # float16 holds these as subnormals (steps of 6e-8)
+    z.requires_grad_()
+    h = F.modrelu(z, b)
+    (g,) = torch.autograd.grad(h.sum(), z)
+    assert torch.equal(h.detach(), expected.detach()) and torch.equal(g, active)
+    assert torch.equal(modrelu_planes_(z.detach().clone(), b, False), expected.detach())
+    assert torch.equal(modrelu_of_planes([z.detach()], b)[0], expected.detach())
+    P, _, Phi = modrelu_backward_coefficients(z.detach(), b, False)
+    assert torch.equal(P, active) and torch.equal(Phi, active * torch.sign(z.detach()))
+
+
+def test_real_minus_infinite_bias_gives_zero_in_every_form():
+    """sign(z) relu(|z| - inf) = 0: the autograd and in-place forms agree (the in-place one
+    once multiplied z - inf by a 0 mask: NaN)."""
+    z = torch.tensor([0.5, -2.0, 0.0])
+    b = torch.tensor([-float("inf")] * 3)
+    assert torch.equal(F.modrelu(z, b), torch.zeros(3))
+    assert torch.equal(modrelu_planes_(z.clone(), b, False), torch.zeros(3))
+    P, _, _ = modrelu_backward_coefficients(z, b, False)
+    assert torch.equal(P, torch.zeros(3))
 
 
 def test_nan_stays_nan_in_the_real_forward_and_backward():

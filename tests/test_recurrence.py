@@ -435,6 +435,30 @@ def test_kernel_real_modrelu_zero_prefix(kernel_device):
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("design", ["resident", "streamed"])
+def test_kernel_real_modrelu_mask_is_exact_for_tiny_z(kernel_device, design, monkeypatch):
+    """The kernel's real modReLU is active where |z| + b >= 0, as the reference
+    (test_modrelu.py): its mask from sqrt(z^2 + 1e-12) once flipped the sign of |z| < 1e-6
+    units with a slightly negative b. From h0 = 0, step 0's z is u itself."""
+    from fastunitary.kernels import recurrence as K
+
+    if design == "streamed":
+        monkeypatch.setattr(K, "RESIDENT_MAX_N", {True: 0, False: 0})
+    z = torch.tensor([1e-7, -1e-7, 3e-7, 5e-7, 0.0, 0.0, 0.0, 4e-7], device=kernel_device)
+    b = torch.tensor([-4e-7, -4e-7, -4e-7, -4e-7, 0.0, 1e-7, -1e-7, -4e-7], device=kernel_device)
+    u = z.expand(1, 3, 8).clone().requires_grad_()
+    W = torch.eye(8, device=kernel_device)
+    bias = b.clone().requires_grad_()
+    h = F.recurrence(u, W, bias, backend="triton")
+    gh = torch.randn_like(h)
+    gu, gb = torch.autograd.grad(h, (u, bias), gh)
+    active = (z.abs() + b >= 0).float()
+    assert torch.equal(h.detach(), (torch.sign(z) * torch.relu(z.abs() + b)).expand(1, 3, 8))
+    assert torch.equal(gu, gh * active)
+    torch.testing.assert_close(gb, (gh * active * torch.sign(z)).sum((0, 1)), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("complex_", [False, True])
 @pytest.mark.parametrize("shape", [(37, 3, 7), (9, 35, 40), (5, 17, 65)],
                          ids=lambda s: "T%d-B%d-n%d" % s)

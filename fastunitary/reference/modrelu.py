@@ -1,14 +1,16 @@
 """modReLU in plain PyTorch, and the closed-form pieces its backward needs.
 
     modReLU(z) = z * relu(r + b) / r,    r = sqrt(|z|^2 + eps)     (complex z)
-    modReLU(z) = (z + b sign(z)) [r + b > 0]                      (real z)
+    modReLU(z) = (z + b sign(z)) [|z| + b >= 0]                   (real z)
 
 For complex ``z`` this is METHODS.md section 2; the ``eps`` inside the square root
 removes the singularity of ``z / r`` at ``z = 0`` and is too small to change anything
-elsewhere. For real ``z`` it is METHODS.md's ``sign(z) relu(|z| + b)`` exactly (``eps``
-only decides that ``z = 0`` with ``b = 0`` is active), and its gradient is the closed
-form there: ``g`` where active, 0 elsewhere (``phi = sign(z)``, so
-``(r + b) / r - (b / r) phi^2 = 1``); the jump of ``b sign(z)`` at 0 is not differentiated
+elsewhere. For real ``z`` it is METHODS.md's ``sign(z) relu(|z| + b)`` exactly, with no
+``eps`` (a mask from ``sqrt(z^2 + eps)`` once took ``|z| < 1e-6`` with a slightly negative
+``b`` as active, and gave it the opposite sign); ``|z| + b = 0`` counts as active, so that
+``b = 0`` is the identity at ``z = 0`` too. Its gradient is the closed form there: ``g``
+where active, 0 elsewhere (``phi = sign(z)``, so ``(r + b) / r - (b / r) phi^2 = 1``);
+the jump of ``b sign(z)`` at 0 is not differentiated
 (``torch.sign``'s derivative is 0), as in the papers' code. The real state once took the
 complex formula, whose smoothed ``z / r`` has the derivative ``1 + b eps / r^3``: ``1e4``
 at ``z = 0`` with ``b = 0.01``, so a run of zero inputs from the zero initial state
@@ -46,24 +48,23 @@ def modrelu(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS) -> to
     """
     bias = bias.to(z.real.dtype)  # a wider bias would promote the result
     if not z.is_complex():
-        return _real_modrelu(z, bias, eps)
+        return _real_modrelu(z, bias)
     # |z|^2 from the planes: torch.abs has an infinite gradient at 0.
     r = torch.sqrt(z.real.square() + z.imag.square() + eps)
     return z * (torch.relu(r + bias) / r)
 
 
-def _real_modrelu(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS):
-    """``sign(z) relu(|z| + b)`` as ``(z + b sign(z)) [r + b > 0]``, out of place and
+def _real_modrelu(z: torch.Tensor, bias: torch.Tensor):
+    """``sign(z) relu(|z| + b)`` as ``(z + b sign(z)) [|z| + b >= 0]``, out of place and
     differentiable (the module docstring).
 
     The mask has derivative 0, so it comes from detached ``z`` and ``b`` and selects: a
     product with it, or any op between a forward-mode dual tensor and a plain one, runs
     through a slow decomposition in ``torch.func.jvp`` (PyTorch 2.13: 1.7x the whole
-    forward-mode step of ScoRNN). Selecting where ``r + b <= 0`` is false keeps a NaN ``z``
-    or ``b`` NaN."""
-    z_, b_ = z.detach(), bias.detach()
-    r = plus_epsilon(z_.square(), eps).sqrt() if z.dim() else torch.sqrt(z_.square() + eps)
-    return torch.where(r + b_ <= 0, torch.zeros_like(z), z + bias * torch.sign(z))
+    forward-mode step of ScoRNN). Zeroing where ``|z| + b < 0`` keeps a NaN ``z`` or ``b``
+    NaN (the comparison is false) and gives 0 for ``b = -inf``."""
+    inactive = z.detach().abs() + bias.detach() < 0
+    return torch.where(inactive, torch.zeros_like(z), z + bias * torch.sign(z))
 
 
 def _split(x: torch.Tensor, is_complex: bool):
@@ -80,14 +81,11 @@ def modrelu_planes_(z: torch.Tensor, bias: torch.Tensor, is_complex: bool) -> to
         z: ``(..., d)`` real; ``d = n`` (real state) or ``d = 2n`` with ``[Re | Im]``.
         bias: ``(n,)``.
     """
+    if not is_complex:  # as _real_modrelu: zeroed where |z| + b < 0, a NaN left NaN
+        inactive = z.abs().add_(bias) < 0
+        return z.addcmul_(torch.sign(z), bias).masked_fill_(inactive, 0.0)
     zr, zi = _split(z, is_complex)
-    r2 = zr.square()
-    if zi is not None:
-        r2.addcmul_(zi, zi)
-    r = r2.add_(MODRELU_EPS).sqrt_()
-    if zi is None:
-        active = r.add_(bias).gt_(0)  # r's buffer reused: r + b > 0, as 1.0 / 0.0
-        return z.addcmul_(torch.sign(z), bias).mul_(active)
+    r = zr.square().addcmul_(zi, zi).add_(MODRELU_EPS).sqrt_()
     scale = torch.add(r, bias).relu_().div_(r)
     z.unflatten(-1, (2, -1)).mul_(scale.unsqueeze(-2))
     return z
@@ -126,16 +124,18 @@ def modrelu_backward_coefficients(z: torch.Tensor, bias: torch.Tensor, is_comple
     Returns:
         ``(P, Q, Phi)``, each shaped like ``z`` (``Q`` is ``None`` for a real state).
     """
+    if not is_complex:  # active where |z| + b >= 0 (_real_modrelu); a NaN z or b gives P NaN
+        a = z.abs() + bias
+        active = a >= 0
+        return (torch.where(active, 1.0, torch.where(a < 0, 0.0, a)), None,
+                torch.where(active, torch.sign(z), 0.0))
     zr, zi = _split(z, is_complex)
-    r2 = zr.square() if zi is None else zr.square() + zi.square()
-    r = torch.sqrt(r2 + MODRELU_EPS)
+    r = torch.sqrt(zr.square() + zi.square() + MODRELU_EPS)
     rb = r + bias
     active = rb > 0
     s = torch.relu(rb) / r
     c = torch.where(active, bias / r, 0.0)
     phir = zr / r
-    if zi is None:  # s keeps a NaN z NaN
-        return torch.where(active, 1.0, s), None, torch.where(active, torch.sign(zr), 0.0)
     phii = zi / r
     q = -c * phir * phii
     P = torch.cat([s - c * phir.square(), s - c * phii.square()], dim=-1)

@@ -8,6 +8,7 @@ metadata only), so they cost nothing under ``torch.compile`` and cause no graph 
 
 from __future__ import annotations
 
+import numbers
 import operator
 import os
 import sys
@@ -32,6 +33,22 @@ def check_positive_int(name: str, value) -> None:
         ok = False
     if not ok:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_fixed_float(name: str, value) -> float:
+    """``value`` as a Python float, for a fixed (not differentiated) hyperparameter: a real
+    number (numpy scalars included; ``bool`` not) or a 0-dim real tensor that does not
+    require grad. Raise ``TypeError`` otherwise: a tensor that requires grad would have its
+    gradient silently dropped, and a string would fail later with a puzzling message."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if (isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_complex()
+            and value.dtype != torch.bool):
+        if value.requires_grad:
+            raise TypeError(f"{name} is a fixed float: its gradient is not computed, and the "
+                            f"given tensor requires grad (pass {name}.item(), or a float)")
+        return float(value)
+    raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
 
 
 def check_tensor(name: str, x, *, allow_complex: bool = True) -> None:

@@ -103,11 +103,23 @@ def test_opcheck():
         (lambda: F.momentum_scan(torch.zeros(3, 2, 4), 0.5, v0=torch.zeros(2, 3)), ValueError, "v0"),
         (lambda: F.momentum_scan(torch.zeros(0, 2, 4), 0.5), ValueError, "T, B, d >= 1"),
         (lambda: F.momentum_scan(torch.zeros(3, 2, 4), 0.5, backend="fast"), ValueError, "backend"),
+        (lambda: F.momentum_scan(torch.zeros(3, 2, 4), "0.5"), TypeError,
+         "mu must be a float or a tensor, got str"),
     ],
 )
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_numpy_scalar_coefficients_are_floats():
+    """np.float32 is no Python float (np.float64 is): both count as a fixed coefficient."""
+    import numpy as np
+
+    u = torch.randn(5, 2, 3)
+    expected = F.momentum_scan(u, 0.5, 0.25)
+    for kind in (np.float32, np.float64):
+        torch.testing.assert_close(F.momentum_scan(u, kind(0.5), kind(0.25)), expected)
 
 
 # -- the Triton kernel (kernels/momentum_scan.py) ----------------------------------------

@@ -189,6 +189,17 @@ def _bad(**over):
     return lambda: F.recurrence(kw["u"], kw["W"], kw["bias"], kw["h0"], activation=act)
 
 
+def _planes(**overrides):
+    """A call of ``recurrence_planes`` (complex state n = 2, planes d = 4, B = 2, modReLU)
+    with one argument replaced."""
+    kw = dict(u=torch.zeros(3, 2, 4), W=torch.eye(4), bias=torch.zeros(2), h0=torch.zeros(2, 4),
+              activation="modrelu")
+    kw.update(overrides)
+    return lambda: F.recurrence_planes(kw["u"], kw["W"], kw["bias"], kw["h0"],
+                                       activation=kw["activation"], is_complex=True,
+                                       backend="reference")
+
+
 @pytest.mark.parametrize(
     "call, exc, match",
     [
@@ -206,13 +217,22 @@ def _bad(**over):
          ValueError, "bias is the modReLU bias"),
         (lambda: F.recurrence_planes(torch.zeros(4, 3), torch.zeros(3, 3), None, None,
                                      activation="tanh", is_complex=False, backend="reference"),
-         ValueError, r"u must have shape \(T, B, d\)"),
+         ValueError, r"u must have shape \(\*, \*, \*\) = \(T, B, d\)"),
         (lambda: F.recurrence_planes(torch.zeros(4, 2, 3), torch.zeros(3, 3), None, None,
                                      activation="tanh", is_complex=True, backend="reference"),
          ValueError, r"a complex state needs an even d = 2n"),
         (lambda: F.recurrence_planes(torch.zeros(0, 2, 3), torch.zeros(3, 3), None, None,
                                      activation="tanh", is_complex=False, backend="reference"),
          ValueError, "T >= 1 steps"),
+        # the planes form checks what the kernel would index without bounds
+        (_planes(W=torch.zeros(5, 5)), ValueError, r"W must have shape \(4, 4\) = \(d, d\)"),
+        (_planes(W=torch.zeros(1, 1)), ValueError, r"W must have shape \(4, 4\)"),
+        (_planes(h0=torch.zeros(1, 4)), ValueError, r"h0 must have shape \(2, 4\) = \(B, d\)"),
+        (_planes(bias=torch.zeros(3)), ValueError, r"bias must have shape \(2,\) = \(n,\)"),
+        (_planes(activation="gelu"), ValueError, "activation must be one of"),
+        (_planes(u=torch.zeros(3, 2, 4, dtype=torch.complex64)), TypeError,
+         "u must be a real floating-point tensor"),
+        (_planes(W=torch.zeros(4, 4, device="meta")), ValueError, "W is on meta"),
         (_bad(activation="gelu", bias=None), ValueError, "activation must be one of"),
         (_bad(u=torch.zeros(4, 2, 3, dtype=torch.int64)), TypeError, "u must be a floating"),
         (_bad(W=torch.zeros(3, 3, device="meta")), ValueError, "W is on meta"),
@@ -275,6 +295,21 @@ def test_leaky_form_has_no_kernel(monkeypatch):
     for leak in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match="leak must be in"):
             F.recurrence(u, W, activation="tanh", leak=leak)
+
+
+def test_leak_is_a_fixed_float():
+    """leak is not differentiated: a tensor that requires grad is refused rather than having
+    its gradient dropped, and a string is refused by name. numpy and 0-dim tensors pass."""
+    import numpy as np
+
+    u, W, _, _ = make_inputs(4, 2, 3, complex_=False, activation="tanh")
+    with pytest.raises(TypeError, match="leak is a fixed float"):
+        F.recurrence(u, W, activation="tanh", leak=torch.tensor(0.5, requires_grad=True))
+    with pytest.raises(TypeError, match="leak must be a float, got str"):
+        F.recurrence(u, W, activation="tanh", leak="0.5")
+    expected = F.recurrence(u, W, activation="tanh", leak=0.5)
+    for leak in (np.float32(0.5), torch.tensor(0.5)):
+        assert torch.equal(F.recurrence(u, W, activation="tanh", leak=leak), expected)
 
 
 def test_triton_backend_refuses_float64(monkeypatch):

@@ -193,11 +193,33 @@ def test_fullgraph_compile_equals_eager():
          BackendUnavailableError, "act\\(W h \\+ u\\)"),
         (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), backend="cuda"),
          ValueError, "backend"),
+        # eta is fixed: a tensor that requires grad would lose its gradient silently
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4),
+                                eta=torch.tensor(0.1, requires_grad=True)),
+         TypeError, "eta is a fixed float"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), eta="0.1"),
+         TypeError, "eta must be a float, got str"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="heavy_ball",
+                                mu="0.5"), TypeError, "mu must be a float, got str"),
     ],
 )
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("method", ["gd", "heavy_ball", "nesterov"])
+def test_float_mu_does_not_follow_the_default_dtype(method):
+    """A float mu became a tensor of the default dtype: under set_default_dtype(float64)
+    float32 inputs came back float64 (also for "gd", which has no mu)."""
+    u, W = torch.randn(4, 2, 3), torch.randn(3, 3) / 3
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        h, m = sbo_recurrence(u, W, method=method, mu=0.5)
+    finally:
+        torch.set_default_dtype(previous)
+    assert h.dtype == torch.float32 and (m is None or m.dtype == torch.float32)
 
 
 @pytest.mark.parametrize("double", ["h0", "m0", "mu"])

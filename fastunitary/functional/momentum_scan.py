@@ -10,6 +10,7 @@ shapes the user gave (a scalar ``mu``, a per-channel ``step``) by itself.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import torch
@@ -83,8 +84,10 @@ register_folded_vmap(_scan_backward_op, (TIME_MAJOR, TIME_MAJOR, None), (TIME_MA
 
 
 def _check_coefficient(name: str, c, T: int, B: int, d: int, per_step: bool) -> torch.Tensor | float:
-    if isinstance(c, (int, float)) and not isinstance(c, bool):
+    if isinstance(c, numbers.Real) and not isinstance(c, bool):  # numpy scalars too
         return float(c)
+    if not isinstance(c, torch.Tensor):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(c).__name__} {c!r}")
     check_tensor(name, c, allow_complex=False)
     shapes = [(), (d,)] + ([(T, 1, 1), (T, B, d)] if per_step else [])
     # only shapes of c's rank are compared: comparing (T, 1, 1) with (d,) would compare T

@@ -19,7 +19,7 @@ import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from .._checks import check_same_device, check_shape, check_tensor
+from .._checks import check_fixed_float, check_same_device, check_shape, check_tensor
 from ..reference.recurrence import ACTIVATIONS
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
                         differentiable, kernel_module, recomputed_gradients, register_folded_vmap)
@@ -170,18 +170,31 @@ def recurrence_planes(
     Returns:
         ``(T, B, d)`` in float32 (float64 if any input is float64), whatever ``u``'s dtype.
     """
-    if u.dim() != 3:
-        raise ValueError(f"u must have shape (T, B, d), got {tuple(u.shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    for name, t in (("u", u), ("W", W), ("bias", bias), ("h0", h0)):
+        if t is not None:  # real planes: the kernel would read a complex tensor's bytes
+            check_tensor(name, t, allow_complex=False)
+    check_shape("u", u, (None, None, None), what="(T, B, d)")
     if 0 in u.shape:  # an empty u would reach the kernel, which reads u[0] before its loop
         raise ValueError(f"u must have T >= 1 steps, B >= 1 rows and d >= 1 features, got "
                          f"shape {tuple(u.shape)}")
-    if is_complex and u.shape[-1] % 2:
+    _, B, d = u.shape
+    if is_complex and d % 2:
         raise ValueError(f"a complex state needs an even d = 2n (planes [Re | Im]), got u of "
                          f"shape {tuple(u.shape)}")
     if bias is not None and activation != "modrelu":
         raise ValueError(
             f"bias is the modReLU bias; with activation={activation!r} fold it into u"
         )
+    # the kernel indexes W, bias and h0 by these shapes without bounds: check them all
+    check_shape("W", W, (d, d), what="(d, d)")
+    if bias is not None:
+        check_shape("bias", bias, (d // 2 if is_complex else d,), what="(n,)")
+    if h0 is not None:
+        check_shape("h0", h0, (B, d), what="(B, d)")
+    check_same_device("u", u, W=W, bias=bias, h0=h0)
+    leak = check_fixed_float("leak", leak)
     dtype = compute_dtype(*(t.dtype for t in (u, W, bias, h0) if t is not None))
     if activation == "modrelu" and bias is None:
         n = u.shape[-1] // 2 if is_complex else u.shape[-1]
@@ -197,7 +210,7 @@ def recurrence_planes(
         unsupported = "the Triton recurrence runs the plain form (leak = 1), not a leaky one"
     backend = resolve_backend("recurrence", backend, u.device, unsupported)
     return _recurrence(
-        cast(u), cast(W), cast(bias), cast(h0), activation, is_complex, backend, float(leak)
+        cast(u), cast(W), cast(bias), cast(h0), activation, is_complex, backend, leak
     )
 
 

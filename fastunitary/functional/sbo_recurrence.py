@@ -22,7 +22,8 @@ import torch
 
 from .. import reference
 from .._backend import BackendUnavailableError, check_backend_name
-from .._checks import check_positive_int, check_same_device, check_shape, check_tensor
+from .._checks import (check_fixed_float, check_positive_int, check_same_device, check_shape,
+                       check_tensor)
 from ..reference.sbo_recurrence import SBO_METHODS
 from ._dispatch import (BATCH_MAJOR, PER_SAMPLE, PLACEHOLDER, SHARED, TIME_MAJOR, autocast_off,
                         differentiable, recomputed_gradients, register_folded_vmap)
@@ -136,13 +137,16 @@ register_folded_vmap(
     samples_arg=12)
 
 
-def check_options(method: str, eta: float, steps: int) -> None:
-    """Raise ``ValueError`` unless ``method``, ``eta`` and ``steps`` are valid."""
+def check_options(method: str, eta: float, steps: int) -> float:
+    """``eta`` as a float; raise unless ``method``, ``eta`` and ``steps`` are valid
+    (``eta`` is fixed: a tensor that requires grad is refused, not silently detached)."""
     if method not in SBO_METHODS:
         raise ValueError(f"method must be one of {SBO_METHODS}, got {method!r}")
     check_positive_int("steps", steps)
+    eta = check_fixed_float("eta", eta)
     if not 0 < eta < math.inf:
         raise ValueError(f"eta must be > 0 and finite, got {eta!r}")
+    return eta
 
 
 def sbo_recurrence(
@@ -182,7 +186,7 @@ def sbo_recurrence(
     """
     check_tensor("u", u, allow_complex=False)
     check_tensor("W", W, allow_complex=False)
-    check_options(method, eta, steps)
+    eta = check_options(method, eta, steps)
     check_backend_name(backend)
     if backend == "triton":
         raise BackendUnavailableError(NO_KERNEL)
@@ -197,17 +201,20 @@ def sbo_recurrence(
             check_shape(name, s, (B, n), what="(B, n)")
     if m0 is not None and method == "gd":
         raise ValueError("m0 is the momentum methods' state; method='gd' has none")
-    if isinstance(mu, torch.Tensor):
+    if isinstance(mu, torch.Tensor):  # differentiable
         check_tensor("mu", mu, allow_complex=False)
-        mu_t = mu
+        if mu.dim() != 0:
+            raise ValueError(f"mu must be a float or a 0-dim tensor, got shape {tuple(mu.shape)}")
+        check_same_device("u", u, mu=mu)
     else:
-        mu_t = torch.tensor(float(mu), device=u.device)
-    if mu_t.dim() != 0:
-        raise ValueError(f"mu must be a float or a 0-dim tensor, got shape {tuple(mu_t.shape)}")
-    check_same_device("u", u, W=W, h0=h0, m0=m0, mu=mu_t)
-    dtype = compute_dtype(*(t.dtype for t in (u, W, h0, m0, mu_t) if t is not None))
+        mu = check_fixed_float("mu", mu)
+    check_same_device("u", u, W=W, h0=h0, m0=m0)
+    dtype = compute_dtype(*(t.dtype for t in (u, W, h0, m0, mu)
+                            if isinstance(t, torch.Tensor)))
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    hs, ms = _sbo(cast(u), cast(W), cast(h0), cast(m0), mu_t.to(u.device, dtype),
-                     float(eta), steps, method)
+    # a float mu takes the state's dtype (not the default dtype, which may be float64)
+    mu_t = mu.to(dtype) if isinstance(mu, torch.Tensor) else torch.tensor(mu, dtype=dtype,
+                                                                          device=u.device)
+    hs, ms = _sbo(cast(u), cast(W), cast(h0), cast(m0), mu_t, eta, steps, method)
     h = hs if steps == 1 else hs[steps - 1::steps].contiguous()
     return h, (ms[-1] if method != "gd" else None)

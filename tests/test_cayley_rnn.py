@@ -777,6 +777,24 @@ def test_weight_cache_keeps_the_storages_it_keyed_alive(cls, cell_cls):
             del flat
 
 
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_cache_off_for_parameters_in_shared_memory(cls, cell_cls):
+    """After ``share_memory()`` other processes (Hogwild workers, a trainer beside this
+    evaluator) write the parameters, and no version counter here moves: an evaluator kept
+    the W of its first call (outputs off by 1.3 after three Adam steps of a worker). Such
+    parameters are never cached. The write here goes through a NumPy view of the shared
+    storage, as another process's would: untracked by this process."""
+    rnn = cls(3, 4, 2).eval().share_memory()
+    x = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        rnn(x)
+        for p in rnn.parameters():
+            p.detach().numpy()[...] *= 1.5
+        fresh = copy.deepcopy(rnn).train()  # training mode never caches
+        torch.testing.assert_close(rnn(x)[0], fresh(x)[0], rtol=0, atol=0)
+    assert all(cell._weight_cache is None for cell in rnn.layers)
+
+
 @pytest.mark.parametrize("cls, trainable_h0", [(ScoRNN, False), (ScoRNN, True),
                                                (ScuRNN, True)])
 def test_zero_input_prefix_from_the_zero_state_trains(cls, trainable_h0):

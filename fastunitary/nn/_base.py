@@ -162,7 +162,9 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
 
     ``W`` is cached in eval mode with gradients off (see :meth:`_recurrent_weight`): after
     changing its sources in place through ``.data`` (``p.data.mul_(2)``, or
-    ``Tensor.set_``), which the cache cannot see, call :meth:`clear_weight_cache`.
+    ``Tensor.set_``), a NumPy or DLPack view, or CUDA memory another process writes, which
+    the cache cannot see, call :meth:`clear_weight_cache`. Parameters in shared CPU memory
+    (``share_memory()``: Hogwild, a training process beside an evaluator) are never cached.
     """
 
     is_complex: bool = False
@@ -252,9 +254,12 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         counter; other tensors (``torch.func.functional_call``) are other objects;
         ``.to()``, ``p.data = t`` and ``vector_to_parameters`` change the address (the
         entry keeps the tensors it keyed, and their storages, alive, so that a new tensor
-        cannot reuse an address); ``.train()``/``.eval()`` drop the entry. In-place changes through ``.data`` (``p.data.mul_(2)``) or
-        ``Tensor.set_`` on the same storage bypass the version counter: call
-        :meth:`clear_weight_cache` after them. Inside
+        cannot reuse an address); ``.train()``/``.eval()`` drop the entry. Sources in
+        shared CPU memory (``share_memory()``) are never cached: another process writes
+        them without this process's version counter seeing it. In-place changes through
+        ``.data`` (``p.data.mul_(2)``), ``Tensor.set_`` on the same storage, NumPy or
+        DLPack views, or another process writing CUDA memory bypass the version counter:
+        call :meth:`clear_weight_cache` after them. Inside
         :func:`frozen_recurrent_weights` (export) it is the ``W`` computed on entry.
         """
         frozen = getattr(self, "_frozen_weight", None)  # absent from cells pickled before it
@@ -272,6 +277,9 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
             # a dual parameter shares its primal's storage and version: a cached W would
             # drop its tangent
             or torch.autograd.forward_ad._current_level >= 0
+            # other processes write shared memory (Hogwild) and no version counter moves
+            # (CUDA storages always report is_shared(): they are not tested)
+            or any(p.device.type == "cpu" and p.is_shared() for p in sources)
         ):
             self._weight_cache = None
             return self._compute_recurrent_weight()

@@ -276,3 +276,18 @@ def test_clear_weight_cache_after_changes_through_data():
         torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
         rnn.layers[0].skew_re.add_(0.3)  # tracked: invalidates without a call
         torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(num_layers=2, coupled=False), dict(normalization="max1", num_negative=2),
+    dict(bidirectional=True, batch_first=True, bias=False),
+])
+def test_repr_rebuilds_the_module(options):
+    """``ENRNN(...)``'s repr gives its constructor's arguments: it once printed
+    ``3, 10, ..., unitary_size=6, short_size=4`` (hidden_size as the second argument, which
+    the constructor refuses) and left out the cell options."""
+    model = ENRNN(3, 6, 4, **options)
+    rebuilt = eval(f"ENRNN({model.extra_repr()})")
+    assert repr(rebuilt) == repr(model)
+    for key, value in options.items():
+        assert f"{key}={value!r}" in model.extra_repr()

@@ -597,10 +597,14 @@ class StackedModule(TorchConstructorOptions, nn.Module):
                     x = F.dropout(x, self.dropout, training=True)
         return x, [torch.stack(f) for f in zip(*finals)]
 
+    def _sizes_repr(self) -> str:
+        """The positional size arguments, as the constructor takes them."""
+        return f"{self.input_size}, {self.hidden_size}"
+
     def _options_repr(self, bias: bool, proj_size: int = 0) -> str:
-        """``torch.nn.LSTM``'s options that differ from their defaults, for ``extra_repr``,
-        in its order."""
-        s = f"{self.input_size}, {self.hidden_size}"
+        """The sizes, then ``torch.nn.LSTM``'s options that differ from their defaults, for
+        ``extra_repr``, in its order."""
+        s = self._sizes_repr()
         if proj_size:
             s += f", proj_size={proj_size}"
         if self.num_layers != 1:

@@ -209,5 +209,16 @@ class ENRNN(_base.StackedRNN):
         """Optimizer groups ``A`` (every layer's A1) and ``other``; see :meth:`ENRNNCell.param_groups`."""
         return _base.param_groups(self, ENRNNCell.param_group_of, {"A": lr_A, "other": lr})
 
+    def _sizes_repr(self) -> str:
+        return f"{self.input_size}, {self.unitary_size}, {self.short_size}"
+
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", unitary_size={self.unitary_size}, short_size={self.short_size}"
+        """The constructor's arguments that differ from their defaults (as it takes them)."""
+        s, cell = super().extra_repr(), self.layers[0]
+        if cell.num_negative != 3 * self.unitary_size // 10:
+            s += f", num_negative={cell.num_negative}"
+        if cell.normalization != "sticky":
+            s += f", normalization={cell.normalization!r}"
+        if not cell.coupled:
+            s += ", coupled=False"
+        return s

@@ -285,8 +285,10 @@ def build_rnn(cfg: TrainConfig, input_size: int) -> tuple[nn.Module, int]:
         rnn = fnn.MomentumRNN(input_size, cfg.hidden, cfg.layers, mu=cfg.mu,
                               step=cfg.momentum_step, backend=cfg.backend)
     elif cfg.model in SBO_RNNS:
-        rnn = fnn.SBORNN(input_size, cfg.hidden, cfg.layers, method=SBO_RNNS[cfg.model],
-                         eta=cfg.eta, mu=cfg.mu, steps=cfg.inner_steps, backend=cfg.backend)
+        method = SBO_RNNS[cfg.model]
+        rnn = fnn.SBORNN(input_size, cfg.hidden, cfg.layers, method=method, eta=cfg.eta,
+                         mu=None if method == "gd" else cfg.mu, steps=cfg.inner_steps,
+                         backend=cfg.backend)
     else:
         raise ValueError(f"model must be one of {MODELS}, got {cfg.model!r}")
     return rnn, rnn.output_size

@@ -170,6 +170,15 @@ def test_fullgraph_compile_equals_eager(cls, proj_size):
         (lambda: NesterovLSTM(3, 4, restart=-1), ValueError, "restart"),
         (lambda: MomentumLSTM(3, 4, mu=0.0, learnable=True), ValueError, "learnable"),
         (lambda: MomentumLSTM(3, 4, backend="fast"), ValueError, "backend"),
+        # an option the buffer does not use would be dropped silently: refused
+        (lambda: NesterovLSTM(3, 4, mu=0.9), TypeError,
+         r"mu=0.9 does not apply to the 'nesterov' buffer, which takes restart, step"),
+        (lambda: NesterovLSTM(3, 4, beta=0.5), TypeError, "beta=0.5 does not apply"),
+        (lambda: RMSPropLSTM(3, 4, mu=0.9), TypeError, r"'rmsprop' buffer, which takes beta, step"),
+        (lambda: RMSPropLSTM(3, 4, restart=5), TypeError, "restart=5 does not apply"),
+        (lambda: MomentumLSTM(3, 4, beta=0.5), TypeError, "beta=0.5 does not apply"),
+        (lambda: MomentumLSTM(3, 4, restart=3), TypeError, "restart=3 does not apply"),
+        (lambda: AdamLSTM(3, 4, restart=3), TypeError, "which takes mu, beta, step"),
         *((lambda p=p: MomentumLSTM(3, 4, proj_size=p), ValueError,
            r"proj_size must be an int in \[0, hidden_size = 4\) \(0: no projection\), got")
           for p in (-1, 4, 5, 1.5, True, "2")),

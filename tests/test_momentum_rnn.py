@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import fastunitary.nn as fnn
 from fastunitary.nn import ENRNN, MomentumRNN, ScoRNN, ScuRNN
 
 
@@ -70,6 +71,47 @@ def test_learnable_momentum_on_cell():
     assert model.layers[0].momentum.mu_logit.grad is not None
 
 
+LEARNABLE = {
+    "MomentumLSTM": lambda **kw: fnn.MomentumLSTM(3, 4, 2, mu=0.6, step=0.3, learnable=True, **kw),
+    "AdamLSTM": lambda **kw: fnn.AdamLSTM(3, 4, mu=0.6, beta=0.9, learnable=True, **kw),
+    "RMSPropLSTM": lambda **kw: fnn.RMSPropLSTM(3, 4, beta=0.9, learnable=True, **kw),
+    "NesterovLSTM": lambda **kw: fnn.NesterovLSTM(3, 4, step=0.3, learnable=True, **kw),
+    "MomentumRNN": lambda **kw: fnn.MomentumRNN(3, 4, mu=0.6, learnable=True, **kw),
+    "ScoRNN": lambda **kw: ScoRNN(3, 4, 2, momentum=0.6, learnable_momentum=True, **kw),
+    "ENRNN": lambda **kw: fnn.ENRNN(3, 3, 2, momentum=0.6, momentum_step=0.5,
+                                    learnable_momentum=True, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNABLE))
+def test_reset_parameters_resets_learnable_coefficients(name):
+    """reset_parameters() once left the learnable coefficients alone: after to_empty (the
+    README's meta-device route) they held whatever memory held, and after training their
+    trained values. Uninitialized memory is NaN here, so a missed entry shows."""
+    torch.manual_seed(7)
+    fresh = LEARNABLE[name]()
+    reset = LEARNABLE[name](device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        for t in [*reset.parameters(), *reset.buffers()]:
+            if t.is_floating_point():
+                t.fill_(float("nan"))
+    torch.manual_seed(7)
+    reset.reset_parameters()
+    want = fresh.state_dict()
+    for key, got in reset.state_dict().items():
+        torch.testing.assert_close(got, want[key], rtol=0, atol=0, msg=key)
+    x = torch.randn(5, 2, 3)
+    assert torch.isfinite(reset(x)[0]).all()
+    with torch.no_grad():  # as after training
+        for p in fresh.parameters():
+            p.add_(0.25)
+    fresh.reset_parameters()
+    coefficients = {k: v for k, v in fresh.state_dict().items() if "momentum." in k}
+    assert coefficients
+    for key, value in coefficients.items():
+        torch.testing.assert_close(value, want[key], rtol=0, atol=0, msg=key)
+
+
 @pytest.mark.slow
 def test_fullgraph_compile_equals_eager():
     torch._dynamo.reset()
@@ -89,6 +131,9 @@ def test_fullgraph_compile_equals_eager():
         (lambda: ScoRNN(3, 4, momentum=1.5), ValueError, r"momentum must be in \[0, 1\), got 1.5"),
         (lambda: ScoRNN(3, 4, momentum=0.5, momentum_step=0), ValueError,
          "momentum_step must be > 0"),
+        # without momentum these would be dropped silently
+        (lambda: ScoRNN(3, 4, momentum_step=0.1), TypeError, "give momentum=mu as well"),
+        (lambda: ScoRNN(3, 4, learnable_momentum=True), TypeError, "give momentum=mu as well"),
     ],
 )
 def test_bad_input(call, exc, match):

@@ -124,6 +124,26 @@ def test_mu_is_learned_or_fixed_and_round_trips():
     assert "mu_l0" not in SBORNN(3, 4).state_dict()  # gd has no momentum
 
 
+@pytest.mark.parametrize("learn_mu", [True, False])
+def test_reset_parameters_resets_mu(learn_mu):
+    """mu_l{k} (a parameter, or a buffer with learn_mu=False) once kept whatever it held:
+    NaN after the README's meta-device route (to_empty, reset_parameters), its trained
+    value after a reset."""
+    fresh = SBORNN(3, 4, num_layers=2, method="heavy_ball", mu=0.3, learn_mu=learn_mu)
+    reset = SBORNN(3, 4, num_layers=2, method="heavy_ball", mu=0.3, learn_mu=learn_mu,
+                   device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        for t in [*reset.parameters(), *reset.buffers()]:
+            t.fill_(float("nan"))
+        fresh.mu_l1.fill_(0.97)  # as after training
+    for model in (reset, fresh):
+        torch.manual_seed(3)
+        model.reset_parameters()
+    assert fresh.mu_l0.item() == fresh.mu_l1.item() == pytest.approx(0.3)
+    for (key, got), want in zip(reset.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=key)
+
+
 @pytest.mark.parametrize("method, upper", [("gd", 1 + 1e-5), ("heavy_ball", 2.0),
                                            ("nesterov", 2.0)])
 def test_gradient_norms_stay_in_a_band_over_1000_steps(method, upper):
@@ -201,6 +221,9 @@ def test_fullgraph_compile_equals_eager(method):
         (lambda: SBORNN(3, 4, eta=-1.0), ValueError, "eta"),
         (lambda: SBORNN(3, 4, method="heavy_ball", mu=-3.0), ValueError, r"mu must be in \[0, 1\)"),
         (lambda: SBORNN(3, 4, method="nesterov", mu=1.0), ValueError, r"mu must be in \[0, 1\)"),
+        (lambda: SBORNN(3, 4, method="gd", mu=0.9), TypeError, "method='gd' has none"),
+        (lambda: SBORNN(3, 4, eta=torch.tensor(0.1, requires_grad=True)), TypeError,
+         "eta is a fixed float"),
         (lambda: SBORNN(3, 4, backend="triton"), BackendUnavailableError, "sbo_recurrence"),
         (lambda: SBORNN(3, 4)(torch.zeros(5, 2, 2)), ValueError, "input_size = 3"),
         (lambda: SBORNN(3, 4)(torch.zeros(5, 2, 3), torch.zeros(2, 2, 4)), ValueError, "hx"),

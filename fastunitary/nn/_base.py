@@ -151,7 +151,8 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
     ``momentum=mu`` the input term goes through the buffer
     ``v_t = mu v_{t-1} + momentum_step (U x_t + c)`` (one ``momentum_scan`` before the
     recurrence, the input bias inside the buffer as in the MomentumLSTM), and
-    ``h_t = modReLU(W h_{t-1} + v_t)``. An option of every cell rather than separate
+    ``h_t = modReLU(W h_{t-1} + v_t)`` (``momentum_step`` 1 by default; it and
+    ``learnable_momentum`` raise without ``momentum``). An option of every cell rather than separate
     classes, because it touches only the input term: ``W``, its parametrization and every
     model-specific feature stay as they are, for scuRNN, scoRNN and ENRNN alike.
 
@@ -181,7 +182,7 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         backend: str = "auto",
         check_finite: bool = False,
         momentum: float | None = None,
-        momentum_step: float = 1.0,
+        momentum_step: float | None = None,
         learnable_momentum: bool = False,
     ):
         super().__init__()
@@ -200,14 +201,20 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         self.momentum = None
         if momentum is not None:
             self.momentum = MomentumBuffer(
-                "momentum", mu=momentum, step=momentum_step, learnable=learnable_momentum,
-                names={"mu": "momentum", "step": "momentum_step"})
+                "momentum", mu=momentum, step=1.0 if momentum_step is None else momentum_step,
+                learnable=learnable_momentum, names={"mu": "momentum", "step": "momentum_step"})
+        elif momentum_step is not None or learnable_momentum:  # would be dropped silently
+            raise TypeError("momentum_step and learnable_momentum configure the momentum "
+                            "buffer: give momentum=mu as well")
         self._create_recurrent_parameters()
         self.reset_parameters()
 
     # -- initialization ---------------------------------------------------------------
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Initialize every parameter (METHODS.md for the model at hand)."""
+        """Initialize every parameter (METHODS.md for the model at hand; learnable momentum
+        coefficients to their given values)."""
+        if self.momentum is not None:
+            self.momentum.reset_parameters()
         with torch.no_grad():
             self._reset_input_weights(generator)
             if self.bias_ih is not None:

@@ -54,20 +54,32 @@ class MomentumBuffer(nn.Module):
 
     Args:
         kind: one of :data:`KINDS`.
-        mu: in [0, 1) ("momentum", "adam").  step: > 0.  beta: in (0, 1) ("adam",
-            "rmsprop").  restart: ``R >= 0`` ("nesterov").
+        mu: in [0, 1) ("momentum", "adam"; default 0).  step: > 0.  beta: in (0, 1)
+            ("adam", "rmsprop"; default 0.999).  restart: ``R >= 0`` ("nesterov"; default
+            0). A coefficient the kind does not use must be left ``None``: given, it
+            raises ``TypeError`` rather than being dropped without a trace.
         learnable: learn the coefficients.
         names: what the caller calls ``mu`` and ``step`` in its errors (a cell's
             ``momentum=`` and ``momentum_step=``).
     """
 
-    def __init__(self, kind: str, *, mu: float = 0.0, step: float = 1.0, beta: float = 0.999,
-                 restart: int = 0, learnable: bool = False, names: dict | None = None):
+    def __init__(self, kind: str, *, mu: float | None = None, step: float = 1.0,
+                 beta: float | None = None, restart: int | None = None, learnable: bool = False,
+                 names: dict | None = None):
         super().__init__()
         names = {"mu": "mu", "step": "step", **(names or {})}
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         uses_mu, uses_beta = kind in ("momentum", "adam"), kind in ("adam", "rmsprop")
+        used = {"mu": uses_mu, "beta": uses_beta, "restart": kind == "nesterov"}
+        for name, value in (("mu", mu), ("beta", beta), ("restart", restart)):
+            if value is not None and not used[name]:
+                takes = ", ".join([names.get(k, k) for k in used if used[k]] + [names["step"]])
+                raise TypeError(f"{names.get(name, name)}={value!r} does not apply to the "
+                                f"{kind!r} buffer, which takes {takes}")
+        mu = 0.0 if mu is None else mu
+        beta = 0.999 if beta is None else beta
+        restart = 0 if restart is None else restart
         if uses_mu and not 0.0 <= mu < 1.0:
             raise ValueError(f"{names['mu']} must be in [0, 1), got {mu}")
         if not step > 0:
@@ -81,14 +93,27 @@ class MomentumBuffer(nn.Module):
                              f"got {names['mu']}=0")
         self.kind, self.restart, self.learnable = kind, restart, learnable
         self.uses_mu, self.uses_beta = uses_mu, uses_beta
+        self._mu, self._step, self._beta = float(mu), float(step), float(beta)  # the initial
         if learnable:
             if uses_mu:
-                self.mu_logit = nn.Parameter(torch.tensor(_logit(mu)))
-            self.step_raw = nn.Parameter(torch.tensor(_inverse_softplus(step)))
+                self.mu_logit = nn.Parameter(torch.empty(()))
+            self.step_raw = nn.Parameter(torch.empty(()))
             if uses_beta:
-                self.beta_logit = nn.Parameter(torch.tensor(_logit(beta)))
-        else:
-            self._mu, self._step, self._beta = float(mu), float(step), float(beta)
+                self.beta_logit = nn.Parameter(torch.empty(()))
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Learnable coefficients back to the values given at construction (fixed ones
+        never move): what an owner's ``reset_parameters`` calls, for a module built on the
+        meta device and materialized with ``to_empty``, or re-initialized."""
+        if not self.learnable:
+            return
+        with torch.no_grad():
+            if self.uses_mu:
+                self.mu_logit.fill_(_logit(self._mu))
+            self.step_raw.fill_(_inverse_softplus(self._step))
+            if self.uses_beta:
+                self.beta_logit.fill_(_logit(self._beta))
 
     @property
     def mu(self):

@@ -59,8 +59,8 @@ class MomentumLSTMBase(TorchStyleStack):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0,
-                 *, kind: str, mu: float = 0.0,
-                 step: float = 1.0, beta: float = 0.999, restart: int = 0,
+                 *, kind: str, mu: float | None = None,
+                 step: float = 1.0, beta: float | None = None, restart: int | None = None,
                  learnable: bool = False, forget_bias: float = 1.0, backend: str = "auto",
                  check_finite: bool = False):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -71,8 +71,10 @@ class MomentumLSTMBase(TorchStyleStack):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """The official initialization (see the class docstring)."""
+        """The official initialization (see the class docstring); learnable coefficients
+        back to their given values."""
         n = self.hidden_size
+        self.momentum.reset_parameters()
         with torch.no_grad():
             for k, reverse in self.layer_keys():
                 w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)

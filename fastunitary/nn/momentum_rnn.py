@@ -51,9 +51,12 @@ class MomentumRNN(TorchStyleStack):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """``torch.nn.RNN``'s initialization; learnable coefficients back to their given
+        values."""
         bound = self.hidden_size ** -0.5
+        self.momentum.reset_parameters()
         with torch.no_grad():
-            for name, p in self.named_parameters(recurse=False):
+            for p in self.parameters(recurse=False):
                 p.uniform_(-bound, bound, generator=generator)
 
     @accepts_empty_batch(3)

@@ -52,8 +52,9 @@ class SBORNN(TorchStyleStack):
         eta: the inner step size (> 0; default 0.05). The official code uses 1e-3 on pixel
             MNIST (T = 784). On sequential digits (T = 64) heavy ball at 0.05 and Nesterov
             at 0.02 learn well; plain ``"gd"`` learned slowly at every eta tried (README).
-        mu: initial momentum coefficient of the momentum methods, in [0, 1) (where heavy
-            ball and Nesterov are convergent momentum; learned, it may leave that range).
+        mu: initial momentum coefficient of the momentum methods, in [0, 1) (default
+            0.5; where heavy ball and Nesterov are convergent momentum; learned, it may
+            leave that range). ``"gd"`` has none: giving it raises ``TypeError``.
         learn_mu: train ``mu`` (the official setting) or keep it fixed (a buffer).
         steps: optimizer iterations per time step (K).
         backend: ``"auto"`` or ``"reference"`` (no Triton kernel: see
@@ -73,19 +74,24 @@ class SBORNN(TorchStyleStack):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, *, method: str = "gd", eta: float = 0.05,
-                 mu: float = 0.5, learn_mu: bool = True, steps: int = 1, backend: str = "auto",
-                 check_finite: bool = False):
-        check_options(method, eta, steps)
+                 mu: float | None = None, learn_mu: bool = True, steps: int = 1,
+                 backend: str = "auto", check_finite: bool = False):
+        eta = check_options(method, eta, steps)
+        if method == "gd" and mu is not None:  # would be dropped silently
+            raise TypeError(f"mu={mu!r} is the momentum methods' coefficient; method='gd' "
+                            f"has none")
+        mu = 0.5 if mu is None else mu
         if method != "gd" and not 0.0 <= mu < 1.0:
             raise ValueError(f"mu must be in [0, 1) for method={method!r}, got {mu}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, backend=backend, check_finite=check_finite)
         if backend == "triton":
             raise BackendUnavailableError(NO_KERNEL)
-        self.method, self.eta, self.steps, self.learn_mu = method, float(eta), steps, learn_mu
+        self.method, self.eta, self.steps, self.learn_mu = method, eta, steps, learn_mu
+        self.mu_init = float(mu)
         if method != "gd":
             for k, reverse in self.layer_keys():
-                value, name = torch.tensor(float(mu)), "mu" + self.layer_suffix(k, reverse)
+                value, name = torch.tensor(self.mu_init), "mu" + self.layer_suffix(k, reverse)
                 if learn_mu:
                     self.register_parameter(name, nn.Parameter(value))
                 else:
@@ -93,10 +99,14 @@ class SBORNN(TorchStyleStack):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """The official initialization (see the README), and ``mu`` back to its given value."""
         n = self.hidden_size
         bound = n ** -0.5
         r = min(INIT_RANK, n)
         with torch.no_grad():
+            if self.has_momentum:
+                for k, reverse in self.layer_keys():
+                    getattr(self, "mu" + self.layer_suffix(k, reverse)).fill_(self.mu_init)
             for k, reverse in self.layer_keys():
                 w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
                 for p in (w_ih, b_ih, b_hh):

@@ -314,6 +314,56 @@ def test_packed_input_compiles_in_one_graph():
     torch.testing.assert_close(h_n, want_h, rtol=0, atol=0)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [
+    lambda: fnn.MomentumLSTM(3, 6, mu=0.5, step=1.0, bidirectional=True),
+    lambda: fnn.ScoRNN(3, 6, momentum=0.5, bidirectional=True),
+], ids=["MomentumLSTM", "ScoRNN-momentum"])
+def test_compiled_bidirectional_momentum_on_packed_input_equals_eager(make):
+    """Inductor (PyTorch 2.13, CPU) miscompiled the momentum factorization's ones channel
+    (torch.cat) of a padded packed batch that the backward direction also reads reversed:
+    that direction's outputs were off by 0.3 and its gradients by 2, with no error.
+    Outputs, final states and every gradient against eager, 1e-5."""
+    torch.manual_seed(0)
+    model = make()
+    seqs = [torch.randn(L, 3, requires_grad=True) for L in (5, 2, 4)]
+    results = []
+    for run in (model, torch.compile(model, fullgraph=True)):
+        out, state = run(pack_sequence(seqs, enforce_sorted=False))
+        states = state if isinstance(state, tuple) else (state,)
+        loss = (out.data.square().sum() + sum(s.sum() for s in states))
+        grads = torch.autograd.grad(loss, [*model.parameters(), *seqs])
+        results.append([out.data.detach(), *(s.detach() for s in states), *grads])
+    for got, want in zip(*reversed(results)):
+        assert rel_err(got, want) <= 1e-5
+
+
+def test_sorted_packed_input_compiles_with_momentum():
+    """A sorted batch (pack_sequence's default) gave Dynamo an unbacked B from batch_sizes,
+    on which momentum_scan's size check could not decide: 'Could not guard on
+    data-dependent expression'. PackedIndex now states B >= 1."""
+    model = fnn.MomentumRNN(3, 4, mu=0.5)
+    packed = pack_sequence([torch.randn(L, 3) for L in (5, 4, 2)])
+    out = torch.compile(model, fullgraph=True, backend="eager")(packed)[0]
+    torch.testing.assert_close(out.data, model(packed)[0].data, rtol=0, atol=0)
+
+
+def test_each_decorated_forward_has_its_own_recompile_budget():
+    """Dynamo limits recompiles per code object. The empty-batch decorator once gave every
+    module class one shared code object, so a ninth differently configured module in a
+    process failed to compile under fullgraph=True. With a budget of 1, modules of
+    different classes (cells and stacks) each still compile."""
+    x = torch.randn(4, 2, 3)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        torch._dynamo.reset()
+        for model in (fnn.ScoRNN(3, 4), fnn.MomentumRNN(3, 4), fnn.MomentumLSTM(3, 4),
+                      fnn.SBORNN(3, 4)):
+            torch.compile(model, fullgraph=True, backend="eager")(x)
+        cell = fnn.ScoRNNCell(3, 4)
+        torch.compile(cell, fullgraph=True, backend="eager")(x[0])
+    torch._dynamo.reset()
+
+
 def test_bidirectional_scurnn_output_splits_into_two_complex_states():
     """The layout the README and ``as_complex`` describe: ``[Re f, Im f, Re b, Im b]``."""
     bi = fnn.ScuRNN(3, 4, bidirectional=True)

@@ -175,7 +175,11 @@ class MomentumBuffer(nn.Module):
         if x.shape[-1] + (bias is not None) >= weight.shape[0]:
             return None
         if bias is not None:
-            x = torch.cat([x, x.new_ones(x.shape[:-1] + (1,))], -1)
+            # the ones channel by F.pad, not torch.cat with ones: Inductor (PyTorch 2.13, CPU)
+            # miscompiles the cat when the input is a padded packed batch (index_put into
+            # zeros) also read reversed by the other direction, giving the backward
+            # direction's scan a wrong input with no error
+            x = F.pad(x, (0, 1), value=1.0)
             weight = torch.cat([weight, bias.unsqueeze(1)], 1)
         return self(x, backend, step=1.0), weight * s, None
 

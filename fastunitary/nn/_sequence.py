@@ -34,6 +34,9 @@ class PackedIndex:
         self.batch_sizes = batch_sizes
         self.sorted_indices, self.unsorted_indices = packed.sorted_indices, packed.unsorted_indices
         self.T, self.B, N = len(batch_sizes), int(batch_sizes[0]), data.shape[0]
+        # under torch.compile B is read from data (an unbacked size): say it is a row count,
+        # or the ops' own size checks (B >= 1) cannot be decided and Dynamo gives up
+        torch._check(self.B >= 1)
         device = data.device
         if device.type == "cuda" and not torch.compiler.is_compiling():
             sizes = batch_sizes.pin_memory().to(device, non_blocking=True)
@@ -152,6 +155,12 @@ def accepts_empty_batch(batched_dims: int):
             output, state = out
             return _without_rows(output, dim), _without_rows(state, 1)
 
+        # One code object per decorated forward, as undecorated ones have: Dynamo counts
+        # recompiles per code object (8 by default), and one shared wrapper spent that
+        # budget on every module class together (a 9th configured module then failed to
+        # compile under fullgraph=True).
+        wrapper.__code__ = wrapper.__code__.replace(
+            co_qualname=f"accepts_empty_batch({forward.__qualname__})")
         return wrapper
 
     return decorate

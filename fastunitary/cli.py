@@ -7,11 +7,26 @@ import dataclasses
 import sys
 
 from ._backend import BackendUnavailableError
-from .train import MODELS, TASKS, TrainConfig, length_label, train
+from .train import MODELS, MOMENTUM_LSTMS, SBO_RNNS, TASKS, TrainConfig, length_label, train
 
 
 #: the time budget of a run given neither --steps nor --max-seconds
 DEFAULT_SECONDS = 60.0
+
+#: options that only some models (or, for convention, tasks) read: given elsewhere they
+#: would be dropped without a trace, so they are refused
+MODEL_OPTIONS = {
+    "short": ("enrnn",),
+    "rho": ("scornn", "enrnn"),
+    "lr_A": ("scurnn", "scornn", "enrnn"),
+    "lr_D": ("scurnn",),
+    "mu": ("momentumlstm", "adamlstm", "momentumrnn", "sbornn_hb", "sbornn_nag"),
+    "momentum_step": (*MOMENTUM_LSTMS, "momentumrnn"),
+    "restart": ("nesterovlstm",),
+    "eta": tuple(SBO_RNNS),
+    "inner_steps": tuple(SBO_RNNS),
+}
+TASK_OPTIONS = {"convention": ("copying",)}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -34,13 +49,13 @@ def _train_parser(sub) -> None:
     p.add_argument("--model", choices=MODELS, default=d.model, help="the recurrent network")
     p.add_argument("--hidden", type=int, default=d.hidden,
                    help="hidden size (complex state size for scurnn, unitary_size for enrnn)")
-    p.add_argument("--short", type=int, default=d.short, help="enrnn: short_size")
+    p.add_argument("--short", type=int, default=None, help=f"enrnn: short_size (default: {d.short})")
     p.add_argument("--layers", type=int, default=d.layers, help="stacked recurrent layers")
     p.add_argument("--length", type=int, default=d.length,
                    help="copying: delay T; adding: sequence length L; fixed for digits (64), "
                         "fashion_mnist (784), mnist1d (40)")
-    p.add_argument("--convention", choices=("scornn", "exprnn"), default=d.convention,
-                   help="copying: marker position")
+    p.add_argument("--convention", choices=("scornn", "exprnn"), default=None,
+                   help=f"copying: marker position (default: {d.convention})")
     p.add_argument("--batch", type=int, default=d.batch, help="sequences per training step")
     p.add_argument("--steps", type=int, default=None,
                    help=f"stop after this many steps (the total, with --resume); with "
@@ -51,10 +66,10 @@ def _train_parser(sub) -> None:
                         f"already counts); with neither this nor --steps: {DEFAULT_SECONDS:g}")
     p.add_argument("--lr", type=float, default=d.lr,
                    help="learning rate of everything but A and D (Adam; RMSProp for enrnn)")
-    p.add_argument("--lr-A", dest="lr_A", type=float, default=d.lr_A,
-                   help="scurnn, scornn: RMSProp's rate for A; enrnn: for A1")
-    p.add_argument("--lr-D", dest="lr_D", type=float, default=d.lr_D,
-                   help="scurnn: Adagrad's rate for the phases of D")
+    p.add_argument("--lr-A", dest="lr_A", type=float, default=None,
+                   help=f"scurnn, scornn: RMSProp's rate for A; enrnn: for A1 (default: {d.lr_A})")
+    p.add_argument("--lr-D", dest="lr_D", type=float, default=None,
+                   help=f"scurnn: Adagrad's rate for the phases of D (default: {d.lr_D})")
     p.add_argument("--rho", type=int, default=None,
                    help="scornn: number of -1 in D (default hidden // 10); enrnn: in D1 "
                         "(default 3 * hidden // 10)")
@@ -72,15 +87,19 @@ def _train_parser(sub) -> None:
                    help="fastunitary's ops: Triton kernels or the PyTorch reference (auto: "
                         "Triton on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True)")
-    p.add_argument("--mu", type=float, default=d.mu,
-                   help="momentum models and sbornn_hb/sbornn_nag: mu (the MomentumRNN "
-                        "recipe; SBO-RNN's official start is 0.5)")
-    p.add_argument("--momentum-step", dest="momentum_step", type=float, default=d.momentum_step,
-                   help="momentum models: s")
-    p.add_argument("--restart", type=int, default=d.restart, help="nesterovlstm: restart period R")
-    p.add_argument("--eta", type=float, default=d.eta, help="sbornn*: inner step size")
-    p.add_argument("--inner-steps", dest="inner_steps", type=int, default=d.inner_steps,
-                   help="sbornn*: optimizer iterations per time step (K)")
+    p.add_argument("--mu", type=float, default=None,
+                   help=f"momentumlstm, adamlstm, momentumrnn, sbornn_hb, sbornn_nag: mu (the "
+                        f"MomentumRNN recipe; SBO-RNN's official start is 0.5) (default: "
+                        f"{d.mu})")
+    p.add_argument("--momentum-step", dest="momentum_step", type=float, default=None,
+                   help=f"the momentum LSTMs and momentumrnn: s (default: {d.momentum_step})")
+    p.add_argument("--restart", type=int, default=None,
+                   help=f"nesterovlstm: restart period R (default: {d.restart})")
+    p.add_argument("--eta", type=float, default=None,
+                   help=f"sbornn*: inner step size (default: {d.eta})")
+    p.add_argument("--inner-steps", dest="inner_steps", type=int, default=None,
+                   help=f"sbornn*: optimizer iterations per time step (K) (default: "
+                        f"{d.inner_steps})")
     p.add_argument("--out", default=None,
                    help="folder for metrics.json, metrics.csv, curves.png and checkpoint.pt "
                         "(created if missing; without it nothing is written)")
@@ -104,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.task not in variant:
             parser.error(f"--permuted applies to {', '.join(variant)}, not {args.task}")
         args.task = variant[args.task]
+    for options, chosen in ((MODEL_OPTIONS, args.model), (TASK_OPTIONS, args.task)):
+        for name, users in options.items():
+            if getattr(args, name) is None:
+                delattr(args, name)  # the TrainConfig default
+            elif chosen not in users:
+                print(f"fastunitary train: error: --{name.replace('_', '-')} applies to "
+                      f"{', '.join(users)}, not {chosen}", file=sys.stderr)
+                return 2
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.steps is None and cfg.max_seconds is None:
         if cfg.resume is not None:  # the time budget counts what was trained already

@@ -323,6 +323,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError("give a budget: steps, max_seconds, or both")
     if not cfg.eta > 0:
         raise ValueError(f"eta must be > 0, got {cfg.eta}")
+    for name in ("lr", "lr_A", "lr_D"):  # torch's own message would not say which one
+        if not 0 < getattr(cfg, name) < math.inf:
+            raise ValueError(f"{name} must be > 0 and finite, got {getattr(cfg, name)}")
     for name in ("hidden", "short", "layers", "length", "batch", "eval_every", "eval_size",
                  "inner_steps"):
         if getattr(cfg, name) < 1:
@@ -645,6 +648,14 @@ def read_checkpoint(cfg: TrainConfig) -> dict:
         detail = ", ".join(f"{k}: {ckpt['config'][k]!r} -> {mine.get(k)!r}" for k in changed)
         raise ValueError(f"resume: the run differs from the checkpoint's in {detail}; only "
                          f"{', '.join(sorted(RESUMABLE_CHANGES))} may change")
+    # a budget already spent would run no step and report the checkpoint under a config
+    # that does not describe it
+    done, spent = ckpt["step"], ckpt["train_seconds"]
+    if (cfg.steps is not None and cfg.steps <= done) or (
+            cfg.max_seconds is not None and cfg.max_seconds <= spent):
+        raise ValueError(f"resume: the checkpoint has trained {done} steps in {spent:.1f} s; "
+                         f"give a budget beyond that (steps > {done}, max_seconds > "
+                         f"{spent:.1f})")
     return ckpt
 
 

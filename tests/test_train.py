@@ -141,6 +141,20 @@ def test_outputs_csv_plot_and_best_accuracy(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 6
 
 
+def test_resume_refuses_a_spent_budget(tmp_path):
+    """A resume whose steps (or seconds) the checkpoint has already trained ran no step and
+    reported the checkpoint under a config that did not describe it."""
+    base = dict(task="copying", model="scornn", hidden=6, length=5, batch=4, eval_every=2,
+                eval_size=8)
+    train(TrainConfig(**base, steps=4), out=tmp_path, progress=False)
+    ckpt = str(tmp_path / "checkpoint.pt")
+    for budget in (dict(steps=4), dict(steps=2), dict(max_seconds=1e-3),
+                   dict(steps=10, max_seconds=1e-3)):
+        with pytest.raises(ValueError, match="the checkpoint has trained 4 steps in"):
+            train(TrainConfig(**base, **budget, resume=ckpt), progress=False)
+    assert train(TrainConfig(**base, steps=6, resume=ckpt), progress=False)["steps"] == 6
+
+
 def test_cli_resume(tmp_path, capsys):
     args = ["train", "--task", "adding", "--model", "scornn", "--hidden", "6", "--length", "5",
             "--batch", "4", "--eval-every", "2", "--no-progress", "--out", str(tmp_path)]
@@ -215,6 +229,22 @@ def _cli_error(capsys, args) -> str:
     (["--seed", "-1"], "seed must be >= 0, got -1"),
     (["--task", "digits", "--permuted", "--seed", str(2**32)],
      "seed must be in [0, 2**32) for a permuted task"),
+    # options read by other models or tasks only: refused, not dropped
+    (["--model", "lstm", "--short", "5"], "--short applies to enrnn, not lstm"),
+    (["--model", "scurnn", "--rho", "3"], "--rho applies to scornn, enrnn, not scurnn"),
+    (["--model", "gru", "--lr-A", "1e-3"], "--lr-A applies to scurnn, scornn, enrnn, not gru"),
+    (["--model", "scornn", "--lr-D", "1e-3"], "--lr-D applies to scurnn, not scornn"),
+    (["--model", "nesterovlstm", "--mu", "0.9"], "--mu applies to momentumlstm, adamlstm, "
+     "momentumrnn, sbornn_hb, sbornn_nag, not nesterovlstm"),
+    (["--model", "sbornn", "--mu", "0.9"], "not sbornn"),
+    (["--model", "scornn", "--momentum-step", "0.5"], "--momentum-step applies to"),
+    (["--model", "momentumlstm", "--restart", "3"], "--restart applies to nesterovlstm"),
+    (["--model", "lstm", "--eta", "0.1"], "--eta applies to sbornn, sbornn_hb, sbornn_nag"),
+    (["--model", "lstm", "--inner-steps", "2"], "--inner-steps applies to sbornn"),
+    (["--convention", "exprnn"], "--convention applies to copying, not adding"),
+    # torch's own message did not say which rate
+    (["--model", "scurnn", "--lr-A", "-1"], "lr_A must be > 0 and finite, got -1.0"),
+    (["--lr", "0"], "lr must be > 0 and finite, got 0.0"),
 ])
 def test_cli_refuses_bad_arguments_in_one_line(capsys, monkeypatch, args, says):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

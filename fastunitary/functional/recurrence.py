@@ -246,15 +246,13 @@ def recurrence(
     """
     check_tensor("u", u)
     check_tensor("W", W)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    # the activation, the devices and T, B, n >= 1 are checked by recurrence_planes
     check_shape("u", u, (None, None, None), what="(T, B, n)")
-    T, B, n = u.shape  # T, B, n >= 1: checked by recurrence_planes
+    T, B, n = u.shape
     check_shape("W", W, (n, n), what="(n, n)")
     is_complex = u.is_complex()
     if W.is_complex() != is_complex:
         raise TypeError(f"u is {u.dtype} but W is {W.dtype}: both real or both complex")
-    check_same_device("u", u, W=W, bias=bias, h0=h0)
     if bias is not None:
         check_tensor("bias", bias, allow_complex=False)
         check_shape("bias", bias, (n,), what="(n,)")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -80,16 +81,38 @@ class LeakyRNN(nn.Module):
             _checks.check_positive_int(name, v)
         if not 1 <= tau < math.inf:
             raise ValueError(f"tau must be >= 1 and finite (time steps), got {tau}")
-        if not readout_gain >= 0:
-            raise ValueError(f"readout_gain must be >= 0, got {readout_gain}")
+        if not 0 <= readout_gain < math.inf:
+            raise ValueError(f"readout_gain must be >= 0 and finite, got {readout_gain}")
+        if not -math.inf < g < math.inf:
+            raise ValueError(f"g must be finite, got {g}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        n = hidden_size
         self.tau, self.activation = float(tau), activation
-        self.weight = nn.Parameter(torch.randn(n, n, generator=generator) * (g / math.sqrt(n)))
-        self.weight_in = nn.Parameter(torch.randn(n, input_size, generator=generator))
-        self.weight_out = nn.Parameter(
-            torch.randn(output_size, n, generator=generator) * (readout_gain / math.sqrt(n)))
+        self.g, self.readout_gain = float(g), float(readout_gain)
+        self.weight = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.weight_in = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_out = nn.Parameter(torch.empty(output_size, hidden_size))
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw the weights again as the constructor does (``g``, ``readout_gain``)."""
+        n = self.weight.shape[0]
+        with torch.no_grad():
+            for p, std in ((self.weight, self.g / math.sqrt(n)), (self.weight_in, 1.0),
+                           (self.weight_out, self.readout_gain / math.sqrt(n))):
+                # drawn on the CPU, so that a generator gives the same weights on any device
+                p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+    def extra_repr(self) -> str:
+        n_out, n = self.weight_out.shape
+        s = f"{self.weight_in.shape[1]}, {n}, {n_out}, tau={self.tau:g}"
+        if self.activation != "tanh":
+            s += f", activation={self.activation!r}"
+        if self.g != 1.5:
+            s += f", g={self.g:g}"
+        if self.readout_gain != 0.1:
+            s += f", readout_gain={self.readout_gain:g}"
+        return s
 
     @property
     def alpha(self) -> float:
@@ -110,7 +133,7 @@ OWNER = "the network's parameters"
 
 
 def _check_inputs(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor | None,
-                  h0: torch.Tensor | None, *, autocast: bool) -> None:
+                  h0: torch.Tensor | None, *, autocast: bool, h0_name: str = "h0") -> None:
     """One rule for :meth:`LeakyRNN.forward`, :func:`bptt_loss` and :meth:`RFLO.run`, so
     that inputs one accepts, the others accept too: ``x`` ``(T, B, input_size)``,
     ``target`` ``(T, B, output_size)`` (``None``: none given), ``h0`` ``(B, hidden_size)`` or
@@ -129,12 +152,22 @@ def _check_inputs(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor | None,
                             what="(T, B, output_size)")
         given["target"] = target
     if h0 is not None:
-        _checks.check_tensor("h0", h0, allow_complex=False)
-        _checks.check_shape("h0", h0, (B, rnn.weight.shape[0]), what="(B, hidden_size)")
-        given["h0"] = h0
+        _checks.check_tensor(h0_name, h0, allow_complex=False)
+        _checks.check_shape(h0_name, h0, (B, rnn.weight.shape[0]), what="(B, hidden_size)")
+        given[h0_name] = h0
     _checks.check_same_device(OWNER, rnn.weight, **given)
     for name, t in given.items():
         _checks.check_dtype(name, t, rnn.weight.dtype, owner=OWNER, autocast=autocast)
+
+
+class RFLOState(NamedTuple):
+    """Where :meth:`RFLO.run` stopped, to continue a sequence in the next call: the state
+    ``h`` ``(B, n)`` and the eligibility traces ``p`` ``(B, n, n)`` and ``q`` ``(B, n, m)``.
+    The traces advance only in calls that update ``W`` (``learn`` and ``lr > 0``)."""
+
+    h: torch.Tensor
+    p: torch.Tensor
+    q: torch.Tensor
 
 
 class RFLO:
@@ -147,10 +180,15 @@ class RFLO:
             what RFLO's recurrent updates add).  lr_out: for ``W_out`` (default ``lr``).
         train_input: update ``W_in`` too.
         generator: draws the fixed feedback matrix ``B`` ``(n, n_out)``.
+        check_finite: refuse NaN/inf in ``x``, ``target`` and the start state (on by
+            default: nothing stands between the data and the weights, which a single NaN
+            would turn to NaN in place, for good). One reduction per call; turn it off to
+            save the host synchronization it costs on a GPU.
     """
 
     def __init__(self, rnn: LeakyRNN, lr: float = 1e-3, lr_out: float | None = None, *,
-                 train_input: bool = True, generator: torch.Generator | None = None):
+                 train_input: bool = True, generator: torch.Generator | None = None,
+                 check_finite: bool = True):
         rnn = getattr(rnn, "_orig_mod", rnn)  # torch.compile(rnn): its parameters are rnn's
         if not isinstance(rnn, LeakyRNN):
             raise TypeError(f"rnn must be a fastunitary.rflo.LeakyRNN, got {type(rnn).__name__}")
@@ -161,54 +199,88 @@ class RFLO:
         if not 0 <= self.lr_out < math.inf or self.lr == self.lr_out == 0:
             raise ValueError(
                 f"lr_out must be >= 0 and finite, and lr, lr_out not both 0, got {lr}, {lr_out}")
-        self.train_input = train_input
+        self.train_input, self.check_finite = train_input, check_finite
         n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
         self.feedback = torch.randn(n, n_out, generator=generator)
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, target: torch.Tensor, h0: torch.Tensor | None = None,
-            *, learn: bool = True) -> torch.Tensor:
+            *, learn: bool = True, state: RFLOState | None = None,
+            return_state: bool = False) -> torch.Tensor | tuple[torch.Tensor, RFLOState]:
         """One pass over a batch of sequences, updating the weights at every step.
 
         Args:
             x: ``(T, B, m)`` inputs.  target: ``(T, B, n_out)``.  h0: ``(B, n)`` or zeros.
             learn: ``False`` runs the network without updating it (evaluation).
+            state: an :class:`RFLOState` returned by the previous call, to continue its
+                sequences (instead of ``h0``): a long stream fed in chunks this way gives the
+                same updates and losses as one call, in memory independent of its length.
+            return_state: also return the :class:`RFLOState` at the end.
         Returns:
             ``(T,)``: the squared error ``mean_b ||eps_t||^2 / 2`` at each step, before that
-            step's update.
+            step's update; with ``return_state``, ``(losses, state)``.
         """
         rnn = self.rnn
-        _check_inputs(rnn, x, target, h0, autocast=False)
-        T, B, _ = x.shape
+        if state is not None and h0 is not None:
+            raise ValueError("give h0 (a new sequence) or state (continuing one), not both")
+        if state is not None and not isinstance(state, RFLOState):
+            raise TypeError(f"state must be the RFLOState a previous run returned, "
+                            f"got {type(state).__name__}")
+        _check_inputs(rnn, x, target, h0 if state is None else state.h, autocast=False,
+                      h0_name="h0" if state is None else "state.h")
+        T, B, m = x.shape
         n = rnn.weight.shape[0]
+        if state is not None:
+            for name, t, shape in (("state.p", state.p, (B, n, n)), ("state.q", state.q, (B, n, m))):
+                _checks.check_tensor(name, t, allow_complex=False)
+                _checks.check_shape(name, t, shape, what="(B, n, n)" if name == "state.p"
+                                    else "(B, n, input_size)")
+                _checks.check_same_device(OWNER, rnn.weight, **{name: t})
+                _checks.check_dtype(name, t, rnn.weight.dtype, owner=OWNER, autocast=False)
+        if self.check_finite:
+            named = {"x": x, "target": target}
+            if state is None:
+                named["h0"] = h0
+            else:
+                named.update({f"state.{k}": t for k, t in state._asdict().items()})
+            for name, t in named.items():
+                # in blocks of steps: the check's temporaries stay small, as the run's do
+                for block in () if t is None else t.split(1024):
+                    _checks.check_finite(name, block)
         phi, dphi = ACTIVATIONS[rnn.activation]
         a = rnn.alpha
         W, W_in, W_out = rnn.weight, rnn.weight_in, rnn.weight_out
         # B follows the network wherever it was moved since
         self.feedback = self.feedback.to(W.device, W.dtype)
-        h = x.new_zeros(B, n) if h0 is None else h0.clone()
-        p = x.new_zeros(B, n, n)  # eligibility traces: O(B n^2), independent of T
-        q = x.new_zeros(B, n, x.shape[-1])
+        if state is None:
+            h = x.new_zeros(B, n) if h0 is None else h0.clone()
+            p = x.new_zeros(B, n, n)  # eligibility traces: O(B n^2), independent of T
+            q = x.new_zeros(B, n, m)
+        else:  # copies: the caller's state stays as it was
+            h, p, q = (t.clone() for t in state)
         losses = x.new_empty(T)
         recurrent = learn and self.lr > 0  # lr = 0: the traces would never be used
-        for t in range(T):
-            y = phi(h @ W.T + x[t] @ W_in.T)
-            if recurrent:
-                d = dphi(y) * a  # (B, n)
-                p.mul_(1 - a).add_(d.unsqueeze(2) * h.unsqueeze(1))
-                if self.train_input:
-                    q.mul_(1 - a).add_(d.unsqueeze(2) * x[t].unsqueeze(1))
-            h = (1 - a) * h + a * y
-            eps = target[t] - h @ W_out.T  # (B, n_out)
-            losses[t] = 0.5 * (eps * eps).sum(-1).mean()
-            if recurrent:
-                err = eps @ self.feedback.T  # (B, n): the random projection of the error
-                W.add_(torch.einsum("bi,bij->ij", err, p), alpha=self.lr / B)
-                if self.train_input:
-                    W_in.add_(torch.einsum("bi,bik->ik", err, q), alpha=self.lr / B)
-            if learn:
-                W_out.add_(eps.T @ h, alpha=self.lr_out / B)
-        return losses
+        # the updates are written by hand at the weights' precision; an enclosing autocast
+        # region would run their matmuls in bfloat16
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            for t in range(T):
+                y = phi(h @ W.T + x[t] @ W_in.T)
+                if recurrent:
+                    d = dphi(y) * a  # (B, n)
+                    p.mul_(1 - a).add_(d.unsqueeze(2) * h.unsqueeze(1))
+                    if self.train_input:
+                        q.mul_(1 - a).add_(d.unsqueeze(2) * x[t].unsqueeze(1))
+                h = (1 - a) * h + a * y
+                eps = target[t] - h @ W_out.T  # (B, n_out)
+                losses[t] = 0.5 * (eps * eps).sum(-1).mean()
+                if recurrent:
+                    err = eps @ self.feedback.T  # (B, n): the random projection of the error
+                    W.add_(torch.einsum("bi,bij->ij", err, p), alpha=self.lr / B)
+                    if self.train_input:
+                        W_in.add_(torch.einsum("bi,bik->ik", err, q), alpha=self.lr / B)
+                if learn:
+                    W_out.add_(eps.T @ h, alpha=self.lr_out / B)
+        return (losses, RFLOState(h, p, q)) if return_state else losses
 
 
 def bptt_loss(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor,
@@ -220,7 +292,8 @@ def bptt_loss(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor,
     return 0.5 * ((target - y) ** 2).sum(-1).mean()
 
 
-def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None) -> torch.Tensor:
+def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
     """One-hot cues ``(steps, batch, ceil(steps / segment))``: input ``k`` is 1 during steps
     ``k segment .. (k + 1) segment - 1`` and 0 otherwise.
 
@@ -230,19 +303,24 @@ def segment_cues(steps: int, segment: int, *, batch: int = 1, device=None) -> to
     learns a long output as short segments, each cued by its own input, instead of
     carrying one pattern through the whole duration. With segments of 20 tau, a length
     RFLO learns without input, a 160-tau output is eight cued segments.
+
+    ``dtype``: the default dtype if ``None``. The result is a new tensor of its own (not a
+    view shared across the batch), so it can be written in place.
     """
     for name, v in (("steps", steps), ("segment", segment), ("batch", batch)):
         _checks.check_positive_int(name, v)
     index = torch.arange(steps, device=device) // segment
-    cues = torch.nn.functional.one_hot(index, -(-steps // segment)).to(torch.float32)
-    return cues.unsqueeze(1).expand(steps, batch, cues.shape[-1])
+    cues = torch.nn.functional.one_hot(index, -(-steps // segment)).to(
+        dtype or torch.get_default_dtype())
+    return cues.unsqueeze(1).repeat(1, batch, 1)
 
 
 def periodic_target(period: float, steps: int | None = None, *, batch: int = 1,
-                    device=None) -> torch.Tensor:
+                    device=None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``sin(2 pi t / period)`` for ``t = 1 .. steps`` (one period by default): the
     periodic-output task of the paper's Figure 2, ``(steps, batch, 1)``. ``period`` is in
-    steps and need not be whole when ``steps`` is given."""
+    steps and need not be whole when ``steps`` is given. ``dtype``: the default dtype if
+    ``None``; the result is a new tensor of its own, so it can be written in place."""
     if isinstance(period, bool) or not isinstance(period, numbers.Real) or not 0 < period < math.inf:
         raise ValueError(f"period must be a positive number of steps, got {period!r}")
     if steps is None and not isinstance(period, numbers.Integral):
@@ -250,5 +328,5 @@ def periodic_target(period: float, steps: int | None = None, *, batch: int = 1,
     steps = period if steps is None else steps
     for name, v in (("steps", steps), ("batch", batch)):
         _checks.check_positive_int(name, v)
-    t = torch.arange(1, steps + 1, dtype=torch.float32, device=device)
-    return torch.sin(2 * math.pi * t / period).view(steps, 1, 1).expand(steps, batch, 1)
+    t = torch.arange(1, steps + 1, dtype=dtype or torch.get_default_dtype(), device=device)
+    return torch.sin(2 * math.pi * t / period).view(steps, 1, 1).repeat(1, batch, 1)

@@ -9,12 +9,13 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def run_block(marker: str) -> dict:
-    """Execute the README's first python block containing ``marker``; its namespace."""
+def run_block(marker: str, namespace: dict | None = None) -> dict:
+    """Execute the README's first python block containing ``marker``; its namespace
+    (``namespace``: continue that of an earlier block, for a block that builds on it)."""
     blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
               if marker in b]
     assert blocks, f"README has no python example with {marker!r}"
-    namespace: dict = {}
+    namespace = {} if namespace is None else namespace
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     return namespace
 
@@ -51,6 +52,11 @@ def test_readme_rflo_example_runs():
     assert ns["step_losses"].shape == (200,)
     # a silent network scores mean(sin^2) / 2 = 0.25; 100 trials take seeds 0-5 to 0.0003-0.085
     assert ns["loss"].item() < 0.125
+
+
+def test_readme_rflo_chunks_example_runs():
+    ns = run_block("state=state", run_block("RFLO("))
+    assert ns["losses"].shape == (50,) and ns["state"].p.shape == (1, 30, 30)
 
 
 def test_readme_rflo_cues_example_runs():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target, segment_cues
+from fastunitary.rflo import RFLO, LeakyRNN, RFLOState, bptt_loss, periodic_target, segment_cues
 
 
 def loop_rflo(rnn, B_fb, x, target, h0, lr, lr_out):
@@ -296,3 +296,121 @@ def test_periodic_target_takes_a_fractional_period_with_explicit_steps():
     y = periodic_target(2.5, 5, batch=2)
     assert y.shape == (5, 2, 1)
     assert torch.allclose(y[:, 0, 0], torch.sin(2 * math.pi * torch.arange(1, 6) / 2.5), atol=1e-6)
+
+
+def test_an_enclosing_autocast_does_not_round_the_updates():
+    """RFLO's hand-written updates run at the weights' precision inside an autocast region
+    too (its matmuls used to run in bf16 there: 0.5 % off in W's update)."""
+    def update(autocast):
+        g = torch.Generator().manual_seed(0)
+        rnn = LeakyRNN(2, 30, 1, generator=g)
+        before = rnn.weight.detach().clone()
+        trainer = RFLO(rnn, lr=1e-2, generator=g)
+        x, target = torch.randn(50, 4, 2, generator=g), torch.randn(50, 4, 1, generator=g)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            losses = trainer.run(x, target)
+        return rnn.weight.detach() - before, losses
+
+    (dW, loss), (dW_autocast, loss_autocast) = update(False), update(True)
+    assert loss_autocast.dtype == torch.float32
+    torch.testing.assert_close(dW_autocast, dW, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(loss_autocast, loss, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("lr, train_input", [(0.1, True), (0.1, False), (0.0, True)])
+def test_a_stream_in_chunks_equals_one_run(lr, train_input):
+    """state= continues the sequences where the last call stopped: chunks give the same
+    losses and weights as one call over the whole stream."""
+    g = torch.Generator().manual_seed(2)
+    rnn = LeakyRNN(2, 5, 1, tau=3.0, generator=g).double()
+    start = {k: v.clone() for k, v in rnn.state_dict().items()}
+    trainer = RFLO(rnn, lr=lr, lr_out=0.05, train_input=train_input, generator=g)
+    x = torch.randn(10, 3, 2, generator=g, dtype=torch.float64)
+    target = torch.randn(10, 3, 1, generator=g, dtype=torch.float64)
+    h0 = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    whole, end = trainer.run(x, target, h0, return_state=True)
+    after = [p.clone() for p in rnn.parameters()]
+
+    rnn.load_state_dict(start)
+    first, state = trainer.run(x[:4], target[:4], h0, return_state=True)
+    kept = [t.clone() for t in state]
+    second, state = trainer.run(x[4:9], target[4:9], state=state, return_state=True)
+    third, state = trainer.run(x[9:], target[9:], state=state, return_state=True)
+    assert isinstance(state, RFLOState)
+    torch.testing.assert_close(torch.cat([first, second, third]), whole, rtol=1e-12, atol=1e-12)
+    for a, b in zip(rnn.parameters(), after):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(state, end):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # the caller's state is not written by the call that continues it
+    rnn.load_state_dict(start)
+    _, again = trainer.run(x[:4], target[:4], h0, return_state=True)
+    assert all(torch.equal(a, b) for a, b in zip(kept, again))
+
+
+def test_state_is_checked():
+    rnn = LeakyRNN(2, 5, 1)
+    trainer = RFLO(rnn)
+    x, target = torch.randn(7, 3, 2), torch.randn(7, 3, 1)
+    _, state = trainer.run(x, target, return_state=True)
+    with pytest.raises(ValueError, match="not both"):
+        trainer.run(x, target, torch.zeros(3, 5), state=state)
+    with pytest.raises(TypeError, match="state must be the RFLOState"):
+        trainer.run(x, target, state=tuple(state))
+    with pytest.raises(ValueError, match=r"state.h must have shape \(2, 5\)"):
+        trainer.run(x[:, :2], target[:, :2], state=state)
+    with pytest.raises(ValueError, match=r"state.q must have shape"):
+        trainer.run(x, target, state=state._replace(q=state.q[..., :1]))
+    with pytest.raises(TypeError, match="state.p is torch.float64"):
+        trainer.run(x, target, state=state._replace(p=state.p.double()))
+
+
+@pytest.mark.parametrize("where", ["x", "target", "h0", "state.p"])
+def test_non_finite_data_is_refused_before_any_update(where):
+    """A NaN reaching RFLO's in-place updates turns every weight to NaN for good."""
+    rnn = LeakyRNN(2, 4, 1)
+    trainer = RFLO(rnn, lr=0.1)
+    x, target, h0 = torch.randn(5, 2, 2), torch.randn(5, 2, 1), torch.randn(2, 4)
+    _, state = trainer.run(x, target, return_state=True)
+    before = [p.clone() for p in rnn.parameters()]
+    bad = {"x": x.clone(), "target": target.clone(), "h0": h0.clone(), "state.p": state.p.clone()}
+    bad[where].view(-1)[3] = float("nan")
+    kwargs = ({"state": state._replace(p=bad["state.p"])} if where == "state.p"
+              else {"h0": bad["h0"]} if where == "h0" else {})
+    with pytest.raises(ValueError, match=where.replace(".", r"\.")):
+        trainer.run(bad["x"], bad["target"], **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(before, rnn.parameters()))
+    # opted out: the NaN goes through, as it would in any unchecked loop
+    losses = RFLO(rnn, lr=0.1, check_finite=False).run(bad["x"], bad["target"], **kwargs)
+    assert not losses.isfinite().all()
+
+
+def test_task_helpers_follow_the_default_dtype_and_can_be_written():
+    torch.set_default_dtype(torch.float64)
+    try:
+        y, cues = periodic_target(8, batch=3), segment_cues(8, 4, batch=3)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert y.dtype == cues.dtype == torch.float64
+    assert periodic_target(8, dtype=torch.float16).dtype == torch.float16
+    assert segment_cues(8, 4, dtype=torch.float16).dtype == torch.float16
+    y += 0.1 * torch.randn_like(y)  # a view shared across the batch could not be written
+    cues[:, 0] = 0
+    assert (cues[:, 1].sum(-1) == 1).all()
+
+
+def test_leaky_rnn_repr_reset_and_gains():
+    rnn = LeakyRNN(1, 30, 2, tau=25, activation="relu", g=1.2)
+    assert repr(rnn) == "LeakyRNN(1, 30, 2, tau=25, activation='relu', g=1.2)"
+    assert repr(LeakyRNN(3, 4, 1)) == "LeakyRNN(3, 4, 1, tau=10)"
+    same = LeakyRNN(1, 30, 2, tau=25, activation="relu", g=1.2,
+                    generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for p in rnn.parameters():
+            p.fill_(float("nan"))
+    rnn.reset_parameters(torch.Generator().manual_seed(5))
+    for a, b in zip(rnn.parameters(), same.parameters()):
+        assert torch.equal(a, b)
+    for kwargs in ({"g": float("nan")}, {"g": float("inf")}, {"readout_gain": float("inf")}):
+        with pytest.raises(ValueError, match="finite"):
+            LeakyRNN(2, 3, 1, **kwargs)

@@ -201,6 +201,8 @@ def test_fullgraph_compile_equals_eager():
          TypeError, "eta must be a float, got str"),
         (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="heavy_ball",
                                 mu="0.5"), TypeError, "mu must be a float, got str"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="heavy_ball",
+                                mu=float("nan")), ValueError, "mu must be finite"),
     ],
 )
 def test_bad_input(call, exc, match):

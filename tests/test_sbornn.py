@@ -241,3 +241,15 @@ def test_fullgraph_compile_equals_eager(method):
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(method="heavy_ball", mu=0.9), dict(method="nesterov", steps=3, learn_mu=False),
+    dict(method="heavy_ball"),
+])
+def test_repr_rebuilds_the_module(options):
+    """The repr names every non-default option (it once left out ``mu``)."""
+    model = SBORNN(3, 4, **options)
+    rebuilt = eval(f"SBORNN({model.extra_repr()})")
+    assert repr(rebuilt) == repr(model)
+    assert rebuilt.mu_init == model.mu_init and rebuilt.steps == model.steps

@@ -208,6 +208,8 @@ def sbo_recurrence(
         check_same_device("u", u, mu=mu)
     else:
         mu = check_fixed_float("mu", mu)
+        if not math.isfinite(mu):
+            raise ValueError(f"mu must be finite, got {mu}")
     check_same_device("u", u, W=W, h0=h0, m0=m0)
     dtype = compute_dtype(*(t.dtype for t in (u, W, h0, m0, mu)
                             if isinstance(t, torch.Tensor)))

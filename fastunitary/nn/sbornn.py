@@ -172,6 +172,8 @@ class SBORNN(TorchStyleStack):
         s = super().extra_repr() + f", method={self.method!r}, eta={self.eta}"
         if self.steps != 1:
             s += f", steps={self.steps}"
+        if self.has_momentum and self.mu_init != 0.5:
+            s += f", mu={self.mu_init}"
         if self.has_momentum and not self.learn_mu:
             s += ", learn_mu=False"
         return s

@@ -7,7 +7,8 @@ import dataclasses
 import sys
 
 from ._backend import BackendUnavailableError
-from .train import MODELS, MOMENTUM_LSTMS, SBO_RNNS, TASKS, TrainConfig, length_label, train
+from .train import (MODELS, MOMENTUM_LSTMS, SBO_RNNS, TASKS, TrainConfig, launch_rank, length_label,
+                    train)
 
 
 #: the time budget of a run given neither --steps nor --max-seconds
@@ -26,7 +27,7 @@ MODEL_OPTIONS = {
     "eta": tuple(SBO_RNNS),
     "inner_steps": tuple(SBO_RNNS),
 }
-TASK_OPTIONS = {"convention": ("copying",)}
+TASK_OPTIONS = {"convention": ("copying",), "length": ("copying", "adding")}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -51,9 +52,9 @@ def _train_parser(sub) -> None:
                    help="hidden size (complex state size for scurnn, unitary_size for enrnn)")
     p.add_argument("--short", type=int, default=None, help=f"enrnn: short_size (default: {d.short})")
     p.add_argument("--layers", type=int, default=d.layers, help="stacked recurrent layers")
-    p.add_argument("--length", type=int, default=d.length,
-                   help="copying: delay T; adding: sequence length L; fixed for digits (64), "
-                        "fashion_mnist (784), mnist1d (40)")
+    p.add_argument("--length", type=int, default=None,
+                   help=f"copying: delay T; adding: sequence length L (default: {d.length}); "
+                        f"fixed for digits (64), fashion_mnist (784), mnist1d (40)")
     p.add_argument("--convention", choices=("scornn", "exprnn"), default=None,
                    help=f"copying: marker position (default: {d.convention})")
     p.add_argument("--batch", type=int, default=d.batch, help="sequences per training step")
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             BackendUnavailableError) as e:
         print(f"fastunitary train: error: {e}", file=sys.stderr)
         return 2
+    if launch_rank() != 0:  # under torchrun: one summary, rank 0's (it wrote the outputs)
+        return 0
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"
     what = "recall accuracy" if cfg.task == "copying" else "test accuracy"
     extra = (f"; {what} {m['final_eval_accuracy']:.3f}" if "final_eval_accuracy" in m else "")

@@ -378,6 +378,12 @@ def _check_backend(cfg: TrainConfig) -> None:
         resolve_backend("recurrence", cfg.backend, torch.device(cfg.device))
 
 
+def launch_rank() -> int:
+    """This process's rank as ``torchrun`` set it (0 without a launcher), known before the
+    process group forms."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def prepare_output(out: Path) -> Path:
     """Create the output folder, or say why it cannot be: before the first step, not after
     the whole run has trained."""
@@ -410,8 +416,12 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     """
     _check_config(cfg)
     ckpt = None if cfg.resume is None else read_checkpoint(cfg)
+    # rank 0 writes the outputs; its folder is checked before the process group forms, so a
+    # bad --out ends the launch with this error, not with the other ranks' broken collectives
+    if out is not None and launch_rank() == 0:
+        out = prepare_output(Path(out))
     dist = Distributed.from_environment(cfg)
-    out = None if out is None or not dist.is_main else prepare_output(Path(out))
+    out = out if dist.is_main else None
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)  # the same on every rank: each takes its shard
     # the concrete device ("cuda" -> "cuda:0", or this rank's GPU under torchrun)
@@ -529,9 +539,8 @@ class Distributed:
     alone writes outputs and shows progress. Backend: gloo on CPU, NCCL on CUDA.
     """
 
-    def __init__(self, rank: int = 0, world: int = 1, owns_group: bool = False,
-                 device: str = "cpu"):
-        self.rank, self.world, self.owns_group = rank, world, owns_group
+    def __init__(self, rank: int = 0, world: int = 1, device: str = "cpu"):
+        self.rank, self.world = rank, world
         self.device = torch.device(device)  # where collectives' tensors live (NCCL: CUDA)
 
     @property
@@ -554,8 +563,7 @@ class Distributed:
         if cfg.batch % world:
             raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of "
                              f"processes ({world}): each trains on an equal slice")
-        owns = not td.is_initialized()
-        if owns:
+        if not td.is_initialized():  # else the caller's, or an earlier run's (see close)
             td.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
         device = cfg.device
         if cfg.device.startswith("cuda"):
@@ -563,7 +571,7 @@ class Distributed:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = f"cuda:{local}"
-        return cls(td.get_rank(), td.get_world_size(), owns, device)
+        return cls(td.get_rank(), td.get_world_size(), device)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         if not self.active:
@@ -601,13 +609,15 @@ class Distributed:
         return int(flag) == 0
 
     def close(self) -> None:
-        """Ends the process group (if this run started it) once every rank is done with
-        it: gloo could hang a rank that tore its group down after another had exited."""
-        if self.owns_group:
+        """Waits until every rank is done with the run's collectives. The process group
+        stays for the rest of the process, also when this run started it: a group torn down
+        and started again under one ``torchrun`` launch fails at random (gloo's "connect
+        full mesh ... connection refused"), which broke a second ``train()`` call (a seed
+        sweep in one script). The next call finds it and uses it."""
+        if self.active:
             import torch.distributed as td
 
             td.barrier()
-            td.destroy_process_group()
 
 
 def save_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, optimizers, rng, **state) -> None:

@@ -163,23 +163,28 @@ def test_cli_resume(tmp_path, capsys):
     assert "4 steps" in capsys.readouterr().out.splitlines()[-2]
 
 
-def test_torchrun_two_processes_follow_one_process_on_the_global_batch(tmp_path):
-    """`torchrun --nproc-per-node 2` (gloo, CPU): DistributedDataParallel on two halves of
-    each batch trains as one process on the whole batch (to all-reduce rounding)."""
+def torchrun(*args, timeout=180):
+    """``torchrun --standalone --nproc-per-node 2 ARGS`` (gloo on CPU), its CompletedProcess."""
     import os
     import subprocess
     import sys
 
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         *args], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=timeout)
+
+
+def test_torchrun_two_processes_follow_one_process_on_the_global_batch(tmp_path):
+    """`torchrun --nproc-per-node 2` (gloo, CPU): DistributedDataParallel on two halves of
+    each batch trains as one process on the whole batch (to all-reduce rounding)."""
     args = ["train", "--task", "copying", "--model", "scurnn", "--hidden", "6", "--length", "5",
             "--batch", "8", "--steps", "6", "--eval-every", "3", "--eval-size", "16",
             "--no-progress"]
     assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "fastunitary", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=180)  # ~5 s here; a hang fails fast
+    run = torchrun("-m", "fastunitary", *args, "--out", str(tmp_path / "two"))  # ~5 s here
     assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("final eval loss") == 1, run.stdout  # rank 0's summary only
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["steps"] == one["steps"] == 6
@@ -190,6 +195,34 @@ def test_torchrun_two_processes_follow_one_process_on_the_global_batch(tmp_path)
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)
     assert not (tmp_path / "two" / "checkpoint.pt.tmp").exists()
+
+
+def test_torchrun_process_trains_several_times(tmp_path):
+    """train() called again in one torchrun process (a seed sweep) used to tear the process
+    group down and start another, which gloo refuses at random ("connectFullMesh failed":
+    about one launch in two); the group now stays for the process."""
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        "from fastunitary.train import TrainConfig, train\n"
+        "for seed in range(4):\n"
+        "    m = train(TrainConfig(task='adding', model='lstm', hidden=4, length=5, batch=4,\n"
+        "                          steps=2, eval_every=2, eval_size=4, seed=seed), progress=False)\n"
+        "    print('done', seed, m['world_size'], flush=True)\n")
+    run = torchrun(str(script))
+    assert run.returncode == 0, run.stderr[-3000:]
+    for seed in range(4):
+        assert run.stdout.count(f"done {seed} 2") == 2, run.stdout
+
+
+def test_torchrun_reports_a_bad_out_folder_before_the_processes_connect(tmp_path):
+    (tmp_path / "afile").write_text("")
+    run = torchrun("-m", "fastunitary", "train", "--task", "adding", "--model", "lstm",
+                   "--hidden", "4", "--length", "5", "--batch", "4", "--steps", "2",
+                   "--no-progress", "--out", str(tmp_path / "afile" / "sub"))
+    assert run.returncode != 0
+    assert "fastunitary train: error: out: cannot create the folder" in run.stderr
+    # the other rank used to fail inside DistributedDataParallel's setup, in gloo
+    assert "gloo" not in run.stderr.lower() and "DistributedDataParallel" not in run.stderr
 
 
 def test_cli_permuted_flag(tmp_path, capsys):
@@ -210,8 +243,9 @@ def test_cli_resume_needs_a_budget(tmp_path, capsys):
 
 def _cli_error(capsys, args) -> str:
     """The one line ``fastunitary train`` prints for a bad argument (exit code 2)."""
-    rc = cli.main(["train", "--task", "adding", "--length", "4", "--hidden", "4", "--batch", "2",
-                   "--steps", "2", "--no-progress", *args])
+    task = [] if "--task" in args else ["--task", "adding", "--length", "4"]
+    rc = cli.main(["train", *task, "--hidden", "4", "--batch", "2", "--steps", "2",
+                   "--no-progress", *args])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.startswith("fastunitary train: error: ") and err.count("\n") == 1, err
@@ -242,6 +276,7 @@ def _cli_error(capsys, args) -> str:
     (["--model", "lstm", "--eta", "0.1"], "--eta applies to sbornn, sbornn_hb, sbornn_nag"),
     (["--model", "lstm", "--inner-steps", "2"], "--inner-steps applies to sbornn"),
     (["--convention", "exprnn"], "--convention applies to copying, not adding"),
+    (["--task", "digits", "--length", "7"], "--length applies to copying, adding, not digits"),
     # torch's own message did not say which rate
     (["--model", "scurnn", "--lr-A", "-1"], "lr_A must be > 0 and finite, got -1.0"),
     (["--lr", "0"], "lr must be > 0 and finite, got 0.0"),

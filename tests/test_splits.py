@@ -52,3 +52,24 @@ def test_bad_options():
         load_task("adding", length=5, n_train=0)
     with pytest.raises(ValueError, match="equal lengths"):
         arrow_dataset({"a": np.zeros((2, 3)), "b": np.zeros(3)}, "bad")
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        load_task("adding", length=5, seed=-1)
+
+
+@pytest.mark.parametrize("task, options", [("copying", {"delay": 10}), ("adding", {"length": 9})])
+def test_no_seed_s_test_split_is_in_another_seed_s_training_split(task, options):
+    """The test stream was default_rng(seed + 1): the start of seed + 1's training split."""
+    trains = {seed: load_task(task, n_train=60, n_test=20, seed=seed, **options)["train"][:]["x"]
+              for seed in range(4)}
+    for seed in range(3):
+        test = load_task(task, n_train=60, n_test=20, seed=seed, **options)["test"][:]["x"]
+        for other, train in trains.items():
+            rows = (train.unsqueeze(1) == test.unsqueeze(0)).flatten(2).all(-1)
+            assert not rows.any(), (seed, other)
+
+
+def test_sizes_and_seed_take_numpy_ints():
+    s = load_task("adding", length=5, n_train=np.int64(6), n_test=np.int32(3), seed=np.int64(2))
+    assert (s["train"].num_rows, s["test"].num_rows) == (6, 3)
+    same = load_task("adding", length=5, n_train=6, n_test=3, seed=2)
+    assert torch.equal(s["test"][:]["x"], same["test"][:]["x"])

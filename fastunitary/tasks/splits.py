@@ -18,8 +18,11 @@ stored as uint8 and come out as int64.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
+from .._checks import check_positive_int
 from .adding import adding_arrays
 from .copying import copying_arrays
 from .digits import digits_arrays
@@ -50,16 +53,27 @@ def arrow_dataset(columns: dict[str, np.ndarray], fingerprint: str):
     return ds.with_format("torch")
 
 
+def split_streams(seed: int) -> dict[str, np.random.Generator]:
+    """The generators of a synthetic task's splits: ``default_rng(seed)`` for train, and
+    for test a child of ``seed``'s seed sequence (``spawn_key=(1,)``), which no integer
+    seed's stream equals. (A test stream of ``default_rng(seed + 1)`` was the start of the
+    next seed's training split: a model trained on ``seed=1`` had seen ``seed=0``'s test
+    set.)"""
+    return {"train": np.random.default_rng(seed),
+            "test": np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))}
+
+
 def _splits(make, n_train: int, n_test: int, seed: int, tag: str):
     import datasets
 
     for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"{name} must be a positive int, got {n!r}")
-    # the test split has its own stream (seed + 1), as the training loop's evaluation set
+        check_positive_int(name, n)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    streams = split_streams(int(seed))
     return datasets.DatasetDict({
-        split: arrow_dataset(make(n, np.random.default_rng(s)), f"{tag}-{split}-{n}-{s}")
-        for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1))
+        split: arrow_dataset(make(n, streams[split]), f"{tag}-{split}-{n}-{seed}-v2")
+        for split, n in (("train", n_train), ("test", n_test))
     })
 
 

@@ -46,6 +46,21 @@ def test_read_idx_rejects_bad_files(tmp_path):
     (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-1])
     with pytest.raises(ValueError, match="header says shape"):
         fm.read_idx(tmp_path / "short")
+    # a header cut inside its sizes used to fail in numpy, naming no file
+    (tmp_path / "cut").write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    with pytest.raises(ValueError, match="cut: the header names 3 dimensions"):
+        fm.read_idx(tmp_path / "cut")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip"])
+def test_read_idx_names_a_damaged_gzip_file(tmp_path, damage):
+    """A cut download used to end in an EOFError traceback from gzip, naming no file."""
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, np.random.default_rng(0).integers(0, 256, (50, 28, 28)))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 2] if damage == "truncated" else b"plain text " * 9)
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz: not a readable gzip"):
+        fm.read_idx(path)
 
 
 def test_arrays_from_a_given_folder(fake_root, monkeypatch):

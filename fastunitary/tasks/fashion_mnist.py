@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,18 @@ def read_idx(path: str | Path) -> np.ndarray:
     uint32 sizes, then the data in C order.
     """
     path = Path(path)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a cut or damaged download
+        raise ValueError(f"{path}: not a readable gzip file ({type(e).__name__}: {e}); "
+                         f"fetch it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise ValueError(f"{path} is not an IDX file (magic {raw[:4].hex()})")
     k = raw[3]
+    if len(raw) < 4 + 4 * k:
+        raise ValueError(f"{path}: the header names {k} dimensions, the file ends after "
+                         f"{len(raw)} bytes")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=k, offset=4))
     dtype = np.dtype(IDX_TYPES[raw[2]])
     need = int(np.prod(shape)) * dtype.itemsize
@@ -83,7 +91,8 @@ def data_folder(root: str | Path | None = None) -> Path:
         where = f"{folder} lacks {', '.join(missing)}" if folder else "no data folder found"
         raise FileNotFoundError(
             f"Fashion-MNIST: {where}. Install Debian's package (apt-get install {PACKAGE}) "
-            "or pass root= / set FASTUNITARY_FASHION_MNIST to a folder holding the four IDX "
+            "or set FASTUNITARY_FASHION_MNIST (or, from Python, pass root=) to a folder "
+            "holding the four IDX "
             "files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
             "t10k-labels-idx1-ubyte, optionally .gz)")
     return folder

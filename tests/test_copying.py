@@ -28,6 +28,9 @@ def test_layout(convention, marker, T):
 def test_baseline_value():
     assert copying.copying_baseline(1000) == pytest.approx(0.0204, abs=1e-4)
     assert copying.copying_baseline(100) == pytest.approx(10 * math.log(8) / 120)
+    for delay in (0, -20):
+        with pytest.raises(ValueError, match="delay T must be >= 1"):
+            copying.copying_baseline(delay)
 
 
 def test_batch_is_time_major_and_fresh():

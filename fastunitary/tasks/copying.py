@@ -33,6 +33,8 @@ N_CLASSES = 9  # output alphabet: blank and 8 symbols
 
 def copying_baseline(delay: int) -> float:
     """Cross-entropy of the blanks-then-uniform-guess strategy: ``10 ln 8 / (T + 20)``."""
+    if delay < 1:  # as the generator: -20 divided by zero, 0 gave a task that does not exist
+        raise ValueError(f"delay T must be >= 1, got {delay}")
     return N_SYMBOLS * math.log(8) / (delay + 2 * N_SYMBOLS)
 
 

@@ -16,6 +16,11 @@ with status 1 when the candidate regressed:
   went wrong is a regression however fast it is);
 - with ``--require-all``, a baseline row the candidate lacks (a run cut short by
   ``--max-minutes`` lacks rows; by default they are listed, not counted).
+
+It also exits with status 1 when no row could be compared (the candidate ran other
+models or shapes, or stopped before its first row): a check that compared nothing has
+not passed. Two files from different devices (another GPU, or a CPU run against a GPU
+run, by their ``environment``) are refused unless ``--allow-different-devices`` is given.
 """
 
 from __future__ import annotations
@@ -33,6 +38,28 @@ METRICS = ("speed_vs_lstm", "tokens_per_s")
 
 def _key(row: dict) -> tuple:
     return tuple(row.get(k) for k in KEY)
+
+
+def device(result: dict) -> str | None:
+    """The device a suite result was measured on: the GPU's name, or ``"cpu"``; ``None``
+    where the file has no ``environment``."""
+    env = result.get("environment")
+    return None if env is None else env.get("gpu") or "cpu"
+
+
+def check_devices(baseline: dict, candidate: dict) -> None:
+    """Raise ``ValueError`` when the two results come from different devices (one unknown:
+    no check). Ratios to ``nn.LSTM`` too depend on the device (cuDNN's LSTM or oneDNN's)."""
+    base, new = device(baseline), device(candidate)
+    if base is not None and new is not None and base != new:
+        raise ValueError(f"the baseline ran on {base!r}, the candidate on {new!r}: their rows "
+                         "do not compare (--allow-different-devices compares them anyway)")
+
+
+def compared(entries: list[dict]) -> int:
+    """How many baseline rows were measured against a candidate row (a change, or a gate
+    failure that is now a regression)."""
+    return sum(e["change"] is not None or e["verdict"].startswith("now ") for e in entries)
 
 
 def compare(baseline: dict, candidate: dict, metric: str = "speed_vs_lstm",
@@ -96,6 +123,9 @@ def main(argv=None) -> int:
                         "(default: %(default)s; CPU runs vary by 20-30 %%)")
     p.add_argument("--require-all", action="store_true",
                    help="a baseline row missing from the candidate is a regression")
+    p.add_argument("--allow-different-devices", action="store_true",
+                   help="compare files measured on different devices (by default refused: "
+                        "the GPU names, or CPU against GPU, in their environment differ)")
     args = p.parse_args(argv)
     results = []
     for path in (args.baseline, args.candidate):
@@ -106,13 +136,23 @@ def main(argv=None) -> int:
         if "rows" not in results[-1]:
             p.error(f"{path} is not a result of the benchmark suite (no 'rows')")
     try:
+        if not args.allow_different_devices:
+            check_devices(*results)
         entries, regressed = compare(*results, args.metric, args.max_slowdown, args.require_all)
     except ValueError as e:
         p.error(str(e))
     print(markdown(entries, args.metric))
     bad = sum(e["regression"] for e in entries)
-    print(f"{len(entries)} baseline rows, {bad} regression(s) "
+    n = compared(entries)
+    print(f"{len(entries)} baseline rows, {n} compared, {bad} regression(s) "
           f"(metric {args.metric}, max slowdown {args.max_slowdown:.0%})")
+    if n == 0:
+        # e.g. another set of models or shapes, no nn.LSTM row to give speed_vs_lstm, or a
+        # candidate stopped by --max-minutes before its first row
+        print(f"no row compared: no measured row of {args.candidate} has {args.metric} beside "
+              f"a measured row of {args.baseline} with the same model, variant, mode, dtype "
+              "and shape", file=sys.stderr)
+        return 1
     return 1 if regressed else 0
 
 

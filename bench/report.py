@@ -7,8 +7,14 @@ import os
 from pathlib import Path
 
 
+def device_tag(gpu: str | None) -> str:
+    """What result file names end with: the GPU's name (``NVIDIA H200`` -> ``nvidia-h200``),
+    or ``cpu`` (``gpu`` None)."""
+    return (gpu or "cpu").replace(" ", "-").lower()
+
+
 def _device_tag(result: dict) -> str:
-    return result["environment"].get("gpu", "cpu").replace(" ", "-").lower()
+    return device_tag(result["environment"].get("gpu"))
 
 
 def _fmt(v, spec: str) -> str:
@@ -48,9 +54,30 @@ def markdown(result: dict, rows: list[dict] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: line markers; with the colour cycle's 10 colours they tell up to 40 models apart
+MARKERS = ("o", "s", "^", "D")
+
+
+def dtypes(result: dict) -> list[str]:
+    """The dtypes of the result's measured (ok) rows, in the order they ran."""
+    return list(dict.fromkeys(r["dtype"] for r in result["rows"] if r["status"] == "ok"))
+
+
+def line_styles(labels: list[str]) -> dict[str, dict]:
+    """``{label: {"color", "marker"}}``, a distinct pair per label: the colour cycle's 10
+    colours, then again with the next marker (the line style tells the variant apart).
+    ``torch.nn.LSTM`` is black, the baseline every other line is read against."""
+    others = [label for label in dict.fromkeys(labels) if label != "torch.nn.LSTM"]
+    styles = {label: {"color": f"C{i % 10}", "marker": MARKERS[i // 10 % len(MARKERS)]}
+              for i, label in enumerate(others)}
+    styles["torch.nn.LSTM"] = {"color": "black", "marker": "o"}
+    return styles
+
+
 def plot(result: dict, path: Path, dtype: str | None = None) -> Path | None:
     """tokens/s against T, hidden and B (log-log), one line per model and variant, a row of
-    panels per mode, at the sweep's centre for the other two factors."""
+    panels per mode, at the sweep's centre for the other two factors; rows of ``dtype``
+    only (default: the first measured; :func:`write` plots each)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,8 +93,7 @@ def plot(result: dict, path: Path, dtype: str | None = None) -> Path | None:
     center = {f: _mode_value([r[f] for r in rows]) for f in factors}
     fig, axes = plt.subplots(len(modes), 3, figsize=(15, 4.2 * len(modes)), squeeze=False)
     series = sorted({(r["label"], _variant(r)) for r in rows})
-    colors = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(s[0] for s in series))}
-    colors["torch.nn.LSTM"] = "black"  # the baseline every other line is read against
+    looks = line_styles([label for label, _ in series])
     styles = {"per-step loop": ":", "reference": "--"}
     for i, mode in enumerate(modes):
         for j, factor in enumerate(factors):
@@ -78,7 +104,7 @@ def plot(result: dict, path: Path, dtype: str | None = None) -> Path | None:
                              if r["mode"] == mode and r["label"] == label and _variant(r) == variant
                              and all(r[o] == center[o] for o in others))
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", color=colors[label],
+                    ax.plot(*zip(*pts), **looks[label],
                             linestyle=styles.get(variant, "-"),
                             linewidth=2.5 if label == "torch.nn.LSTM" else 1.5,
                             label=label if variant in ("torch", "auto") else f"{label} ({variant})")
@@ -125,11 +151,15 @@ def write_json(result: dict, out: Path, name: str) -> Path:
 
 
 def write(result: dict, out: Path, name: str) -> list[Path]:
+    """The JSON, the table (``.md``) and a plot per dtype: ``.png`` for the first,
+    ``_<dtype>.png`` for each other (a ``--full`` run: fp32, then fp16 and bf16)."""
     json_path = write_json(result, out, name)
     md = json_path.with_suffix(".md")
     md.write_text(markdown(result))
-    png = plot(result, json_path.with_suffix(".png"))
-    return [json_path, md] + ([png] if png else [])
+    pngs = [plot(result, json_path.with_suffix(".png") if i == 0 else
+                 json_path.with_name(f"{json_path.stem}_{dtype}.png"), dtype)
+            for i, dtype in enumerate(dtypes(result))]
+    return [json_path, md] + [png for png in pngs if png]
 
 
 def main(argv=None) -> None:
@@ -141,7 +171,12 @@ def main(argv=None) -> None:
     p.add_argument("--center", action="store_true", help="only the sweep's centre shape")
     p.add_argument("--mode", choices=("forward", "forward+backward"))
     args = p.parse_args(argv)
-    result = json.loads(Path(args.file).read_text())
+    try:
+        result = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as e:
+        p.error(f"cannot read {args.file}: {e}")
+    if not isinstance(result, dict) or "rows" not in result:
+        p.error(f"{args.file} is not a result of the benchmark suite (no 'rows')")
     rows = center_rows(result, args.mode) if args.center else [
         r for r in result["rows"] if args.mode is None or r["mode"] == args.mode]
     print(markdown(result, rows), end="")

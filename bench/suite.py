@@ -20,12 +20,14 @@ Rules (GPU.md):
   with the per-step loop, the loop with the module's reference backend), in float32; a
   variant beyond the tolerance of its dtype is recorded as failed and not timed;
 - timing: warm-up, then CUDA events (GPU) or ``time.perf_counter`` (CPU), median and 20/80
-  quantiles; repeats shrink for slow variants so one row takes about ``--row-seconds``;
+  quantiles; repeats shrink for slow variants so one row takes about ``--row-seconds``
+  (down to 3, or to ``--repeats`` where that is fewer);
 - dtypes bf16/fp16 run under ``torch.autocast`` (parameters stay float32; cuDNN's LSTM
   then runs in half precision, fastunitary's recurrences accumulate in float32).
 
 Writes ``<name>_<device>.json`` (rows plus environment), ``.md`` (table) and ``.png``
-(tokens/s against T, hidden and B) to ``--out`` (default ``bench/results/``).
+(tokens/s against T, hidden and B; ``_<dtype>.png`` for each dtype after the first) to
+``--out`` (default ``bench/results/``).
 """
 
 from __future__ import annotations
@@ -120,12 +122,15 @@ def cudnn_rnn_algorithm(case: str, s: Shape, input_size: int, forward: bool, gpu
     return "persist_static" if persistent else "standard"
 
 
-def peak_tflops(dtype: str, override: float | None) -> float | None:
+def peak_tflops(dtype: str, override: float | None, device: torch.device) -> float | None:
+    """Dense peak TFLOP/s of ``device`` for ``dtype``: ``override`` where given, else the
+    known GPU's (:data:`PEAK_TFLOPS`); ``None`` off CUDA (a CPU run on a GPU machine is
+    not measured against the GPU) and for unknown GPUs."""
     if override is not None:
         return override
-    if not torch.cuda.is_available():
+    if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name(device)
     for key, (fp32, half) in PEAK_TFLOPS.items():
         if key in name:
             return fp32 if dtype == "fp32" else half
@@ -173,7 +178,7 @@ class Runner:
                 self._refs[key] = f(self.x).float()
         return self._refs[key]
 
-    def run(self, variant: str, backend: str, s: Shape, mode: str, preset_repeats: int) -> dict:
+    def run(self, variant: str, backend: str, s: Shape, mode: str, max_repeats: int) -> dict:
         ref = self.reference_output(variant)
         f = self.forward_fn(variant, backend)
         cast = lambda: _autocast(self.device, s.dtype)  # noqa: E731
@@ -197,7 +202,10 @@ class Runner:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         first = time.perf_counter() - t0
-        repeats = max(3, min(preset_repeats, int(self.args.row_seconds / max(first, 1e-6))))
+        # as many calls as fit the row's time budget, at most max_repeats, and at least 3
+        # for the quantiles (or max_repeats, where that asks for fewer)
+        fit = int(self.args.row_seconds / max(first, 1e-6))
+        repeats = max(min(3, max_repeats), min(max_repeats, fit))
         if self.device.type == "cuda":
             timing = time_cuda(call, warmup=2, repeats=repeats)
         else:
@@ -254,12 +262,17 @@ def run_suite(args, partial=None) -> dict:
     """Run the planned rows; ``partial(result)``, if given, after each row."""
     device = torch.device(args.device)
     if device.type == "cuda":
+        # "cuda" alone is the current device: set_device refuses a device without an index,
+        # and every later call (properties, environment) names the same one
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         # events, synchronize and memory statistics follow the current device
         torch.cuda.set_device(device)
     preset = PRESETS["full" if args.full else "quick"]
     shapes, loop_max_T = plan(args, preset)
     cases = [REGISTRY[name] for name in args.models]
-    repeats = args.repeats or preset.repeats
+    # what the rows run with, recorded in the result's config
+    args.repeats = args.repeats or preset.repeats
     args.row_seconds = args.row_seconds or preset.row_seconds
     jobs = [(c, s, v, b, m) for s in shapes for c in cases for v, b in variants(c, s, device, loop_max_T)
             for m in args.modes]
@@ -291,7 +304,7 @@ def run_suite(args, partial=None) -> dict:
         }
         bar.set_postfix_str(f"{case.name} {variant}/{backend} T={s.T} B={s.B} H={s.hidden} {s.dtype}")
         try:
-            row.update(runner.run(variant, backend, s, mode, repeats))
+            row.update(runner.run(variant, backend, s, mode, args.repeats))
         except torch.OutOfMemoryError:
             row["status"] = "out of memory"
             torch.cuda.empty_cache()
@@ -303,7 +316,7 @@ def run_suite(args, partial=None) -> dict:
             row["tokens_per_s"] = s.T * s.B / t
             row["flops"] = flops(case, s, args.input_size, mode)
             row["tflops"] = row["flops"] / t / 1e12
-            peak = peak_tflops(s.dtype, args.peak_tflops)
+            peak = peak_tflops(s.dtype, args.peak_tflops, device)
             row["peak_tflops"] = peak
             row["fraction_of_peak"] = None if peak is None else row["tflops"] / peak
         else:
@@ -358,7 +371,10 @@ def parse_args(argv=None):
                    help="features per step (128: cuDNN's persistent kernel needs a multiple of 128)")
     p.add_argument("--loop-max-T", type=int, default=None,
                    help="longest T for per-step loops and reference backends on CUDA")
-    p.add_argument("--repeats", type=int, default=None, help="most timed calls per row")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="most timed calls per row (default: the preset's, 3 quick, 20 full); "
+                        "rows too slow for --row-seconds time fewer, but at least 3 "
+                        "(or this number, if smaller)")
     p.add_argument("--row-seconds", type=float, default=None, help="time budget per row")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak for the fraction-of-peak column (known GPUs: automatic)")
@@ -369,6 +385,8 @@ def parse_args(argv=None):
                    help="start no new row after this long; what ran is written")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
     args.custom = bool(args.T or args.B or args.hidden or args.dtype)  # a product, no sweep
     args.name = args.name or f"bench_{'custom' if args.custom else 'full' if args.full else 'quick'}"
     return args

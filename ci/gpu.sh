@@ -54,7 +54,10 @@ if [ "$STAGE" != tests ]; then
   run 30 python3 -m bench.projection --out "$OUT"
   # the suite last, under its own cap (checked before each row) inside the stage's
   run 150 python3 -m bench --full --max-minutes "${BENCH_MINUTES:-2}" --no-progress --out "$OUT"
-  run 30 python3 -m bench.report "$OUT"/bench_full_*.json --center
+  # the file this run wrote, bench_full_<GPU name>.json (bench.report.device_tag): $OUT may
+  # hold other GPUs' results, and bench.report reads one file
+  tag=$(python3 -c "import torch; from bench.report import device_tag; print(device_tag(torch.cuda.get_device_name()))")
+  run 30 python3 -m bench.report "$OUT/bench_full_${tag}.json" --center
   tail -n 30 "$LOG"
 fi
 echo "tests exit status: $tests (log: $LOG)"

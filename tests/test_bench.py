@@ -635,3 +635,138 @@ def test_forward_mode_records_a_transform_that_refuses(tmp_path, monkeypatch):
     (row,) = json.loads((tmp_path / "forward_mode_cpu.json").read_text())["rows"]
     assert row["func_jvp_unsupported"].endswith("captured Tensor.")
     assert set(row["times"]) == {"backward", "forward_ad"}
+
+
+@pytest.mark.parametrize("name, index", [("cuda", 0), ("cuda:1", 1)])
+def test_a_cuda_device_without_an_index_is_the_current_device(monkeypatch, name, index):
+    """``--device cuda`` (ci/gpu.sh's default) names no index: torch.cuda.set_device refuses
+    that, so the suite resolves it to the current device before setting it."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(torch.device(d)))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: types.SimpleNamespace(
+        major=9, minor=0, multi_processor_count=132))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    # --max-minutes 0: no row runs (this machine has no GPU), the result is still written
+    args = suite.parse_args(TINY + ["--models", "lstm", "--max-minutes", "0", "--device", name])
+    result = suite.run_suite(args)
+    assert chosen == [torch.device("cuda", index)]
+    assert result["rows"] == [] and result["environment"]["gpu"] == "NVIDIA H200"
+
+
+def test_timing_quantiles_stay_within_the_measured_times():
+    """Inclusive quantiles: with 2 or 3 times the exclusive ones extrapolate (q20 below the
+    fastest call, even negative)."""
+    from bench.common import timing_summary
+
+    for times in ([0.010, 0.011, 0.030], [0.010, 0.030], [0.001, 0.1], [0.02] * 3, [0.5]):
+        t = timing_summary(times)
+        assert min(times) <= t["q20_s"] <= t["median_s"] <= t["q80_s"] <= max(times), times
+        assert t["repeats"] == len(times)
+
+
+def test_a_cpu_run_on_a_gpu_machine_has_no_peak(tmp_path, monkeypatch):
+    """A CPU row is not measured against the machine's GPU (bench/results/README.md: no peak
+    on CPU unless --peak-tflops is given)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    argv = TINY + ["--models", "lstm", "--modes", "forward", "--out", str(tmp_path)]
+    (row,) = suite.main(argv)["rows"]
+    assert row["peak_tflops"] is None and row["fraction_of_peak"] is None
+    (row,) = suite.main(argv + ["--peak-tflops", "2.0"])["rows"]
+    assert row["peak_tflops"] == 2.0 and row["fraction_of_peak"] == pytest.approx(row["tflops"] / 2)
+    assert suite.peak_tflops("fp32", None, torch.device("cuda", 0)) == 67.0
+    assert suite.peak_tflops("fp16", None, torch.device("cuda", 0)) == 989.0
+    assert suite.peak_tflops("fp32", None, torch.device("cpu")) is None
+
+
+def test_repeats_is_the_number_of_timed_calls_and_recorded(tmp_path):
+    """--repeats 1 times one call per row (not a floor of 3), and the config records what
+    the rows ran with (the preset's 3 where not given)."""
+    argv = TINY[:TINY.index("--repeats")] + TINY[TINY.index("--repeats") + 2:]
+    argv += ["--models", "lstm", "--modes", "forward", "--out", str(tmp_path)]
+    result = suite.main(argv + ["--repeats", "1"])
+    assert result["config"]["repeats"] == 1 and [r["repeats"] for r in result["rows"]] == [1]
+    result = suite.main(argv)
+    assert result["config"]["repeats"] == 3 and [r["repeats"] for r in result["rows"]] == [3]
+    with pytest.raises(SystemExit):
+        suite.parse_args(argv + ["--repeats", "-1"])
+
+
+def test_compare_refuses_a_comparison_of_nothing_or_of_two_devices(tmp_path, capsys):
+    from bench import compare
+
+    def write(name, rows, gpu=None):
+        env = {"cpu": "x86_64"} if gpu is None else {"cpu": "x86_64", "gpu": gpu}
+        (tmp_path / name).write_text(json.dumps({"environment": env, "rows": rows}))
+        return str(tmp_path / name)
+
+    rows = [_suite_row("scurnn", 100.0, 1.0), _suite_row("lstm", 100.0, 1.0)]
+    base = write("base.json", rows)
+    assert compare.main([base, base]) == 0
+    # a candidate of other models, or stopped before its first row: nothing was compared
+    for name, new in (("other.json", [_suite_row("scornn", 100.0, 1.0)]), ("empty.json", [])):
+        assert compare.main([base, write(name, new)]) == 1
+        assert "no row compared" in capsys.readouterr().err
+    # another device: refused, naming both, unless asked for
+    for gpu, other in ((None, "NVIDIA H200"), ("NVIDIA H100 80GB HBM3", "NVIDIA H200")):
+        a, b = write("a.json", rows, gpu), write("b.json", rows, other)
+        with pytest.raises(SystemExit) as e:
+            compare.main([a, b])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and repr(gpu or "cpu") in err and repr(other) in err
+        assert compare.main([a, b, "--allow-different-devices"]) == 0
+    with pytest.raises(SystemExit):
+        compare.main(["--help"])
+    assert "--allow-different-devices" in capsys.readouterr().out
+
+
+def test_plot_gives_every_model_its_own_colour_and_marker(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    labels = [c.label for c in registry.REGISTRY.values()]
+    assert len(labels) > 10  # more than the colour cycle
+    rows = [{"status": "ok", "dtype": "fp32", "mode": "forward", "T": 8, "B": 2, "hidden": 4,
+             "label": label, "variant": "module", "backend": "auto", "tokens_per_s": 1.0 + i}
+            for i, label in enumerate(labels)]
+    monkeypatch.setattr(plt, "close", lambda *a: None)  # keep the figure to read it
+    report.plot({"environment": {"cpu_threads": 2}, "rows": rows}, tmp_path / "p.png")
+    looks = {line.get_label(): (line.get_color(), line.get_marker())
+             for line in plt.gcf().axes[0].lines}
+    plt.close("all")
+    assert set(looks) == set(labels)
+    assert len(set(looks.values())) == len(labels)
+    assert looks["torch.nn.LSTM"][0] == "black"
+
+
+def test_every_dtype_of_a_run_is_plotted(tmp_path):
+    suite.main(TINY + ["--models", "scornn", "--modes", "forward", "--dtype", "fp32", "bf16",
+                       "--out", str(tmp_path), "--name", "d"])
+    assert (tmp_path / "d_cpu.png").stat().st_size > 10_000
+    assert (tmp_path / "d_cpu_bf16.png").stat().st_size > 10_000
+
+
+def test_report_refuses_a_file_that_is_not_a_suite_result(tmp_path, capsys):
+    (tmp_path / "momentum_cpu.json").write_text(json.dumps({"environment": {}, "times": {}}))
+    for path in (tmp_path / "momentum_cpu.json", tmp_path / "missing.json"):
+        with pytest.raises(SystemExit) as e:
+            report.main([str(path)])
+        assert e.value.code == 2 and str(path) in capsys.readouterr().err
+
+
+def test_momentum_gates_each_variant_and_times_only_those_that_agree(tmp_path, monkeypatch):
+    from bench import momentum
+
+    original = momentum.AdamLSTM.forward
+    monkeypatch.setattr(momentum.AdamLSTM, "forward",  # AdamLSTM's output off by one
+                        lambda self, *a: (lambda out: (out[0] + 1, out[1]))(original(self, *a)))
+    momentum.main(["--T", "5", "--B", "2", "--hidden", "4", "--input", "3", "--repeats", "1",
+                   "--no-compile", "--device", "cpu", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "momentum_cpu.json").read_text())
+    assert result["status"].pop("AdamLSTM") == "failed correctness gate"
+    assert result["rel_error"]["AdamLSTM"] > momentum.GATE and "AdamLSTM" not in result["times"]
+    assert set(result["status"].values()) == {"ok"}  # the others, each against its reference
+    assert set(result["times"]) == set(result["status"])
+    assert all(e <= 1e-5 for name, e in result["rel_error"].items() if name != "AdamLSTM")
+    assert None not in result["ratios"].values()

@@ -182,8 +182,8 @@ class RFLO:
         generator: draws the fixed feedback matrix ``B`` ``(n, n_out)``.
         check_finite: refuse NaN/inf in ``x``, ``target`` and the start state (on by
             default: nothing stands between the data and the weights, which a single NaN
-            would turn to NaN in place, for good). One reduction per call; turn it off to
-            save the host synchronization it costs on a GPU.
+            would turn to NaN in place, for good). One reduction per 1024 steps of each
+            tensor; turn it off to save the host synchronizations it costs on a GPU.
     """
 
     def __init__(self, rnn: LeakyRNN, lr: float = 1e-3, lr_out: float | None = None, *,
@@ -231,10 +231,10 @@ class RFLO:
         T, B, m = x.shape
         n = rnn.weight.shape[0]
         if state is not None:
-            for name, t, shape in (("state.p", state.p, (B, n, n)), ("state.q", state.q, (B, n, m))):
+            for name, t, shape, what in (("state.p", state.p, (B, n, n), "(B, n, n)"),
+                                         ("state.q", state.q, (B, n, m), "(B, n, input_size)")):
                 _checks.check_tensor(name, t, allow_complex=False)
-                _checks.check_shape(name, t, shape, what="(B, n, n)" if name == "state.p"
-                                    else "(B, n, input_size)")
+                _checks.check_shape(name, t, shape, what=what)
                 _checks.check_same_device(OWNER, rnn.weight, **{name: t})
                 _checks.check_dtype(name, t, rnn.weight.dtype, owner=OWNER, autocast=False)
         if self.check_finite:

@@ -32,6 +32,16 @@ def _seed():
 
 
 @pytest.fixture
+def dispatch_interprets(monkeypatch):
+    """``TRITON_INTERPRET=1`` for a test that needs dispatch to accept CPU tensors for
+    ``backend="triton"`` but runs no kernel (it checks a refusal, or a fake kernel). The
+    known interpreter conflict is cleared too: on a GPU machine whose numpy breaks Triton
+    3.6's interpreter, dispatch would otherwise refuse for that reason first."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(_backend, "_INTERPRETER_CONFLICT", None)
+
+
+@pytest.fixture
 def fake_kernel(monkeypatch):
     """Install ``fastunitary.kernels.<op>`` whose forward/backward record calls and run ``impl``.
 

@@ -27,7 +27,7 @@ def test_triton_without_kernel_says_not_available_yet():
         resolve_backend("x", "triton", CUDA)
 
 
-def test_triton_with_kernel(monkeypatch):
+def test_triton_with_kernel(monkeypatch, dispatch_interprets):
     monkeypatch.setattr(_backend, "has_kernel", lambda op: True)
     monkeypatch.setattr(_backend, "triton_importable", lambda: True)
     assert resolve_backend("x", "auto", CUDA) == "triton"

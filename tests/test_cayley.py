@@ -195,10 +195,9 @@ def test_to_planes_takes_complex_only():
         F.to_planes(torch.zeros(3))
 
 
-def test_triton_backend_refuses_float64(monkeypatch):
+def test_triton_backend_refuses_float64(dispatch_interprets):
     # with the interpreter, CPU tensors reach the dtype reason (without it, on a GPU
     # machine, they would be refused first for their device)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(BackendUnavailableError, match="float32 planes"):
         F.cayley(random_skew(4), backend="triton")
     F.cayley(random_skew(4), backend="auto")  # auto falls back to the reference

@@ -287,8 +287,7 @@ def test_leaky_gradcheck_and_leak_one_is_plain():
                                F.recurrence(u, W, None, h0, activation="tanh"), rtol=0, atol=0)
 
 
-def test_leaky_form_has_no_kernel(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def test_leaky_form_has_no_kernel(dispatch_interprets):
     u, W, _, _ = make_inputs(4, 2, 3, complex_=False, activation="tanh", dtype=torch.float32)
     with pytest.raises(BackendUnavailableError, match="leak"):
         F.recurrence(u, W, activation="tanh", leak=0.5, backend="triton")
@@ -312,15 +311,14 @@ def test_leak_is_a_fixed_float():
         assert torch.equal(F.recurrence(u, W, activation="tanh", leak=leak), expected)
 
 
-def test_triton_backend_refuses_float64(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def test_triton_backend_refuses_float64(dispatch_interprets):
     u, W, bias, h0 = make_inputs(4, 2, 3, complex_=False, activation="modrelu")
     with pytest.raises(BackendUnavailableError, match="float32, not float64"):
         F.recurrence(u, W, bias, h0, backend="triton")
     F.recurrence(u, W, bias, h0, backend="auto")  # auto falls back to the reference
 
 
-def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
+def test_dispatch_reaches_kernel_module(fake_kernel, dispatch_interprets):
     ops = torch.ops.fastunitary
     calls = fake_kernel(
         "recurrence",
@@ -328,7 +326,6 @@ def test_dispatch_reaches_kernel_module(fake_kernel, monkeypatch):
         # the kernel's arguments end with samples, the op's with (backend, leak, samples)
         lambda *a: ops.recurrence_backward(*a[:-1], "reference", 1.0, a[-1]),
     )
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
     u, W, bias, h0 = make_inputs(4, 2, 3, complex_=True, activation="modrelu", dtype=torch.float32)
     W.requires_grad_()
     expected = F.recurrence(u, W, bias, h0, backend="reference")

@@ -289,11 +289,10 @@ def test_cli_refuses_bad_arguments_in_one_line(capsys, monkeypatch, args, says):
     assert says in _cli_error(capsys, args)
 
 
-def test_cli_reports_a_refused_backend_without_traceback(capsys, monkeypatch):
+def test_cli_reports_a_refused_backend_without_traceback(capsys, dispatch_interprets):
     """BackendUnavailableError, a RuntimeError, is a refused request: one line, exit code 2
     (SBO-RNN has no Triton kernel; here the kernels could run on the CPU)."""
     pytest.importorskip("triton")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
     err = _cli_error(capsys, ["--model", "sbornn", "--backend", "triton"])
     assert "backend='triton' is not available for fastunitary op 'sbo_recurrence'" in err
 

@@ -2,10 +2,10 @@
 # Everything that needs a GPU, on the lent machine (see shared/GPU.md). Two stages, each
 # under a time cap so that it fits one call of the device tool (10 minutes at most):
 #   bash ci/gpu.sh tests   # offline install, versions, the test suite on CUDA (kernels
-#                          # compiled, no interpreter): at most ~5.5 minutes
+#                          # compiled, no interpreter): at most ~6 minutes
 #   bash ci/gpu.sh bench   # offline install, the benchmarks, JSON in $OUT (default
 #                          # bench/results), the suite `python -m bench --full` last:
-#                          # at most ~7.3 minutes
+#                          # at most ~8.5 minutes
 #   bash ci/gpu.sh         # both, one after the other
 # Every line of output also goes to $OUT/gpu.log (a call returns only the tail of its
 # output); the last lines of each stage are its summary. GIT_COMMIT (default: git
@@ -20,11 +20,13 @@ LOG="$OUT/gpu.log"
 export GIT_COMMIT="${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || true)}"
 unset TRITON_INTERPRET
 
-# run SECONDS CMD...: CMD under a time cap, its output appended to the log
+# run SECONDS CMD...: CMD under a time cap, its output appended to the log. The cap sends
+# SIGINT, as Ctrl-C would: pytest then still prints its list of failures and summary
+# (SIGTERM ends it without them); -k: SIGKILL 20 s later if it does not stop
 run() {
   local cap=$1; shift
   echo "== $* (cap ${cap} s)" | tee -a "$LOG"
-  timeout "$cap" "$@" >>"$LOG" 2>&1
+  timeout -s INT -k 20 "$cap" "$@" >>"$LOG" 2>&1
   local status=$?
   [ "$status" = 124 ] && echo "== timed out after ${cap} s: $*" | tee -a "$LOG"
   return "$status"
@@ -46,10 +48,13 @@ if [ "$STAGE" != bench ]; then
 fi
 
 if [ "$STAGE" != tests ]; then
-  run 75 python3 -m bench.recurrence_kernel --n 16 64 256 1024 --B 1 64 --out "$OUT"
+  # caps from estimates, no GPU having run these yet: recurrence_kernel writes its file at
+  # the end (n = 1024 at T = 1000, B 1 and 64, plus the compiles), momentum after two cold
+  # torch.compile(fullgraph=True) forward+backward compiles (about 23 s each on the CPU)
+  run 120 python3 -m bench.recurrence_kernel --n 16 64 256 1024 --B 1 64 --out "$OUT"
   run 45 python3 -m bench.cayley --n 256 1024 2048 --batch 1 --out "$OUT"
   run 45 python3 -m bench.cayley --complex --n 256 1024 2048 --batch 1 --out "$OUT"
-  run 30 python3 -m bench.momentum --out "$OUT"
+  run 60 python3 -m bench.momentum --out "$OUT"
   run 30 python3 -m bench.packed --out "$OUT"
   run 30 python3 -m bench.projection --out "$OUT"
   # the suite last, under its own cap (checked before each row) inside the stage's

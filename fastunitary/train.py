@@ -418,10 +418,13 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     ckpt = None if cfg.resume is None else read_checkpoint(cfg)
     # rank 0 writes the outputs; its folder is checked before the process group forms, so a
     # bad --out ends the launch with this error, not with the other ranks' broken collectives
+    out = None if out is None else Path(out)
     if out is not None and launch_rank() == 0:
-        out = prepare_output(Path(out))
+        prepare_output(out)
     dist = Distributed.from_environment(cfg)
-    out = out if dist.is_main else None
+    # the group's rank decides (a group the caller formed may not set RANK); creating the
+    # folder again is a no-op
+    out = prepare_output(out) if out is not None and dist.is_main else None
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)  # the same on every rank: each takes its shard
     # the concrete device ("cuda" -> "cuda:0", or this rank's GPU under torchrun)

@@ -217,6 +217,17 @@ def test_torchrun_process_trains_several_times(tmp_path):
         assert (tmp_path / f"rank{rank}").read_text() == "0 2\n1 2\n2 2\n3 2\n"
 
 
+def test_a_stray_rank_variable_without_a_group_still_writes_the_outputs(tmp_path, monkeypatch):
+    """RANK set but no process group to join (WORLD_SIZE unset): one process, which is the
+    main one and writes its outputs (the folder is prepared by the group's rank, not only
+    by the launcher's variable)."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    train(TrainConfig(task="adding", model="lstm", hidden=4, length=5, batch=4, steps=2,
+                      eval_every=2, eval_size=4), out=str(tmp_path / "o"), progress=False)
+    assert (tmp_path / "o" / "metrics.json").is_file()
+
+
 def test_torchrun_reports_a_bad_out_folder_before_the_processes_connect(tmp_path):
     (tmp_path / "afile").write_text("")
     run = torchrun("-m", "fastunitary", "train", "--task", "adding", "--model", "lstm",

@@ -7,8 +7,8 @@ import dataclasses
 import sys
 
 from ._backend import BackendUnavailableError
-from .train import (MODELS, MOMENTUM_LSTMS, SBO_RNNS, TASKS, TrainConfig, launch_rank, length_label,
-                    train)
+from .train import (MODELS, MOMENTUM_LSTMS, SBO_RNNS, TASKS, TrainConfig, is_main_process,
+                    length_label, train)
 
 
 #: the time budget of a run given neither --steps nor --max-seconds
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             BackendUnavailableError) as e:
         print(f"fastunitary train: error: {e}", file=sys.stderr)
         return 2
-    if launch_rank() != 0:  # under torchrun: one summary, rank 0's (it wrote the outputs)
+    if not is_main_process():  # under torchrun: one summary, rank 0's (it wrote the outputs)
         return 0
     verdict = "below" if m["final_eval_loss"] < m["baseline_loss"] else "not below"
     what = "recall accuracy" if cfg.task == "copying" else "test accuracy"

@@ -384,6 +384,15 @@ def launch_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def is_main_process() -> bool:
+    """Rank 0 of the process group :func:`train` ran in, or the only process: the one that
+    writes outputs and reports (the group stays after a run, see
+    :meth:`Distributed.close`)."""
+    import torch.distributed as td
+
+    return not (td.is_available() and td.is_initialized()) or td.get_rank() == 0
+
+
 def prepare_output(out: Path) -> Path:
     """Create the output folder, or say why it cannot be: before the first step, not after
     the whole run has trained."""

@@ -34,6 +34,13 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     backends = ["triton", "reference"] if device.type == "cuda" else ["reference"]
     rows = []
+
+    def write(complete: bool):
+        # rewritten after every row, so that a run stopped by a time cap (ci/gpu.sh) keeps
+        # what it measured
+        payload = {"environment": environment(device), "complete": complete, "rows": rows}
+        return write_result("recurrence_kernel", payload, args.out)
+
     for is_complex in (True, False):
         kind = torch.complex64 if is_complex else torch.float32
         for n in args.n:
@@ -58,6 +65,7 @@ def main(argv=None) -> None:
                         row["status"] = "failed correctness gate"
                         rows.append(row)
                         print(f"complex={is_complex} n={n} B={B} {backend}: FAILED ({err:.1e})")
+                        write(complete=False)
                         continue
 
                     def fwd():
@@ -75,10 +83,11 @@ def main(argv=None) -> None:
                                 "tokens_per_s_forward": B * args.T / tf["median_s"],
                                 "fraction_of_h100_fp32_peak": flops / (us * 1e-6) / H100_FP32_FLOPS})
                     rows.append(row)
+                    write(complete=False)
                     print(f"complex={is_complex!s:5} n={n:5d} B={B:4d} {backend:>9} {row['design']:>8}: "
                           f"fwd {us:8.2f} us/step, fwd+bwd {tb['median_s'] * 1e3:9.2f} ms, "
                           f"{row['fraction_of_h100_fp32_peak']:.1e} of peak")
-    path = write_result("recurrence_kernel", {"environment": environment(device), "rows": rows}, args.out)
+    path = write(complete=True)
     print(f"wrote {path}")
 
 

@@ -342,6 +342,25 @@ def test_rflo_periodic_evaluates_the_last_trial_when_eval_every_does_not_divide(
         rflo_periodic.main(argv + ["--name", "c", "--rflo-from", str(tmp_path / "old.json")])
 
 
+def test_recurrence_kernel_writes_its_json_after_every_row(tmp_path, monkeypatch):
+    """bench.recurrence_kernel rewrites its JSON after each row (complete: false) and
+    whole at the end, so that ci/gpu.sh's time cap keeps what it measured. On CPU only the
+    reference backend runs: one row per (complex, n, B)."""
+    from bench import common, recurrence_kernel
+
+    seen = []
+    write_json = report.write_json
+    monkeypatch.setattr(common.report, "write_json", lambda r, *a: (
+        seen.append((len(r["rows"]), r["complete"])), write_json(r, *a))[1])
+    recurrence_kernel.main(["--T", "4", "--B", "2", "--n", "3", "--repeats", "1",
+                            "--device", "cpu", "--out", str(tmp_path)])
+    assert seen == [(1, False), (2, False), (2, True)]
+    result = json.loads((tmp_path / "recurrence_kernel_cpu.json").read_text())
+    assert result["complete"] is True
+    assert [(r["complex"], r["backend"], r["status"]) for r in result["rows"]] == [
+        (True, "reference", "ok"), (False, "reference", "ok")]
+
+
 def test_packed_times_both_layouts_after_checking_they_agree(tmp_path, capsys):
     from bench import packed
 

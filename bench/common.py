@@ -22,17 +22,21 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def environment(device: torch.device | None = None) -> dict:
     """Device, library versions and git commit, recorded with every result. The GPU's
     fields only when ``device`` (where the run measured) is a CUDA device: a CPU run on a
-    GPU machine is a CPU result. ``GIT_COMMIT`` stands in where ``.git`` did not travel
-    (the lent GPU machines get the working tree only)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
-        # dirty = tracked source changes; the result files a run rewrites do not count
-        dirty = bool(subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
-            capture_output=True, text=True, cwd=Path(__file__).parents[1]).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = os.environ.get("GIT_COMMIT") or None, None
+    GPU machine is a CPU result. ``GIT_COMMIT``, where set, names the commit (the lent GPU
+    machines get the working tree, and a ``.git`` that may be older than it: seen on an
+    H200, whose copy's HEAD was the session's first commit); else ``git rev-parse HEAD``."""
+    if os.environ.get("GIT_COMMIT"):
+        commit, dirty = os.environ["GIT_COMMIT"], None
+    else:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    cwd=Path(__file__).parent, check=True).stdout.strip()
+            # dirty = tracked source changes; the result files a run rewrites do not count
+            dirty = bool(subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                capture_output=True, text=True, cwd=Path(__file__).parents[1]).stdout.strip())
+        except (OSError, subprocess.CalledProcessError):
+            commit, dirty = None, None
     try:
         import triton
 

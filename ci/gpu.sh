@@ -12,8 +12,9 @@
 # with its results. Results go to $OUT (default bench/results), every line of output also
 # to $OUT/gpu.log (a call returns only the tail of its output); the last lines of each
 # stage are its summary. PACK=FILE.tar: after every step, $OUT is packed into FILE (the
-# device tool returns at most 8 files). GIT_COMMIT (default: git rev-parse HEAD, where
-# .git travelled) is recorded in the results.
+# device tool returns at most 8 files). Pass GIT_COMMIT, the commit being measured: the
+# results record it (else git rev-parse HEAD, and the device's copy of .git can be older
+# than the tree it was sent with).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${OUT:-bench/results}"
@@ -22,7 +23,6 @@ case "$STAGE" in tests|bench|all) ;; *) echo "usage: bash ci/gpu.sh [tests|bench
 mkdir -p "$OUT"
 LOG="$OUT/gpu.log"
 END=$((SECONDS + ${GPU_SECONDS:-560}))
-export GIT_COMMIT="${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || true)}"
 unset TRITON_INTERPRET
 
 pack() {

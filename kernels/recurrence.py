@@ -35,7 +35,7 @@ plus ~10 D for the activation; backward ``2 D^2`` plus ~20 D. Bytes per step and
 HBM: ``u_t`` and ``h_t`` (``8 D``) forward; ``grad h_t``, ``z_t`` (or ``h_t``) and ``dz_t``
 (``12 D``) backward; W once per launch when resident.
 
-Where the time goes (a bound, not yet a measurement: no GPU has been lent): the batch is
+Where the time goes (a bound; the measurement follows): the batch is
 the only parallelism, one program per 16 rows, so B <= 16 runs on one SM and B = 64 on
 four of an H100's 132. Each program's step is ``2 * 16 * D^2`` fp32 FMA FLOPs on one SM
 (about 0.5 TFLOP/s of the chip's 67): about 0.26 us at D = 64 (resident), 1 us at D = 128
@@ -48,6 +48,14 @@ coalesced row-major loads of ``u_t``, prefetched one step ahead. The lever left,
 measured on a GPU, is splitting the output columns across programs (the persistent
 design of DESIGN.md with a grid barrier per step, or per-step launches captured in a
 CUDA graph) so that small batches use more than one SM.
+
+Measured on an H200 (triton 3.6, fp32, T = 1000, B = 64; bench/results/
+recurrence_kernel_nvidia-h200.json and bench_gpu_nvidia-h200.json): complex n = 64
+(streamed) 22 us per forward step; n = 128 (D = 256, inside ScuRNN) about 89 us, where
+the bound above is about 4 us; n = 256 335 us, slower than the per-step cuBLAS loop of
+the reference (141 us). The streamed step is latency-bound: its ``(D / BLOCK_N)^2`` small
+W tiles are loaded from L2 and multiplied one after the other by one SM, so the split
+design above is what the next change must bring.
 
 Products use ``input_precision="ieee"`` (true fp32, no tf32): a unitary recurrence must
 preserve norms over 10^4 steps, which tf32's 10-bit mantissa would not. Offsets into

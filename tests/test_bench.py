@@ -73,9 +73,20 @@ def test_a_cpu_run_records_no_gpu_even_on_a_gpu_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
     assert "gpu" not in common.environment(torch.device("cpu"))
     assert "gpu" not in common.environment()
-    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    monkeypatch.delenv("GIT_COMMIT", raising=False)
     monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError))
-    assert common.environment()["git_commit"] == "abc1234"  # where .git did not travel
+    assert common.environment()["git_commit"] is None  # no .git, no GIT_COMMIT
+
+
+def test_git_commit_names_the_commit_over_a_stale_git_folder(monkeypatch):
+    """The lent GPU machines get the working tree and a .git that may be older (an H200's
+    copy named the session's first commit, dirty): ci/gpu.sh's caller passes GIT_COMMIT,
+    and it wins over git rev-parse."""
+    from bench import common
+
+    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    env = common.environment()
+    assert env["git_commit"] == "abc1234" and env["git_dirty"] is None
 
 
 def test_the_json_is_written_after_every_row(tmp_path, monkeypatch):

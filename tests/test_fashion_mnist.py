@@ -14,7 +14,10 @@ from fastunitary.train import TrainConfig, train
 def write_idx(path, array: np.ndarray, code: int = 0x08) -> None:
     header = bytes([0, 0, code, array.ndim]) + np.array(array.shape, ">u4").tobytes()
     data = header + array.astype(fm.IDX_TYPES[code]).tobytes()
-    (gzip.open if str(path).endswith(".gz") else open)(path, "wb").write(data)
+    # closed before returning: Python 3.12's GzipFile buffers its writes, and an unclosed
+    # one left the file empty (seen on the GPU machine's Python 3.12)
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(data)
 
 
 @pytest.fixture

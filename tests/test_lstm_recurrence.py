@@ -349,9 +349,11 @@ def test_lstm_kernel_matches_torch_nn_lstm(lstm_kernel_device, monkeypatch):
     out, (h_n, c_n) = lstm(x, (h0, c0))
     g = x @ lstm.weight_ih_l0.t() + lstm.bias_ih_l0 + lstm.bias_hh_l0
     h, c = F.lstm_recurrence(g, lstm.weight_hh_l0, h0[0], c0[0], backend="triton")
-    torch.testing.assert_close(h, out, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(h[-1], h_n[0], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(c[-1], c_n[0], rtol=1e-5, atol=1e-6)
+    # two IEEE float32 computations summing in different orders: on an H200 (cuDNN 9.19)
+    # they differ by up to 4.8e-6 in h (values of order 1), on the CPU by less than 1e-6
+    torch.testing.assert_close(h, out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h[-1], h_n[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c[-1], c_n[0], rtol=1e-5, atol=1e-5)
     # and the gradient of W_hh, through the same loss
     (gW_ref,) = torch.autograd.grad(out.square().sum() + c_n.sum(), lstm.weight_hh_l0)
     (gW,) = torch.autograd.grad(h.square().sum() + c[-1].sum(), lstm.weight_hh_l0)

@@ -9,10 +9,11 @@ complex state its real embedding, read as four ``n x n`` blocks ``W_pq``, so any
     z_p = u_p + sum_q h_q W_pq^T        (p, q over the planes: 1 real, 2 complex)
     h   = act(z)                         (modReLU couples the planes through |z|)
 
-Forward: each program owns ``BLOCK_B`` batch rows and all ``n`` columns, loops over all T
-steps in one launch, and stores every ``h_t``. Backward: the same programs run time in
-reverse, ``g_t = grad h_t + dz_{t+1} W`` (row form of ``W^T dz``), ``dz_t = act'(z_t) g_t``,
-storing every ``dz_t`` (which is also ``grad u_t``). What is recomputed rather than stored:
+Forward (resident and streamed designs; split below): each program owns ``BLOCK_B``
+batch rows and all ``n`` columns, loops over all T steps in one launch, and stores every
+``h_t``. Backward: the same programs run time in reverse, ``g_t = grad h_t + dz_{t+1} W``
+(row form of ``W^T dz``), ``dz_t = act'(z_t) g_t``, storing every ``dz_t`` (which is also
+``grad u_t``). What is recomputed rather than stored:
 modReLU's pre-activations ``z_t`` are recomputed for all steps before the backward launch
 by one large cuBLAS product ``h_{t-1} W^T + u_t`` (cheaper than storing them in the forward
 and no extra memory: they are written into the ``dz`` buffer, which the kernel then
@@ -20,15 +21,24 @@ overwrites step by step); tanh and relu take their derivative from the stored ``
 The weight gradient ``sum_t dz_t^T h_{t-1}`` is one large product after the launch, the
 modReLU bias gradient a per-program partial sum reduced once (deterministic).
 
-Two designs, chosen by ``n`` (see :func:`plan`):
+Three designs, chosen by ``n`` (see :func:`plan`):
 
-- **resident** (``n <= RESIDENT_MAX_N``): W is read from HBM once per launch and kept on
-  chip for all T steps (the compiler stages it in shared memory and loads the FMA
-  product's operands into registers every step); the state stays on chip.
-- **streamed** (larger ``n``, up to 1024 complex and beyond): each step re-reads W in
-  ``BLOCK_N x BLOCK_N`` tiles (from L2 after the first step: 16 MB at n = 1024 complex
-  fits the H100's 50 MB L2) and the previous state from the output buffer, with a
-  block-wide barrier between steps. Slower per step, but it runs at any size.
+- **resident** (``n <= RESIDENT_MAX_N``): one program per ``BLOCK_B`` batch rows; W is
+  read from HBM once per launch and kept on chip for all T steps (the compiler stages it
+  in shared memory and loads the FMA product's operands into registers every step); the
+  state stays on chip.
+- **split** (larger ``n``, the default there): one program per (``BLOCK_B`` batch rows,
+  ``SPLIT_BLOCK_N`` state columns), so a step of a batch block runs on
+  ``cdiv(n, SPLIT_BLOCK_N)`` SMs. Each program computes its columns of ``z_t`` from the
+  whole ``h_{t-1}``, read back from the output buffer (L2) once every program of its
+  batch block has stored its part: the programs of a batch block meet at a barrier each
+  step (a counter per batch block; see the split kernels' comment). Backward likewise,
+  ``dz_{t+1}`` read back whole. W is read in ``BLOCK_K x SPLIT_BLOCK_N`` tiles from L2
+  every step, each program its own columns only.
+- **streamed** (``LARGE_N_DESIGN = "streamed"``, kept to be timed beside split): one
+  program per batch block computes all columns, re-reading W in ``BLOCK_N x BLOCK_N``
+  tiles every step (from L2 after the first: 16 MB at n = 1024 complex fits the H100's
+  50 MB L2), with a block-wide barrier between steps.
 
 Cost per step and batch row (``D`` reals of state): forward ``2 D^2`` FLOPs (the product)
 plus ~10 D for the activation; backward ``2 D^2`` plus ~20 D. Bytes per step and row from
@@ -50,12 +60,12 @@ design of DESIGN.md with a grid barrier per step, or per-step launches captured 
 CUDA graph) so that small batches use more than one SM.
 
 Measured on an H200 (triton 3.6, fp32, T = 1000, B = 64; bench/results/
-recurrence_kernel_nvidia-h200.json and bench_gpu_nvidia-h200.json): complex n = 64
-(streamed) 22 us per forward step; n = 128 (D = 256, inside ScuRNN) about 89 us, where
-the bound above is about 4 us; n = 256 335 us, slower than the per-step cuBLAS loop of
-the reference (141 us). The streamed step is latency-bound: its ``(D / BLOCK_N)^2`` small
-W tiles are loaded from L2 and multiplied one after the other by one SM, so the split
-design above is what the next change must bring.
+recurrence_kernel_nvidia-h200.json and bench_gpu_nvidia-h200.json), the streamed design
+alone (before split existed): complex n = 64 22 us per forward step; n = 128 (D = 256,
+inside ScuRNN) about 89 us, where the bound above is about 4 us; n = 256 335 us, slower
+than the per-step cuBLAS loop of the reference (141 us). The streamed step is
+latency-bound: its ``(D / BLOCK_N)^2`` small W tiles are loaded from L2 and multiplied
+one after the other by one SM. The split design spreads them over ``cdiv(n, 16)`` SMs.
 
 Products use ``input_precision="ieee"`` (true fp32, no tf32): a unitary recurrence must
 preserve norms over 10^4 steps, which tf32's 10-bit mantissa would not. Offsets into
@@ -63,6 +73,8 @@ preserve norms over 10^4 steps, which tf32's 10-bit mantissa would not. Offsets 
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -92,6 +104,14 @@ BLOCK_B = 16
 #: not); num_stages=1 avoids that but drops the k-loop pipelining: to be timed on a GPU.
 STREAM_BLOCK = {True: 16, False: 32}
 STREAM_WARPS = {True: (8, 4), False: (8, 8)}
+#: The design of states above RESIDENT_MAX_N: "split" (the hidden units of a step across
+#: programs) or "streamed" (one program per batch block; kept to be timed beside it).
+LARGE_N_DESIGN = "split"
+#: Tiles of the split kernels: BLOCK_N state columns per program (16, the smallest tl.dot
+#: operand, for the most programs per step), BLOCK_K of the previous state per product.
+SPLIT_BLOCK_N = 16
+SPLIT_BLOCK_K = {True: 32, False: 64}
+SPLIT_WARPS = 4
 
 #: Tests set this to allocate outputs filled with NaN, so unwritten elements fail.
 FILL_OUTPUTS_WITH_NAN = False
@@ -427,11 +447,174 @@ def _backward_streamed(
 
 
 # -- host side ----------------------------------------------------------------------------
+# -- split kernels ------------------------------------------------------------------------
+# One program per (block of BLOCK_B batch rows, block of BLOCK_N state columns): a step of a
+# batch block is spread over cdiv(n, BLOCK_N) programs on as many SMs, each computing its
+# columns from the whole previous state, which it reads back from global memory (L2)
+# after the block's programs have all written it. The programs of a batch block meet once
+# per step at a barrier: a counter per batch block in ``sync_ptr``, raised by each program
+# once its part of the step is stored (release), awaited until it counts every program
+# (acquire). On a GPU one launch runs all steps (the launch's programs must all be
+# resident: the host launches at most as many as there are SMs). Triton's interpreter
+# runs a grid's programs one after the other, so there the host launches one step at a
+# time (``n_steps = 1``): the launches order the steps, and no program ever waits.
+@triton.jit
+def _wait_for_block(sync_ptr, target):
+    """Spin until the batch block's counter reaches ``target`` arrivals (acquire: the
+    arrivals' stores are then visible), then let every thread of the program go on."""
+    seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        seen = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _arrive(sync_ptr):
+    """Count this program's part of the step as stored: every thread's stores first (the
+    block-wide barrier), then one release increment."""
+    tl.debug_barrier()
+    tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
+
+
+@triton.jit(do_not_specialize=["T", "B", "t_first", "n_steps", "block0"])
+def _forward_split(
+    u_ptr, w_ptr, bias_ptr, h0_ptr, out_ptr, sync_ptr, T, B, N, t_first, n_steps, block0,
+    ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid_b = block0 + tl.program_id(0)
+    groups = tl.num_programs(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cj_ok = cj < N
+    m_j = row_ok[:, None] & cj_ok[None, :]
+    kk = tl.arange(0, BLOCK_K)
+    D = 2 * N if IS_COMPLEX else N
+    row_off = rows.to(tl.int64)[:, None] * D
+    step = B.to(tl.int64) * D
+    counter = sync_ptr + tl.program_id(0)
+    bias = 0.0
+    if ACT == 0:
+        bias = tl.load(bias_ptr + cj, mask=cj_ok, other=0.0)[None, :]
+    for s in range(n_steps):
+        t = t_first + s
+        if s > 0:
+            _wait_for_block(counter, groups * s)
+        prev_ptr = out_ptr + (t - 1).to(tl.int64) * step
+        if t == 0:
+            prev_ptr = h0_ptr
+        u_t = u_ptr + t.to(tl.int64) * step
+        zr = tl.load(u_t + row_off + cj[None, :], mask=m_j, other=0.0)
+        zi = zr
+        if IS_COMPLEX:
+            zi = tl.load(u_t + row_off + N + cj[None, :], mask=m_j, other=0.0)
+        for k0 in range(0, N, BLOCK_K):
+            ck = k0 + kk
+            ck_ok = ck < N
+            m_k = row_ok[:, None] & ck_ok[None, :]
+            w_mask = ck_ok[:, None] & cj_ok[None, :]
+            wt = cj[None, :] * D + ck[:, None]  # [k, j] = W[p N + j, q N + k]
+            # .cg: from L2, where the other programs' stores of h_{t-1} are, never from a
+            # stale L1 line
+            hr = tl.load(prev_ptr + row_off + ck[None, :], mask=m_k, other=0.0,
+                         cache_modifier=".cg")
+            zr = tl.dot(hr, tl.load(w_ptr + wt, mask=w_mask, other=0.0), zr,
+                        input_precision="ieee")
+            if IS_COMPLEX:
+                hi = tl.load(prev_ptr + row_off + N + ck[None, :], mask=m_k, other=0.0,
+                             cache_modifier=".cg")
+                zr = tl.dot(hi, tl.load(w_ptr + N + wt, mask=w_mask, other=0.0), zr,
+                            input_precision="ieee")
+                zi = tl.dot(hr, tl.load(w_ptr + N * D + wt, mask=w_mask, other=0.0), zi,
+                            input_precision="ieee")
+                zi = tl.dot(hi, tl.load(w_ptr + N * D + N + wt, mask=w_mask, other=0.0), zi,
+                            input_precision="ieee")
+        hr_new, hi_new = _activate(zr, zi, bias, ACT, IS_COMPLEX)
+        o_t = out_ptr + t.to(tl.int64) * step + row_off
+        tl.store(o_t + cj[None, :], hr_new, mask=m_j)
+        if IS_COMPLEX:
+            tl.store(o_t + N + cj[None, :], hi_new, mask=m_j)
+        if s + 1 < n_steps:
+            _arrive(counter)
+
+
+@triton.jit(do_not_specialize=["T", "B", "t_first", "n_steps", "block0"])
+def _backward_split(
+    gh_ptr, saved_ptr, dz_ptr, w_ptr, bias_ptr, bpart_ptr, sync_ptr, T, B, N, t_first, n_steps,
+    block0,
+    ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Steps ``t_first, t_first - 1, ...`` (``n_steps`` of them): ``g_t = grad h_t +
+    dz_{t+1} W`` on this program's columns, ``dz_t = act'(saved_t) g_t`` stored in place
+    of ``saved_t`` where that is the dz buffer (modReLU's recomputed z)."""
+    pid_b = block0 + tl.program_id(0)
+    groups = tl.num_programs(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cj_ok = cj < N
+    m_j = row_ok[:, None] & cj_ok[None, :]
+    kk = tl.arange(0, BLOCK_K)
+    D = 2 * N if IS_COMPLEX else N
+    row_off = rows.to(tl.int64)[:, None] * D
+    step = B.to(tl.int64) * D
+    counter = sync_ptr + tl.program_id(0)
+    bias = 0.0
+    if ACT == 0:
+        bias = tl.load(bias_ptr + cj, mask=cj_ok, other=0.0)[None, :]
+    bsum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for s in range(n_steps):
+        t = t_first - s
+        if s > 0:
+            _wait_for_block(counter, groups * s)
+        at = t.to(tl.int64) * step + row_off
+        gr = tl.load(gh_ptr + at + cj[None, :], mask=m_j, other=0.0)
+        gi = gr
+        if IS_COMPLEX:
+            gi = tl.load(gh_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
+        if t + 1 < T:
+            next_ptr = dz_ptr + (t + 1).to(tl.int64) * step + row_off
+            for k0 in range(0, N, BLOCK_K):
+                ck = k0 + kk
+                ck_ok = ck < N
+                m_k = row_ok[:, None] & ck_ok[None, :]
+                w_mask = ck_ok[:, None] & cj_ok[None, :]
+                wo = ck[:, None] * D + cj[None, :]  # [k, j] = W[p N + k, q N + j]
+                dr = tl.load(next_ptr + ck[None, :], mask=m_k, other=0.0, cache_modifier=".cg")
+                gr = tl.dot(dr, tl.load(w_ptr + wo, mask=w_mask, other=0.0), gr,
+                            input_precision="ieee")
+                if IS_COMPLEX:
+                    di = tl.load(next_ptr + N + ck[None, :], mask=m_k, other=0.0,
+                                 cache_modifier=".cg")
+                    gr = tl.dot(di, tl.load(w_ptr + N * D + wo, mask=w_mask, other=0.0), gr,
+                                input_precision="ieee")
+                    gi = tl.dot(dr, tl.load(w_ptr + N + wo, mask=w_mask, other=0.0), gi,
+                                input_precision="ieee")
+                    gi = tl.dot(di, tl.load(w_ptr + N * D + N + wo, mask=w_mask, other=0.0),
+                                gi, input_precision="ieee")
+        ar = tl.load(saved_ptr + at + cj[None, :], mask=m_j, other=0.0)
+        ai = ar
+        if IS_COMPLEX:
+            ai = tl.load(saved_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
+        dzr, dzi, contrib = _activate_backward(ar, ai, gr, gi, bias, ACT, IS_COMPLEX)
+        tl.store(dz_ptr + at + cj[None, :], dzr, mask=m_j)
+        if IS_COMPLEX:
+            tl.store(dz_ptr + at + N + cj[None, :], dzi, mask=m_j)
+        bsum += tl.sum(contrib, axis=0)
+        if s + 1 < n_steps:
+            _arrive(counter)
+    if ACT == 0:  # this program's columns of its batch block's slot, over this launch's steps
+        b_ptrs = bpart_ptr + pid_b * N + cj
+        tl.store(b_ptrs, tl.load(b_ptrs, mask=cj_ok, other=0.0) + bsum, mask=cj_ok)
+
+
 def plan(n: int, is_complex: bool) -> dict:
     """Which kernels and tile sizes run a state of ``n`` (complex or real) values.
 
-    Returns ``{"design": "resident" | "streamed", "BLOCK_B", "BLOCK_N", "num_warps",
-    "num_warps_backward"}``.
+    Returns ``{"design": "resident" | "split" | "streamed", "BLOCK_B", "BLOCK_N",
+    "BLOCK_K", "num_warps", "num_warps_backward"}`` (``BLOCK_K``: split only, else 0).
     The rule depends on ``n`` only: never on T or B, so a new batch size or sequence
     length never triggers a recompilation or a re-tune.
     """
@@ -439,11 +622,47 @@ def plan(n: int, is_complex: bool) -> dict:
         block_n = max(16, triton.next_power_of_2(n))
         width = block_n * (2 if is_complex else 1)  # reals of state per row, padded
         warps = 4 if width <= 32 else 8
-        return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n,
+        return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_K": 0,
                 "num_warps": warps, "num_warps_backward": warps}
+    if LARGE_N_DESIGN == "split":
+        return {"design": "split", "BLOCK_B": BLOCK_B, "BLOCK_N": SPLIT_BLOCK_N,
+                "BLOCK_K": SPLIT_BLOCK_K[is_complex], "num_warps": SPLIT_WARPS,
+                "num_warps_backward": SPLIT_WARPS}
     fwd, bwd = STREAM_WARPS[is_complex]
     return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK[is_complex],
-            "num_warps": fwd, "num_warps_backward": bwd}
+            "BLOCK_K": 0, "num_warps": fwd, "num_warps_backward": bwd}
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
+    """Launch a split kernel over all T steps (in reverse time for the backward).
+
+    Its programs wait for each other once per step, so all programs of a launch must be
+    resident at once: a launch holds at most as many as the GPU has SMs, batch blocks in
+    turn where more are needed. A state too wide for that (more column groups than SMs)
+    and Triton's interpreter (which runs the programs one by one) launch one step at a
+    time instead: the launches order the steps and no program waits.
+    """
+    groups = triton.cdiv(n, p["BLOCK_N"])
+    blocks = triton.cdiv(B, p["BLOCK_B"])
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == "cuda" else 0
+    if groups <= sms:
+        per_launch = max(1, sms // groups)
+        spans = [(T - 1 if reverse else 0, T)]
+    else:
+        per_launch = blocks
+        spans = [(T - 1 - t if reverse else t, 1) for t in range(T)]
+    for block0 in range(0, blocks, per_launch):
+        count = min(per_launch, blocks - block0)
+        sync = torch.zeros(count, dtype=torch.int32, device=device)
+        for t_first, n_steps in spans:
+            launch(kernel, (count, groups), device, *args, sync, T, B, n, t_first, n_steps,
+                   block0, **meta)
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
@@ -460,10 +679,15 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
     bias = u.new_zeros(n) if bias is None else bias.contiguous()
     out = _alloc((T, B, D), u)
     p = plan(n, is_complex)
+    meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
+                BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+    if p["design"] == "split":
+        _launch_split(_forward_split, u.device, T, B, n, p, (u, W, bias, h0, out),
+                      dict(meta, BLOCK_K=p["BLOCK_K"]), reverse=False)
+        return out
     kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
     launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), u.device, u, W, bias, h0, out, T, B, n,
-            ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
-            BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+           **meta)
     return out
 
 
@@ -494,13 +718,18 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool, sampl
     p = plan(n, is_complex)
     programs = triton.cdiv(B, p["BLOCK_B"])
     # per-program partial sums of the bias gradient: written whole by the resident kernel
-    # (NaN-filled in tests so a missed row fails), accumulated into by the streamed one
+    # (NaN-filled in tests so a missed row fails), accumulated into by the others (the
+    # split kernels: each program into its columns of its batch block's row)
     resident = p["design"] == "resident"
     bpart = (_alloc((programs, n), h) if resident else
              torch.zeros((programs, n), dtype=torch.float32, device=h.device))
     meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
                 BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps_backward"])
-    if resident:
+    if p["design"] == "split":
+        _launch_split(_backward_split, h.device, T, B, n, p,
+                      (grad_h, saved, dz, W, bias_c, bpart), dict(meta, BLOCK_K=p["BLOCK_K"]),
+                      reverse=True)
+    elif resident:
         launch(_backward_resident, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
                 T, B, n, **meta)
     else:
@@ -526,25 +755,31 @@ def aot_configs(explore: bool = False):
     Yields ``(name, kernel attribute, signature, constexprs, num_warps, dispatched)``;
     with ``explore``, also the larger resident tiles (not dispatched) that set the limits.
     """
-    keys = ("design", "BLOCK_N", "num_warps", "num_warps_backward")
+    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward")
     kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
+               ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
                ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
     for is_complex in (False, True):
         used = {tuple(plan(n, is_complex)[k] for k in keys) for n in range(1, 2049)}
         extra = set()
         if explore:
-            extra = {("resident", bn, w, w) for bn in (16, 32, 64, 128) for w in (4, 8)} - used
+            extra = {("resident", bn, 0, w, w) for bn in (16, 32, 64, 128) for w in (4, 8)} - used
+        # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
+        fwd, bwd = STREAM_WARPS[is_complex]
+        extra.add(("streamed", STREAM_BLOCK[is_complex], 0, fwd, bwd))
         configs = [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
-        for (design, block_n, warps_fwd, warps_bwd), dispatched in configs:
+        for (design, block_n, block_k, warps_fwd, warps_bwd), dispatched in configs:
             for act, code in ACTIVATION_CODES.items():
                 for direction, warps in (("fwd", warps_fwd), ("bwd", warps_bwd)):
                     kernel = kernels[design, direction]
                     const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": BLOCK_B,
                              "BLOCK_N": block_n}
-                    sig = {a: ("constexpr" if a in const else
+                    if design == "split":
+                        const["BLOCK_K"] = block_k
+                    sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
                                ("*fp32" if a.endswith("_ptr") else "i32"))
                            for a in globals()[kernel].arg_names}
                     name = (f"recurrence.{design}_{direction} "
-                            f"{'complex' if is_complex else 'real'} {act} "
-                            f"BLOCK_N={block_n} warps={warps}")
+                            f"{'complex' if is_complex else 'real'} {act} BLOCK_N={block_n}"
+                            f"{f' BLOCK_K={block_k}' if design == 'split' else ''} warps={warps}")
                     yield name, kernel, sig, const, warps, dispatched

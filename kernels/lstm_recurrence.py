@@ -8,9 +8,9 @@ In row form one step is
     z_p = g_p + h_{t-1} W_p^T                                  (p = i, f, g, o)
     c_t = sig(z_f) c_{t-1} + sig(z_i) tanh(z_g),    h_t = sig(z_o) tanh(c_t)
 
-Forward: each program owns ``BLOCK_B`` batch rows and all ``n`` columns of every gate,
-loops over all T steps in one launch and stores ``h_t`` and ``c_t`` (both are outputs of
-the op). Backward: the same programs run time in reverse,
+Forward (resident and streamed; split below): each program owns ``BLOCK_B`` batch rows
+and all ``n`` columns of every gate, loops over all T steps in one launch and stores
+``h_t`` and ``c_t`` (both are outputs of the op). Backward: the same programs run time in reverse,
 
     dh = grad h_t + dz_{t+1} W_hh,     dc = grad c_t + dc_{t+1} f_{t+1} + dh o (1 - tanh(c_t)^2)
     dz_i = dc c~ i (1 - i),  dz_f = dc c_{t-1} f (1 - f),  dz_g = dc i (1 - c~^2),
@@ -25,7 +25,7 @@ step), and the gates ``i, f, c~, o`` and ``tanh(c_t)`` are recomputed from ``z_t
 ``c_t`` in the kernel. After the launch, ``grad W_hh = sum_t dz_t^T h_{t-1}`` is one large
 product over all steps and the batch, and ``grad h0 = dz_0 W_hh``.
 
-Two designs, chosen by ``n`` only (see :func:`plan`):
+Three designs, chosen by ``n`` only (see :func:`plan`):
 
 - **resident** (``n <= RESIDENT_MAX_N``): the four gate blocks of W_hh (``16 n^2`` bytes,
   16 KB at n = 32) are read once per launch and kept on chip for all T steps; the state
@@ -33,11 +33,20 @@ Two designs, chosen by ``n`` only (see :func:`plan`):
   is prefetched one step ahead in the forward. Same limit as the recurrence kernel's
   complex case (four 32 x 32 blocks); the next tile, four 64 x 64 blocks, spills (see
   ``RESIDENT_MAX_N``).
-- **streamed** (larger n, up to 1024 and beyond): each step re-reads W_hh in
-  ``BLOCK_N x BLOCK_N`` tiles of the four gate blocks (from L2 after the first step: 16 MB
-  at n = 1024 fits the H100's 50 MB L2) and the previous state from the output buffers
-  (``h_{t-1}`` forward, ``dz_{t+1}`` and a ``(B, n)`` buffer of the carry ``dc f``
-  backward), with a block-wide barrier between steps.
+- **split** (larger n, the default there): the recurrence kernel's split design
+  (kernels/recurrence.py): one program per (``BLOCK_B`` batch rows, ``SPLIT_BLOCK_N``
+  units of every gate), the programs of a batch block meeting once per step; ``h_{t-1}``
+  (forward) and ``dz_{t+1}`` (backward) are read back whole from L2, while ``c`` and the
+  carry ``dc f``, elementwise, stay with the program of their units. Not yet timed on a
+  GPU (the recurrence's split kernels were, on an H200: 3-16x faster per step than
+  streamed).
+- **streamed** (``LARGE_N_DESIGN = "streamed"``, kept to be timed beside split): one
+  program per batch block re-reads W_hh in ``BLOCK_N x BLOCK_N`` tiles of the four gate
+  blocks every step (from L2 after the first step: 16 MB at n = 1024 fits the H100's 50 MB
+  L2) and the previous state from the output buffers (``h_{t-1}`` forward, ``dz_{t+1}``
+  and a ``(B, n)`` buffer of the carry ``dc f`` backward), with a block-wide barrier
+  between steps. On an H200 (first GPU run) MomentumLSTM on it ran at 0.07x cuDNN's LSTM
+  forward (T = 1024, B = 64, hidden 256).
 
 Cost per step and batch row: forward ``8 n^2`` FLOPs (the four gate products) plus ~15 n
 for the gates; backward ``8 n^2`` plus ~30 n; outside the kernels, the recomputation of
@@ -45,10 +54,12 @@ z and the weight gradient ``8 n^2`` each (large cuBLAS products, not on the sequ
 chain). Bytes per step and row from HBM: forward reads ``g_t`` (16 n) and writes ``h_t``,
 ``c_t`` (8 n); backward reads ``grad h_t``, ``grad c_t`` (8 n), ``z_t`` (16 n), ``c_{t-1}``
 (4 n; ``c_t`` is carried from the previous iteration) and writes ``dz_t`` (16 n); W_hh
-once per launch when resident. As for the recurrence kernel, the batch is the only
-parallelism (one program per 16 rows), so a step costs one SM's FMA throughput on
-``2 * 16 * 4 n^2`` FLOPs plus the latency of the dependent chain; no per-step launches or
-host synchronization.
+once per launch when resident. In the resident and streamed designs the batch is the
+only parallelism (one program per 16 rows), so a step costs one SM's FMA throughput on
+``2 * 16 * 4 n^2`` FLOPs plus the latency of the dependent chain; the split design
+spreads a step over ``cdiv(n, 16)`` SMs. No per-step launches or host synchronization
+(except where the split design's programs cannot all be resident: see
+``_host.launch_split``).
 
 Products use ``input_precision="ieee"`` (true fp32, no tf32); gates and state are
 float32. Offsets into ``(T, B, *)`` tensors are 64-bit.
@@ -62,8 +73,8 @@ import triton.language as tl
 
 from .._precision import ieee_float32_matmul
 from ..reference._samples import per_sample_outer
-from ._host import alloc, check_float32, launch
-from .recurrence import _tanh
+from ._host import alloc, check_float32, launch, launch_split
+from .recurrence import _arrive, _tanh, _wait_for_block
 
 #: Largest n kept resident on chip (four n x n gate blocks of W_hh). Set by the
 #: ahead-of-time compile check (ci/compile_check.py --explore, triton 3.6 and 3.9):
@@ -79,6 +90,15 @@ BLOCK_B = 16
 #: sm_90 with 3.6), and BLOCK_N = 32 spills in both directions.
 STREAM_BLOCK = 16
 STREAM_WARPS = (4, 8)
+#: The design of states above RESIDENT_MAX_N: "split" (a step's units across programs) or
+#: "streamed" (one program per batch block), as in kernels/recurrence.py.
+LARGE_N_DESIGN = "split"
+#: Tiles of the split kernels: BLOCK_N units per program, BLOCK_K of the previous state
+#: (forward) or of dz_{t+1}'s gate blocks (backward) per product; warps (forward,
+#: backward): at 4 warps the backward spills 16-32 bytes on sm_80 and sm_90 (triton 3.9)
+SPLIT_BLOCK_N = 16
+SPLIT_BLOCK_K = 32
+SPLIT_WARPS = (4, 8)
 
 #: Tests set this to allocate outputs filled with NaN, so unwritten elements fail.
 FILL_OUTPUTS_WITH_NAN = False
@@ -348,21 +368,156 @@ def _backward_streamed(
         tl.debug_barrier()  # dz_t complete before step t - 1 reads it
 
 
+# -- split kernels ------------------------------------------------------------------------
+# As the recurrence's split kernels (kernels/recurrence.py): one program per (BLOCK_B batch
+# rows, BLOCK_N units), meeting once per step at their batch block's counter. The cell
+# state c and the backward's carry dc f are elementwise, so each program keeps its own
+# units of them; only h (forward) and dz (backward) cross programs, read back from L2.
+@triton.jit(do_not_specialize=["T", "B", "t_first", "n_steps", "block0"])
+def _forward_split(
+    g_ptr, w_ptr, h0_ptr, c0_ptr, h_ptr, c_ptr, sync_ptr, T, B, N, t_first, n_steps, block0,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_b = block0 + tl.program_id(0)
+    groups = tl.num_programs(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cj_ok = cj < N
+    m_j = row_ok[:, None] & cj_ok[None, :]
+    kk = tl.arange(0, BLOCK_K)
+    rows64 = rows.to(tl.int64)[:, None]
+    row_off = rows64 * N
+    grow_off = rows64 * (4 * N)
+    step = B.to(tl.int64) * N
+    NN = N * N
+    counter = sync_ptr + tl.program_id(0)
+    # c_{t-1} of this program's units: c0, or the state the previous launch stored
+    c_prev = tl.load(c0_ptr + row_off + cj[None, :], mask=m_j, other=0.0)
+    if t_first > 0:
+        c_prev = tl.load(c_ptr + (t_first - 1).to(tl.int64) * step + row_off + cj[None, :],
+                         mask=m_j, other=0.0)
+    for s in range(n_steps):
+        t = t_first + s
+        if s > 0:
+            _wait_for_block(counter, groups * s)
+        h_prev = h_ptr + (t - 1).to(tl.int64) * step
+        if t == 0:
+            h_prev = h0_ptr
+        gp = g_ptr + t.to(tl.int64) * (4 * step) + grow_off + cj[None, :]
+        zi = tl.load(gp, mask=m_j, other=0.0)
+        zf = tl.load(gp + N, mask=m_j, other=0.0)
+        zg = tl.load(gp + 2 * N, mask=m_j, other=0.0)
+        zo = tl.load(gp + 3 * N, mask=m_j, other=0.0)
+        for k0 in range(0, N, BLOCK_K):
+            ck = k0 + kk
+            ck_ok = ck < N
+            m_k = row_ok[:, None] & ck_ok[None, :]
+            w_mask = ck_ok[:, None] & cj_ok[None, :]
+            wt = w_ptr + cj[None, :] * N + ck[:, None]  # [k, j] = W_hh[p N + j, k]
+            hk = tl.load(h_prev + row_off + ck[None, :], mask=m_k, other=0.0,
+                         cache_modifier=".cg")
+            zi = tl.dot(hk, tl.load(wt, mask=w_mask, other=0.0), zi, input_precision="ieee")
+            zf = tl.dot(hk, tl.load(wt + NN, mask=w_mask, other=0.0), zf,
+                        input_precision="ieee")
+            zg = tl.dot(hk, tl.load(wt + 2 * NN, mask=w_mask, other=0.0), zg,
+                        input_precision="ieee")
+            zo = tl.dot(hk, tl.load(wt + 3 * NN, mask=w_mask, other=0.0), zo,
+                        input_precision="ieee")
+        h_new, c_prev = _cell(zi, zf, zg, zo, c_prev)
+        at = t.to(tl.int64) * step + row_off + cj[None, :]
+        tl.store(h_ptr + at, h_new, mask=m_j)
+        tl.store(c_ptr + at, c_prev, mask=m_j)
+        if s + 1 < n_steps:
+            _arrive(counter)
+
+
+@triton.jit(do_not_specialize=["T", "B", "t_first", "n_steps", "block0"])
+def _backward_split(
+    gh_ptr, gc_ptr, dz_ptr, w_ptr, c0_ptr, c_ptr, dc_ptr, sync_ptr, T, B, N, t_first, n_steps,
+    block0,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Steps ``t_first, t_first - 1, ...``. ``dc_ptr``: ``(B, n)``, the carry ``dc_{t+1}
+    f_{t+1}`` between launches (zeros before the first), ``grad c0`` after the last."""
+    pid_b = block0 + tl.program_id(0)
+    groups = tl.num_programs(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cj_ok = cj < N
+    m_j = row_ok[:, None] & cj_ok[None, :]
+    kk = tl.arange(0, BLOCK_K)
+    rows64 = rows.to(tl.int64)[:, None]
+    row_off = rows64 * N
+    grow_off = rows64 * (4 * N)
+    step = B.to(tl.int64) * N
+    NN = N * N
+    counter = sync_ptr + tl.program_id(0)
+    carry_ptrs = dc_ptr + row_off + cj[None, :]
+    dc_carry = tl.load(carry_ptrs, mask=m_j, other=0.0)
+    for s in range(n_steps):
+        t = t_first - s
+        if s > 0:
+            _wait_for_block(counter, groups * s)
+        t64 = t.to(tl.int64)
+        h_off = t64 * step + row_off
+        z_step = dz_ptr + t64 * (4 * step) + grow_off  # holds z_t on entry, dz_t on exit
+        dh = tl.load(gh_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
+        if t + 1 < T:
+            next_step = z_step + 4 * step  # dz_{t+1}, stored by every program of the block
+            for p in tl.static_range(4):
+                for k0 in range(0, N, BLOCK_K):
+                    ck = k0 + kk
+                    ck_ok = ck < N
+                    m_k = row_ok[:, None] & ck_ok[None, :]
+                    w_mask = ck_ok[:, None] & cj_ok[None, :]
+                    wo = w_ptr + p * NN + ck[:, None] * N + cj[None, :]  # W_hh[p N + k, j]
+                    dp = tl.load(next_step + p * N + ck[None, :], mask=m_k, other=0.0,
+                                 cache_modifier=".cg")
+                    dh = tl.dot(dp, tl.load(wo, mask=w_mask, other=0.0), dh,
+                                input_precision="ieee")
+        zp = z_step + cj[None, :]
+        zi = tl.load(zp, mask=m_j, other=0.0)
+        zf = tl.load(zp + N, mask=m_j, other=0.0)
+        zg = tl.load(zp + 2 * N, mask=m_j, other=0.0)
+        zo = tl.load(zp + 3 * N, mask=m_j, other=0.0)
+        c_t = tl.load(c_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
+        c_prev = (tl.load(c_ptr + h_off - step + cj[None, :], mask=tl.where(t > 0, m_j, False),
+                          other=0.0)
+                  + tl.load(c0_ptr + row_off + cj[None, :], mask=tl.where(t == 0, m_j, False),
+                            other=0.0))
+        dc_in = tl.load(gc_ptr + h_off + cj[None, :], mask=m_j, other=0.0) + dc_carry
+        dzi, dzf, dzg, dzo, dc_carry = _cell_backward(zi, zf, zg, zo, c_t, c_prev, dh, dc_in)
+        tl.store(zp, dzi, mask=m_j)
+        tl.store(zp + N, dzf, mask=m_j)
+        tl.store(zp + 2 * N, dzg, mask=m_j)
+        tl.store(zp + 3 * N, dzo, mask=m_j)
+        if s + 1 < n_steps:
+            _arrive(counter)
+    tl.store(carry_ptrs, dc_carry, mask=m_j)
+
+
 # -- host side ----------------------------------------------------------------------------
 def plan(n: int) -> dict:
     """Which kernels and tile sizes run a state of ``n`` values.
 
-    Returns ``{"design": "resident" | "streamed", "BLOCK_B", "BLOCK_N", "num_warps",
-    "num_warps_backward"}``. The rule depends on ``n`` only: never on T or B, so a new
-    batch size or sequence length never triggers a recompilation or a re-tune.
+    Returns ``{"design": "resident" | "split" | "streamed", "BLOCK_B", "BLOCK_N",
+    "BLOCK_K", "num_warps", "num_warps_backward"}`` (``BLOCK_K``: split only, else 0). The
+    rule depends on ``n`` only: never on T or B, so a new batch size or sequence length
+    never triggers a recompilation or a re-tune.
     """
     if n <= RESIDENT_MAX_N:
         block_n = max(16, triton.next_power_of_2(n))
         warps = 4 if block_n <= 16 else 8
-        return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n,
+        return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_K": 0,
                 "num_warps": warps, "num_warps_backward": warps}
+    if LARGE_N_DESIGN == "split":
+        return {"design": "split", "BLOCK_B": BLOCK_B, "BLOCK_N": SPLIT_BLOCK_N,
+                "BLOCK_K": SPLIT_BLOCK_K, "num_warps": SPLIT_WARPS[0],
+                "num_warps_backward": SPLIT_WARPS[1]}
     fwd, bwd = STREAM_WARPS
-    return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK,
+    return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK, "BLOCK_K": 0,
             "num_warps": fwd, "num_warps_backward": bwd}
 
 
@@ -386,9 +541,14 @@ def forward(g, W_hh, h0, c0):
     h = _alloc((T, B, n), g)
     c = _alloc((T, B, n), g)
     p = plan(n)
+    meta = dict(BLOCK_B=p["BLOCK_B"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+    if p["design"] == "split":
+        launch_split(_forward_split, g.device, T, B, n, p, (g, W, h0, c0, h, c),
+                      dict(meta, BLOCK_K=p["BLOCK_K"]), reverse=False)
+        return h, c
     kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
     launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), g.device, g, W, h0, c0, h, c, T, B, n,
-            BLOCK_B=p["BLOCK_B"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
+           **meta)
     return h, c
 
 
@@ -420,6 +580,12 @@ def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, samples: int = 1):
         grad_c0 = _alloc((B, n), g)
         launch(_backward_resident, (programs,), g.device, grad_h, grad_c, dz, W, c0, c,
                 grad_c0, T, B, n, **meta)
+    elif p["design"] == "split":
+        # the carry dc_{t+1} f_{t+1} between launches: zero after the last step
+        grad_c0 = torch.zeros((B, n), dtype=torch.float32, device=g.device)
+        launch_split(_backward_split, g.device, T, B, n, p,
+                      (grad_h, grad_c, dz, W, c0, c, grad_c0), dict(meta, BLOCK_K=p["BLOCK_K"]),
+                      reverse=True)
     else:
         # the carry dc_{t+1} f_{t+1} lives here between steps: zero after the last step
         grad_c0 = torch.zeros((B, n), dtype=torch.float32, device=g.device)
@@ -445,20 +611,27 @@ def aot_configs(explore: bool = False):
     with ``explore``, also the larger resident tiles and streamed tiles (not dispatched)
     that set the limits.
     """
-    keys = ("design", "BLOCK_N", "num_warps", "num_warps_backward")
+    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward")
     kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
+               ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
                ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
     used = {tuple(plan(n)[k] for k in keys) for n in range(1, 2049)}
-    extra = set()
+    # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
+    extra = {("streamed", STREAM_BLOCK, 0) + STREAM_WARPS}
     if explore:
-        extra = ({("resident", bn, w, w) for bn in (16, 32, 64) for w in (4, 8)}
-                 | {("streamed", bn, w, w) for bn in (16, 32) for w in (4, 8)}) - used
+        extra |= ({("resident", bn, 0, w, w) for bn in (16, 32, 64) for w in (4, 8)}
+                  | {("streamed", bn, 0, w, w) for bn in (16, 32) for w in (4, 8)})
+    extra -= used
     configs = [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
-    for (design, block_n, warps_fwd, warps_bwd), dispatched in configs:
+    for (design, block_n, block_k, warps_fwd, warps_bwd), dispatched in configs:
         for direction, warps in (("fwd", warps_fwd), ("bwd", warps_bwd)):
             kernel = kernels[design, direction]
             const = {"BLOCK_B": BLOCK_B, "BLOCK_N": block_n}
-            sig = {a: ("constexpr" if a in const else ("*fp32" if a.endswith("_ptr") else "i32"))
+            if design == "split":
+                const["BLOCK_K"] = block_k
+            sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
+                       ("*fp32" if a.endswith("_ptr") else "i32"))
                    for a in globals()[kernel].arg_names}
-            name = f"lstm_recurrence.{design}_{direction} BLOCK_N={block_n} warps={warps}"
+            name = (f"lstm_recurrence.{design}_{direction} BLOCK_N={block_n}"
+                    f"{f' BLOCK_K={block_k}' if design == 'split' else ''} warps={warps}")
             yield name, kernel, sig, const, warps, dispatched

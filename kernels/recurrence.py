@@ -74,15 +74,13 @@ preserve norms over 10^4 steps, which tf32's 10-bit mantissa would not. Offsets 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
 from .._precision import ieee_float32_matmul
 from ..reference.recurrence import weight_gradients_per_sample
-from ._host import alloc, check_float32, launch
+from ._host import alloc, check_float32, launch, launch_split
 
 #: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
 MODRELU_EPS = tl.constexpr(1e-12)
@@ -633,38 +631,6 @@ def plan(n: int, is_complex: bool) -> dict:
             "BLOCK_K": 0, "num_warps": fwd, "num_warps_backward": bwd}
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
-    """Launch a split kernel over all T steps (in reverse time for the backward).
-
-    Its programs wait for each other once per step, so all programs of a launch must be
-    resident at once: a launch holds at most as many as the GPU has SMs, batch blocks in
-    turn where more are needed. A state too wide for that (more column groups than SMs)
-    and Triton's interpreter (which runs the programs one by one) launch one step at a
-    time instead: the launches order the steps and no program waits.
-    """
-    groups = triton.cdiv(n, p["BLOCK_N"])
-    blocks = triton.cdiv(B, p["BLOCK_B"])
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
-        if device.type == "cuda" else 0
-    if groups <= sms:
-        per_launch = max(1, sms // groups)
-        spans = [(T - 1 if reverse else 0, T)]
-    else:
-        per_launch = blocks
-        spans = [(T - 1 - t if reverse else t, 1) for t in range(T)]
-    for block0 in range(0, blocks, per_launch):
-        count = min(per_launch, blocks - block0)
-        sync = torch.zeros(count, dtype=torch.int32, device=device)
-        for t_first, n_steps in spans:
-            launch(kernel, (count, groups), device, *args, sync, T, B, n, t_first, n_steps,
-                   block0, **meta)
-
-
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
     return alloc(shape, like.device, FILL_OUTPUTS_WITH_NAN)
 
@@ -682,7 +648,7 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
     meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
                 BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
     if p["design"] == "split":
-        _launch_split(_forward_split, u.device, T, B, n, p, (u, W, bias, h0, out),
+        launch_split(_forward_split, u.device, T, B, n, p, (u, W, bias, h0, out),
                       dict(meta, BLOCK_K=p["BLOCK_K"]), reverse=False)
         return out
     kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
@@ -726,7 +692,7 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool, sampl
     meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
                 BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps_backward"])
     if p["design"] == "split":
-        _launch_split(_backward_split, h.device, T, B, n, p,
+        launch_split(_backward_split, h.device, T, B, n, p,
                       (grad_h, saved, dz, W, bias_c, bpart), dict(meta, BLOCK_K=p["BLOCK_K"]),
                       reverse=True)
     elif resident:

@@ -270,7 +270,7 @@ def assert_lstm_kernel_close(T, B, n, device, *, with_state=True, use_c=True):
 
 
 # (T, B, n): B = 1 and B = 17 (a partial second tile of 16 rows), T = 1 and odd T, n not a
-# power of two, n at the resident limit (32) and just beyond it (33, 40: streamed, with a
+# power of two, n at the resident limit (32) and just beyond it (33, 40: split, with a
 # partial last tile of 16 columns).
 LSTM_KERNEL_SHAPES = [(1, 1, 1), (1, 17, 5), (7, 1, 16), (5, 3, 32), (9, 17, 7), (4, 2, 20),
                       (3, 17, 33), (2, 1, 40)]
@@ -279,13 +279,13 @@ LSTM_KERNEL_SHAPES = [(1, 1, 1), (1, 17, 5), (7, 1, 16), (5, 3, 32), (9, 17, 7),
 @pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("shape", LSTM_KERNEL_SHAPES, ids=lambda s: "T%d-B%d-n%d" % s)
 def test_lstm_kernel_matches_reference(lstm_kernel_device, shape):
-    """Loss on both h and c, with initial states; resident (n <= 32) and streamed designs."""
+    """Loss on both h and c, with initial states; resident (n <= 32) and split designs."""
     assert_lstm_kernel_close(*shape, lstm_kernel_device)
 
 
 @pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("scale", [1e-4, 1e-6, 1e-9])
-@pytest.mark.parametrize("n", [7, 33], ids=lambda n: f"n{n}")  # resident and streamed
+@pytest.mark.parametrize("n", [7, 33], ids=lambda n: f"n{n}")  # resident and split
 def test_lstm_kernel_small_states(lstm_kernel_device, scale, n):
     """Small cell inputs and states: tanh of a small argument to float32 accuracy (the
     kernel's tanh once cancelled there: 4e-2 relative error in h at scale 1e-6)."""
@@ -308,16 +308,44 @@ def test_lstm_kernel_h_only_loss_and_zero_states(lstm_kernel_device, shape):
     assert_lstm_kernel_close(*shape, lstm_kernel_device, with_state=True, use_c=False)
 
 
-@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
-def test_lstm_streamed_design_at_small_sizes(lstm_kernel_device, monkeypatch):
-    """The large-n design, forced at sizes that would be resident (partial tiles, B=1, T=1)."""
+def force_lstm_design(monkeypatch, design):
+    """Every n above 0 runs ``design`` ("split" or "streamed")."""
     from fastunitary.kernels import lstm_recurrence as K
 
     monkeypatch.setattr(K, "RESIDENT_MAX_N", 0)
+    monkeypatch.setattr(K, "LARGE_N_DESIGN", design)
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("design", ["split", "streamed"])
+def test_lstm_large_n_designs_at_small_sizes(lstm_kernel_device, design, monkeypatch):
+    """The large-n designs, forced at sizes that would be resident (partial tiles, B=1,
+    T=1; split: 1 or 2 groups of units)."""
+    from fastunitary.kernels import lstm_recurrence as K
+
+    force_lstm_design(monkeypatch, design)
     for shape, with_state, use_c in [((1, 1, 5), True, True), ((6, 3, 21), False, True),
                                      ((3, 17, 16), True, False)]:
-        assert K.plan(shape[2])["design"] == "streamed"
+        assert K.plan(shape[2])["design"] == design
         assert_lstm_kernel_close(*shape, lstm_kernel_device, with_state=with_state, use_c=use_c)
+
+
+@pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("sms", ["groups", 1])
+def test_lstm_split_design_in_batch_chunks_or_steps(lstm_kernel_device, sms, monkeypatch):
+    """As the recurrence's split kernels: batch blocks in turn when a launch may hold one
+    block's programs only, one step per launch with fewer SMs than groups of units (on a
+    GPU; the interpreter always launches one step at a time). The cell state and the
+    backward's carry then cross launches through memory."""
+    from fastunitary.kernels import _host
+    from fastunitary.kernels import lstm_recurrence as K
+
+    n = 40
+    groups = -(-n // K.SPLIT_BLOCK_N)
+    assert K.plan(n)["design"] == "split"
+    monkeypatch.setattr(_host, "sm_count", lambda index: groups if sms == "groups" else sms)
+    assert_lstm_kernel_close(7, 35, n, lstm_kernel_device)
+    assert_lstm_kernel_close(4, 19, n, lstm_kernel_device, with_state=False, use_c=False)
 
 
 @pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
@@ -422,24 +450,28 @@ def test_lstm_kernel_compiled_matches_eager(lstm_kernel_device):
 
 @pytest.mark.parametrize("lstm_kernel_device", LSTM_KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("shape", [(5, 19, 64), (2, 3, 257)], ids=lambda s: "T%d-B%d-n%d" % s)
-def test_lstm_kernel_streamed_at_wider_n(lstm_kernel_device, shape):
+@pytest.mark.parametrize("design", ["split", "streamed"])
+def test_lstm_kernel_at_wider_n(lstm_kernel_device, shape, design, monkeypatch):
     """Several column tiles and a partial last one (n = 257), within the interpreter's
-    reach (3 and 5 s): the margin of the 1e-5 tolerance beyond the n <= 40 shapes above."""
+    reach: the margin of the 1e-5 tolerance beyond the n <= 40 shapes above."""
     from fastunitary.kernels import lstm_recurrence as K
 
-    assert K.plan(shape[2])["design"] == "streamed"
+    monkeypatch.setattr(K, "LARGE_N_DESIGN", design)
+    assert K.plan(shape[2])["design"] == design
     assert_lstm_kernel_close(*shape, lstm_kernel_device)
 
 
 if torch.cuda.is_available():  # defined only where it runs: too slow for the interpreter
 
     @pytest.mark.parametrize("n", [64, 257, 1024])
-    def test_lstm_kernel_large_n_cuda(n, monkeypatch):
-        """The streamed design at the sizes it exists for (compiled, CUDA only)."""
+    @pytest.mark.parametrize("design", ["split", "streamed"])
+    def test_lstm_kernel_large_n_cuda(n, design, monkeypatch):
+        """The large-n designs at the sizes they exist for (compiled, CUDA only)."""
         from fastunitary.kernels import lstm_recurrence as K
 
         monkeypatch.setattr(K, "FILL_OUTPUTS_WITH_NAN", True)
-        assert K.plan(n)["design"] == "streamed"
+        monkeypatch.setattr(K, "LARGE_N_DESIGN", design)
+        assert K.plan(n)["design"] == design
         assert_lstm_kernel_close(5, 19, n, torch.device("cuda"))
 
 
@@ -461,9 +493,9 @@ def test_lstm_kernel_plan_depends_on_n_only():
 
     assert K.plan(1)["design"] == "resident" and K.plan(1)["BLOCK_N"] == 16
     assert K.plan(32)["design"] == "resident" and K.plan(32)["BLOCK_N"] == 32
-    assert K.plan(33)["design"] == "streamed" and K.plan(1024)["design"] == "streamed"
+    assert K.plan(33)["design"] == "split" and K.plan(1024)["design"] == "split"
     # every dispatched configuration is compiled ahead of time (ci/compile_check.py)
-    keys = ("design", "BLOCK_N", "num_warps", "num_warps_backward")
+    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward")
     dispatched = {tuple(K.plan(n)[k] for k in keys) for n in range(1, 2049)}
     configs = [c for c in K.aot_configs() if c[5]]
     assert len(configs) == 2 * len(dispatched)

@@ -565,12 +565,13 @@ def test_split_design_in_batch_chunks_or_steps(kernel_device, complex_, sms, mon
     other). On a GPU with as many SMs as column groups, the batch blocks run in turn, one
     launch over all steps each; with fewer SMs than column groups, one launch per step.
     (The interpreter always launches one step at a time.)"""
+    from fastunitary.kernels import _host
     from fastunitary.kernels import recurrence as K
 
     n = 40 if complex_ else 70
     groups = -(-n // K.SPLIT_BLOCK_N)
     assert K.plan(n, complex_)["design"] == "split" and groups > 1
-    monkeypatch.setattr(K, "_sm_count", lambda index: groups if sms == "groups" else sms)
+    monkeypatch.setattr(_host, "sm_count", lambda index: groups if sms == "groups" else sms)
     for activation in ("modrelu", "tanh"):
         assert_kernel_close((7, 35, n), complex_=complex_, activation=activation,
                             device=kernel_device)

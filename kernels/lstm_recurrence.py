@@ -74,7 +74,7 @@ import triton.language as tl
 from .._precision import ieee_float32_matmul
 from ..reference._samples import per_sample_outer
 from ._host import alloc, check_float32, launch, launch_split
-from .recurrence import _arrive, _tanh, _wait_for_block
+from .recurrence import _arrive, _split_tile, _tanh, _wait_for_block
 
 #: Largest n kept resident on chip (four n x n gate blocks of W_hh). Set by the
 #: ahead-of-time compile check (ci/compile_check.py --explore, triton 3.6 and 3.9):
@@ -378,13 +378,8 @@ def _forward_split(
     g_ptr, w_ptr, h0_ptr, c0_ptr, h_ptr, c_ptr, sync_ptr, T, B, N, t_first, n_steps, block0,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid_b = block0 + tl.program_id(0)
+    pid_b, rows, row_ok, cj, cj_ok, m_j = _split_tile(block0, B, N, BLOCK_B, BLOCK_N)
     groups = tl.num_programs(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < B
-    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cj_ok = cj < N
-    m_j = row_ok[:, None] & cj_ok[None, :]
     kk = tl.arange(0, BLOCK_K)
     rows64 = rows.to(tl.int64)[:, None]
     row_off = rows64 * N
@@ -440,13 +435,8 @@ def _backward_split(
 ):
     """Steps ``t_first, t_first - 1, ...``. ``dc_ptr``: ``(B, n)``, the carry ``dc_{t+1}
     f_{t+1}`` between launches (zeros before the first), ``grad c0`` after the last."""
-    pid_b = block0 + tl.program_id(0)
+    pid_b, rows, row_ok, cj, cj_ok, m_j = _split_tile(block0, B, N, BLOCK_B, BLOCK_N)
     groups = tl.num_programs(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < B
-    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cj_ok = cj < N
-    m_j = row_ok[:, None] & cj_ok[None, :]
     kk = tl.arange(0, BLOCK_K)
     rows64 = rows.to(tl.int64)[:, None]
     row_off = rows64 * N

@@ -474,19 +474,26 @@ def _arrive(sync_ptr):
     tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
 
 
+@triton.jit
+def _split_tile(block0, B, N, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A split program's batch block, its batch rows and units (columns), and their mask:
+    ``(pid_b, rows, row_ok, cj, cj_ok, m_j)``."""
+    pid_b = block0 + tl.program_id(0)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < B
+    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cj_ok = cj < N
+    return pid_b, rows, row_ok, cj, cj_ok, row_ok[:, None] & cj_ok[None, :]
+
+
 @triton.jit(do_not_specialize=["T", "B", "t_first", "n_steps", "block0"])
 def _forward_split(
     u_ptr, w_ptr, bias_ptr, h0_ptr, out_ptr, sync_ptr, T, B, N, t_first, n_steps, block0,
     ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_b = block0 + tl.program_id(0)
+    pid_b, rows, row_ok, cj, cj_ok, m_j = _split_tile(block0, B, N, BLOCK_B, BLOCK_N)
     groups = tl.num_programs(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < B
-    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cj_ok = cj < N
-    m_j = row_ok[:, None] & cj_ok[None, :]
     kk = tl.arange(0, BLOCK_K)
     D = 2 * N if IS_COMPLEX else N
     row_off = rows.to(tl.int64)[:, None] * D
@@ -547,13 +554,8 @@ def _backward_split(
     """Steps ``t_first, t_first - 1, ...`` (``n_steps`` of them): ``g_t = grad h_t +
     dz_{t+1} W`` on this program's columns, ``dz_t = act'(saved_t) g_t`` stored in place
     of ``saved_t`` where that is the dz buffer (modReLU's recomputed z)."""
-    pid_b = block0 + tl.program_id(0)
+    pid_b, rows, row_ok, cj, cj_ok, m_j = _split_tile(block0, B, N, BLOCK_B, BLOCK_N)
     groups = tl.num_programs(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < B
-    cj = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cj_ok = cj < N
-    m_j = row_ok[:, None] & cj_ok[None, :]
     kk = tl.arange(0, BLOCK_K)
     D = 2 * N if IS_COMPLEX else N
     row_off = rows.to(tl.int64)[:, None] * D

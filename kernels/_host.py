@@ -8,6 +8,8 @@ import functools
 import torch
 import triton
 
+from .. import _backend
+
 
 def launch(kernel, grid, device: torch.device, *args, **meta) -> None:
     """Launch on ``device``'s CUDA context, or through Triton's interpreter for CPU tensors
@@ -44,10 +46,13 @@ def launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
     over all T steps, in reverse time for the backward.
 
     Its programs wait for each other once per step, so all programs of a launch must be
-    resident at once: a launch holds at most as many as the GPU has SMs, batch blocks in
-    turn where more are needed. A state too wide for that (more column groups than SMs)
-    and Triton's interpreter (which runs the programs one by one) launch one step at a
-    time instead: the launches order the steps and no program waits.
+    running at once. Compiled, a launch holds at most one program per SM, batch blocks in
+    turn where more are needed. Triton's interpreter runs a grid's programs one after the
+    other (CPU tensors, or CUDA tensors it copies), so there a launch holds one program,
+    which can only wait for itself: one column group per batch block. Where a batch
+    block's column groups cannot all run at once (more than the SMs, or more than one
+    under the interpreter), one step is launched at a time: the launches order the steps
+    and no program waits (:func:`split_schedule`).
 
     ``p``: the kernel module's plan (``BLOCK_B`` batch rows and ``BLOCK_N`` units per
     program); ``args``: the kernel's arguments before ``sync_ptr``, which is followed by
@@ -55,18 +60,33 @@ def launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
     """
     groups = triton.cdiv(n, p["BLOCK_N"])
     blocks = triton.cdiv(B, p["BLOCK_B"])
-    sms = 0
-    if device.type == "cuda":
-        sms = sm_count(torch.cuda.current_device() if device.index is None else device.index)
-    if groups <= sms:
-        per_launch = max(1, sms // groups)
-        spans = [(T - 1 if reverse else 0, T)]
-    else:
-        per_launch = blocks
-        spans = [(T - 1 - t if reverse else t, 1) for t in range(T)]
-    for block0 in range(0, blocks, per_launch):
-        count = min(per_launch, blocks - block0)
-        sync = torch.zeros(count, dtype=torch.int32, device=device)
-        for t_first, n_steps in spans:
-            launch(kernel, (count, groups), device, *args, sync, T, B, n, t_first, n_steps,
-                   block0, **meta)
+    at_once = programs_at_once(device)
+    untouched = None  # one-step launches never count (no program waits)
+    for block0, count, t_first, n_steps in split_schedule(T, blocks, groups, at_once, reverse):
+        if n_steps > 1:  # a counter per batch block of the launch, from zero
+            sync = torch.zeros(count, dtype=torch.int32, device=device)
+        else:
+            if untouched is None:
+                untouched = torch.zeros(blocks, dtype=torch.int32, device=device)
+            sync = untouched
+        launch(kernel, (count, groups), device, *args, sync, T, B, n, t_first, n_steps,
+               block0, **meta)
+
+
+def programs_at_once(device: torch.device) -> int:
+    """How many programs of a launch on ``device`` surely run at the same time: one per SM
+    compiled on CUDA; one under Triton's interpreter, whatever the tensors' device."""
+    if device.type == "cuda" and not _backend.triton_interpret():
+        return sm_count(torch.cuda.current_device() if device.index is None else device.index)
+    return 1
+
+
+def split_schedule(T: int, blocks: int, groups: int, at_once: int, reverse: bool):
+    """The launches of a split kernel: ``(block0, batch blocks, t_first, n_steps)`` each,
+    for ``blocks`` batch blocks of ``groups`` programs, when ``at_once`` programs can run
+    at the same time."""
+    if groups <= at_once:  # whole batch blocks at once, each launch over all steps
+        per_launch = at_once // groups
+        return [(block0, min(per_launch, blocks - block0), T - 1 if reverse else 0, T)
+                for block0 in range(0, blocks, per_launch)]
+    return [(0, blocks, T - 1 - t if reverse else t, 1) for t in range(T)]

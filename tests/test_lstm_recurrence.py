@@ -334,9 +334,11 @@ def test_lstm_large_n_designs_at_small_sizes(lstm_kernel_device, design, monkeyp
 @pytest.mark.parametrize("sms", ["groups", 1])
 def test_lstm_split_design_in_batch_chunks_or_steps(lstm_kernel_device, sms, monkeypatch):
     """As the recurrence's split kernels: batch blocks in turn when a launch may hold one
-    block's programs only, one step per launch with fewer SMs than groups of units (on a
-    GPU; the interpreter always launches one step at a time). The cell state and the
-    backward's carry then cross launches through memory."""
+    block's programs only, one step per launch with fewer SMs than groups of units
+    (compiled on a GPU; the interpreter launches these 3 groups one step at a time
+    either way). The cell state and the backward's carry then cross launches through
+    memory. (One group per block, B = 17 in the test above: under the interpreter too, a
+    launch per batch block over all its steps.)"""
     from fastunitary.kernels import _host
     from fastunitary.kernels import lstm_recurrence as K
 

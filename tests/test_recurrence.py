@@ -548,11 +548,14 @@ def test_kernel_tanh_small_states(kernel_device, scale, design, monkeypatch):
 def test_large_n_designs_at_small_sizes(kernel_device, complex_, activation, design,
                                         monkeypatch):
     """The large-n designs, forced at sizes that would be resident (partial tiles, B=1,
-    T=1; split: 1 to 3 column groups, 1 to 3 batch blocks)."""
+    T=1; split: 1 to 3 column groups, 1 to 3 batch blocks). Under the interpreter a split
+    batch block of one column group runs all its steps in one launch, waiting at its own
+    counter each step (n = 5 and 12: one launch per batch block); wider ones run a launch
+    per step (test_host.py)."""
     from fastunitary.kernels import recurrence as K
 
     force_design(monkeypatch, design)
-    for shape in [(1, 1, 5), (9, 3, 21), (4, 35, 40)]:
+    for shape in [(1, 1, 5), (7, 35, 12), (9, 3, 21), (4, 35, 40)]:
         assert K.plan(shape[2], complex_)["design"] == design
         assert_kernel_close(shape, complex_=complex_, activation=activation, device=kernel_device)
 
@@ -561,10 +564,12 @@ def test_large_n_designs_at_small_sizes(kernel_device, complex_, activation, des
 @pytest.mark.parametrize("complex_", [False, True])
 @pytest.mark.parametrize("sms", ["groups", 1])
 def test_split_design_in_batch_chunks_or_steps(kernel_device, complex_, sms, monkeypatch):
-    """A launch of the split kernels must hold only resident programs (they wait for each
-    other). On a GPU with as many SMs as column groups, the batch blocks run in turn, one
-    launch over all steps each; with fewer SMs than column groups, one launch per step.
-    (The interpreter always launches one step at a time.)"""
+    """A launch of the split kernels must hold only programs that run at once (they wait
+    for each other). Compiled on a GPU with as many SMs as column groups, the batch blocks
+    run in turn, one launch over all steps each; with fewer SMs than column groups, one
+    launch per step. (The interpreter, which runs one program at a time, launches these
+    several column groups one step at a time whatever the SMs: on the CPU both cases run
+    that way; the schedules themselves are tested in test_host.py.)"""
     from fastunitary.kernels import _host
     from fastunitary.kernels import recurrence as K
 
@@ -575,6 +580,146 @@ def test_split_design_in_batch_chunks_or_steps(kernel_device, complex_, sms, mon
     for activation in ("modrelu", "tanh"):
         assert_kernel_close((7, 35, n), complex_=complex_, activation=activation,
                             device=kernel_device)
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_propagates_nan_like_the_reference(kernel_device, activation, complex_):
+    """A NaN in u spreads through W to every later state of its batch row, as on the
+    reference; relu's kernel once dropped it (Triton's max ignores NaN), hiding a diverged
+    run on the fast backend."""
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device) for t in make_inputs(
+        4, 3, 5, complex_=complex_, activation=activation, dtype=torch.float32, unitary=True)]
+    u = u.clone()
+    u[0, 1, 2] = float("nan")
+    h_ref = F.recurrence(u, W, bias, h0, activation=activation, backend="reference")
+    h = F.recurrence(u, W, bias, h0, activation=activation, backend="triton")
+    assert torch.equal(torch.isnan(h), torch.isnan(h_ref))
+    assert torch.isnan(h[1:, 1]).all() and not torch.isnan(h[:, [0, 2]]).any()
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_propagates_a_nan_bias_like_the_reference(kernel_device, complex_):
+    """modReLU's relu(r + b) once used tl.maximum too, which dropped a NaN bias."""
+    u, W, bias, h0 = [t.to(kernel_device) for t in make_inputs(
+        4, 3, 5, complex_=complex_, activation="modrelu", dtype=torch.float32, unitary=True)]
+    bias = bias.clone()
+    bias[2] = float("nan")
+    h_ref = F.recurrence(u, W, bias, h0, backend="reference")
+    h = F.recurrence(u, W, bias, h0, backend="triton")
+    assert torch.isnan(h_ref).any()
+    assert torch.equal(torch.isnan(h), torch.isnan(h_ref))
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("asked", ["high", "medium"])
+def test_kernel_backward_products_in_ieee_float32_under_tf32(kernel_device, asked, monkeypatch):
+    """The backward recomputes z = h W^T + u on the host: under TF32 it would differ by ~1e-3
+    from the forward's true-float32 z. The products run at "highest", and the process'
+    setting comes back after."""
+    from fastunitary.kernels import recurrence as K
+
+    seen, launch = [], K.launch
+    monkeypatch.setattr(K, "launch", lambda *a, **k: (
+        seen.append(torch.get_float32_matmul_precision()), launch(*a, **k))[1])
+    u, W, bias, h0 = [t.to(kernel_device).requires_grad_() for t in make_inputs(
+        5, 3, 8, complex_=True, activation="modrelu", dtype=torch.float32, unitary=True)]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(asked)
+    try:
+        F.recurrence(u, W, bias, h0, backend="triton").abs().sum().backward()
+        assert seen == [asked, "highest"]  # forward launch, backward launch
+        assert torch.get_float32_matmul_precision() == asked
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+def test_kernel_bfloat16_input(kernel_device):
+    """bf16 u is accumulated in float32: within 2e-2 of the float64 reference of the exact input."""
+    inputs64 = make_inputs(37, 3, 16, complex_=False, activation="modrelu", unitary=True)
+    u64, W64, b64, h064 = inputs64
+    h_ref = reference.recurrence_autograd(*inputs64)
+    dev = kernel_device
+    h = F.recurrence(u64.to(dev, torch.bfloat16), W64.float().to(dev), b64.float().to(dev),
+                     h064.float().to(dev), backend="triton")
+    assert h.dtype == torch.float32
+    assert rms_rel(h.cpu(), h_ref) <= 2e-2
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_deterministic(kernel_device, complex_):
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device) for t in make_inputs(
+        11, 20, 40, complex_=complex_, activation="modrelu", dtype=torch.float32)]
+    gh = torch.randn_like(u)
+    runs = [grads(lambda *a: F.recurrence(*a, backend="triton"), [u, W, bias, h0], gh)
+            for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_kernel_norm_preserved_1000_steps(kernel_device, complex_):
+    """Zero input, bias 0: the fused kernel keeps |h_T| = |h_0| like the reference (1e-4)."""
+    n, B, T = 16, 4, 1000
+    kind = torch.complex64 if complex_ else torch.float32
+    W = F.cayley(random_skew(n, complex_=complex_)).to(kind).to(kernel_device)
+    h0 = torch.randn(B, n, dtype=kind, device=kernel_device)
+    h = F.recurrence(torch.zeros(T, B, n, dtype=kind, device=kernel_device), W,
+                     torch.zeros(n, device=kernel_device), h0, backend="triton")
+    ratio = torch.linalg.vector_norm(h[-1], dim=-1) / torch.linalg.vector_norm(h0, dim=-1)
+    assert (ratio - 1).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+def test_kernel_expanded_gradient_and_once_differentiable(kernel_device):
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device).requires_grad_() for t in
+                      make_inputs(5, 3, 6, complex_=True, activation="modrelu", dtype=torch.float32)]
+    h = F.recurrence(u, W, bias, h0, backend="triton")
+    g1 = torch.autograd.grad(h.real.sum(), (u, W))  # a stride-0 gradient reaches the kernel
+    h = F.recurrence(u, W, bias, h0, backend="triton")
+    g2 = torch.autograd.grad(h.real, (u, W), torch.ones_like(h.real).contiguous())
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    second = {}
+    for backend in ("triton", "reference"):  # a double backward: the same on both
+        h = F.recurrence(u, W, bias, h0, backend=backend)
+        (gu,) = torch.autograd.grad(h.real.square().sum(), u, create_graph=True)
+        second[backend] = torch.autograd.grad(gu.real.square().sum(), W)[0]
+    torch.testing.assert_close(second["triton"], second["reference"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
+def test_kernel_compiled_matches_eager(kernel_device):
+    """torch.compile(fullgraph=True) through the op on the Triton backend: one graph, same result."""
+    torch._dynamo.reset()
+    u, W, bias, h0 = [None if t is None else t.to(kernel_device) for t in
+                      make_inputs(9, 3, 8, complex_=True, activation="modrelu", dtype=torch.float32)]
+    W.requires_grad_()
+
+    def f(u, W):
+        return torch.view_as_real(F.recurrence(u, W, bias, h0, backend="triton")).square().sum()
+
+    assert torch._dynamo.explain(f)(u, W).graph_break_count == 0
+    out_c = torch.compile(f, fullgraph=True)(u, W)
+    (g_c,) = torch.autograd.grad(out_c, W)
+    out_e = f(u, W)
+    (g_e,) = torch.autograd.grad(out_e, W)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_eps_matches_reference():
+    from fastunitary.kernels import recurrence as K
+    from fastunitary.reference.modrelu import MODRELU_EPS
+
+    assert K.MODRELU_EPS.value == MODRELU_EPS
 
 
 def test_plan_depends_on_n_only():

@@ -38,9 +38,18 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     backends = ["triton", "reference"] if device.type == "cuda" else ["reference"]
-    # (backend, large-n design) pairs; a resident n has one design whatever LARGE_N_DESIGN
-    variants = [(b, d) for b in backends for d in (args.design if b == "triton" else ["-"])]
     rows = []
+
+    def variants(n: int, is_complex: bool) -> list[tuple[str, str]]:
+        """(backend, design) pairs to time at n: each asked design (a resident n has one
+        whatever LARGE_N_DESIGN), then the reference."""
+        designs = []
+        for asked in args.design:
+            K.LARGE_N_DESIGN = asked
+            design = K.plan(n, is_complex)["design"]
+            if design not in designs:
+                designs.append(design)
+        return [("triton", d) for d in designs if "triton" in backends] + [("reference", "-")]
 
     def write(complete: bool):
         # rewritten after every row, so that a run stopped by a time cap (ci/gpu.sh) keeps
@@ -63,14 +72,9 @@ def main(argv=None) -> None:
                     flops = 2 * B * D * D  # per step, forward product
                     with torch.no_grad():
                         ref = F.recurrence(u, W, bias, backend="reference")
-                    for backend, design in variants:
+                    for backend, design in variants(n, is_complex):
                         if design != "-":
-                            K.LARGE_N_DESIGN = design
-                            design = K.plan(n, is_complex)["design"]
-                            if design == "resident" and any(
-                                    r["n"] == n and r["B"] == B and r["complex"] == is_complex
-                                    and r["design"] == "resident" for r in rows):
-                                continue  # timed already
+                            K.LARGE_N_DESIGN = design if design != "resident" else dispatched
                         row = {"complex": is_complex, "n": n, "B": B, "T": args.T, "backend": backend,
                                "design": design}
                         with torch.no_grad():

@@ -56,21 +56,18 @@ def launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
 
     ``p``: the kernel module's plan (``BLOCK_B`` batch rows and ``BLOCK_N`` units per
     program); ``args``: the kernel's arguments before ``sync_ptr``, which is followed by
-    ``T, B, n, t_first, n_steps, block0``; ``meta``: its constexprs and ``num_warps``.
+    ``T, B, n, t_first, n_steps, block0``; ``meta``: its constexprs but ``BLOCK_K`` (from
+    ``p``) and ``num_warps``.
     """
     groups = triton.cdiv(n, p["BLOCK_N"])
     blocks = triton.cdiv(B, p["BLOCK_B"])
-    at_once = programs_at_once(device)
-    untouched = None  # one-step launches never count (no program waits)
-    for block0, count, t_first, n_steps in split_schedule(T, blocks, groups, at_once, reverse):
-        if n_steps > 1:  # a counter per batch block of the launch, from zero
-            sync = torch.zeros(count, dtype=torch.int32, device=device)
-        else:
-            if untouched is None:
-                untouched = torch.zeros(blocks, dtype=torch.int32, device=device)
-            sync = untouched
+    # a counter per batch block (the kernels index it by batch block, so the launches of
+    # disjoint batch blocks share it; one-step launches never count)
+    sync = torch.zeros(blocks, dtype=torch.int32, device=device)
+    schedule = split_schedule(T, blocks, groups, programs_at_once(device), reverse)
+    for block0, count, t_first, n_steps in schedule:
         launch(kernel, (count, groups), device, *args, sync, T, B, n, t_first, n_steps,
-               block0, **meta)
+               block0, BLOCK_K=p["BLOCK_K"], **meta)
 
 
 def programs_at_once(device: torch.device) -> int:

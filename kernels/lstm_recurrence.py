@@ -386,7 +386,7 @@ def _forward_split(
     grow_off = rows64 * (4 * N)
     step = B.to(tl.int64) * N
     NN = N * N
-    counter = sync_ptr + tl.program_id(0)
+    counter = sync_ptr + pid_b  # this batch block's, zero before the launch
     # c_{t-1} of this program's units: c0, or the state the previous launch stored
     c_prev = tl.load(c0_ptr + row_off + cj[None, :], mask=m_j, other=0.0)
     if t_first > 0:
@@ -443,7 +443,7 @@ def _backward_split(
     grow_off = rows64 * (4 * N)
     step = B.to(tl.int64) * N
     NN = N * N
-    counter = sync_ptr + tl.program_id(0)
+    counter = sync_ptr + pid_b  # this batch block's, zero before the launch
     carry_ptrs = dc_ptr + row_off + cj[None, :]
     dc_carry = tl.load(carry_ptrs, mask=m_j, other=0.0)
     for s in range(n_steps):
@@ -533,8 +533,8 @@ def forward(g, W_hh, h0, c0):
     p = plan(n)
     meta = dict(BLOCK_B=p["BLOCK_B"], BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
     if p["design"] == "split":
-        launch_split(_forward_split, g.device, T, B, n, p, (g, W, h0, c0, h, c),
-                      dict(meta, BLOCK_K=p["BLOCK_K"]), reverse=False)
+        launch_split(_forward_split, g.device, T, B, n, p, (g, W, h0, c0, h, c), meta,
+                     reverse=False)
         return h, c
     kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
     launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), g.device, g, W, h0, c0, h, c, T, B, n,
@@ -574,8 +574,7 @@ def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, samples: int = 1):
         # the carry dc_{t+1} f_{t+1} between launches: zero after the last step
         grad_c0 = torch.zeros((B, n), dtype=torch.float32, device=g.device)
         launch_split(_backward_split, g.device, T, B, n, p,
-                      (grad_h, grad_c, dz, W, c0, c, grad_c0), dict(meta, BLOCK_K=p["BLOCK_K"]),
-                      reverse=True)
+                     (grad_h, grad_c, dz, W, c0, c, grad_c0), meta, reverse=True)
     else:
         # the carry dc_{t+1} f_{t+1} lives here between steps: zero after the last step
         grad_c0 = torch.zeros((B, n), dtype=torch.float32, device=g.device)

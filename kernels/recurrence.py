@@ -450,12 +450,13 @@ def _backward_streamed(
 # batch block is spread over cdiv(n, BLOCK_N) programs on as many SMs, each computing its
 # columns from the whole previous state, which it reads back from global memory (L2)
 # after the block's programs have all written it. The programs of a batch block meet once
-# per step at a barrier: a counter per batch block in ``sync_ptr``, raised by each program
+# per step at a barrier: the block's counter ``sync_ptr[pid_b]``, raised by each program
 # once its part of the step is stored (release), awaited until it counts every program
 # (acquire). On a GPU one launch runs all steps (the launch's programs must all be
 # resident: the host launches at most as many as there are SMs). Triton's interpreter
-# runs a grid's programs one after the other, so there the host launches one step at a
-# time (``n_steps = 1``): the launches order the steps, and no program ever waits.
+# runs a grid's programs one after the other, so there a launch over all steps holds one
+# program per batch block, and wider blocks are launched one step at a time
+# (``n_steps = 1``): the launches order the steps (``_host.launch_split``).
 @triton.jit
 def _wait_for_block(sync_ptr, target):
     """Spin until the batch block's counter reaches ``target`` arrivals (acquire: the
@@ -498,7 +499,7 @@ def _forward_split(
     D = 2 * N if IS_COMPLEX else N
     row_off = rows.to(tl.int64)[:, None] * D
     step = B.to(tl.int64) * D
-    counter = sync_ptr + tl.program_id(0)
+    counter = sync_ptr + pid_b  # this batch block's, zero before the launch
     bias = 0.0
     if ACT == 0:
         bias = tl.load(bias_ptr + cj, mask=cj_ok, other=0.0)[None, :]
@@ -560,7 +561,7 @@ def _backward_split(
     D = 2 * N if IS_COMPLEX else N
     row_off = rows.to(tl.int64)[:, None] * D
     step = B.to(tl.int64) * D
-    counter = sync_ptr + tl.program_id(0)
+    counter = sync_ptr + pid_b  # this batch block's, zero before the launch
     bias = 0.0
     if ACT == 0:
         bias = tl.load(bias_ptr + cj, mask=cj_ok, other=0.0)[None, :]
@@ -650,8 +651,8 @@ def forward(u, W, bias, h0, activation: str, is_complex: bool) -> torch.Tensor:
     meta = dict(ACT=ACTIVATION_CODES[activation], IS_COMPLEX=is_complex, BLOCK_B=p["BLOCK_B"],
                 BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps"])
     if p["design"] == "split":
-        launch_split(_forward_split, u.device, T, B, n, p, (u, W, bias, h0, out),
-                      dict(meta, BLOCK_K=p["BLOCK_K"]), reverse=False)
+        launch_split(_forward_split, u.device, T, B, n, p, (u, W, bias, h0, out), meta,
+                     reverse=False)
         return out
     kernel = _forward_resident if p["design"] == "resident" else _forward_streamed
     launch(kernel, (triton.cdiv(B, p["BLOCK_B"]),), u.device, u, W, bias, h0, out, T, B, n,
@@ -695,8 +696,7 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool, sampl
                 BLOCK_N=p["BLOCK_N"], num_warps=p["num_warps_backward"])
     if p["design"] == "split":
         launch_split(_backward_split, h.device, T, B, n, p,
-                      (grad_h, saved, dz, W, bias_c, bpart), dict(meta, BLOCK_K=p["BLOCK_K"]),
-                      reverse=True)
+                     (grad_h, saved, dz, W, bias_c, bpart), meta, reverse=True)
     elif resident:
         launch(_backward_resident, (programs,), h.device, grad_h, saved, dz, W, bias_c, bpart,
                 T, B, n, **meta)

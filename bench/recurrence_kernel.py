@@ -1,16 +1,19 @@
-"""The recurrence op alone: fused Triton kernels against the reference, per state size.
+"""A fused recurrence op alone: its Triton kernels against its reference, per state size.
 
-    python -m bench.recurrence_kernel [--T 1000] [--B 1 16 64] [--n 16 32 64 128 256 512 1024]
+    python -m bench.recurrence_kernel [--op recurrence lstm_recurrence] [--T 1000]
+                                      [--B 1 16 64] [--n 16 32 64 128 256 512 1024]
                                       [--design split streamed]
 
-For each (complex?, n, B): forward and forward+backward time of
-``fastunitary.functional.recurrence`` with ``backend="triton"`` and ``"reference"`` on the
-same inputs (CUDA; on CPU only the reference runs, the interpreter being no measure of
-speed), microseconds per step, and the fraction of the H100 fp32 peak that the product
-``2 * B * D^2`` FLOPs per step reaches. Each Triton result is compared with the reference
-first; a mismatch is reported as failed and not timed. ``--design``: the designs of the
-states above the resident limit to time (``kernels.recurrence.LARGE_N_DESIGN``; default
-the dispatched one), each a row of its own.
+For each op, (kind, n, B): forward and forward+backward time of
+``fastunitary.functional.<op>`` with ``backend="triton"`` and ``"reference"`` on the same
+inputs (CUDA; on CPU only the reference runs, the interpreter being no measure of speed),
+microseconds per step, and the fraction of the H100 fp32 peak that the step's products
+reach (``2 B D^2`` FLOPs for the recurrence, ``D = 2n`` complex; ``2 B 4n^2`` for the
+LSTM's four gates). Each Triton result is compared with the reference first; a mismatch
+is reported as failed and not timed. ``--design``: the designs of the states above the
+resident limit to time (the kernel module's ``LARGE_N_DESIGN``; default the dispatched
+one), each a row of its own. Writes ``<op>_kernel_<device>.json`` (the recurrence's keeps
+its older name ``recurrence_kernel_<device>.json``), rewritten after every row.
 """
 
 from __future__ import annotations
@@ -20,95 +23,146 @@ import argparse
 import torch
 
 import fastunitary.functional as F
-from fastunitary.kernels import recurrence as K
+from fastunitary.kernels import lstm_recurrence as lstm_kernels
+from fastunitary.kernels import recurrence as recurrence_kernels
 
 from .common import add_run_arguments, environment, time_it, write_result
 
 H100_FP32_FLOPS = 67e12  # non-tensor-core fp32 peak (SXM)
 
 
+class RecurrenceCase:
+    """``recurrence(u, W, bias)`` with a unitary (complex) or orthogonal (real) W."""
+
+    module = recurrence_kernels
+    kinds = ("complex", "real")
+
+    def __init__(self, kind: str, T: int, B: int, n: int, device):
+        self.complex = kind == "complex"
+        dtype = torch.complex64 if self.complex else torch.float32
+        X = torch.randn(n, n, dtype=dtype, device=device)
+        self.W = F.cayley(X - X.mH).requires_grad_()
+        self.u = (torch.randn(T, B, n, dtype=dtype, device=device) * 0.3).requires_grad_()
+        self.bias = torch.zeros(n, device=device)
+        D = 2 * n if self.complex else n
+        self.flops = 2 * B * D * D
+
+    def plan(self, n: int) -> dict:
+        return self.module.plan(n, self.complex)
+
+    def __call__(self, backend: str) -> torch.Tensor:
+        return F.recurrence(self.u, self.W, self.bias, backend=backend)
+
+
+class LSTMCase:
+    """``lstm_recurrence(g, W_hh, h0, c0)``; the loss of the backward is on ``h``."""
+
+    module = lstm_kernels
+    kinds = ("real",)
+
+    def __init__(self, kind: str, T: int, B: int, n: int, device):
+        self.g = torch.randn(T, B, 4 * n, device=device).requires_grad_()
+        self.W = (torch.randn(4 * n, n, device=device) / n**0.5).requires_grad_()
+        self.h0 = torch.zeros(B, n, device=device)
+        self.c0 = torch.zeros(B, n, device=device)
+        self.flops = 2 * B * 4 * n * n
+
+    def plan(self, n: int) -> dict:
+        return self.module.plan(n)
+
+    def __call__(self, backend: str) -> torch.Tensor:
+        return F.lstm_recurrence(self.g, self.W, self.h0, self.c0, backend=backend)[0]
+
+
+CASES = {"recurrence": RecurrenceCase, "lstm_recurrence": LSTMCase}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--op", nargs="+", choices=list(CASES), default=["recurrence"])
     p.add_argument("--T", type=int, default=1000)
     p.add_argument("--B", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--n", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
-    p.add_argument("--design", nargs="+", choices=["split", "streamed"],
-                   default=[K.LARGE_N_DESIGN])
+    p.add_argument("--design", nargs="+", choices=["split", "streamed"], default=None,
+                   help="large-n designs to time (default: each op's dispatched one)")
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
+    for op in args.op:
+        run_op(op, CASES[op], args)
+
+
+def run_op(op: str, case_type, args) -> None:
     device = torch.device(args.device)
     backends = ["triton", "reference"] if device.type == "cuda" else ["reference"]
+    module = case_type.module
+    dispatched = module.LARGE_N_DESIGN
+    asked_designs = args.design or [dispatched]
     rows = []
 
-    def variants(n: int, is_complex: bool) -> list[tuple[str, str]]:
+    def variants(case, n: int) -> list[tuple[str, str]]:
         """(backend, design) pairs to time at n: each asked design (a resident n has one
         whatever LARGE_N_DESIGN), then the reference."""
         designs = []
-        for asked in args.design:
-            K.LARGE_N_DESIGN = asked
-            design = K.plan(n, is_complex)["design"]
+        for asked in asked_designs:
+            module.LARGE_N_DESIGN = asked
+            design = case.plan(n)["design"]
             if design not in designs:
                 designs.append(design)
+        module.LARGE_N_DESIGN = dispatched
         return [("triton", d) for d in designs if "triton" in backends] + [("reference", "-")]
 
     def write(complete: bool):
         # rewritten after every row, so that a run stopped by a time cap (ci/gpu.sh) keeps
         # what it measured
-        payload = {"environment": environment(device), "complete": complete, "rows": rows}
-        return write_result("recurrence_kernel", payload, args.out)
+        payload = {"op": op, "environment": environment(device), "complete": complete, "rows": rows}
+        return write_result("recurrence_kernel" if op == "recurrence" else f"{op}_kernel", payload, args.out)
 
-    dispatched = K.LARGE_N_DESIGN
     try:
-        for is_complex in (True, False):
-            kind = torch.complex64 if is_complex else torch.float32
+        for kind in case_type.kinds:
             for n in args.n:
                 for B in args.B:
                     torch.manual_seed(0)
-                    X = torch.randn(n, n, dtype=kind, device=device)
-                    W = F.cayley(X - X.mH).requires_grad_()
-                    u = (torch.randn(args.T, B, n, dtype=kind, device=device) * 0.3).requires_grad_()
-                    bias = torch.zeros(n, device=device)
-                    D = 2 * n if is_complex else n
-                    flops = 2 * B * D * D  # per step, forward product
+                    case = case_type(kind, args.T, B, n, device)
                     with torch.no_grad():
-                        ref = F.recurrence(u, W, bias, backend="reference")
-                    for backend, design in variants(n, is_complex):
+                        ref = case("reference")
+                    for backend, design in variants(case, n):
                         if design != "-":
-                            K.LARGE_N_DESIGN = design if design != "resident" else dispatched
-                        row = {"complex": is_complex, "n": n, "B": B, "T": args.T, "backend": backend,
-                               "design": design}
+                            module.LARGE_N_DESIGN = design if design != "resident" else dispatched
+                        row = {"op": op, "complex": kind == "complex", "n": n, "B": B, "T": args.T,
+                               "backend": backend, "design": design}
                         with torch.no_grad():
-                            out = F.recurrence(u, W, bias, backend=backend)
+                            out = case(backend)
                         err = ((out - ref).abs().norm() / ref.abs().norm()).item()
                         row["rel_error_vs_reference"] = err
                         if not err <= 1e-4:
                             row["status"] = "failed correctness gate"
                             rows.append(row)
-                            print(f"complex={is_complex} n={n} B={B} {backend}: FAILED ({err:.1e})")
+                            print(f"{op} {kind} n={n} B={B} {backend}: FAILED ({err:.1e})")
                             write(complete=False)
                             continue
 
                         def fwd():
                             with torch.no_grad():
-                                F.recurrence(u, W, bias, backend=backend)
+                                case(backend)
 
                         def fwd_bwd():
-                            F.recurrence(u, W, bias, backend=backend).abs().sum().backward()
+                            case(backend).abs().sum().backward()
 
                         tf = time_it(fwd, device, repeats=args.repeats)
                         tb = time_it(fwd_bwd, device, repeats=args.repeats)
                         us = tf["median_s"] / args.T * 1e6
                         row.update({"status": "ok", "forward_s": tf, "forward_backward_s": tb,
                                     "us_per_step_forward": us,
+                                    "us_per_step_forward_backward": tb["median_s"] / args.T * 1e6,
                                     "tokens_per_s_forward": B * args.T / tf["median_s"],
-                                    "fraction_of_h100_fp32_peak": flops / (us * 1e-6) / H100_FP32_FLOPS})
+                                    "fraction_of_h100_fp32_peak": case.flops / (us * 1e-6) / H100_FP32_FLOPS})
                         rows.append(row)
                         write(complete=False)
-                        print(f"complex={is_complex!s:5} n={n:5d} B={B:4d} {backend:>9} {row['design']:>8}: "
+                        print(f"{op} {kind:7} n={n:5d} B={B:4d} {backend:>9} {row['design']:>8}: "
                               f"fwd {us:8.2f} us/step, fwd+bwd {tb['median_s'] * 1e3:9.2f} ms, "
                               f"{row['fraction_of_h100_fp32_peak']:.1e} of peak")
     finally:
-        K.LARGE_N_DESIGN = dispatched
+        module.LARGE_N_DESIGN = dispatched
     path = write(complete=True)
     print(f"wrote {path}")
 

@@ -87,7 +87,8 @@ if [ "$STAGE" != tests ]; then
   run 140 python3 -m bench --models lstm gru scurnn scornn enrnn lstm_recurrence momentumlstm \
     momentumrnn sbornn_hb --T 1024 8192 --B 64 --hidden 256 --dtype fp32 --loop-max-T 0 \
     --row-seconds 1 --max-minutes 1.8 --name bench_gpu --no-progress --out "$OUT"
-  run 60 python3 -m bench.recurrence_kernel --n 64 256 1024 --B 64 --out "$OUT"
+  run 80 python3 -m bench.recurrence_kernel --op recurrence lstm_recurrence --n 64 256 1024 --B 64 \
+    --repeats 3 --out "$OUT"
   run 25 python3 -m bench.cayley --n 256 1024 2048 --batch 1 --out "$OUT"
   # --no-compile: two cold torch.compile(fullgraph=True) compiles would take the cap
   run 50 python3 -m bench.momentum --no-compile --out "$OUT"

@@ -372,6 +372,22 @@ def test_recurrence_kernel_writes_its_json_after_every_row(tmp_path, monkeypatch
         (True, "reference", "ok"), (False, "reference", "ok")]
 
 
+def test_recurrence_kernel_times_the_lstm_op_into_its_own_file(tmp_path):
+    """``--op lstm_recurrence``: the LSTM recurrence's rows (real only) in
+    ``lstm_recurrence_kernel_<device>.json``, beside the recurrence's file."""
+    from bench import recurrence_kernel
+
+    recurrence_kernel.main(["--op", "recurrence", "lstm_recurrence", "--T", "3", "--B", "2",
+                            "--n", "4", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)])
+    lstm = json.loads((tmp_path / "lstm_recurrence_kernel_cpu.json").read_text())
+    assert lstm["op"] == "lstm_recurrence" and lstm["complete"] is True
+    assert [(r["op"], r["complex"], r["n"], r["status"]) for r in lstm["rows"]] == [
+        ("lstm_recurrence", False, 4, "ok")]
+    assert lstm["rows"][0]["rel_error_vs_reference"] == 0.0
+    assert lstm["rows"][0]["us_per_step_forward_backward"] > 0
+    assert json.loads((tmp_path / "recurrence_kernel_cpu.json").read_text())["op"] == "recurrence"
+
+
 def test_packed_times_both_layouts_after_checking_they_agree(tmp_path, capsys):
     from bench import packed
 

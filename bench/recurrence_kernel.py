@@ -3,6 +3,7 @@
     python -m bench.recurrence_kernel [--op recurrence lstm_recurrence] [--T 1000]
                                       [--B 1 16 64] [--n 16 32 64 128 256 512 1024]
                                       [--design split streamed]
+                                      [--block-k 32 64] [--warps 4 8] [--precision ieee tf32x3]
 
 For each op, (kind, n, B): forward and forward+backward time of
 ``fastunitary.functional.<op>`` with ``backend="triton"`` and ``"reference"`` on the same
@@ -12,7 +13,10 @@ reach (``2 B D^2`` FLOPs for the recurrence, ``D = 2n`` complex; ``2 B 4n^2`` fo
 LSTM's four gates). Each Triton result is compared with the reference first; a mismatch
 is reported as failed and not timed. ``--design``: the designs of the states above the
 resident limit to time (the kernel module's ``LARGE_N_DESIGN``; default the dispatched
-one), each a row of its own. Writes ``<op>_kernel_<device>.json`` (the recurrence's keeps
+one), each a row of its own. ``--block-k``, ``--warps``, ``--precision``: tile, warps
+(forward and backward alike) and ``tl.dot`` input precision of the split kernels, every
+combination a row (default: the dispatched ones), with the relative error of the
+gradients against the reference's beside the output's. Writes ``<op>_kernel_<device>.json`` (the recurrence's keeps
 its older name ``recurrence_kernel_<device>.json``), rewritten after every row.
 """
 
@@ -50,6 +54,19 @@ class RecurrenceCase:
     def plan(self, n: int) -> dict:
         return self.module.plan(n, self.complex)
 
+    def tune(self, block_k, warps, precision) -> None:
+        """Set the split kernels' BLOCK_K, warps and precision (None: keep)."""
+        m = self.module
+        if block_k is not None:
+            m.SPLIT_BLOCK_K = {**m.SPLIT_BLOCK_K, self.complex: block_k}
+        if warps is not None:
+            m.SPLIT_WARPS = warps
+        if precision is not None:
+            m.SPLIT_PRECISION = precision
+
+    def inputs(self) -> list[torch.Tensor]:
+        return [self.u, self.W]
+
     def __call__(self, backend: str) -> torch.Tensor:
         return F.recurrence(self.u, self.W, self.bias, backend=backend)
 
@@ -70,11 +87,40 @@ class LSTMCase:
     def plan(self, n: int) -> dict:
         return self.module.plan(n)
 
+    def tune(self, block_k, warps, precision) -> None:
+        """Set the split kernels' BLOCK_K, warps and precision (None: keep)."""
+        m = self.module
+        if block_k is not None:
+            m.SPLIT_BLOCK_K = block_k
+        if warps is not None:
+            m.SPLIT_WARPS = (warps, warps)
+        if precision is not None:
+            m.SPLIT_PRECISION = precision
+
+    def inputs(self) -> list[torch.Tensor]:
+        return [self.g, self.W]
+
     def __call__(self, backend: str) -> torch.Tensor:
         return F.lstm_recurrence(self.g, self.W, self.h0, self.c0, backend=backend)[0]
 
 
 CASES = {"recurrence": RecurrenceCase, "lstm_recurrence": LSTMCase}
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``||a - b|| / ||b||`` (Frobenius)."""
+    return ((a - b).abs().norm() / b.abs().norm()).item()
+
+
+def outputs_and_gradients(case, backend: str):
+    """The op's output and the gradients of its inputs for a fixed output gradient
+    (``torch.manual_seed(1)``: the same for every backend)."""
+    inputs = case.inputs()
+    out = case(backend)
+    torch.manual_seed(1)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    return out.detach(), grads
 
 
 def main(argv=None) -> None:
@@ -85,6 +131,15 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
     p.add_argument("--design", nargs="+", choices=["split", "streamed"], default=None,
                    help="large-n designs to time (default: each op's dispatched one)")
+    p.add_argument("--block-k", type=int, nargs="+", default=[None],
+                   help="split kernels' BLOCK_K values to time (default: the dispatched)")
+    p.add_argument("--warps", type=int, nargs="+", default=[None],
+                   help="split kernels' warps to time, forward and backward alike")
+    p.add_argument("--precision", nargs="+", choices=["ieee", "tf32x3"], default=[None],
+                   help="split kernels' tl.dot input precisions to time")
+    p.add_argument("--interpret", action="store_true",
+                   help="on CPU, run the triton backend too, through Triton's interpreter "
+                        "(tests of this script: no measure of speed)")
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     for op in args.op:
@@ -93,9 +148,13 @@ def main(argv=None) -> None:
 
 def run_op(op: str, case_type, args) -> None:
     device = torch.device(args.device)
-    backends = ["triton", "reference"] if device.type == "cuda" else ["reference"]
+    on_triton = device.type == "cuda" or args.interpret
+    backends = ["triton", "reference"] if on_triton else ["reference"]
     module = case_type.module
     dispatched = module.LARGE_N_DESIGN
+    # the split kernels' settings, restored after every tuned row
+    settings = {k: getattr(module, k) for k in ("SPLIT_BLOCK_K", "SPLIT_WARPS", "SPLIT_PRECISION")}
+    tunings = [(bk, w, prec) for bk in args.block_k for w in args.warps for prec in args.precision]
     asked_designs = args.design or [dispatched]
     rows = []
 
@@ -109,7 +168,11 @@ def run_op(op: str, case_type, args) -> None:
             if design not in designs:
                 designs.append(design)
         module.LARGE_N_DESIGN = dispatched
-        return [("triton", d) for d in designs if "triton" in backends] + [("reference", "-")]
+        triton_rows = [("triton", d, None) for d in designs if d != "split"]
+        if "split" in designs:
+            triton_rows += [("triton", "split", tuning) for tuning in tunings]
+        return ([r for r in triton_rows if "triton" in backends]
+                + [("reference", "-", None)])
 
     def write(complete: bool):
         # rewritten after every row, so that a run stopped by a time cap (ci/gpu.sh) keeps
@@ -123,17 +186,25 @@ def run_op(op: str, case_type, args) -> None:
                 for B in args.B:
                     torch.manual_seed(0)
                     case = case_type(kind, args.T, B, n, device)
-                    with torch.no_grad():
-                        ref = case("reference")
-                    for backend, design in variants(case, n):
+                    ref, ref_grads = outputs_and_gradients(case, "reference")
+                    for backend, design, tuning in variants(case, n):
                         if design != "-":
                             module.LARGE_N_DESIGN = design if design != "resident" else dispatched
                         row = {"op": op, "complex": kind == "complex", "n": n, "B": B, "T": args.T,
                                "backend": backend, "design": design}
-                        with torch.no_grad():
-                            out = case(backend)
-                        err = ((out - ref).abs().norm() / ref.abs().norm()).item()
+                        for name, value in settings.items():
+                            setattr(module, name, value)
+                        if tuning is not None:
+                            case.tune(*tuning)
+                            p = case.plan(n)
+                            row.update(block_k=p["BLOCK_K"], warps=p["num_warps"],
+                                       warps_backward=p["num_warps_backward"],
+                                       precision=p["PRECISION"])
+                        out, grads = outputs_and_gradients(case, backend)
+                        err = rel_error(out, ref)
                         row["rel_error_vs_reference"] = err
+                        row["grad_rel_error_vs_reference"] = max(
+                            rel_error(a, b) for a, b in zip(grads, ref_grads))
                         if not err <= 1e-4:
                             row["status"] = "failed correctness gate"
                             rows.append(row)
@@ -158,11 +229,18 @@ def run_op(op: str, case_type, args) -> None:
                                     "fraction_of_h100_fp32_peak": case.flops / (us * 1e-6) / H100_FP32_FLOPS})
                         rows.append(row)
                         write(complete=False)
-                        print(f"{op} {kind:7} n={n:5d} B={B:4d} {backend:>9} {row['design']:>8}: "
-                              f"fwd {us:8.2f} us/step, fwd+bwd {tb['median_s'] * 1e3:9.2f} ms, "
-                              f"{row['fraction_of_h100_fp32_peak']:.1e} of peak")
+                        tuned = (f" K{row['block_k']} w{row['warps']} {row['precision']}"
+                                 if tuning is not None else "")
+                        print(f"{op} {kind:7} n={n:5d} B={B:4d} {backend:>9} {row['design']:>8}"
+                              f"{tuned}: fwd {us:8.2f} us/step, fwd+bwd "
+                              f"{tb['median_s'] * 1e3:9.2f} ms, "
+                              f"{row['fraction_of_h100_fp32_peak']:.1e} of peak, "
+                              f"errors {err:.1e} / {row['grad_rel_error_vs_reference']:.1e}",
+                              flush=True)
     finally:
         module.LARGE_N_DESIGN = dispatched
+        for name, value in settings.items():
+            setattr(module, name, value)
     path = write(complete=True)
     print(f"wrote {path}")
 

@@ -2,6 +2,7 @@
 
     python ci/compile_check.py            # the configurations the dispatch uses; exit 1 on failure
     python ci/compile_check.py --explore  # also larger tiles, to see where spills begin
+    python ci/compile_check.py --explore --only split_fwd  # names containing "split_fwd"
 
 Each kernel is compiled with ``triton.compile`` for ``GPUTarget("cuda", 80|90, 32)`` at
 every configuration its dispatch can send to it (each kernel module's ``aot_configs()``),
@@ -148,9 +149,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--explore", action="store_true",
                    help="also compile tiles the dispatch does not use (reported, never fatal)")
+    p.add_argument("--only", default="",
+                   help="compile only the configurations whose name contains this text")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
-    cases = [(*c, cap) for c in all_cases(args.explore) for cap in TARGETS]
+    cases = [(*c, cap) for c in all_cases(args.explore) if args.only in c[0] for cap in TARGETS]
     failures = 0
     print(f"triton {triton.__version__}")
     print(f"{'kernel configuration':<66} {'variant':>8} {'sm':>3} {'REG':>4} {'SHARED':>7} "

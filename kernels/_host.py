@@ -56,8 +56,8 @@ def launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
 
     ``p``: the kernel module's plan (``BLOCK_B`` batch rows and ``BLOCK_N`` units per
     program); ``args``: the kernel's arguments before ``sync_ptr``, which is followed by
-    ``T, B, n, t_first, n_steps, block0``; ``meta``: its constexprs but ``BLOCK_K`` (from
-    ``p``) and ``num_warps``.
+    ``T, B, n, t_first, n_steps, block0``; ``meta``: its constexprs but ``BLOCK_K`` and
+    ``PRECISION`` (from ``p``), and ``num_warps``.
     """
     groups = triton.cdiv(n, p["BLOCK_N"])
     blocks = triton.cdiv(B, p["BLOCK_B"])
@@ -67,7 +67,7 @@ def launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
     schedule = split_schedule(T, blocks, groups, programs_at_once(device), reverse)
     for block0, count, t_first, n_steps in schedule:
         launch(kernel, (count, groups), device, *args, sync, T, B, n, t_first, n_steps,
-               block0, BLOCK_K=p["BLOCK_K"], **meta)
+               block0, BLOCK_K=p["BLOCK_K"], PRECISION=p["PRECISION"], **meta)
 
 
 def programs_at_once(device: torch.device) -> int:

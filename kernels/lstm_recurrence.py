@@ -99,6 +99,10 @@ LARGE_N_DESIGN = "split"
 SPLIT_BLOCK_N = 16
 SPLIT_BLOCK_K = 32
 SPLIT_WARPS = (4, 8)
+#: ``tl.dot``'s input precision in the split kernels: "ieee" (fp32 FMA, no tensor cores) or
+#: "tf32x3" (three TF32 tensor-core products, each operand split into a high and a low
+#: TF32 part: float32 accuracy but for the dropped low x low term, about 2^-22 relative)
+SPLIT_PRECISION = "ieee"
 
 #: Tests set this to allocate outputs filled with NaN, so unwritten elements fail.
 FILL_OUTPUTS_WITH_NAN = False
@@ -377,6 +381,7 @@ def _backward_streamed(
 def _forward_split(
     g_ptr, w_ptr, h0_ptr, c0_ptr, h_ptr, c_ptr, sync_ptr, T, B, N, t_first, n_steps, block0,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_b, rows, row_ok, cj, cj_ok, m_j = _split_tile(block0, B, N, BLOCK_B, BLOCK_N)
     groups = tl.num_programs(1)
@@ -394,16 +399,17 @@ def _forward_split(
                          mask=m_j, other=0.0)
     for s in range(n_steps):
         t = t_first + s
-        if s > 0:
-            _wait_for_block(counter, groups * s)
-        h_prev = h_ptr + (t - 1).to(tl.int64) * step
-        if t == 0:
-            h_prev = h0_ptr
+        # g_t needs no other program: loaded before the wait, its latency hides in it
         gp = g_ptr + t.to(tl.int64) * (4 * step) + grow_off + cj[None, :]
         zi = tl.load(gp, mask=m_j, other=0.0)
         zf = tl.load(gp + N, mask=m_j, other=0.0)
         zg = tl.load(gp + 2 * N, mask=m_j, other=0.0)
         zo = tl.load(gp + 3 * N, mask=m_j, other=0.0)
+        if s > 0:
+            _wait_for_block(counter, groups * s)
+        h_prev = h_ptr + (t - 1).to(tl.int64) * step
+        if t == 0:
+            h_prev = h0_ptr
         for k0 in range(0, N, BLOCK_K):
             ck = k0 + kk
             ck_ok = ck < N
@@ -412,13 +418,13 @@ def _forward_split(
             wt = w_ptr + cj[None, :] * N + ck[:, None]  # [k, j] = W_hh[p N + j, k]
             hk = tl.load(h_prev + row_off + ck[None, :], mask=m_k, other=0.0,
                          cache_modifier=".cg")
-            zi = tl.dot(hk, tl.load(wt, mask=w_mask, other=0.0), zi, input_precision="ieee")
+            zi = tl.dot(hk, tl.load(wt, mask=w_mask, other=0.0), zi, input_precision=PRECISION)
             zf = tl.dot(hk, tl.load(wt + NN, mask=w_mask, other=0.0), zf,
-                        input_precision="ieee")
+                        input_precision=PRECISION)
             zg = tl.dot(hk, tl.load(wt + 2 * NN, mask=w_mask, other=0.0), zg,
-                        input_precision="ieee")
+                        input_precision=PRECISION)
             zo = tl.dot(hk, tl.load(wt + 3 * NN, mask=w_mask, other=0.0), zo,
-                        input_precision="ieee")
+                        input_precision=PRECISION)
         h_new, c_prev = _cell(zi, zf, zg, zo, c_prev)
         at = t.to(tl.int64) * step + row_off + cj[None, :]
         tl.store(h_ptr + at, h_new, mask=m_j)
@@ -432,6 +438,7 @@ def _backward_split(
     gh_ptr, gc_ptr, dz_ptr, w_ptr, c0_ptr, c_ptr, dc_ptr, sync_ptr, T, B, N, t_first, n_steps,
     block0,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """Steps ``t_first, t_first - 1, ...``. ``dc_ptr``: ``(B, n)``, the carry ``dc_{t+1}
     f_{t+1}`` between launches (zeros before the first), ``grad c0`` after the last."""
@@ -448,12 +455,25 @@ def _backward_split(
     dc_carry = tl.load(carry_ptrs, mask=m_j, other=0.0)
     for s in range(n_steps):
         t = t_first - s
-        if s > 0:
-            _wait_for_block(counter, groups * s)
         t64 = t.to(tl.int64)
         h_off = t64 * step + row_off
         z_step = dz_ptr + t64 * (4 * step) + grow_off  # holds z_t on entry, dz_t on exit
+        # what needs no other program (this program's units of grad h_t, grad c_t, z_t,
+        # c_t, c_{t-1}) is loaded before the wait, its latency hidden in it
         dh = tl.load(gh_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
+        zp = z_step + cj[None, :]
+        zi = tl.load(zp, mask=m_j, other=0.0)
+        zf = tl.load(zp + N, mask=m_j, other=0.0)
+        zg = tl.load(zp + 2 * N, mask=m_j, other=0.0)
+        zo = tl.load(zp + 3 * N, mask=m_j, other=0.0)
+        c_t = tl.load(c_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
+        c_prev = (tl.load(c_ptr + h_off - step + cj[None, :], mask=tl.where(t > 0, m_j, False),
+                          other=0.0)
+                  + tl.load(c0_ptr + row_off + cj[None, :], mask=tl.where(t == 0, m_j, False),
+                            other=0.0))
+        dc_in = tl.load(gc_ptr + h_off + cj[None, :], mask=m_j, other=0.0) + dc_carry
+        if s > 0:
+            _wait_for_block(counter, groups * s)
         if t + 1 < T:
             next_step = z_step + 4 * step  # dz_{t+1}, stored by every program of the block
             for p in tl.static_range(4):
@@ -466,18 +486,7 @@ def _backward_split(
                     dp = tl.load(next_step + p * N + ck[None, :], mask=m_k, other=0.0,
                                  cache_modifier=".cg")
                     dh = tl.dot(dp, tl.load(wo, mask=w_mask, other=0.0), dh,
-                                input_precision="ieee")
-        zp = z_step + cj[None, :]
-        zi = tl.load(zp, mask=m_j, other=0.0)
-        zf = tl.load(zp + N, mask=m_j, other=0.0)
-        zg = tl.load(zp + 2 * N, mask=m_j, other=0.0)
-        zo = tl.load(zp + 3 * N, mask=m_j, other=0.0)
-        c_t = tl.load(c_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
-        c_prev = (tl.load(c_ptr + h_off - step + cj[None, :], mask=tl.where(t > 0, m_j, False),
-                          other=0.0)
-                  + tl.load(c0_ptr + row_off + cj[None, :], mask=tl.where(t == 0, m_j, False),
-                            other=0.0))
-        dc_in = tl.load(gc_ptr + h_off + cj[None, :], mask=m_j, other=0.0) + dc_carry
+                                input_precision=PRECISION)
         dzi, dzf, dzg, dzo, dc_carry = _cell_backward(zi, zf, zg, zo, c_t, c_prev, dh, dc_in)
         tl.store(zp, dzi, mask=m_j)
         tl.store(zp + N, dzf, mask=m_j)
@@ -493,7 +502,9 @@ def plan(n: int) -> dict:
     """Which kernels and tile sizes run a state of ``n`` values.
 
     Returns ``{"design": "resident" | "split" | "streamed", "BLOCK_B", "BLOCK_N",
-    "BLOCK_K", "num_warps", "num_warps_backward"}`` (``BLOCK_K``: split only, else 0). The
+    "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION"}`` (``BLOCK_K``: split only,
+    else 0; ``PRECISION``: the products' ``input_precision``, ``SPLIT_PRECISION`` in the
+    split kernels, "ieee" in the others). The
     rule depends on ``n`` only: never on T or B, so a new batch size or sequence length
     never triggers a recompilation or a re-tune.
     """
@@ -501,14 +512,14 @@ def plan(n: int) -> dict:
         block_n = max(16, triton.next_power_of_2(n))
         warps = 4 if block_n <= 16 else 8
         return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_K": 0,
-                "num_warps": warps, "num_warps_backward": warps}
+                "num_warps": warps, "num_warps_backward": warps, "PRECISION": "ieee"}
     if LARGE_N_DESIGN == "split":
         return {"design": "split", "BLOCK_B": BLOCK_B, "BLOCK_N": SPLIT_BLOCK_N,
                 "BLOCK_K": SPLIT_BLOCK_K, "num_warps": SPLIT_WARPS[0],
-                "num_warps_backward": SPLIT_WARPS[1]}
+                "num_warps_backward": SPLIT_WARPS[1], "PRECISION": SPLIT_PRECISION}
     fwd, bwd = STREAM_WARPS
     return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK, "BLOCK_K": 0,
-            "num_warps": fwd, "num_warps_backward": bwd}
+            "num_warps": fwd, "num_warps_backward": bwd, "PRECISION": "ieee"}
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
@@ -600,27 +611,30 @@ def aot_configs(explore: bool = False):
     with ``explore``, also the larger resident tiles and streamed tiles (not dispatched)
     that set the limits.
     """
-    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward")
+    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION")
     kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
                ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
                ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
     used = {tuple(plan(n)[k] for k in keys) for n in range(1, 2049)}
     # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
-    extra = {("streamed", STREAM_BLOCK, 0) + STREAM_WARPS}
+    extra = {("streamed", STREAM_BLOCK, 0) + STREAM_WARPS + ("ieee",)}
     if explore:
-        extra |= ({("resident", bn, 0, w, w) for bn in (16, 32, 64) for w in (4, 8)}
-                  | {("streamed", bn, 0, w, w) for bn in (16, 32) for w in (4, 8)})
+        extra |= ({("resident", bn, 0, w, w, "ieee") for bn in (16, 32, 64) for w in (4, 8)}
+                  | {("streamed", bn, 0, w, w, "ieee") for bn in (16, 32) for w in (4, 8)}
+                  | {("split", SPLIT_BLOCK_N, bk, w, w, prec) for bk in (32, 64, 128)
+                     for w in (4, 8) for prec in ("ieee", "tf32x3")})
     extra -= used
     configs = [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
-    for (design, block_n, block_k, warps_fwd, warps_bwd), dispatched in configs:
+    for (design, block_n, block_k, warps_fwd, warps_bwd, precision), dispatched in configs:
         for direction, warps in (("fwd", warps_fwd), ("bwd", warps_bwd)):
             kernel = kernels[design, direction]
             const = {"BLOCK_B": BLOCK_B, "BLOCK_N": block_n}
             if design == "split":
-                const["BLOCK_K"] = block_k
+                const.update(BLOCK_K=block_k, PRECISION=precision)
             sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
                        ("*fp32" if a.endswith("_ptr") else "i32"))
                    for a in globals()[kernel].arg_names}
             name = (f"lstm_recurrence.{design}_{direction} BLOCK_N={block_n}"
-                    f"{f' BLOCK_K={block_k}' if design == 'split' else ''} warps={warps}")
+                    f"{f' BLOCK_K={block_k} {precision}' if design == 'split' else ''}"
+                    f" warps={warps}")
             yield name, kernel, sig, const, warps, dispatched

@@ -110,6 +110,10 @@ LARGE_N_DESIGN = "split"
 SPLIT_BLOCK_N = 16
 SPLIT_BLOCK_K = {True: 32, False: 64}
 SPLIT_WARPS = 4
+#: ``tl.dot``'s input precision in the split kernels: "ieee" (fp32 FMA, no tensor cores) or
+#: "tf32x3" (three TF32 tensor-core products, each operand split into a high and a low
+#: TF32 part: float32 accuracy but for the dropped low x low term, about 2^-22 relative)
+SPLIT_PRECISION = "ieee"
 
 #: Tests set this to allocate outputs filled with NaN, so unwritten elements fail.
 FILL_OUTPUTS_WITH_NAN = False
@@ -491,7 +495,7 @@ def _split_tile(block0, B, N, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
 def _forward_split(
     u_ptr, w_ptr, bias_ptr, h0_ptr, out_ptr, sync_ptr, T, B, N, t_first, n_steps, block0,
     ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid_b, rows, row_ok, cj, cj_ok, m_j = _split_tile(block0, B, N, BLOCK_B, BLOCK_N)
     groups = tl.num_programs(1)
@@ -505,16 +509,17 @@ def _forward_split(
         bias = tl.load(bias_ptr + cj, mask=cj_ok, other=0.0)[None, :]
     for s in range(n_steps):
         t = t_first + s
-        if s > 0:
-            _wait_for_block(counter, groups * s)
-        prev_ptr = out_ptr + (t - 1).to(tl.int64) * step
-        if t == 0:
-            prev_ptr = h0_ptr
+        # u_t needs no other program: loaded before the wait, its latency hidden in it
         u_t = u_ptr + t.to(tl.int64) * step
         zr = tl.load(u_t + row_off + cj[None, :], mask=m_j, other=0.0)
         zi = zr
         if IS_COMPLEX:
             zi = tl.load(u_t + row_off + N + cj[None, :], mask=m_j, other=0.0)
+        if s > 0:
+            _wait_for_block(counter, groups * s)
+        prev_ptr = out_ptr + (t - 1).to(tl.int64) * step
+        if t == 0:
+            prev_ptr = h0_ptr
         for k0 in range(0, N, BLOCK_K):
             ck = k0 + kk
             ck_ok = ck < N
@@ -526,16 +531,16 @@ def _forward_split(
             hr = tl.load(prev_ptr + row_off + ck[None, :], mask=m_k, other=0.0,
                          cache_modifier=".cg")
             zr = tl.dot(hr, tl.load(w_ptr + wt, mask=w_mask, other=0.0), zr,
-                        input_precision="ieee")
+                        input_precision=PRECISION)
             if IS_COMPLEX:
                 hi = tl.load(prev_ptr + row_off + N + ck[None, :], mask=m_k, other=0.0,
                              cache_modifier=".cg")
                 zr = tl.dot(hi, tl.load(w_ptr + N + wt, mask=w_mask, other=0.0), zr,
-                            input_precision="ieee")
+                            input_precision=PRECISION)
                 zi = tl.dot(hr, tl.load(w_ptr + N * D + wt, mask=w_mask, other=0.0), zi,
-                            input_precision="ieee")
+                            input_precision=PRECISION)
                 zi = tl.dot(hi, tl.load(w_ptr + N * D + N + wt, mask=w_mask, other=0.0), zi,
-                            input_precision="ieee")
+                            input_precision=PRECISION)
         hr_new, hi_new = _activate(zr, zi, bias, ACT, IS_COMPLEX)
         o_t = out_ptr + t.to(tl.int64) * step + row_off
         tl.store(o_t + cj[None, :], hr_new, mask=m_j)
@@ -550,7 +555,7 @@ def _backward_split(
     gh_ptr, saved_ptr, dz_ptr, w_ptr, bias_ptr, bpart_ptr, sync_ptr, T, B, N, t_first, n_steps,
     block0,
     ACT: tl.constexpr, IS_COMPLEX: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Steps ``t_first, t_first - 1, ...`` (``n_steps`` of them): ``g_t = grad h_t +
     dz_{t+1} W`` on this program's columns, ``dz_t = act'(saved_t) g_t`` stored in place
@@ -568,13 +573,19 @@ def _backward_split(
     bsum = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for s in range(n_steps):
         t = t_first - s
-        if s > 0:
-            _wait_for_block(counter, groups * s)
+        # this program's columns of grad h_t and of the saved state need no other
+        # program: loaded before the wait, their latency hidden in it
         at = t.to(tl.int64) * step + row_off
         gr = tl.load(gh_ptr + at + cj[None, :], mask=m_j, other=0.0)
         gi = gr
         if IS_COMPLEX:
             gi = tl.load(gh_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
+        ar = tl.load(saved_ptr + at + cj[None, :], mask=m_j, other=0.0)
+        ai = ar
+        if IS_COMPLEX:
+            ai = tl.load(saved_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
+        if s > 0:
+            _wait_for_block(counter, groups * s)
         if t + 1 < T:
             next_ptr = dz_ptr + (t + 1).to(tl.int64) * step + row_off
             for k0 in range(0, N, BLOCK_K):
@@ -585,20 +596,16 @@ def _backward_split(
                 wo = ck[:, None] * D + cj[None, :]  # [k, j] = W[p N + k, q N + j]
                 dr = tl.load(next_ptr + ck[None, :], mask=m_k, other=0.0, cache_modifier=".cg")
                 gr = tl.dot(dr, tl.load(w_ptr + wo, mask=w_mask, other=0.0), gr,
-                            input_precision="ieee")
+                            input_precision=PRECISION)
                 if IS_COMPLEX:
                     di = tl.load(next_ptr + N + ck[None, :], mask=m_k, other=0.0,
                                  cache_modifier=".cg")
                     gr = tl.dot(di, tl.load(w_ptr + N * D + wo, mask=w_mask, other=0.0), gr,
-                                input_precision="ieee")
+                                input_precision=PRECISION)
                     gi = tl.dot(dr, tl.load(w_ptr + N + wo, mask=w_mask, other=0.0), gi,
-                                input_precision="ieee")
+                                input_precision=PRECISION)
                     gi = tl.dot(di, tl.load(w_ptr + N * D + N + wo, mask=w_mask, other=0.0),
-                                gi, input_precision="ieee")
-        ar = tl.load(saved_ptr + at + cj[None, :], mask=m_j, other=0.0)
-        ai = ar
-        if IS_COMPLEX:
-            ai = tl.load(saved_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
+                                gi, input_precision=PRECISION)
         dzr, dzi, contrib = _activate_backward(ar, ai, gr, gi, bias, ACT, IS_COMPLEX)
         tl.store(dz_ptr + at + cj[None, :], dzr, mask=m_j)
         if IS_COMPLEX:
@@ -615,7 +622,9 @@ def plan(n: int, is_complex: bool) -> dict:
     """Which kernels and tile sizes run a state of ``n`` (complex or real) values.
 
     Returns ``{"design": "resident" | "split" | "streamed", "BLOCK_B", "BLOCK_N",
-    "BLOCK_K", "num_warps", "num_warps_backward"}`` (``BLOCK_K``: split only, else 0).
+    "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION"}`` (``BLOCK_K``: split only,
+    else 0; ``PRECISION``: the products' ``input_precision``, ``SPLIT_PRECISION`` in the
+    split kernels, "ieee" in the others).
     The rule depends on ``n`` only: never on T or B, so a new batch size or sequence
     length never triggers a recompilation or a re-tune.
     """
@@ -624,14 +633,14 @@ def plan(n: int, is_complex: bool) -> dict:
         width = block_n * (2 if is_complex else 1)  # reals of state per row, padded
         warps = 4 if width <= 32 else 8
         return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_K": 0,
-                "num_warps": warps, "num_warps_backward": warps}
+                "num_warps": warps, "num_warps_backward": warps, "PRECISION": "ieee"}
     if LARGE_N_DESIGN == "split":
         return {"design": "split", "BLOCK_B": BLOCK_B, "BLOCK_N": SPLIT_BLOCK_N,
                 "BLOCK_K": SPLIT_BLOCK_K[is_complex], "num_warps": SPLIT_WARPS,
-                "num_warps_backward": SPLIT_WARPS}
+                "num_warps_backward": SPLIT_WARPS, "PRECISION": SPLIT_PRECISION}
     fwd, bwd = STREAM_WARPS[is_complex]
     return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK[is_complex],
-            "BLOCK_K": 0, "num_warps": fwd, "num_warps_backward": bwd}
+            "BLOCK_K": 0, "num_warps": fwd, "num_warps_backward": bwd, "PRECISION": "ieee"}
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
@@ -723,7 +732,7 @@ def aot_configs(explore: bool = False):
     Yields ``(name, kernel attribute, signature, constexprs, num_warps, dispatched)``;
     with ``explore``, also the larger resident tiles (not dispatched) that set the limits.
     """
-    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward")
+    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION")
     kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
                ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
                ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
@@ -731,23 +740,26 @@ def aot_configs(explore: bool = False):
         used = {tuple(plan(n, is_complex)[k] for k in keys) for n in range(1, 2049)}
         extra = set()
         if explore:
-            extra = {("resident", bn, 0, w, w) for bn in (16, 32, 64, 128) for w in (4, 8)} - used
+            extra = ({("resident", bn, 0, w, w, "ieee") for bn in (16, 32, 64, 128) for w in (4, 8)}
+                     | {("split", SPLIT_BLOCK_N, bk, w, w, prec) for bk in (32, 64, 128)
+                        for w in (4, 8) for prec in ("ieee", "tf32x3")}) - used
         # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
         fwd, bwd = STREAM_WARPS[is_complex]
-        extra.add(("streamed", STREAM_BLOCK[is_complex], 0, fwd, bwd))
+        extra.add(("streamed", STREAM_BLOCK[is_complex], 0, fwd, bwd, "ieee"))
         configs = [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
-        for (design, block_n, block_k, warps_fwd, warps_bwd), dispatched in configs:
+        for (design, block_n, block_k, warps_fwd, warps_bwd, precision), dispatched in configs:
             for act, code in ACTIVATION_CODES.items():
                 for direction, warps in (("fwd", warps_fwd), ("bwd", warps_bwd)):
                     kernel = kernels[design, direction]
                     const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": BLOCK_B,
                              "BLOCK_N": block_n}
                     if design == "split":
-                        const["BLOCK_K"] = block_k
+                        const.update(BLOCK_K=block_k, PRECISION=precision)
                     sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
                                ("*fp32" if a.endswith("_ptr") else "i32"))
                            for a in globals()[kernel].arg_names}
                     name = (f"recurrence.{design}_{direction} "
                             f"{'complex' if is_complex else 'real'} {act} BLOCK_N={block_n}"
-                            f"{f' BLOCK_K={block_k}' if design == 'split' else ''} warps={warps}")
+                            f"{f' BLOCK_K={block_k} {precision}' if design == 'split' else ''}"
+                            f" warps={warps}")
                     yield name, kernel, sig, const, warps, dispatched

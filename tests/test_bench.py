@@ -388,6 +388,31 @@ def test_recurrence_kernel_times_the_lstm_op_into_its_own_file(tmp_path):
     assert json.loads((tmp_path / "recurrence_kernel_cpu.json").read_text())["op"] == "recurrence"
 
 
+def test_recurrence_kernel_times_each_split_tuning(tmp_path, monkeypatch):
+    """``--block-k``/``--warps``/``--precision``: a split row per combination, each
+    checked (output and gradients) against the reference, with the kernel module's
+    settings restored afterwards. Through the interpreter (``--interpret``), at n = 40:
+    split, three column groups."""
+    from bench import recurrence_kernel
+    from fastunitary.kernels import lstm_recurrence as K
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    before = (K.SPLIT_BLOCK_K, K.SPLIT_WARPS, K.SPLIT_PRECISION)
+    recurrence_kernel.main(["--op", "lstm_recurrence", "--T", "3", "--B", "2", "--n", "40",
+                            "--block-k", "16", "32", "--precision", "ieee", "tf32x3",
+                            "--warps", "2", "--repeats", "1", "--device", "cpu", "--interpret",
+                            "--out", str(tmp_path)])
+    assert (K.SPLIT_BLOCK_K, K.SPLIT_WARPS, K.SPLIT_PRECISION) == before
+    rows = json.loads((tmp_path / "lstm_recurrence_kernel_cpu.json").read_text())["rows"]
+    split = [r for r in rows if r["design"] == "split"]
+    assert [(r["block_k"], r["warps"], r["warps_backward"], r["precision"]) for r in split] == [
+        (16, 2, 2, "ieee"), (16, 2, 2, "tf32x3"), (32, 2, 2, "ieee"), (32, 2, 2, "tf32x3")]
+    assert [r["backend"] for r in rows] == ["triton"] * 4 + ["reference"]
+    for r in split:  # the interpreter's products are float32 whatever the precision
+        assert r["status"] == "ok"
+        assert r["rel_error_vs_reference"] < 1e-5 and r["grad_rel_error_vs_reference"] < 1e-5
+
+
 def test_packed_times_both_layouts_after_checking_they_agree(tmp_path, capsys):
     from bench import packed
 

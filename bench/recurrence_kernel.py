@@ -4,6 +4,7 @@
                                       [--B 1 16 64] [--n 16 32 64 128 256 512 1024]
                                       [--design split streamed]
                                       [--block-k 32 64] [--warps 4 8] [--precision ieee tf32x3]
+                                      [--stages 1 3]
 
 For each op, (kind, n, B): forward and forward+backward time of
 ``fastunitary.functional.<op>`` with ``backend="triton"`` and ``"reference"`` on the same
@@ -13,9 +14,10 @@ reach (``2 B D^2`` FLOPs for the recurrence, ``D = 2n`` complex; ``2 B 4n^2`` fo
 LSTM's four gates). Each Triton result is compared with the reference first; a mismatch
 is reported as failed and not timed. ``--design``: the designs of the states above the
 resident limit to time (the kernel module's ``LARGE_N_DESIGN``; default the dispatched
-one), each a row of its own. ``--block-k``, ``--warps``, ``--precision``: tile, warps
-(forward and backward alike) and ``tl.dot`` input precision of the split kernels, every
-combination a row (default: the dispatched ones), with the relative error of the
+one), each a row of its own. ``--block-k``, ``--warps``, ``--precision``, ``--stages``:
+tile, warps, ``tl.dot`` input precision and software-pipeline stages of the split kernels
+(forward and backward alike), every combination a row (default: the dispatched settings,
+which may differ by direction; each split row records its ``split_settings``), with the relative error of the
 gradients against the reference's beside the output's. Writes ``<op>_kernel_<device>.json`` (the recurrence's keeps
 its older name ``recurrence_kernel_<device>.json``), rewritten after every row.
 """
@@ -54,8 +56,8 @@ class RecurrenceCase:
     def plan(self, n: int) -> dict:
         return self.module.plan(n, self.complex)
 
-    def tune(self, block_k, warps, precision) -> None:
-        """Set the split kernels' BLOCK_K, warps and precision (None: keep)."""
+    def tune(self, block_k, warps, precision, stages) -> None:
+        """Set the split kernels' BLOCK_K, warps, precision and stages (None: keep)."""
         m = self.module
         if block_k is not None:
             m.SPLIT_BLOCK_K = {**m.SPLIT_BLOCK_K, self.complex: block_k}
@@ -63,6 +65,8 @@ class RecurrenceCase:
             m.SPLIT_WARPS = warps
         if precision is not None:
             m.SPLIT_PRECISION = precision
+        if stages is not None:
+            m.SPLIT_STAGES = stages
 
     def inputs(self) -> list[torch.Tensor]:
         return [self.u, self.W]
@@ -87,15 +91,18 @@ class LSTMCase:
     def plan(self, n: int) -> dict:
         return self.module.plan(n)
 
-    def tune(self, block_k, warps, precision) -> None:
-        """Set the split kernels' BLOCK_K, warps and precision (None: keep)."""
+    def tune(self, block_k, warps, precision, stages) -> None:
+        """Set the split kernels' BLOCK_K, warps, precision and stages, both directions
+        alike (None: keep)."""
         m = self.module
         if block_k is not None:
-            m.SPLIT_BLOCK_K = block_k
+            m.SPLIT_BLOCK_K = (block_k, block_k)
         if warps is not None:
             m.SPLIT_WARPS = (warps, warps)
         if precision is not None:
-            m.SPLIT_PRECISION = precision
+            m.SPLIT_PRECISION = (precision, precision)
+        if stages is not None:
+            m.SPLIT_STAGES = (stages, stages)
 
     def inputs(self) -> list[torch.Tensor]:
         return [self.g, self.W]
@@ -137,9 +144,11 @@ def main(argv=None) -> None:
                    help="split kernels' warps to time, forward and backward alike")
     p.add_argument("--precision", nargs="+", choices=["ieee", "tf32x3"], default=[None],
                    help="split kernels' tl.dot input precisions to time")
+    p.add_argument("--stages", type=int, nargs="+", default=[None],
+                   help="split kernels' software-pipeline stages to time")
     p.add_argument("--interpret", action="store_true",
                    help="on CPU, run the triton backend too, through Triton's interpreter "
-                        "(tests of this script: no measure of speed)")
+                        "(with TRITON_INTERPRET=1; tests of this script: no measure of speed)")
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     for op in args.op:
@@ -153,8 +162,12 @@ def run_op(op: str, case_type, args) -> None:
     module = case_type.module
     dispatched = module.LARGE_N_DESIGN
     # the split kernels' settings, restored after every tuned row
-    settings = {k: getattr(module, k) for k in ("SPLIT_BLOCK_K", "SPLIT_WARPS", "SPLIT_PRECISION")}
-    tunings = [(bk, w, prec) for bk in args.block_k for w in args.warps for prec in args.precision]
+    settings = {k: getattr(module, k)
+                for k in ("SPLIT_BLOCK_K", "SPLIT_WARPS", "SPLIT_PRECISION", "SPLIT_STAGES")}
+    tunings = [(bk, w, prec, st) for bk in args.block_k for w in args.warps
+               for prec in args.precision for st in args.stages]
+    if tunings != [(None,) * 4]:  # the dispatched settings first, beside the tuned ones
+        tunings.insert(0, (None,) * 4)
     asked_designs = args.design or [dispatched]
     rows = []
 
@@ -196,10 +209,10 @@ def run_op(op: str, case_type, args) -> None:
                             setattr(module, name, value)
                         if tuning is not None:
                             case.tune(*tuning)
+                        if design == "split":  # the settings of this row, tuned or not
                             p = case.plan(n)
-                            row.update(block_k=p["BLOCK_K"], warps=p["num_warps"],
-                                       warps_backward=p["num_warps_backward"],
-                                       precision=p["PRECISION"])
+                            row["split_settings"] = {k: p[k] for k in p
+                                                     if k not in ("design", "BLOCK_B")}
                         out, grads = outputs_and_gradients(case, backend)
                         err = rel_error(out, ref)
                         row["rel_error_vs_reference"] = err
@@ -229,8 +242,13 @@ def run_op(op: str, case_type, args) -> None:
                                     "fraction_of_h100_fp32_peak": case.flops / (us * 1e-6) / H100_FP32_FLOPS})
                         rows.append(row)
                         write(complete=False)
-                        tuned = (f" K{row['block_k']} w{row['warps']} {row['precision']}"
-                                 if tuning is not None else "")
+                        tuned = ""
+                        if design == "split":
+                            t = row["split_settings"]
+                            tuned = "".join(
+                                f" {t[k]}/{t[k + '_backward']}" if t[k] != t[k + "_backward"]
+                                else f" {t[k]}"
+                                for k in ("BLOCK_K", "num_warps", "PRECISION", "num_stages"))
                         print(f"{op} {kind:7} n={n:5d} B={B:4d} {backend:>9} {row['design']:>8}"
                               f"{tuned}: fwd {us:8.2f} us/step, fwd+bwd "
                               f"{tb['median_s'] * 1e3:9.2f} ms, "

@@ -55,7 +55,8 @@ VARIANTS = ("generic", "pointers", "aligned")
 
 
 def all_cases(explore: bool):
-    """(name, module, kernel attribute, signature, constexprs, num_warps, dispatched, variant):
+    """(name, module, kernel attribute, signature, constexprs, num_warps or options,
+    dispatched, variant):
     each configuration in each of ``VARIANTS``."""
     for module in MODULES:
         mod = importlib.import_module(f"fastunitary.kernels.{module}")
@@ -126,12 +127,14 @@ def local_access_depths(sass: str) -> str:
 
 
 def compile_one(case) -> tuple[dict, int, str]:
-    name, module, kernel_name, sig, const, warps, dispatched, variant, cap = case
+    name, module, kernel_name, sig, const, options, dispatched, variant, cap = case
+    # a module's aot_configs gives num_warps, or triton.compile's options whole
+    options = options if isinstance(options, dict) else {"num_warps": options}
     fn = getattr(importlib.import_module(f"fastunitary.kernels.{module}"), kernel_name)
     attrs = _alignment_attrs(fn, sig, variant)
     try:
         compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs),
-                                  target=GPUTarget("cuda", cap, 32), options={"num_warps": warps})
+                                  target=GPUTarget("cuda", cap, 32), options=options)
         use = resource_usage(compiled.asm["cubin"])
         # cuobjdump sees only static shared memory; Triton's tiles are dynamic
         use["SHARED"] = max(use.get("SHARED", 0), compiled.metadata.shared)

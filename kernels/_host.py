@@ -57,8 +57,12 @@ def launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
     ``p``: the kernel module's plan (``BLOCK_B`` batch rows and ``BLOCK_N`` units per
     program); ``args``: the kernel's arguments before ``sync_ptr``, which is followed by
     ``T, B, n, t_first, n_steps, block0``; ``meta``: its constexprs but ``BLOCK_K`` and
-    ``PRECISION`` (from ``p``), and ``num_warps``.
+    ``PRECISION``, and ``num_warps``; ``BLOCK_K``, ``PRECISION`` and ``num_stages`` come
+    from ``p`` (their ``_backward`` entries when ``reverse``).
     """
+    own = "_backward" if reverse else ""
+    tiles = dict(BLOCK_K=p["BLOCK_K" + own], PRECISION=p["PRECISION" + own],
+                 num_stages=p["num_stages" + own])
     groups = triton.cdiv(n, p["BLOCK_N"])
     blocks = triton.cdiv(B, p["BLOCK_B"])
     # a counter per batch block (the kernels index it by batch block, so the launches of
@@ -67,7 +71,21 @@ def launch_split(kernel, device, T, B, n, p, args, meta, reverse: bool) -> None:
     schedule = split_schedule(T, blocks, groups, programs_at_once(device), reverse)
     for block0, count, t_first, n_steps in schedule:
         launch(kernel, (count, groups), device, *args, sync, T, B, n, t_first, n_steps,
-               block0, BLOCK_K=p["BLOCK_K"], PRECISION=p["PRECISION"], **meta)
+               block0, **tiles, **meta)
+
+
+def plan_dict(design: str, block_b: int, block_n: int, block_k, warps, precision, stages) -> dict:
+    """A kernel module's ``plan(n)``: ``{"design", "BLOCK_B", "BLOCK_N", "BLOCK_K",
+    "num_warps", "PRECISION", "num_stages"}`` for the forward and the last four again with
+    ``_backward`` for the backward. ``block_k``, ``warps``, ``precision``, ``stages``: one
+    value for both directions, or ``(forward, backward)``."""
+    def pair(v):
+        return v if isinstance(v, tuple) else (v, v)
+
+    (k, k_b), (w, w_b), (p, p_b), (s, s_b) = map(pair, (block_k, warps, precision, stages))
+    return {"design": design, "BLOCK_B": block_b, "BLOCK_N": block_n,
+            "BLOCK_K": k, "BLOCK_K_backward": k_b, "num_warps": w, "num_warps_backward": w_b,
+            "PRECISION": p, "PRECISION_backward": p_b, "num_stages": s, "num_stages_backward": s_b}
 
 
 def programs_at_once(device: torch.device) -> int:

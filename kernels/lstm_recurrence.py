@@ -73,7 +73,7 @@ import triton.language as tl
 
 from .._precision import ieee_float32_matmul
 from ..reference._samples import per_sample_outer
-from ._host import alloc, check_float32, launch, launch_split
+from ._host import alloc, check_float32, launch, launch_split, plan_dict
 from .recurrence import _arrive, _split_tile, _tanh, _wait_for_block
 
 #: Largest n kept resident on chip (four n x n gate blocks of W_hh). Set by the
@@ -93,16 +93,22 @@ STREAM_WARPS = (4, 8)
 #: The design of states above RESIDENT_MAX_N: "split" (a step's units across programs) or
 #: "streamed" (one program per batch block), as in kernels/recurrence.py.
 LARGE_N_DESIGN = "split"
-#: Tiles of the split kernels: BLOCK_N units per program, BLOCK_K of the previous state
-#: (forward) or of dz_{t+1}'s gate blocks (backward) per product; warps (forward,
-#: backward): at 4 warps the backward spills 16-32 bytes on sm_80 and sm_90 (triton 3.9)
+#: Settings of the split kernels, each (forward, backward): BLOCK_N units per program;
+#: BLOCK_K of the previous state (forward) or of dz_{t+1}'s gate blocks (backward) per
+#: product; warps; ``tl.dot``'s input precision, "ieee" (fp32 FMA) or "tf32x3" (three TF32
+#: tensor-core products of split operands: float32 accuracy but for the dropped low x low
+#: term, about 2^-22 relative); software-pipeline stages of the k-loop. Timed on an H200
+#: (``python -m bench.recurrence_kernel --op lstm_recurrence --block-k 32 64 --warps 4 8
+#: --precision ieee tf32x3``, README "GPU speed"): tf32x3 cuts the forward step from 22 to
+#: 12-14 us (n = 256, B = 64), with outputs as close to the reference as ieee's, but slows
+#: the backward; 8 warps slow the forward. One stage (no pipelining of the k-loop) and
+#: these warps are what compiles without spills on sm_80 and sm_90, triton 3.6 and 3.9
+#: (ci/compile_check.py --explore: tf32x3 spills at 3 stages, the backward at 4 warps).
 SPLIT_BLOCK_N = 16
-SPLIT_BLOCK_K = 32
+SPLIT_BLOCK_K = (32, 64)
 SPLIT_WARPS = (4, 8)
-#: ``tl.dot``'s input precision in the split kernels: "ieee" (fp32 FMA, no tensor cores) or
-#: "tf32x3" (three TF32 tensor-core products, each operand split into a high and a low
-#: TF32 part: float32 accuracy but for the dropped low x low term, about 2^-22 relative)
-SPLIT_PRECISION = "ieee"
+SPLIT_PRECISION = ("tf32x3", "ieee")
+SPLIT_STAGES = (1, 1)
 
 #: Tests set this to allocate outputs filled with NaN, so unwritten elements fail.
 FILL_OUTPUTS_WITH_NAN = False
@@ -502,24 +508,21 @@ def plan(n: int) -> dict:
     """Which kernels and tile sizes run a state of ``n`` values.
 
     Returns ``{"design": "resident" | "split" | "streamed", "BLOCK_B", "BLOCK_N",
-    "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION"}`` (``BLOCK_K``: split only,
-    else 0; ``PRECISION``: the products' ``input_precision``, ``SPLIT_PRECISION`` in the
-    split kernels, "ieee" in the others). The
+    "BLOCK_K", "num_warps", "PRECISION", "num_stages"}`` for the forward, and each of the
+    last four again with ``_backward`` for the backward (``BLOCK_K``: split only, else 0;
+    ``PRECISION``: the products' ``input_precision``, "ieee" but in the split kernels;
+    ``num_stages``: split only, else None: Triton's default). The
     rule depends on ``n`` only: never on T or B, so a new batch size or sequence length
     never triggers a recompilation or a re-tune.
     """
     if n <= RESIDENT_MAX_N:
         block_n = max(16, triton.next_power_of_2(n))
         warps = 4 if block_n <= 16 else 8
-        return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_K": 0,
-                "num_warps": warps, "num_warps_backward": warps, "PRECISION": "ieee"}
+        return plan_dict("resident", BLOCK_B, block_n, 0, (warps, warps), "ieee", None)
     if LARGE_N_DESIGN == "split":
-        return {"design": "split", "BLOCK_B": BLOCK_B, "BLOCK_N": SPLIT_BLOCK_N,
-                "BLOCK_K": SPLIT_BLOCK_K, "num_warps": SPLIT_WARPS[0],
-                "num_warps_backward": SPLIT_WARPS[1], "PRECISION": SPLIT_PRECISION}
-    fwd, bwd = STREAM_WARPS
-    return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK, "BLOCK_K": 0,
-            "num_warps": fwd, "num_warps_backward": bwd, "PRECISION": "ieee"}
+        return plan_dict("split", BLOCK_B, SPLIT_BLOCK_N, SPLIT_BLOCK_K, SPLIT_WARPS, SPLIT_PRECISION,
+                     SPLIT_STAGES)
+    return plan_dict("streamed", BLOCK_B, STREAM_BLOCK, 0, STREAM_WARPS, "ieee", None)
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
@@ -607,34 +610,46 @@ def backward(grad_h, grad_c, g, W_hh, h0, c0, h, c, samples: int = 1):
 def aot_configs(explore: bool = False):
     """Every configuration the dispatch can launch, for ci/compile_check.py.
 
-    Yields ``(name, kernel attribute, signature, constexprs, num_warps, dispatched)``;
+    Yields ``(name, kernel attribute, signature, constexprs, options, dispatched)``
+    (``options``: ``triton.compile``'s, ``num_warps`` and for the split kernels
+    ``num_stages``);
     with ``explore``, also the larger resident tiles and streamed tiles (not dispatched)
     that set the limits.
     """
-    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION")
+    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "PRECISION", "num_stages")
+    back = {k: k if k in ("design", "BLOCK_N") else k + "_backward" for k in keys}
     kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
                ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
                ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
-    used = {tuple(plan(n)[k] for k in keys) for n in range(1, 2049)}
+    # one configuration per (direction, kernel settings)
+    used = {(d,) + tuple(plan(n)[names[k]] for k in keys)
+            for n in range(1, 2049) for d, names in (("fwd", dict(zip(keys, keys))), ("bwd", back))}
     # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
-    extra = {("streamed", STREAM_BLOCK, 0) + STREAM_WARPS + ("ieee",)}
+    extra = {(d, "streamed", STREAM_BLOCK, 0, w, "ieee", None)
+             for d, w in zip(("fwd", "bwd"), STREAM_WARPS)}
     if explore:
-        extra |= ({("resident", bn, 0, w, w, "ieee") for bn in (16, 32, 64) for w in (4, 8)}
-                  | {("streamed", bn, 0, w, w, "ieee") for bn in (16, 32) for w in (4, 8)}
-                  | {("split", SPLIT_BLOCK_N, bk, w, w, prec) for bk in (32, 64, 128)
-                     for w in (4, 8) for prec in ("ieee", "tf32x3")})
+        extra |= ({(d, "resident", bn, 0, w, "ieee", None) for d in ("fwd", "bwd")
+                   for bn in (16, 32, 64) for w in (4, 8)}
+                  | {(d, "streamed", bn, 0, w, "ieee", None) for d in ("fwd", "bwd")
+                     for bn in (16, 32) for w in (4, 8)}
+                  | {(d, "split", SPLIT_BLOCK_N, bk, w, prec, st) for d in ("fwd", "bwd")
+                     for bk in (32, 64, 128) for w in (4, 8) for prec in ("ieee", "tf32x3")
+                     for st in (1, 3)})
     extra -= used
-    configs = [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
-    for (design, block_n, block_k, warps_fwd, warps_bwd, precision), dispatched in configs:
-        for direction, warps in (("fwd", warps_fwd), ("bwd", warps_bwd)):
-            kernel = kernels[design, direction]
-            const = {"BLOCK_B": BLOCK_B, "BLOCK_N": block_n}
-            if design == "split":
-                const.update(BLOCK_K=block_k, PRECISION=precision)
-            sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
-                       ("*fp32" if a.endswith("_ptr") else "i32"))
-                   for a in globals()[kernel].arg_names}
-            name = (f"lstm_recurrence.{design}_{direction} BLOCK_N={block_n}"
-                    f"{f' BLOCK_K={block_k} {precision}' if design == 'split' else ''}"
-                    f" warps={warps}")
-            yield name, kernel, sig, const, warps, dispatched
+    order = lambda c: tuple(str(v) for v in c)  # noqa: E731  (None beside ints)
+    configs = ([(c, True) for c in sorted(used, key=order)]
+               + [(c, False) for c in sorted(extra, key=order)])
+    for (direction, design, block_n, block_k, warps, precision, stages), dispatched in configs:
+        kernel = kernels[design, direction]
+        const = {"BLOCK_B": BLOCK_B, "BLOCK_N": block_n}
+        options = {"num_warps": warps}
+        if design == "split":
+            const.update(BLOCK_K=block_k, PRECISION=precision)
+            options["num_stages"] = stages
+        sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
+                   ("*fp32" if a.endswith("_ptr") else "i32"))
+               for a in globals()[kernel].arg_names}
+        name = (f"lstm_recurrence.{design}_{direction} BLOCK_N={block_n}"
+                f"{f' BLOCK_K={block_k} {precision} stages={stages}' if design == 'split' else ''}"
+                f" warps={warps}")
+        yield name, kernel, sig, const, options, dispatched

@@ -80,7 +80,7 @@ import triton.language as tl
 
 from .._precision import ieee_float32_matmul
 from ..reference.recurrence import weight_gradients_per_sample
-from ._host import alloc, check_float32, launch, launch_split
+from ._host import alloc, check_float32, launch, launch_split, plan_dict
 
 #: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
 MODRELU_EPS = tl.constexpr(1e-12)
@@ -114,6 +114,8 @@ SPLIT_WARPS = 4
 #: "tf32x3" (three TF32 tensor-core products, each operand split into a high and a low
 #: TF32 part: float32 accuracy but for the dropped low x low term, about 2^-22 relative)
 SPLIT_PRECISION = "ieee"
+#: Software-pipeline stages of the split kernels' k-loop (Triton's default on CUDA).
+SPLIT_STAGES = 3
 
 #: Tests set this to allocate outputs filled with NaN, so unwritten elements fail.
 FILL_OUTPUTS_WITH_NAN = False
@@ -622,9 +624,10 @@ def plan(n: int, is_complex: bool) -> dict:
     """Which kernels and tile sizes run a state of ``n`` (complex or real) values.
 
     Returns ``{"design": "resident" | "split" | "streamed", "BLOCK_B", "BLOCK_N",
-    "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION"}`` (``BLOCK_K``: split only,
-    else 0; ``PRECISION``: the products' ``input_precision``, ``SPLIT_PRECISION`` in the
-    split kernels, "ieee" in the others).
+    "BLOCK_K", "num_warps", "PRECISION", "num_stages"}`` for the forward, and each of the
+    last four again with ``_backward`` for the backward (``_host.plan_dict``; ``BLOCK_K``:
+    split only, else 0; ``PRECISION``: the products' ``input_precision``, "ieee" but in the
+    split kernels; ``num_stages``: split only, else None: Triton's default).
     The rule depends on ``n`` only: never on T or B, so a new batch size or sequence
     length never triggers a recompilation or a re-tune.
     """
@@ -632,15 +635,12 @@ def plan(n: int, is_complex: bool) -> dict:
         block_n = max(16, triton.next_power_of_2(n))
         width = block_n * (2 if is_complex else 1)  # reals of state per row, padded
         warps = 4 if width <= 32 else 8
-        return {"design": "resident", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_K": 0,
-                "num_warps": warps, "num_warps_backward": warps, "PRECISION": "ieee"}
+        return plan_dict("resident", BLOCK_B, block_n, 0, warps, "ieee", None)
     if LARGE_N_DESIGN == "split":
-        return {"design": "split", "BLOCK_B": BLOCK_B, "BLOCK_N": SPLIT_BLOCK_N,
-                "BLOCK_K": SPLIT_BLOCK_K[is_complex], "num_warps": SPLIT_WARPS,
-                "num_warps_backward": SPLIT_WARPS, "PRECISION": SPLIT_PRECISION}
-    fwd, bwd = STREAM_WARPS[is_complex]
-    return {"design": "streamed", "BLOCK_B": BLOCK_B, "BLOCK_N": STREAM_BLOCK[is_complex],
-            "BLOCK_K": 0, "num_warps": fwd, "num_warps_backward": bwd, "PRECISION": "ieee"}
+        return plan_dict("split", BLOCK_B, SPLIT_BLOCK_N, SPLIT_BLOCK_K[is_complex], SPLIT_WARPS,
+                         SPLIT_PRECISION, SPLIT_STAGES)
+    return plan_dict("streamed", BLOCK_B, STREAM_BLOCK[is_complex], 0, STREAM_WARPS[is_complex],
+                     "ieee", None)
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
@@ -729,37 +729,48 @@ def backward(grad_h, u, W, bias, h0, h, activation: str, is_complex: bool, sampl
 def aot_configs(explore: bool = False):
     """Every configuration the dispatch can launch, for ci/compile_check.py.
 
-    Yields ``(name, kernel attribute, signature, constexprs, num_warps, dispatched)``;
-    with ``explore``, also the larger resident tiles (not dispatched) that set the limits.
+    Yields ``(name, kernel attribute, signature, constexprs, options, dispatched)``
+    (``options``: ``triton.compile``'s, ``num_warps`` and for the split kernels
+    ``num_stages``); with ``explore``, also the larger resident tiles and the split
+    kernels' other settings (not dispatched), which set the limits.
     """
-    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward", "PRECISION")
+    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "PRECISION", "num_stages")
+    back = {k: k if k in ("design", "BLOCK_N") else k + "_backward" for k in keys}
     kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
                ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
                ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
+    order = lambda c: tuple(str(v) for v in c)  # noqa: E731  (None beside ints)
     for is_complex in (False, True):
-        used = {tuple(plan(n, is_complex)[k] for k in keys) for n in range(1, 2049)}
+        # one configuration per (direction, kernel settings)
+        used = {(d,) + tuple(plan(n, is_complex)[names[k]] for k in keys)
+                for n in range(1, 2049)
+                for d, names in (("fwd", dict(zip(keys, keys))), ("bwd", back))}
         extra = set()
         if explore:
-            extra = ({("resident", bn, 0, w, w, "ieee") for bn in (16, 32, 64, 128) for w in (4, 8)}
-                     | {("split", SPLIT_BLOCK_N, bk, w, w, prec) for bk in (32, 64, 128)
-                        for w in (4, 8) for prec in ("ieee", "tf32x3")}) - used
+            extra = ({(d, "resident", bn, 0, w, "ieee", None) for d in ("fwd", "bwd")
+                      for bn in (16, 32, 64, 128) for w in (4, 8)}
+                     | {(d, "split", SPLIT_BLOCK_N, bk, w, prec, st) for d in ("fwd", "bwd")
+                        for bk in (32, 64, 128) for w in (4, 8) for prec in ("ieee", "tf32x3")
+                        for st in (1, 3)}) - used
         # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
-        fwd, bwd = STREAM_WARPS[is_complex]
-        extra.add(("streamed", STREAM_BLOCK[is_complex], 0, fwd, bwd, "ieee"))
-        configs = [(c, True) for c in sorted(used)] + [(c, False) for c in sorted(extra)]
-        for (design, block_n, block_k, warps_fwd, warps_bwd, precision), dispatched in configs:
+        extra |= {(d, "streamed", STREAM_BLOCK[is_complex], 0, w, "ieee", None)
+                  for d, w in zip(("fwd", "bwd"), STREAM_WARPS[is_complex])} - used
+        configs = ([(c, True) for c in sorted(used, key=order)]
+                   + [(c, False) for c in sorted(extra, key=order)])
+        for (direction, design, block_n, block_k, warps, precision, stages), dispatched in configs:
             for act, code in ACTIVATION_CODES.items():
-                for direction, warps in (("fwd", warps_fwd), ("bwd", warps_bwd)):
-                    kernel = kernels[design, direction]
-                    const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": BLOCK_B,
-                             "BLOCK_N": block_n}
-                    if design == "split":
-                        const.update(BLOCK_K=block_k, PRECISION=precision)
-                    sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
-                               ("*fp32" if a.endswith("_ptr") else "i32"))
-                           for a in globals()[kernel].arg_names}
-                    name = (f"recurrence.{design}_{direction} "
-                            f"{'complex' if is_complex else 'real'} {act} BLOCK_N={block_n}"
-                            f"{f' BLOCK_K={block_k} {precision}' if design == 'split' else ''}"
-                            f" warps={warps}")
-                    yield name, kernel, sig, const, warps, dispatched
+                kernel = kernels[design, direction]
+                const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": BLOCK_B,
+                         "BLOCK_N": block_n}
+                options = {"num_warps": warps}
+                if design == "split":
+                    const.update(BLOCK_K=block_k, PRECISION=precision)
+                    options["num_stages"] = stages
+                sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
+                           ("*fp32" if a.endswith("_ptr") else "i32"))
+                       for a in globals()[kernel].arg_names}
+                name = (f"recurrence.{design}_{direction} "
+                        f"{'complex' if is_complex else 'real'} {act} BLOCK_N={block_n}"
+                        f"{f' BLOCK_K={block_k} {precision} stages={stages}' if design == 'split' else ''}"
+                        f" warps={warps}")
+                yield name, kernel, sig, const, options, dispatched

@@ -397,17 +397,23 @@ def test_recurrence_kernel_times_each_split_tuning(tmp_path, monkeypatch):
     from fastunitary.kernels import lstm_recurrence as K
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    before = (K.SPLIT_BLOCK_K, K.SPLIT_WARPS, K.SPLIT_PRECISION)
+    before = (K.SPLIT_BLOCK_K, K.SPLIT_WARPS, K.SPLIT_PRECISION, K.SPLIT_STAGES)
     recurrence_kernel.main(["--op", "lstm_recurrence", "--T", "3", "--B", "2", "--n", "40",
                             "--block-k", "16", "32", "--precision", "ieee", "tf32x3",
-                            "--warps", "2", "--repeats", "1", "--device", "cpu", "--interpret",
-                            "--out", str(tmp_path)])
-    assert (K.SPLIT_BLOCK_K, K.SPLIT_WARPS, K.SPLIT_PRECISION) == before
+                            "--warps", "2", "--stages", "2", "--repeats", "1", "--device", "cpu",
+                            "--interpret", "--out", str(tmp_path)])
+    assert (K.SPLIT_BLOCK_K, K.SPLIT_WARPS, K.SPLIT_PRECISION, K.SPLIT_STAGES) == before
     rows = json.loads((tmp_path / "lstm_recurrence_kernel_cpu.json").read_text())["rows"]
     split = [r for r in rows if r["design"] == "split"]
-    assert [(r["block_k"], r["warps"], r["warps_backward"], r["precision"]) for r in split] == [
-        (16, 2, 2, "ieee"), (16, 2, 2, "tf32x3"), (32, 2, 2, "ieee"), (32, 2, 2, "tf32x3")]
-    assert [r["backend"] for r in rows] == ["triton"] * 4 + ["reference"]
+    keys = ("BLOCK_K", "num_warps", "PRECISION", "num_stages")
+    for r in split[1:]:  # both directions alike
+        assert all(r["split_settings"][k] == r["split_settings"][k + "_backward"] for k in keys)
+    dispatched = K.plan(40)
+    assert split[0]["split_settings"] == {k: v for k, v in dispatched.items()
+                                          if k not in ("design", "BLOCK_B")}
+    assert [tuple(r["split_settings"][k] for k in keys) for r in split[1:]] == [
+        (16, 2, "ieee", 2), (16, 2, "tf32x3", 2), (32, 2, "ieee", 2), (32, 2, "tf32x3", 2)]
+    assert [r["backend"] for r in rows] == ["triton"] * 5 + ["reference"]
     for r in split:  # the interpreter's products are float32 whatever the precision
         assert r["status"] == "ok"
         assert r["rel_error_vs_reference"] < 1e-5 and r["grad_rel_error_vs_reference"] < 1e-5

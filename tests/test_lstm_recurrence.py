@@ -497,12 +497,22 @@ def test_lstm_kernel_plan_depends_on_n_only():
     assert K.plan(32)["design"] == "resident" and K.plan(32)["BLOCK_N"] == 32
     assert K.plan(33)["design"] == "split" and K.plan(1024)["design"] == "split"
     # every dispatched configuration is compiled ahead of time (ci/compile_check.py)
-    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "num_warps_backward")
-    dispatched = {tuple(K.plan(n)[k] for k in keys) for n in range(1, 2049)}
+    keys = ("BLOCK_K", "num_warps", "PRECISION", "num_stages")
+    dispatched = set()
+    for n in range(1, 2049):
+        p = K.plan(n)
+        dispatched.add(("fwd", p["design"], p["BLOCK_N"]) + tuple(p[k] for k in keys))
+        dispatched.add(("bwd", p["design"], p["BLOCK_N"])
+                       + tuple(p[k + "_backward"] for k in keys))
     configs = [c for c in K.aot_configs() if c[5]]
-    assert len(configs) == 2 * len(dispatched)
-    for name, kernel, sig, const, warps, _ in configs:
+    assert len(configs) == len(dispatched)
+    compiled = set()
+    for name, kernel, sig, const, options, _ in configs:
         assert hasattr(K, kernel) and const["BLOCK_B"] == K.BLOCK_B
+        direction = "fwd" if kernel.startswith("_forward") else "bwd"
+        compiled.add((direction, kernel.rsplit("_", 1)[1], const["BLOCK_N"], const.get("BLOCK_K", 0), options["num_warps"],
+                      const.get("PRECISION", "ieee"), options.get("num_stages")))
+    assert compiled == dispatched
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])

@@ -575,19 +575,16 @@ def _backward_split(
     bsum = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for s in range(n_steps):
         t = t_first - s
-        # this program's columns of grad h_t and of the saved state need no other
-        # program: loaded before the wait, their latency hidden in it
+        # Unlike the forward's u_t, this step's own inputs (grad h_t, the saved state) are
+        # loaded after the wait: loaded before it, ptxas kept a 64-bit value on the stack
+        # in the complex backward on sm_80 (triton 3.9), in every order tried
+        if s > 0:
+            _wait_for_block(counter, groups * s)
         at = t.to(tl.int64) * step + row_off
         gr = tl.load(gh_ptr + at + cj[None, :], mask=m_j, other=0.0)
         gi = gr
         if IS_COMPLEX:
             gi = tl.load(gh_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
-        ar = tl.load(saved_ptr + at + cj[None, :], mask=m_j, other=0.0)
-        ai = ar
-        if IS_COMPLEX:
-            ai = tl.load(saved_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
-        if s > 0:
-            _wait_for_block(counter, groups * s)
         if t + 1 < T:
             next_ptr = dz_ptr + (t + 1).to(tl.int64) * step + row_off
             for k0 in range(0, N, BLOCK_K):
@@ -608,6 +605,10 @@ def _backward_split(
                                 input_precision=PRECISION)
                     gi = tl.dot(di, tl.load(w_ptr + N * D + N + wo, mask=w_mask, other=0.0),
                                 gi, input_precision=PRECISION)
+        ar = tl.load(saved_ptr + at + cj[None, :], mask=m_j, other=0.0)
+        ai = ar
+        if IS_COMPLEX:
+            ai = tl.load(saved_ptr + at + N + cj[None, :], mask=m_j, other=0.0)
         dzr, dzi, contrib = _activate_backward(ar, ai, gr, gi, bias, ACT, IS_COMPLEX)
         tl.store(dz_ptr + at + cj[None, :], dzr, mask=m_j)
         if IS_COMPLEX:

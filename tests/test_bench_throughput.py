@@ -13,6 +13,9 @@ from bench.suite import relative_error
 
 T, B, HIDDEN, INPUT = 256, 16, 64, 32
 
+# timed alone by ci/test.sh: pytest-benchmark records nothing under pytest-xdist's workers
+pytestmark = pytest.mark.throughput
+
 
 @pytest.mark.parametrize("name", ["lstm", "scurnn", "scornn", "enrnn", "lstm_recurrence",
                                   "momentumlstm"])

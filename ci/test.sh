@@ -10,12 +10,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # the two runs; without arguments each run must find its tests
 selected_none() { local rc=$?; [ "$rc" -eq 5 ] && [ "$1" -gt 0 ]; }
 
-# The suite on every core (pytest-xdist; FASTUNITARY_TEST_WORKERS=0 runs it in one
-# process), each worker computing on one thread and compiling without a pool of its own,
-# so that two workers on two cores do not fight over them. The interpreter is
-# Python-bound: workers, not threads, are what make it faster.
+# The suite on every core, at most 8 (pytest-xdist; each worker holds its own torch and
+# Triton; FASTUNITARY_TEST_WORKERS=N sets them, 0 runs the suite in one process), each
+# worker computing on one thread and compiling without a pool of its own, so that two
+# workers on two cores do not fight over them. The interpreter is Python-bound: workers,
+# not threads, are what make it faster.
 TRITON_INTERPRET=1 OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=1 \
-    python -m pytest -q --durations=10 -n "${FASTUNITARY_TEST_WORKERS:-auto}" \
+    python -m pytest -q --durations=10 -n "${FASTUNITARY_TEST_WORKERS:-auto}" --maxprocesses 8 \
     --benchmark-disable -m "not throughput" "$@" || selected_none $#
 # pytest-benchmark's table (tests/test_bench_throughput.py) tracks CPU throughput per
 # commit; it records nothing under xdist, so those tests run after, alone, on all threads

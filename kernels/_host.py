@@ -88,6 +88,51 @@ def plan_dict(design: str, block_b: int, block_n: int, block_k, warps, precision
             "PRECISION": p, "PRECISION_backward": p_b, "num_stages": s, "num_stages_backward": s_b}
 
 
+#: The kernel of each (design, direction) in both recurrence modules, by attribute name.
+AOT_KERNELS = {(design, direction): f"_{'forward' if direction == 'fwd' else 'backward'}_{design}"
+               for design in ("resident", "split", "streamed") for direction in ("fwd", "bwd")}
+#: A plan's entries that make one compiled configuration of a direction (with ``_backward``
+#: appended but to the first two for the backward).
+_AOT_KEYS = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "PRECISION", "num_stages")
+
+
+def aot_settings(plans, extra=()) -> list[tuple[tuple, bool]]:
+    """``(setting, dispatched)`` for ci/compile_check.py, a setting being ``(direction,
+    design, BLOCK_N, BLOCK_K, num_warps, PRECISION, num_stages)``: those of ``plans`` (the
+    module's ``plan`` dicts, both directions), dispatched, then the ``extra`` settings
+    not among them, each group sorted."""
+    used = set()
+    for p in plans:
+        used.add(("fwd",) + tuple(p[k] for k in _AOT_KEYS))
+        used.add(("bwd",) + tuple(p[k if k in ("design", "BLOCK_N") else k + "_backward"]
+                                  for k in _AOT_KEYS))
+
+    def order(setting):
+        return tuple(str(v) for v in setting)  # None beside ints
+
+    return ([(c, True) for c in sorted(used, key=order)]
+            + [(c, False) for c in sorted(set(extra) - used, key=order)])
+
+
+def aot_entry(module: str, kernels: dict, setting: tuple, const: dict, label: str = ""):
+    """``(name, kernel attribute, signature, constexprs, options)`` of one ``setting`` (see
+    :func:`aot_settings`) of ``module``'s kernels (``kernels``: the module's globals), with
+    the constexprs ``const`` beside the setting's; ``label`` goes into the name."""
+    direction, design, block_n, block_k, warps, precision, stages = setting
+    kernel = AOT_KERNELS[design, direction]
+    const = {**const, "BLOCK_N": block_n}
+    options = {"num_warps": warps}
+    if design == "split":
+        const.update(BLOCK_K=block_k, PRECISION=precision)
+        options["num_stages"] = stages
+    sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
+               ("*fp32" if a.endswith("_ptr") else "i32"))
+           for a in kernels[kernel].arg_names}
+    split = f" BLOCK_K={block_k} {precision} stages={stages}" if design == "split" else ""
+    name = f"{module}.{design}_{direction} {label}BLOCK_N={block_n}{split} warps={warps}"
+    return name, kernel, sig, const, options
+
+
 def programs_at_once(device: torch.device) -> int:
     """How many programs of a launch on ``device`` surely run at the same time: one per SM
     compiled on CUDA; one under Triton's interpreter, whatever the tensors' device."""

@@ -73,7 +73,7 @@ import triton.language as tl
 
 from .._precision import ieee_float32_matmul
 from ..reference._samples import per_sample_outer
-from ._host import alloc, check_float32, launch, launch_split, plan_dict
+from ._host import aot_entry, aot_settings, alloc, check_float32, launch, launch_split, plan_dict
 from .recurrence import _arrive, _split_tile, _tanh, _wait_for_block
 
 #: Largest n kept resident on chip (four n x n gate blocks of W_hh). Set by the
@@ -149,6 +149,24 @@ def _cell_backward(zi, zf, zg, zo, c, c_prev, dh, dc_in):
 
 
 # -- resident kernels ---------------------------------------------------------------------
+@triton.jit
+def _step_cell_inputs(z_step, c_ptr, c0_ptr, h_off, row_off, step, t, cj, m_j, N):
+    """What the backward of step ``t`` reads of the forward on the units ``cj``: the four
+    gates' pre-activations ``z_t`` (at ``z_step``; returned with their pointers ``zp``,
+    where ``dz_t`` goes), ``c_t`` and ``c_{t-1}`` (``c0`` at ``t = 0``)."""
+    zp = z_step + cj[None, :]
+    zi = tl.load(zp, mask=m_j, other=0.0)
+    zf = tl.load(zp + N, mask=m_j, other=0.0)
+    zg = tl.load(zp + 2 * N, mask=m_j, other=0.0)
+    zo = tl.load(zp + 3 * N, mask=m_j, other=0.0)
+    c_t = tl.load(c_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
+    c_prev = (tl.load(c_ptr + h_off - step + cj[None, :], mask=tl.where(t > 0, m_j, False),
+                      other=0.0)
+              + tl.load(c0_ptr + row_off + cj[None, :], mask=tl.where(t == 0, m_j, False),
+                        other=0.0))
+    return zp, zi, zf, zg, zo, c_t, c_prev
+
+
 @triton.jit(do_not_specialize=["T", "B"])
 def _forward_resident(
     g_ptr, w_ptr, h0_ptr, c0_ptr, h_ptr, c_ptr, T, B, N,
@@ -357,16 +375,8 @@ def _backward_streamed(
                     dp = next_step + p * N + ck[None, :]
                     dh = tl.dot(tl.load(dp, mask=m_k, other=0.0),
                                 tl.load(wo, mask=w_mask, other=0.0), dh, input_precision="ieee")
-            zp = z_step + cj[None, :]
-            zi = tl.load(zp, mask=m_j, other=0.0)
-            zf = tl.load(zp + N, mask=m_j, other=0.0)
-            zg = tl.load(zp + 2 * N, mask=m_j, other=0.0)
-            zo = tl.load(zp + 3 * N, mask=m_j, other=0.0)
-            c_t = tl.load(c_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
-            c_prev = (tl.load(c_ptr + h_off - step + cj[None, :], mask=tl.where(t > 0, m_j, False),
-                              other=0.0)
-                      + tl.load(c0_ptr + row_off + cj[None, :], mask=tl.where(t == 0, m_j, False),
-                                other=0.0))
+            zp, zi, zf, zg, zo, c_t, c_prev = _step_cell_inputs(
+                z_step, c_ptr, c0_ptr, h_off, row_off, step, t, cj, m_j, N)
             carry_ptrs = dc_ptr + row_off + cj[None, :]
             dc_in = (tl.load(gc_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
                      + tl.load(carry_ptrs, mask=m_j, other=0.0))
@@ -468,16 +478,8 @@ def _backward_split(
         # what needs no other program (this program's units of grad h_t, grad c_t, z_t,
         # c_t, c_{t-1}) is loaded before the wait, its latency hidden in it
         dh = tl.load(gh_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
-        zp = z_step + cj[None, :]
-        zi = tl.load(zp, mask=m_j, other=0.0)
-        zf = tl.load(zp + N, mask=m_j, other=0.0)
-        zg = tl.load(zp + 2 * N, mask=m_j, other=0.0)
-        zo = tl.load(zp + 3 * N, mask=m_j, other=0.0)
-        c_t = tl.load(c_ptr + h_off + cj[None, :], mask=m_j, other=0.0)
-        c_prev = (tl.load(c_ptr + h_off - step + cj[None, :], mask=tl.where(t > 0, m_j, False),
-                          other=0.0)
-                  + tl.load(c0_ptr + row_off + cj[None, :], mask=tl.where(t == 0, m_j, False),
-                            other=0.0))
+        zp, zi, zf, zg, zo, c_t, c_prev = _step_cell_inputs(
+            z_step, c_ptr, c0_ptr, h_off, row_off, step, t, cj, m_j, N)
         dc_in = tl.load(gc_ptr + h_off + cj[None, :], mask=m_j, other=0.0) + dc_carry
         if s > 0:
             _wait_for_block(counter, groups * s)
@@ -519,7 +521,7 @@ def plan(n: int) -> dict:
     if n <= RESIDENT_MAX_N:
         block_n = max(16, triton.next_power_of_2(n))
         warps = 4 if block_n <= 16 else 8
-        return plan_dict("resident", BLOCK_B, block_n, 0, (warps, warps), "ieee", None)
+        return plan_dict("resident", BLOCK_B, block_n, 0, warps, "ieee", None)
     if LARGE_N_DESIGN == "split":
         return plan_dict("split", BLOCK_B, SPLIT_BLOCK_N, SPLIT_BLOCK_K, SPLIT_WARPS, SPLIT_PRECISION,
                      SPLIT_STAGES)
@@ -617,14 +619,6 @@ def aot_configs(explore: bool = False):
     with ``explore``, also the larger resident tiles and streamed tiles (not dispatched)
     that set the limits.
     """
-    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "PRECISION", "num_stages")
-    back = {k: k if k in ("design", "BLOCK_N") else k + "_backward" for k in keys}
-    kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
-               ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
-               ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
-    # one configuration per (direction, kernel settings)
-    used = {(d,) + tuple(plan(n)[names[k]] for k in keys)
-            for n in range(1, 2049) for d, names in (("fwd", dict(zip(keys, keys))), ("bwd", back))}
     # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
     extra = {(d, "streamed", STREAM_BLOCK, 0, w, "ieee", None)
              for d, w in zip(("fwd", "bwd"), STREAM_WARPS)}
@@ -636,21 +630,5 @@ def aot_configs(explore: bool = False):
                   | {(d, "split", SPLIT_BLOCK_N, bk, w, prec, st) for d in ("fwd", "bwd")
                      for bk in (32, 64, 128) for w in (4, 8) for prec in ("ieee", "tf32x3")
                      for st in (1, 3)})
-    extra -= used
-    order = lambda c: tuple(str(v) for v in c)  # noqa: E731  (None beside ints)
-    configs = ([(c, True) for c in sorted(used, key=order)]
-               + [(c, False) for c in sorted(extra, key=order)])
-    for (direction, design, block_n, block_k, warps, precision, stages), dispatched in configs:
-        kernel = kernels[design, direction]
-        const = {"BLOCK_B": BLOCK_B, "BLOCK_N": block_n}
-        options = {"num_warps": warps}
-        if design == "split":
-            const.update(BLOCK_K=block_k, PRECISION=precision)
-            options["num_stages"] = stages
-        sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
-                   ("*fp32" if a.endswith("_ptr") else "i32"))
-               for a in globals()[kernel].arg_names}
-        name = (f"lstm_recurrence.{design}_{direction} BLOCK_N={block_n}"
-                f"{f' BLOCK_K={block_k} {precision} stages={stages}' if design == 'split' else ''}"
-                f" warps={warps}")
-        yield name, kernel, sig, const, options, dispatched
+    for setting, dispatched in aot_settings((plan(n) for n in range(1, 2049)), extra):
+        yield *aot_entry("lstm_recurrence", globals(), setting, {"BLOCK_B": BLOCK_B}), dispatched

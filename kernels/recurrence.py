@@ -80,7 +80,7 @@ import triton.language as tl
 
 from .._precision import ieee_float32_matmul
 from ..reference.recurrence import weight_gradients_per_sample
-from ._host import alloc, check_float32, launch, launch_split, plan_dict
+from ._host import aot_entry, aot_settings, alloc, check_float32, launch, launch_split, plan_dict
 
 #: modReLU's ``eps`` (added to |z|^2); equal to fastunitary.reference.modrelu.MODRELU_EPS.
 MODRELU_EPS = tl.constexpr(1e-12)
@@ -735,43 +735,20 @@ def aot_configs(explore: bool = False):
     ``num_stages``); with ``explore``, also the larger resident tiles and the split
     kernels' other settings (not dispatched), which set the limits.
     """
-    keys = ("design", "BLOCK_N", "BLOCK_K", "num_warps", "PRECISION", "num_stages")
-    back = {k: k if k in ("design", "BLOCK_N") else k + "_backward" for k in keys}
-    kernels = {("resident", "fwd"): "_forward_resident", ("resident", "bwd"): "_backward_resident",
-               ("split", "fwd"): "_forward_split", ("split", "bwd"): "_backward_split",
-               ("streamed", "fwd"): "_forward_streamed", ("streamed", "bwd"): "_backward_streamed"}
-    order = lambda c: tuple(str(v) for v in c)  # noqa: E731  (None beside ints)
     for is_complex in (False, True):
-        # one configuration per (direction, kernel settings)
-        used = {(d,) + tuple(plan(n, is_complex)[names[k]] for k in keys)
-                for n in range(1, 2049)
-                for d, names in (("fwd", dict(zip(keys, keys))), ("bwd", back))}
         extra = set()
         if explore:
             extra = ({(d, "resident", bn, 0, w, "ieee", None) for d in ("fwd", "bwd")
                       for bn in (16, 32, 64, 128) for w in (4, 8)}
                      | {(d, "split", SPLIT_BLOCK_N, bk, w, prec, st) for d in ("fwd", "bwd")
                         for bk in (32, 64, 128) for w in (4, 8) for prec in ("ieee", "tf32x3")
-                        for st in (1, 3)}) - used
+                        for st in (1, 3)})
         # the streamed kernels, kept to be timed beside the split ones (LARGE_N_DESIGN)
         extra |= {(d, "streamed", STREAM_BLOCK[is_complex], 0, w, "ieee", None)
-                  for d, w in zip(("fwd", "bwd"), STREAM_WARPS[is_complex])} - used
-        configs = ([(c, True) for c in sorted(used, key=order)]
-                   + [(c, False) for c in sorted(extra, key=order)])
-        for (direction, design, block_n, block_k, warps, precision, stages), dispatched in configs:
+                  for d, w in zip(("fwd", "bwd"), STREAM_WARPS[is_complex])}
+        kind = "complex" if is_complex else "real"
+        for setting, dispatched in aot_settings((plan(n, is_complex) for n in range(1, 2049)),
+                                                extra):
             for act, code in ACTIVATION_CODES.items():
-                kernel = kernels[design, direction]
-                const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": BLOCK_B,
-                         "BLOCK_N": block_n}
-                options = {"num_warps": warps}
-                if design == "split":
-                    const.update(BLOCK_K=block_k, PRECISION=precision)
-                    options["num_stages"] = stages
-                sig = {a: ("constexpr" if a in const else "*i32" if a == "sync_ptr" else
-                           ("*fp32" if a.endswith("_ptr") else "i32"))
-                       for a in globals()[kernel].arg_names}
-                name = (f"recurrence.{design}_{direction} "
-                        f"{'complex' if is_complex else 'real'} {act} BLOCK_N={block_n}"
-                        f"{f' BLOCK_K={block_k} {precision} stages={stages}' if design == 'split' else ''}"
-                        f" warps={warps}")
-                yield name, kernel, sig, const, options, dispatched
+                const = {"ACT": code, "IS_COMPLEX": is_complex, "BLOCK_B": BLOCK_B}
+                yield *aot_entry("recurrence", globals(), setting, const, f"{kind} {act} "), dispatched

@@ -102,9 +102,9 @@ LARGE_N_DESIGN = "split"
 #: (``python -m bench.recurrence_kernel --op lstm_recurrence --block-k 32 64 --warps 4 8
 #: --precision ieee tf32x3``, README "GPU speed"), tf32x3 cut the forward step from 22 to
 #: 12-14 us (n = 256, B = 64), with outputs as close to the reference as ieee's, and slowed
-#: the backward; but at 3 stages the tf32x3 forward spills unless every size is a multiple
-#: of 16 (ci/compile_check.py --explore), and at 1 stage, which never spills, it took 23 us:
-#: no faster than ieee.
+#: the backward; but at 3 stages the tf32x3 forward spills unless n is a multiple of 16
+#: (ci/compile_check.py --explore), and at 1 stage, which never spills, it took 23 us: no
+#: faster than ieee.
 SPLIT_BLOCK_N = 16
 SPLIT_BLOCK_K = (32, 32)
 SPLIT_WARPS = (4, 8)

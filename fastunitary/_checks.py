@@ -35,6 +35,20 @@ def check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def check_flag(name: str, value) -> bool:
+    """``value`` as a bool, for an on/off option (``bias``, ``batch_first``, ...): a bool,
+    or an int 0 or 1 as ``torch.nn.LSTM`` takes. Raise ``TypeError`` otherwise: a string or
+    a float there is almost always an argument in the wrong position (``torch.nn.RNN``'s
+    fourth is ``nonlinearity``, ``torch.nn.LSTM``'s is ``bias``), which truthiness would
+    read as ``True``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r} (an "
+                    f"argument in the wrong position?)")
+
+
 def check_fixed_float(name: str, value) -> float:
     """``value`` as a Python float, for a fixed (not differentiated) hyperparameter: a real
     number (numpy scalars included; ``bool`` not) or a 0-dim real tensor that does not

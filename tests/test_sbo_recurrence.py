@@ -61,6 +61,12 @@ def test_nesterov_default_lookahead_is_h0():
     h0 includes that path."""
     u, W, h0, _, mu = _inputs(4, 2, 3, state=True)
     a, _ = sbo_recurrence(u, W, h0, method="nesterov", eta=0.2, mu=mu)
+    # the first step by hand: y = h0 - eta g(h0), h1 = y + mu (y - h0)
+    h, Wd, u0 = h0.detach(), W.detach(), u.detach()[0]
+    z = h @ Wd.T + u0
+    r = h - torch.relu(z)
+    y = h - 0.2 * (r - (r * (z > 0)) @ Wd)
+    torch.testing.assert_close(a[0].detach(), y + mu.detach() * (y - h), rtol=1e-12, atol=1e-12)
     b, _ = sbo_recurrence(u, W, h0, h0, method="nesterov", eta=0.2, mu=mu)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert torch.autograd.gradcheck(

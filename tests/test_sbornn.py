@@ -20,7 +20,7 @@ def _loop(x, layers, eta, steps, method, state=None):
     for k, (W_ih, W_hh, b, mu) in enumerate(layers):
         B, n = x.shape[1], W_hh.shape[0]
         h = torch.zeros(B, n, dtype=x.dtype) if state is None else state[0][k]
-        m = (state[1][k] if state is not None else
+        m = (state[1][k] if state is not None and state[1] is not None else
              torch.zeros(B, n, dtype=x.dtype) if method == "heavy_ball" else h)
         outs = []
         for t in range(x.shape[0]):
@@ -45,26 +45,46 @@ def _loop(x, layers, eta, steps, method, state=None):
 
 
 def _layers(model):
+    """Each layer's ``(W_ih, W_hh, b_ih + b_hh, mu)``, still attached to the parameters so
+    that the loop's gradients can be compared with the module's."""
     out = []
     for k in range(model.num_layers):
-        w_ih, w_hh, b_ih, b_hh = (p.detach() for p in model.layer_parameters(k))
-        mu = getattr(model, f"mu_l{k}", torch.tensor(0.0)).detach()
+        w_ih, w_hh, b_ih, b_hh = model.layer_parameters(k)
+        mu = getattr(model, f"mu_l{k}", torch.tensor(0.0, dtype=w_hh.dtype))
         out.append((w_ih, w_hh, b_ih + b_hh, mu))
     return out
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("steps", [1, 2])
-def test_matches_per_step_loop(method, steps):
+@pytest.mark.parametrize("given_state", [False, True])
+def test_matches_per_step_loop(method, steps, given_state):
+    """Outputs, final states and the gradients of every parameter and of the given state
+    equal autograd through the loop written from METHODS.md (float64)."""
     model = SBORNN(3, 5, num_layers=2, method=method, eta=0.3, steps=steps).double()
     x = torch.randn(8, 2, 3, dtype=torch.float64)
-    want, finals = _loop(x, _layers(model), 0.3, steps, method)
-    out, state = model(x)
+    state = None
+    if given_state:
+        state = [torch.randn(2, 2, 5, dtype=torch.float64, requires_grad=True)]
+        if method != "gd":
+            state.append(torch.randn(2, 2, 5, dtype=torch.float64, requires_grad=True))
+    loop_state = None if state is None else (state[0], state[1] if method != "gd" else None)
+    want, finals = _loop(x, _layers(model), 0.3, steps, method, loop_state)
+    out, got = model(x, None if state is None else state[0] if method == "gd" else tuple(state))
     torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10)
-    h_n = state if method == "gd" else state[0]
-    torch.testing.assert_close(h_n, torch.stack([h for h, _ in finals]), rtol=1e-10, atol=1e-10)
+    got = (got,) if method == "gd" else got
+    want_state = [torch.stack([h for h, _ in finals])]
     if method != "gd":
-        torch.testing.assert_close(state[1], torch.stack([m for _, m in finals]), rtol=1e-10, atol=1e-10)
+        want_state.append(torch.stack([m for _, m in finals]))
+    for a, b in zip(got, want_state, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    weights = [torch.randn_like(t) for t in (out, *got)]
+    inputs = list(model.parameters()) + (state or [])
+    loss = lambda ys: sum((w * y).sum() for w, y in zip(weights, ys, strict=True))  # noqa: E731
+    g_got = torch.autograd.grad(loss((out, *got)), inputs)
+    g_want = torch.autograd.grad(loss((want, *want_state)), inputs)
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("method", ["heavy_ball", "nesterov"])
@@ -103,7 +123,9 @@ def test_official_initialization():
     model = SBORNN(7, 64)
     W = model.recurrent_matrix().detach()
     assert torch.linalg.matrix_rank(W - torch.eye(64)).item() == 50
-    assert model.weight_ih_l0.abs().max() <= 64 ** -0.5
+    for p in (model.weight_ih_l0, model.bias_ih_l0, model.bias_hh_l0):
+        # uniform in ±1/8: the largest of 64 or more draws lies near the bound
+        assert 0.8 * 64 ** -0.5 <= p.abs().max() <= 64 ** -0.5
     small = SBORNN(3, 8).recurrent_matrix().detach()
     assert torch.linalg.matrix_rank(small - torch.eye(8)).item() == 8
 
@@ -236,11 +258,32 @@ def test_fullgraph_compile_equals_eager(method):
         (lambda: SBORNN(3, 4)(torch.zeros(5, 2, 3, dtype=torch.float64)), TypeError, "float64"),
         (lambda: SBORNN(3, 4, check_finite=True)(torch.full((5, 2, 3), float("nan"))),
          ValueError, "input"),
+        (lambda: SBORNN(3, 4, method="heavy_ball", mu="0.5"), TypeError, "mu must be a float"),
+        # torch.nn.RNN's positional order: a bias in nonlinearity's place is refused
+        (lambda: SBORNN(3, 4, 1, False), ValueError, "nonlinearity must be 'relu'"),
+        (lambda: SBORNN(3, 4, 1, "tanh"), ValueError, "nonlinearity must be 'relu'"),
+        (lambda: SBORNN(3, 4, 1, "relu", "yes"), TypeError, "bias must be a bool"),
+        (lambda: SBORNN(3, 4, batch_first="True"), TypeError, "batch_first must be a bool"),
+        (lambda: SBORNN(3, 4, bidirectional=2), TypeError, "bidirectional must be a bool"),
     ],
 )
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_positional_arguments_mean_what_they_mean_in_torch_nn_rnn():
+    """``SBORNN(in, n, layers, "relu", bias, batch_first, dropout, bidirectional)`` reads
+    each argument as ``torch.nn.RNN`` does, and loads its state dict."""
+    args = (3, 4, 2, "relu", False, True, 0.0, True)
+    model, rnn = SBORNN(*args), torch.nn.RNN(*args)
+    for name in ("num_layers", "nonlinearity", "bias", "batch_first", "dropout",
+                 "bidirectional"):
+        assert getattr(model, name) == getattr(rnn, name), name
+    model.load_state_dict(rnn.state_dict())
+    out, h_n = model(torch.randn(2, 5, 3))
+    assert out.shape == (2, 5, 8) and h_n.shape == (4, 2, 4)
+    assert SBORNN(3, 4, bias=0).bias is False and SBORNN(3, 4, batch_first=1).batch_first is True
 
 
 @pytest.mark.parametrize("options", [

@@ -189,6 +189,7 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         _checks.check_positive_int("input_size", input_size)
         _checks.check_positive_int("hidden_size", hidden_size)
         check_backend_name(backend)
+        bias = _checks.check_flag("bias", bias)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.backend, self.check_finite = backend, check_finite
         self.state_size = 2 * hidden_size if self.is_complex else hidden_size
@@ -547,8 +548,9 @@ class StackedModule(TorchConstructorOptions, nn.Module):
                            bidirectional: bool) -> None:
         _checks.check_positive_int("num_layers", num_layers)
         check_dropout(dropout, num_layers)
-        self.num_layers, self.batch_first, self.dropout = num_layers, batch_first, float(dropout)
-        self.bidirectional = bool(bidirectional)
+        self.batch_first = _checks.check_flag("batch_first", batch_first)
+        self.num_layers, self.dropout = num_layers, float(dropout)
+        self.bidirectional = _checks.check_flag("bidirectional", bidirectional)
         self.num_directions = 2 if self.bidirectional else 1
 
     def flatten_parameters(self) -> None:

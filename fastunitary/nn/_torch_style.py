@@ -38,6 +38,7 @@ class TorchStyleStack(StackedModule):
         self._set_stack_options(num_layers, batch_first, dropout, bidirectional)
         check_proj_size(proj_size, hidden_size)
         check_backend_name(backend)
+        bias = _checks.check_flag("bias", bias)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.proj_size = int(proj_size)
         self.backend, self.check_finite = backend, check_finite

@@ -3,8 +3,8 @@ optimizer iterations on the lower-level objective ``f_t(h) = 1/2 ||h - relu(W h 
 
 Choices, from the official code (github.com/Zhang-VISLab, ``ODE_Vanilla``/``F_cell``):
 
-- the three optimizers of the paper, ``"gd"``, ``"heavy_ball"`` (``"HB"``) and
-  ``"nesterov"`` (``"NAG"``), with the optimizer state carried across time steps;
+- the three optimizers of the paper, ``"gd"``, ``"heavy_ball"`` (the official code's
+  ``HB``) and ``"nesterov"`` (its ``NAG``), with the optimizer state carried across time steps;
 - a dense recurrent matrix, initialized as ``I + P Q`` with ``P`` ``(n, r)``, ``Q``
   ``(r, n)`` uniform in ``±1/sqrt(n)`` and ``r = min(50, n)`` (the official low-rank
   initialization). The official code never registers ``P`` and ``Q`` as parameters, so
@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .._backend import BackendUnavailableError
+from .._checks import check_fixed_float
 from ..functional.sbo_recurrence import NO_KERNEL, check_options, sbo_recurrence
 from ._base import layer_count_name
 from ._sequence import accepts_empty_batch
@@ -44,14 +45,23 @@ class SBORNN(TorchStyleStack):
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
-            ``torch.nn.RNN``. Parameters are named and shaped as ``torch.nn.RNN``'s
-            (``weight_ih_l{k}`` ``(n, in)``, ``weight_hh_l{k}`` ``(n, n)``, ``bias_ih_l{k}``,
-            ``bias_hh_l{k}``; ``..._reverse`` for the backward direction), plus ``mu_l{k}``
-            (and ``mu_l{k}_reverse``, 0-dim) for the momentum methods.
+            ``torch.nn.RNN``, in its positional order.
+        nonlinearity: ``"relu"``, the only one: the activation of the lower-level
+            objective (kept in ``torch.nn.RNN``'s fourth position so that positional
+            arguments mean the same; its default ``"tanh"`` is refused).
+
+    Parameters are named and shaped as ``torch.nn.RNN``'s (``weight_ih_l{k}`` ``(n, in)``,
+    ``weight_hh_l{k}`` ``(n, n)``, ``bias_ih_l{k}``, ``bias_hh_l{k}``; ``..._reverse`` for
+    the backward direction), plus ``mu_l{k}`` (and ``mu_l{k}_reverse``, 0-dim) for the
+    momentum methods.
+
+    Args (keyword only):
         method: ``"gd"``, ``"heavy_ball"`` or ``"nesterov"``.
-        eta: the inner step size (> 0; default 0.05). The official code uses 1e-3 on pixel
-            MNIST (T = 784). On sequential digits (T = 64) heavy ball at 0.05 and Nesterov
-            at 0.02 learn well; plain ``"gd"`` learned slowly at every eta tried (README).
+        eta: the inner step size (> 0; default 0.05). Too large a step makes the
+            iterates diverge (inf or NaN in the output; ``check_finite`` does not look at
+            the output), and where that starts depends on ``W``. The official code uses
+            1e-3 on pixel MNIST (T = 784). On sequential digits (T = 64) heavy ball at
+            0.05 and Nesterov at 0.02 learn well; plain ``"gd"`` learned slowly at every eta tried (README).
         mu: initial momentum coefficient of the momentum methods, in [0, 1) (default
             0.5; where heavy ball and Nesterov are convergent momentum; learned, it may
             leave that range). ``"gd"`` has none: giving it raises ``TypeError``.
@@ -72,21 +82,26 @@ class SBORNN(TorchStyleStack):
     gates = 1
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, *, method: str = "gd", eta: float = 0.05,
-                 mu: float | None = None, learn_mu: bool = True, steps: int = 1,
-                 backend: str = "auto", check_finite: bool = False):
+                 nonlinearity: str = "relu", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, *, method: str = "gd",
+                 eta: float = 0.05, mu: float | None = None, learn_mu: bool = True,
+                 steps: int = 1, backend: str = "auto", check_finite: bool = False):
+        if nonlinearity != "relu":
+            raise ValueError(f"nonlinearity must be 'relu' (the lower-level objective's "
+                             f"activation), got {nonlinearity!r}; it is the fourth positional "
+                             f"argument, as in torch.nn.RNN")
         eta = check_options(method, eta, steps)
         if method == "gd" and mu is not None:  # would be dropped silently
             raise TypeError(f"mu={mu!r} is the momentum methods' coefficient; method='gd' "
                             f"has none")
-        mu = 0.5 if mu is None else mu
+        mu = 0.5 if mu is None else check_fixed_float("mu", mu)
         if method != "gd" and not 0.0 <= mu < 1.0:
             raise ValueError(f"mu must be in [0, 1) for method={method!r}, got {mu}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, backend=backend, check_finite=check_finite)
         if backend == "triton":
             raise BackendUnavailableError(NO_KERNEL)
+        self.nonlinearity = nonlinearity
         self.method, self.eta, self.steps, self.learn_mu = method, eta, steps, learn_mu
         self.mu_init = float(mu)
         if method != "gd":

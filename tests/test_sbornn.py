@@ -232,7 +232,27 @@ def test_fullgraph_compile_equals_eager(method):
     x = torch.randn(6, 2, 3)
     f = lambda x: model(x)[0].square().sum()  # noqa: E731
     assert torch._dynamo.explain(f)(x).graph_break_count == 0
-    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x), f(x), rtol=1e-5, atol=1e-5)
+    params = list(model.parameters())
+    got = torch.compile(f, fullgraph=True)(x)
+    g_got = torch.autograd.grad(got, params)
+    want = f(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_got, torch.autograd.grad(want, params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_autocast_keeps_the_recurrence_in_float32():
+    """Under bfloat16 autocast the input projection runs in bfloat16 and the op in float32:
+    states and gradients are float32, within bfloat16's rounding of the input term."""
+    model = SBORNN(3, 16, num_layers=2, method="heavy_ball")
+    x = torch.randn(20, 4, 3)
+    want, _ = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h_n, m_n) = model(x)
+    assert out.dtype == h_n.dtype == m_n.dtype == torch.float32
+    assert ((out - want).norm() / want.norm()).item() < 1e-2
+    out.square().sum().backward()
+    assert all(p.grad.dtype == torch.float32 and p.grad.isfinite().all() for p in model.parameters())
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,8 @@ class LeakyRNN(nn.Module):
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
                         ("output_size", output_size)):
             _checks.check_positive_int(name, v)
+        tau, g = _checks.check_fixed_float("tau", tau), _checks.check_fixed_float("g", g)
+        readout_gain = _checks.check_fixed_float("readout_gain", readout_gain)
         if not 1 <= tau < math.inf:
             raise ValueError(f"tau must be >= 1 and finite (time steps), got {tau}")
         if not 0 <= readout_gain < math.inf:
@@ -162,8 +164,10 @@ def _check_inputs(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor | None,
 
 class RFLOState(NamedTuple):
     """Where :meth:`RFLO.run` stopped, to continue a sequence in the next call: the state
-    ``h`` ``(B, n)`` and the eligibility traces ``p`` ``(B, n, n)`` and ``q`` ``(B, n, m)``.
-    The traces advance only in calls that update ``W`` (``learn`` and ``lr > 0``)."""
+    ``h`` ``(B, n)`` and the eligibility traces ``p`` ``(B, n, n)`` and ``q`` ``(B, n, m)``
+    (``q`` stays zero without ``train_input``). A run that returns its state advances the
+    traces whether or not it learns, so an evaluation chunk in the middle of a stream
+    leaves them as the stream has them."""
 
     h: torch.Tensor
     p: torch.Tensor
@@ -174,34 +178,70 @@ class RFLO:
     """Online RFLO training of a :class:`LeakyRNN` (see the module docstring).
 
     Args:
-        rnn: the network; its parameters are updated in place (no autograd).
+        rnn: the network, float32 or float64; its parameters are updated in place (no
+            autograd). A float16 or bfloat16 network is refused: RFLO's per-step updates
+            are far below those formats' resolution and would mostly round away.
         lr: step size for ``W`` and ``W_in``; ``0`` leaves them fixed, so only the readout
             learns (the delta rule on a fixed network, a reservoir: the baseline that tells
             what RFLO's recurrent updates add).  lr_out: for ``W_out`` (default ``lr``).
+            Both may be reassigned between runs (a schedule), and are checked again.
         train_input: update ``W_in`` too.
         generator: draws the fixed feedback matrix ``B`` ``(n, n_out)``.
+        feedback: ``B`` itself instead (e.g. ``trainer.feedback`` saved with the network,
+            to resume training: the readout has aligned with that ``B``, and a new draw
+            would undo the alignment).
         check_finite: refuse NaN/inf in ``x``, ``target`` and the start state (on by
             default: nothing stands between the data and the weights, which a single NaN
-            would turn to NaN in place, for good). One reduction per 1024 steps of each
-            tensor; turn it off to save the host synchronizations it costs on a GPU.
+            would turn to NaN in place, for good), and raise after a run whose updates
+            diverged to NaN/inf. One reduction per 1024 steps of each tensor and one per
+            weight per run; turn it off to save the host synchronizations it costs on a GPU.
+
+    Attributes: ``feedback`` ``(n, n_out)``, as drawn or given (each run uses a copy at the
+    network's device and dtype).
     """
 
     def __init__(self, rnn: LeakyRNN, lr: float = 1e-3, lr_out: float | None = None, *,
                  train_input: bool = True, generator: torch.Generator | None = None,
-                 check_finite: bool = True):
+                 feedback: torch.Tensor | None = None, check_finite: bool = True):
         rnn = getattr(rnn, "_orig_mod", rnn)  # torch.compile(rnn): its parameters are rnn's
         if not isinstance(rnn, LeakyRNN):
             raise TypeError(f"rnn must be a fastunitary.rflo.LeakyRNN, got {type(rnn).__name__}")
-        if not 0 <= lr < math.inf:
-            raise ValueError(f"lr must be >= 0 and finite, got {lr}")
-        self.rnn, self.lr = rnn, float(lr)
-        self.lr_out = self.lr if lr_out is None else float(lr_out)
-        if not 0 <= self.lr_out < math.inf or self.lr == self.lr_out == 0:
-            raise ValueError(
-                f"lr_out must be >= 0 and finite, and lr, lr_out not both 0, got {lr}, {lr_out}")
-        self.train_input, self.check_finite = train_input, check_finite
+        _check_precision(rnn)
+        self.rnn, self.lr = rnn, lr
+        self.lr_out = self.lr if lr_out is None else lr_out
+        if self.lr == self.lr_out == 0:
+            raise ValueError("lr and lr_out must not be both 0: nothing would learn")
+        self.train_input = _checks.check_flag("train_input", train_input)
+        self.check_finite = _checks.check_flag("check_finite", check_finite)
         n, n_out = rnn.weight.shape[0], rnn.weight_out.shape[0]
-        self.feedback = torch.randn(n, n_out, generator=generator)
+        if feedback is None:
+            feedback = torch.randn(n, n_out, generator=generator)
+        else:
+            if generator is not None:
+                raise ValueError("give feedback or a generator to draw it, not both")
+            _checks.check_tensor("feedback", feedback, allow_complex=False)
+            _checks.check_shape("feedback", feedback, (n, n_out), what="(hidden_size, output_size)")
+            _checks.check_finite("feedback", feedback)
+            feedback = feedback.detach().clone()
+        self.feedback = feedback
+
+    @property
+    def lr(self) -> float:
+        """Step size of ``W`` and ``W_in`` (>= 0, finite)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = _step_size("lr", value)
+
+    @property
+    def lr_out(self) -> float:
+        """Step size of ``W_out`` (>= 0, finite)."""
+        return self._lr_out
+
+    @lr_out.setter
+    def lr_out(self, value) -> None:
+        self._lr_out = _step_size("lr_out", value)
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, target: torch.Tensor, h0: torch.Tensor | None = None,
@@ -215,12 +255,14 @@ class RFLO:
             state: an :class:`RFLOState` returned by the previous call, to continue its
                 sequences (instead of ``h0``): a long stream fed in chunks this way gives the
                 same updates and losses as one call, in memory independent of its length.
-            return_state: also return the :class:`RFLOState` at the end.
+            return_state: also return the :class:`RFLOState` at the end (its traces
+                advanced, even with ``learn=False``).
         Returns:
             ``(T,)``: the squared error ``mean_b ||eps_t||^2 / 2`` at each step, before that
             step's update; with ``return_state``, ``(losses, state)``.
         """
         rnn = self.rnn
+        _check_precision(rnn)
         if state is not None and h0 is not None:
             raise ValueError("give h0 (a new sequence) or state (continuing one), not both")
         if state is not None and not isinstance(state, RFLOState):
@@ -250,8 +292,8 @@ class RFLO:
         phi, dphi = ACTIVATIONS[rnn.activation]
         a = rnn.alpha
         W, W_in, W_out = rnn.weight, rnn.weight_in, rnn.weight_out
-        # B follows the network wherever it was moved since
-        self.feedback = self.feedback.to(W.device, W.dtype)
+        # B follows the network wherever it was moved since; the kept one is not rounded
+        feedback = self.feedback.to(W.device, W.dtype)
         if state is None:
             h = x.new_zeros(B, n) if h0 is None else h0.clone()
             p = x.new_zeros(B, n, n)  # eligibility traces: O(B n^2), independent of T
@@ -259,28 +301,55 @@ class RFLO:
         else:  # copies: the caller's state stays as it was
             h, p, q = (t.clone() for t in state)
         losses = x.new_empty(T)
-        recurrent = learn and self.lr > 0  # lr = 0: the traces would never be used
+        recurrent = learn and self.lr > 0  # lr = 0: W and W_in do not move
+        # the traces are needed by W's updates or by the caller continuing from this state
+        traced = recurrent or return_state
         # the updates are written by hand at the weights' precision; an enclosing autocast
         # region would run their matmuls in bfloat16
         with torch.autocast(device_type=x.device.type, enabled=False):
             for t in range(T):
                 y = phi(h @ W.T + x[t] @ W_in.T)
-                if recurrent:
-                    d = dphi(y) * a  # (B, n)
-                    p.mul_(1 - a).add_(d.unsqueeze(2) * h.unsqueeze(1))
+                if traced:
+                    d = (dphi(y) * a).unsqueeze(2)  # (B, n, 1)
+                    p.baddbmm_(d, h.unsqueeze(1), beta=1 - a)  # (1 - a) p + d h^T
                     if self.train_input:
-                        q.mul_(1 - a).add_(d.unsqueeze(2) * x[t].unsqueeze(1))
+                        q.baddbmm_(d, x[t].unsqueeze(1), beta=1 - a)
                 h = (1 - a) * h + a * y
                 eps = target[t] - h @ W_out.T  # (B, n_out)
                 losses[t] = 0.5 * (eps * eps).sum(-1).mean()
                 if recurrent:
-                    err = eps @ self.feedback.T  # (B, n): the random projection of the error
+                    err = eps @ feedback.T  # (B, n): the random projection of the error
                     W.add_(torch.einsum("bi,bij->ij", err, p), alpha=self.lr / B)
                     if self.train_input:
                         W_in.add_(torch.einsum("bi,bik->ik", err, q), alpha=self.lr / B)
                 if learn:
                     W_out.add_(eps.T @ h, alpha=self.lr_out / B)
+        if learn and self.check_finite:
+            for name, weight in (("weight", W), ("weight_in", W_in), ("weight_out", W_out)):
+                if not torch.isfinite(weight).all():
+                    raise FloatingPointError(
+                        f"RFLO diverged: the network's {name} holds NaN or inf after this run "
+                        f"(its inputs were finite); lower lr / lr_out")
         return (losses, RFLOState(h, p, q)) if return_state else losses
+
+
+def _step_size(name: str, value) -> float:
+    value = _checks.check_fixed_float(name, value)
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be >= 0 and finite, got {value}")
+    return value
+
+
+def _check_precision(rnn: LeakyRNN) -> None:
+    """Refuse a half-precision network: RFLO writes its updates into the weights at their
+    own precision, and a step of ``lr * (B eps)_i p_ij`` (~1e-5) is below float16's and
+    bfloat16's resolution near weights of size ~0.3, so most of them would round away
+    (measured: 21% and 2% of ``W``'s entries changed in a trial, against all in float32)."""
+    if rnn.weight.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"RFLO updates the network's weights in place at their precision, "
+                        f"and its per-step updates are below {rnn.weight.dtype}'s resolution: "
+                        f"train a float32 or float64 network (rnn.float()); a half-precision "
+                        f"copy can be made for inference afterwards")
 
 
 def bptt_loss(rnn: LeakyRNN, x: torch.Tensor, target: torch.Tensor,

@@ -43,7 +43,7 @@ def check_flag(name: str, value) -> bool:
     read as ``True``."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in (0, 1):
+    if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r} (an "
                     f"argument in the wrong position?)")

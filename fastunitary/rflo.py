@@ -174,6 +174,23 @@ class RFLOState(NamedTuple):
     q: torch.Tensor
 
 
+class _StepSize:
+    """An attribute holding a step size, checked on every assignment (a float >= 0 and
+    finite), so that a schedule that reassigns it between runs is checked too."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj, value) -> None:
+        value = _checks.check_fixed_float(self.name, value)
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{self.name} must be >= 0 and finite, got {value}")
+        obj.__dict__[self.name] = value
+
+
 class RFLO:
     """Online RFLO training of a :class:`LeakyRNN` (see the module docstring).
 
@@ -225,23 +242,8 @@ class RFLO:
             feedback = feedback.detach().clone()
         self.feedback = feedback
 
-    @property
-    def lr(self) -> float:
-        """Step size of ``W`` and ``W_in`` (>= 0, finite)."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, value) -> None:
-        self._lr = _step_size("lr", value)
-
-    @property
-    def lr_out(self) -> float:
-        """Step size of ``W_out`` (>= 0, finite)."""
-        return self._lr_out
-
-    @lr_out.setter
-    def lr_out(self, value) -> None:
-        self._lr_out = _step_size("lr_out", value)
+    lr = _StepSize()  # W and W_in
+    lr_out = _StepSize()  # W_out
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, target: torch.Tensor, h0: torch.Tensor | None = None,
@@ -333,18 +335,11 @@ class RFLO:
         return (losses, RFLOState(h, p, q)) if return_state else losses
 
 
-def _step_size(name: str, value) -> float:
-    value = _checks.check_fixed_float(name, value)
-    if not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be >= 0 and finite, got {value}")
-    return value
-
-
 def _check_precision(rnn: LeakyRNN) -> None:
     """Refuse a half-precision network: RFLO writes its updates into the weights at their
-    own precision, and a step of ``lr * (B eps)_i p_ij`` (~1e-5) is below float16's and
-    bfloat16's resolution near weights of size ~0.3, so most of them would round away
-    (measured: 21% and 2% of ``W``'s entries changed in a trial, against all in float32)."""
+    own precision, and a step of ``lr * (B eps)_i p_ij`` is below float16's and bfloat16's
+    resolution near the weights' size, so most of them would round away
+    (``tests/test_rflo.py::test_half_precision_would_round_the_updates_away``)."""
     if rnn.weight.dtype in (torch.float16, torch.bfloat16):
         raise TypeError(f"RFLO updates the network's weights in place at their precision, "
                         f"and its per-step updates are below {rnn.weight.dtype}'s resolution: "

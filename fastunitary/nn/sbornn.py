@@ -4,7 +4,8 @@ optimizer iterations on the lower-level objective ``f_t(h) = 1/2 ||h - relu(W h 
 Choices, from the official code (github.com/Zhang-VISLab, ``ODE_Vanilla``/``F_cell``):
 
 - the three optimizers of the paper, ``"gd"``, ``"heavy_ball"`` (the official code's
-  ``HB``) and ``"nesterov"`` (its ``NAG``), with the optimizer state carried across time steps;
+  ``HB``) and ``"nesterov"`` (its ``NAG``), with the optimizer state carried across time
+  steps;
 - a dense recurrent matrix, initialized as ``I + P Q`` with ``P`` ``(n, r)``, ``Q``
   ``(r, n)`` uniform in ``±1/sqrt(n)`` and ``r = min(50, n)`` (the official low-rank
   initialization). The official code never registers ``P`` and ``Q`` as parameters, so
@@ -61,7 +62,8 @@ class SBORNN(TorchStyleStack):
             iterates diverge (inf or NaN in the output; ``check_finite`` does not look at
             the output), and where that starts depends on ``W``. The official code uses
             1e-3 on pixel MNIST (T = 784). On sequential digits (T = 64) heavy ball at
-            0.05 and Nesterov at 0.02 learn well; plain ``"gd"`` learned slowly at every eta tried (README).
+            0.05 and Nesterov at 0.02 learn well; plain ``"gd"`` learned slowly at every
+            eta tried (README).
         mu: initial momentum coefficient of the momentum methods, in [0, 1) (default
             0.5; where heavy ball and Nesterov are convergent momentum; learned, it may
             leave that range). ``"gd"`` has none: giving it raises ``TypeError``.

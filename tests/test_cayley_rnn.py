@@ -662,6 +662,33 @@ def test_a_subclass_may_take_a_torch_only_option_itself():
         Plain(3, 4, proj_size=2)
 
 
+@pytest.mark.filterwarnings("ignore")  # torch.jit.trace is deprecated; its shape warnings
+@pytest.mark.parametrize("name", STACKED)
+def test_jit_trace_records_the_weights_from_the_parameters(name):
+    """``torch.jit.trace`` (deprecated by PyTorch, still in deployment code), run as it
+    usually is, in evaluation under ``no_grad`` after the model has been called: the eval
+    weight cache must not hand the tracer W as a tensor, which the trace would keep as a
+    constant (ScuRNN's traced output was 1.2 off once the parameters changed). The traced
+    program follows its parameters, runs other lengths and batches, and survives
+    ``torch.jit.save``/``load``."""
+    model = _make(name, num_layers=2).eval()
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        model(x)  # an eval call fills the cache, as in a deployment script
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+        for p in model.parameters():  # the traced module shares them
+            p.add_(0.1 * torch.randn_like(p))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+        for t, b in [(5, 2), (9, 3), (1, 1)]:
+            x = torch.randn(t, b, 3)
+            want = _run(copy.deepcopy(model), x)  # a fresh copy has no cache
+            torch.testing.assert_close(_run(traced, x), want, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(_run(loaded, x), want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", STACKED)
 def test_torch_export_with_dynamic_batch_and_length(name):

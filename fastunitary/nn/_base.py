@@ -276,6 +276,9 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         sources = self._weight_sources()
         if (
             torch.compiler.is_compiling()
+            # torch.jit.trace would record a cached W as a constant: the traced program
+            # would ignore the parameters it carries (and any loaded into it later)
+            or torch.jit.is_tracing()
             or self.training
             or (torch.is_grad_enabled() and any(p.requires_grad for p in sources))
             # an inference tensor cached here could not be saved for a later backward

@@ -662,6 +662,27 @@ def test_a_subclass_may_take_a_torch_only_option_itself():
         Plain(3, 4, proj_size=2)
 
 
+@pytest.mark.parametrize("use_reentrant", [False, True])
+@pytest.mark.parametrize("name", STACKED)
+def test_activation_checkpointing(name, use_reentrant):
+    """``torch.utils.checkpoint`` (PyTorch recommends ``use_reentrant=False``): gradients
+    equal a plain backward's. The non-reentrant form lets each saved tensor be unpacked
+    once; the ops' backward read them twice and raised until the unpacked tensors were
+    shared (``_dispatch._UnpackedContext``)."""
+    from torch.utils.checkpoint import checkpoint
+
+    model = _make(name, num_layers=2)
+    x = torch.randn(6, 2, 3, requires_grad=True)
+    _run(model, x).square().sum().backward()
+    want = [x.grad.clone()] + [p.grad.clone() for p in model.parameters()]
+    x.grad = None
+    model.zero_grad()
+    checkpoint(lambda t: _run(model, t), x, use_reentrant=use_reentrant).square().sum().backward()
+    got = [x.grad] + [p.grad for p in model.parameters()]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.filterwarnings("ignore")  # torch.jit.trace is deprecated; its shape warnings
 @pytest.mark.parametrize("name", STACKED)
 def test_jit_trace_records_the_weights_from_the_parameters(name):

@@ -34,6 +34,21 @@ def autocast_off(t: torch.Tensor):
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
+class _UnpackedContext:
+    """An op's autograd ``ctx`` with its saved tensors unpacked once, for the checks of
+    the mode a backward runs in and the op's own backward both to read. A saved-tensor
+    hook may allow a single unpack: ``torch.utils.checkpoint(use_reentrant=False)``
+    recomputes the forward on the first and raises on a second. Other attributes are
+    the context's own."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.saved_tensors = ctx.saved_tensors
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
 class _FirstOrderOnly(torch.autograd.Function):
     """Passes tensors through (as views) as one node whose backward raises. Tied to an op's
     gradients computed by its backward ops at a live functorch level, it makes that level
@@ -212,6 +227,7 @@ def differentiable(op, backward, setup_context, forward_mode):
     """
 
     def backward_in_any_mode(ctx, *grads):
+        ctx = _UnpackedContext(ctx)
         # a cotangent carrying a forward-mode tangent (a dual tensor passed to
         # autograd.grad): the backward ops have no forward derivative, the create_graph
         # path (plain tensor ops) has
@@ -242,6 +258,7 @@ def differentiable(op, backward, setup_context, forward_mode):
             # this one, or eager autograd beneath, can differentiate the result, and forward
             # mode can carry a tangent of it (jvp of the function vjp returned): then the
             # op's create_graph path (differentiable recomputation), else its backward ops
+            ctx = _UnpackedContext(ctx)
             level, marker = ctx.fastunitary_level
             read = (*ctx.saved_tensors, *grads)
             if _forward_mode_active(read) or _differentiated_again(level, marker, read):

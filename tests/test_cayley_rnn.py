@@ -179,27 +179,100 @@ def test_weight_computed_once_and_cached_in_eval(cls, cell_cls, monkeypatch):
 
 
 @pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
-def test_clear_weight_cache_after_changes_through_data(cls, cell_cls):
-    """``.data`` in-place ops bypass the version counter the cache keys on:
-    clear_weight_cache() (module or cell) drops the stale W; tracked in-place ops and a
-    train/eval switch need no call."""
+def test_weight_cache_sees_every_change_to_the_values(cls, cell_cls):
+    """The cached W is reused only while its sources hold the same values, however they
+    were changed: through ``.data`` (no version counter moves), ``Tensor.set_``, a NumPy
+    view, a tracked in-place op, or while in training mode. ``clear_weight_cache`` only
+    frees the entry."""
     x = torch.randn(6, 2, 3)
     rnn = cls(3, 4, 2).eval()
     cell = cell_cls(3, 4).eval()
+
+    def check():
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn).train()(x)[0], rtol=0, atol=0)
+        torch.testing.assert_close(cell(x[0]), copy.deepcopy(cell).train()(x[0]), rtol=0, atol=0)
+
+    with torch.no_grad():
+        check()  # both cache W
+        for change in (lambda p: p.data.mul_(3).add_(0.5),
+                       lambda p: p.set_(p.detach() * 0.5),
+                       lambda p: p.detach().numpy().__imul__(-1.0),
+                       lambda p: p.mul_(2)):
+            for p in (rnn.layers[1].skew_re, rnn.layers[0].skew_re, cell.skew_re):
+                change(p)
+            check()
+        rnn.train()
+        rnn.layers[0].skew_re.data.add_(0.5)
+        rnn.eval()
+        check()
+    rnn.clear_weight_cache()
+    assert all(c._weight_cache is None for c in rnn.layers)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_cache_and_an_ema_swap(cls, cell_cls):
+    """``torch_ema``'s ``average_parameters()`` validates with the averages by
+    ``param.data.copy_``, which moves no version counter: the cache once kept the raw
+    weights' W there (ScuRNN 0.48 off). Also a vector reused by ``vector_to_parameters``
+    (same address, same version: 20 off). Both as those libraries do it, by hand."""
+    rnn = cls(3, 4, 2).eval()
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        raw_out = rnn(x)[0]  # validation with the raw weights caches their W
+        averages = [p.detach() * 0.5 + 0.1 for p in rnn.parameters()]
+        stored = [p.detach().clone() for p in rnn.parameters()]
+        for p, a in zip(rnn.parameters(), averages):  # ema.store(); ema.copy_to()
+            p.data.copy_(a)
+        ema_out = rnn(x)[0]
+        torch.testing.assert_close(ema_out, copy.deepcopy(rnn).train()(x)[0], rtol=0, atol=0)
+        for p, s in zip(rnn.parameters(), stored):  # ema.restore()
+            p.data.copy_(s)
+        torch.testing.assert_close(rnn(x)[0], raw_out, rtol=0, atol=0)
+        vec = torch.nn.utils.parameters_to_vector(rnn.parameters())
+        for trial in range(3):
+            vec.add_(torch.randn_like(vec))  # one buffer, reused
+            torch.nn.utils.vector_to_parameters(vec, rnn.parameters())
+            torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn).train()(x)[0],
+                                       rtol=0, atol=0, msg=f"trial {trial}")
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_cache_with_parameters_made_in_inference_mode(cls, cell_cls):
+    """A model built (or loaded) under ``inference_mode`` has inference-tensor parameters,
+    which have no version counter; run later under ``no_grad`` it works, as torch.nn.LSTM
+    does, and a NaN source keeps matching its copy (bits, not numbers, are compared)."""
+    with torch.inference_mode():
+        rnn = cls(3, 4).eval()
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        first = rnn(x)[0]
+        torch.testing.assert_close(rnn(x)[0], first, rtol=0, atol=0)
+    nan_rnn = cls(3, 4).eval()
+    with torch.no_grad():
+        nan_rnn.layers[0].skew_re[0] = float("nan")
+        nan_rnn(x)
+        entry = nan_rnn.layers[0]._weight_cache
+        nan_rnn(x)
+        assert nan_rnn.layers[0]._weight_cache is entry  # reused, not rebuilt every call
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_cache_off_on_meta_and_while_a_cuda_graph_is_captured(cls, cell_cls, monkeypatch):
+    """A CUDA graph's replays must rebuild W from the parameters (a cached W would be
+    baked into the graph), and meta tensors have no values to compare."""
+    from fastunitary.nn import _base
+
+    rnn = cls(3, 4).eval()
+    x = torch.randn(5, 2, 3)
+    monkeypatch.setattr(_base, "_capturing_cuda_graph", lambda sources: True)
     with torch.no_grad():
         rnn(x)
-        cell(x[0])  # both cache W
-        for m, p in ((rnn, rnn.layers[1].skew_re), (cell, cell.skew_re)):
-            p.data.mul_(3).add_(0.5)
-            m.clear_weight_cache()
-        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
-        torch.testing.assert_close(cell(x[0]), copy.deepcopy(cell)(x[0]), rtol=0, atol=0)
-        rnn.layers[0].skew_re.mul_(3)  # tracked: invalidates without a call
-        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
-        rnn.train()
-        rnn.layers[0].skew_re.data.add_(0.5)  # untracked, but a mode switch dropped W
-        rnn.eval()
-        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
+    assert rnn.layers[0]._weight_cache is None
+    monkeypatch.undo()
+    meta = cls(3, 4, device="meta").eval()
+    with torch.no_grad():
+        assert meta(torch.randn(5, 2, 3, device="meta"))[0].shape == (5, 2, rnn.state_size)
+    assert meta.layers[0]._weight_cache is None
 
 
 @pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
@@ -662,6 +735,39 @@ def test_a_subclass_may_take_a_torch_only_option_itself():
         Plain(3, 4, proj_size=2)
 
 
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated")
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+@pytest.mark.parametrize("name", ["ScuRNN", "ScoRNN", "ENRNN"])
+def test_hooks_on_a_layers_cell_run(name):
+    """The stacked module calls each cell through ``__call__``: hooks on a cell run, so a
+    hook-based reparametrization (``torch.nn.utils.weight_norm``, pruning) takes effect.
+    It once called ``run_sequence`` directly and the hooks never ran (weight_norm's gain
+    doubled: ScuRNN off by 5.1, silently; pruning kept its first masked weight)."""
+    from torch.nn.utils import prune
+
+    model = _make(name, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(7, 2, 3)
+    seen = []
+    model.layers_reverse[1].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    model.layers[0].register_full_backward_hook(lambda m, gin, gout: seen.append("backward"))
+    cell, pruned = model.layers[0], model.layers[1]
+    torch.nn.utils.weight_norm(cell, "weight_ih")
+    prune.random_unstructured(pruned, "weight_ih", amount=0.5)
+    with torch.no_grad():
+        cell.weight_ih_g.mul_(2.0)
+        pruned.weight_ih_orig.mul_(3.0)  # the pre-hook recomputes weight_ih from it
+    got = _run(model, x)
+    got.sum().backward()
+    # layer 1 reads both directions of layer 0: output_size features
+    assert seen == [torch.Size([7, 2, model.output_size]), "backward"]
+    folded = _make(name, num_layers=2, bidirectional=True).eval()
+    state = {k: v for k, v in model.state_dict().items() if "weight_ih_" not in k}
+    state["layers.0.weight_ih"] = torch._weight_norm(cell.weight_ih_v, cell.weight_ih_g, 0)
+    state["layers.1.weight_ih"] = pruned.weight_ih_orig * pruned.weight_ih_mask
+    folded.load_state_dict(state)
+    torch.testing.assert_close(got, _run(folded, x), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True])
 @pytest.mark.parametrize("name", STACKED)
 def test_activation_checkpointing(name, use_reentrant):
@@ -804,34 +910,12 @@ def test_weight_cache_misses_fresh_tensors_at_a_reused_address(cls, cell_cls):
 
 
 @pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
-def test_weight_cache_keeps_the_storages_it_keyed_alive(cls, cell_cls):
-    """``p.data = t`` (as vector_to_parameters does) keeps the Parameter and frees its old
-    storage: were that address handed to the next ``t`` at the same version, the cache
-    would not see the change. The entry holds the old storage, so it cannot be."""
-    rnn = cls(3, 4).eval()
-    x = torch.randn(5, 2, 3)
-    skew = rnn.layers[0].skew_re
-    with torch.no_grad():
-        rnn(x)
-        old_address = skew.data_ptr()
-        skew.data = torch.randn_like(skew)
-        entry = rnn.layers[0]._weight_cache
-        assert old_address in {t.data_ptr() for t in entry[-1]}
-        for trial in range(6):
-            flat = torch.randn(sum(p.numel() for p in rnn.parameters()))
-            torch.nn.utils.vector_to_parameters(flat, rnn.parameters())
-            fresh = copy.deepcopy(rnn).train()
-            torch.testing.assert_close(rnn(x)[0], fresh(x)[0], rtol=0, atol=0)
-            del flat
-
-
-@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
 def test_weight_cache_off_for_parameters_in_shared_memory(cls, cell_cls):
     """After ``share_memory()`` other processes (Hogwild workers, a trainer beside this
     evaluator) write the parameters, and no version counter here moves: an evaluator kept
     the W of its first call (outputs off by 1.3 after three Adam steps of a worker). Such
-    parameters are never cached. The write here goes through a NumPy view of the shared
-    storage, as another process's would: untracked by this process."""
+    parameters are never cached (the values would change under every check). The write
+    here goes through a NumPy view of the shared storage, as another process's would."""
     rnn = cls(3, 4, 2).eval().share_memory()
     x = torch.randn(6, 2, 3)
     with torch.no_grad():

@@ -265,17 +265,26 @@ def test_cell_refuses_input_of_another_precision():
         ENRNNCell(3, 4, 2)(torch.randn(2, 3, dtype=torch.float64))
 
 
-def test_clear_weight_cache_after_changes_through_data():
+def test_weight_cache_sees_changes_through_data_and_to_the_rule():
+    """Every source's values (``.data`` writes included, and the switch buffer) and the
+    ``normalization`` setting, which building W reads, decide whether the cached W holds."""
     x = torch.randn(6, 2, 3)
     rnn = ENRNN(3, 4, 2, num_layers=2).eval()
+
+    def check():
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn).train()(x)[0], rtol=0, atol=0)
+
     with torch.no_grad():
-        rnn(x)  # caches W
+        check()  # caches W
         rnn.layers[0].M.data.mul_(0.5)
         rnn.layers[1].C.data.add_(1.0)
-        rnn.clear_weight_cache()
-        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
-        rnn.layers[0].skew_re.add_(0.3)  # tracked: invalidates without a call
-        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn)(x)[0], rtol=0, atol=0)
+        check()
+        rnn.layers[0].skew_re.add_(0.3)
+        check()
+        rnn.layers[0].normalization_on.fill_(True)
+        check()
+        rnn.layers[0].normalization = "max1"  # switched on above, so sigma(M) < 1 gives
+        check()                               # another W2 under max1
 
 
 @pytest.mark.parametrize("options", [

@@ -118,7 +118,7 @@ class SequenceLayout:
 
 
 def accepts_empty_batch(batched_dims: int):
-    """Decorate a module's ``forward(self, input, hx=None)`` to accept a batch of zero
+    """Decorate a module's ``forward(self, input, hx=None, **options)`` to accept a batch of zero
     sequences, as ``torch.nn.LSTM`` does: outputs with zero rows, connected to the graph.
 
     An empty batch happens in production (the last shard of a data loader split over
@@ -136,16 +136,16 @@ def accepts_empty_batch(batched_dims: int):
 
     def decorate(forward):
         @functools.wraps(forward)
-        def wrapper(self, input, hx=None):
+        def wrapper(self, input, hx=None, **options):
             if not isinstance(input, torch.Tensor) or input.dim() != batched_dims:
-                return forward(self, input, hx)
+                return forward(self, input, hx, **options)
             dim = 0 if batched_dims == 2 or self.batch_first else 1
             others = [s for i, s in enumerate(input.shape[:-1]) if i != dim]  # T (a sequence)
             if input.shape[dim] != 0 or input.shape[-1] != self.input_size or 0 in others:
-                return forward(self, input, hx)  # not an empty batch, or a bad one: as given
+                return forward(self, input, hx, **options)  # not an empty batch, or a bad one
             padded_hx = _states_with_zero_row(hx, state_batch_dim)
             try:
-                out = forward(self, _with_zero_row(input, dim), padded_hx)
+                out = forward(self, _with_zero_row(input, dim), padded_hx, **options)
             except ValueError as e:  # its shapes are the padded ones: say what was given
                 given = [tuple(t.shape) for t in _tensors(hx)]
                 raise ValueError(f"{e} (an empty batch runs as one row of zeros; given: input "

@@ -142,9 +142,12 @@ class ENRNNCell(_base.RecurrentCell):
         # forward (validation, inference, export) uses it and never sets it.
         return self._block_matrix(record=self.training)
 
+    def _weight_config(self) -> tuple:
+        return super()._weight_config() + (self.normalization,)
+
     def _weight_sources(self) -> list[torch.Tensor]:
-        # normalization_on is a key too: a cached W exists only in eval mode, where no
-        # forward writes it, so its version moves only when someone sets or loads it.
+        # normalization_on is a source too: a cached W exists only in eval mode, where
+        # no forward writes it; someone may set or load it.
         sources = [self.skew_re, self.D1, self.M, self.normalization_on]
         return sources + ([self.C] if self.C is not None else [])
 

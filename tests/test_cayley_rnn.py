@@ -257,6 +257,30 @@ def test_weight_cache_with_parameters_made_in_inference_mode(cls, cell_cls):
 
 
 @pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
+def test_weight_cache_sees_a_write_made_while_w_was_computed(cls, cell_cls, monkeypatch):
+    """Another thread's optimizer step may land while this call computes W: the copy the
+    cache compares with is taken before, so the next call sees the step. (Taken after, it
+    paired the old W with the new values for good: 2.8 off in a two-thread run.) The
+    write is made here by the computation itself."""
+    rnn = cls(3, 4).eval()
+    cell = rnn.layers[0]
+    compute = type(cell)._compute_recurrent_weight
+
+    def compute_then_step(self):
+        weight = compute(self)
+        with torch.no_grad():
+            self.skew_re.add_(0.5)
+        return weight
+
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        monkeypatch.setattr(type(cell), "_compute_recurrent_weight", compute_then_step)
+        rnn(x)
+        monkeypatch.undo()
+        torch.testing.assert_close(rnn(x)[0], copy.deepcopy(rnn).train()(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls, cell_cls", MODELS, ids=IDS)
 def test_weight_cache_off_on_meta_and_while_a_cuda_graph_is_captured(cls, cell_cls, monkeypatch):
     """A CUDA graph's replays must rebuild W from the parameters (a cached W would be
     baked into the graph), and meta tensors have no values to compare."""
@@ -766,6 +790,12 @@ def test_hooks_on_a_layers_cell_run(name):
     state["layers.1.weight_ih"] = pruned.weight_ih_orig * pruned.weight_ih_mask
     folded.load_state_dict(state)
     torch.testing.assert_close(got, _run(folded, x), rtol=1e-6, atol=1e-6)
+    # after .double() the hooks' weight_ih is float64 only once they run: the input
+    # checks compare with a registered parameter, not with it
+    # (folded's weight_ih was rounded to float32 before it became float64)
+    model.double(), folded.double()
+    torch.testing.assert_close(_run(model, x.double()), _run(folded, x.double()),
+                               rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("use_reentrant", [False, True])

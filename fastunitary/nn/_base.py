@@ -169,13 +169,16 @@ def _same_values(snapshot: tuple, sources: list[torch.Tensor]) -> bool:
     and their copy also evicts some of W from the cache)."""
     if len(snapshot) != len(sources):
         return False
+    on_device = []  # compared there, read back once: one host synchronization
     for (dtype, device, shape, bits, kept), p in zip(snapshot, sources):
         if p.dtype != dtype or p.device != device or p.shape != shape:
             return False
         now = _bits(p, bits)
-        if not ((kept == now).all() if isinstance(kept, np.ndarray) else torch.equal(kept, now)):
+        if not isinstance(kept, np.ndarray):
+            on_device.append((kept == now).all())
+        elif not (kept == now).all():
             return False
-    return True
+    return not on_device or bool(torch.stack(on_device).all())
 
 
 def _capturing_cuda_graph(sources: list[torch.Tensor]) -> bool:
@@ -300,6 +303,14 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
     def recurrent_matrix(self, layer: int = 0) -> torch.Tensor:
         """``W`` now in use, as users inspect it (complex for a complex state)."""
 
+    @property
+    def _registered_weight(self) -> torch.Tensor:
+        """A parameter the cell always registers (``modrelu_bias``), whose device and dtype
+        the input checks compare with: ``weight_ih`` may be a plain tensor that a hook
+        recomputes (hook-based ``weight_norm``, pruning), still on the old dtype or device
+        after ``.to()`` until the hook runs."""
+        return self.modrelu_bias
+
     def _weight_config(self) -> tuple:
         """Settings other than the sources that ``_compute_recurrent_weight`` reads (a key
         of the cached ``W``): the backend; subclasses add theirs."""
@@ -354,8 +365,11 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
         entry = self._weight_cache  # read once: another thread may drop it meanwhile
         if entry is not None and entry[0] == config and _same_values(entry[1], sources):
             return entry[2]
+        # the copy first: a write between computing W and copying (another thread's
+        # optimizer step) must leave the copy unlike the sources, not W unlike them
+        snapshot = _snapshot(sources)
         weight = self._compute_recurrent_weight()
-        self._weight_cache = (config, _snapshot(sources), weight)
+        self._weight_cache = (config, snapshot, weight)
         return weight
 
     #: hyperparameters that count the -1 entries of a sign buffer (scoRNN's ``rho`` of
@@ -400,8 +414,8 @@ class RecurrentCell(TorchConstructorOptions, nn.Module, abc.ABC):
                 f"input must have last dimension input_size = {self.input_size}, "
                 f"got shape {tuple(input.shape)}"
             )
-        _checks.check_same_device("the module's parameters", self.weight_ih, input=input)
-        check_dtype("input", input, self.weight_ih)
+        _checks.check_same_device("the module's parameters", self._registered_weight, input=input)
+        check_dtype("input", input, self._registered_weight)
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
         B = x.shape[0]
@@ -528,10 +542,10 @@ def state_planes(name, h, cell: RecurrentCell, shape: tuple, unbatched: bool,
     """Check a user-given state and return it in the planes layout, shape ``shape``
     (``layers`` names its first dimension in the message)."""
     _checks.check_tensor(name, h)
-    _checks.check_same_device("the module's parameters", cell.weight_ih, **{name: h})
+    _checks.check_same_device("the module's parameters", cell._registered_weight, **{name: h})
     if h.is_complex() and not cell.is_complex:
         raise TypeError(f"{name} is complex ({h.dtype}) but this model's state is real")
-    check_dtype(name, h, cell.weight_ih)
+    check_dtype(name, h, cell._registered_weight)
     if h.is_complex():
         h = to_planes(h)
     want = tuple(shape[:-2]) + tuple(shape[-1:]) if unbatched else tuple(shape)
@@ -828,7 +842,7 @@ class StackedRNN(StackedModule):
             can be fed back as ``hx`` to continue a (unidirectional) sequence.
         """
         x, layout = check_sequence_input(input, self.input_size, self.batch_first,
-                                         self.layers[0].weight_ih, self.check_finite)
+                                         self.layers[0]._registered_weight, self.check_finite)
         T, B, _ = x.shape
         if hx is not None:
             hx = state_planes("hx", hx, self.layers[0],

@@ -849,3 +849,39 @@ def test_momentum_gates_each_variant_and_times_only_those_that_agree(tmp_path, m
     assert set(result["times"]) == set(result["status"])
     assert all(e <= 1e-5 for name, e in result["rel_error"].items() if name != "AdamLSTM")
     assert None not in result["ratios"].values()
+
+
+def test_cell_step_times_the_cached_step_its_check_and_a_rebuilt_w(tmp_path, capsys):
+    from bench import cell_step
+
+    cell_step.main(["--hidden", "4", "--steps", "3", "--repeats", "2", "--device", "cpu",
+                    "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "cell_step_cpu.json").read_text())
+    assert [r["cell"] for r in result["rows"]] == ["ScuRNNCell", "ScoRNNCell", "ENRNNCell"]
+    for row in result["rows"]:
+        assert row["status"] == "ok" and row["rel_error_cached_vs_rebuilt"] <= 1e-6
+        assert set(row["us_per_step"]) == {"cached step", "check alone", "W rebuilt every step"}
+        assert all(t > 0 for t in row["us_per_step"].values())
+    assert "W rebuilt every step" in capsys.readouterr().out
+
+
+def test_cell_step_refuses_to_time_a_cache_that_disagrees(tmp_path, monkeypatch):
+    from bench import cell_step
+    from fastunitary.nn import _base
+
+    monkeypatch.setattr(_base, "_same_values", lambda snapshot, sources: True)  # never rebuilt
+    real = cell_step.stepper
+
+    def stale(cell, x):  # a cached W from other parameters
+        if not cell.training:
+            with torch.no_grad():
+                cell(x[0])
+                for p in cell.parameters():
+                    p.add_(1.0)
+        return real(cell, x)
+
+    monkeypatch.setattr(cell_step, "stepper", stale)
+    cell_step.main(["--hidden", "4", "--steps", "3", "--repeats", "2", "--device", "cpu",
+                    "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "cell_step_cpu.json").read_text())["rows"]
+    assert all(r["status"].startswith("failed") and "times" not in r for r in rows)

@@ -164,9 +164,8 @@ def _snapshot(sources: list[torch.Tensor]) -> tuple:
 
 def _same_values(snapshot: tuple, sources: list[torch.Tensor]) -> bool:
     """Whether ``sources`` hold bit for bit the values of the snapshot. It runs on every
-    cached call, so its cost counts for a cell stepped at batch 1: on the 2-core CPU 45-60
-    us a step at hidden 128-256, on a step of 135-160 us without it (reading the sources
-    and their copy also evicts some of W from the cache)."""
+    cached call, so its cost counts for a cell stepped at batch 1: 21-49 us of a 174-285
+    us step on the 2-core CPU at hidden 128-256 (``python -m bench.cell_step``)."""
     if len(snapshot) != len(sources):
         return False
     on_device = []  # compared there, read back once: one host synchronization

@@ -158,8 +158,9 @@ def _bits(t: torch.Tensor, bits: torch.dtype | None):
 def _snapshot(sources: list[torch.Tensor]) -> tuple:
     """What the cached ``W`` was computed from: each source's dtype, device, shape, the
     integer type of its bits and a copy of them."""
-    return tuple((p.dtype, p.device, p.shape, _bits_dtype(p), _bits(p.clone(), _bits_dtype(p)))
-                 for p in sources)
+    kinds = [_bits_dtype(p) for p in sources]
+    return tuple((p.dtype, p.device, p.shape, bits, _bits(p.clone(), bits))
+                 for p, bits in zip(sources, kinds))
 
 
 def _same_values(snapshot: tuple, sources: list[torch.Tensor]) -> bool:

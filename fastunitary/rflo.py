@@ -201,7 +201,9 @@ class RFLO:
         lr: step size for ``W`` and ``W_in``; ``0`` leaves them fixed, so only the readout
             learns (the delta rule on a fixed network, a reservoir: the baseline that tells
             what RFLO's recurrent updates add).  lr_out: for ``W_out`` (default ``lr``).
-            Both may be reassigned between runs (a schedule), and are checked again.
+            Both may be reassigned between runs (a schedule), each checked again (finite,
+            >= 0); a schedule may take both to 0, which freezes every weight (only the
+            constructor refuses that, where it can only be a mistake).
         train_input: update ``W_in`` too.
         generator: draws the fixed feedback matrix ``B`` ``(n, n_out)``.
         feedback: ``B`` itself instead (e.g. ``trainer.feedback`` saved with the network,

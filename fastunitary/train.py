@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import math
+import numbers
 import os
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch import nn
 from . import nn as fnn
 from ._backend import resolve_backend
 from .tasks import adding, copying, digits, fashion_mnist, mnist_1d
-from .tasks.splits import TASKS
+from .tasks.splits import TASKS, split_streams
 
 #: the MomentumRNN family's LSTMs, by their command-line names
 MOMENTUM_LSTMS = {"momentumlstm": fnn.MomentumLSTM, "adamlstm": fnn.AdamLSTM,
@@ -326,6 +327,13 @@ def _check_config(cfg: TrainConfig) -> None:
     for name in ("lr", "lr_A", "lr_D"):  # torch's own message would not say which one
         if not 0 < getattr(cfg, name) < math.inf:
             raise ValueError(f"{name} must be > 0 and finite, got {getattr(cfg, name)}")
+    # counts given as 2.5 would run as 3 and be reported as asked
+    counts = ("hidden", "short", "layers", "length", "batch", "eval_every", "eval_size",
+              "inner_steps", "checkpoint_every", "seed") + (("steps",) if cfg.steps is not None else ())
+    for name in counts:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be an int, got {value!r}")
     for name in ("hidden", "short", "layers", "length", "batch", "eval_every", "eval_size",
                  "inner_steps"):
         if getattr(cfg, name) < 1:
@@ -339,13 +347,13 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"max_seconds must be > 0, got {cfg.max_seconds}")
     if not cfg.clip >= 0:  # 0 turns clipping off; a negative norm would silently do the same
         raise ValueError(f"clip must be >= 0 (0: no clipping), got {cfg.clip}")
-    if not cfg.seed >= 0:
-        raise ValueError(f"seed must be >= 0, got {cfg.seed}")
-    _check_device(cfg.device)
+    if not 0 <= cfg.seed < 2**64:  # torch.manual_seed's range
+        raise ValueError(f"seed must be >= 0 and < 2**64, got {cfg.seed}")
+    check_device(cfg.device)
     _check_backend(cfg)
 
 
-def _check_device(name: str) -> None:
+def check_device(name: str) -> None:
     """Raise a ValueError naming ``device`` when this machine cannot train on it (torch's own
     RuntimeError or AssertionError comes from deep inside the first tensor put there)."""
     try:
@@ -360,6 +368,8 @@ def _check_device(name: str) -> None:
             why = ("this PyTorch is built without CUDA" if not torch.backends.cuda.is_built()
                    else f"{count} CUDA device(s) visible")
             raise ValueError(f"device {name!r} is not available here: {why}")
+    elif device.type == "meta":  # passes the probe below, then fails at the first .item()
+        raise ValueError(f"device {name!r} holds no data: training needs a real device")
     elif device.type != "cpu":
         try:
             torch.empty(0, device=device)
@@ -448,7 +458,8 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, progress: bool = T
     if hasattr(task, "eval_set"):  # a fixed test set
         eval_x, eval_y = task.eval_set(device)
     else:
-        eval_x, eval_y = task.batch(cfg.eval_size, np.random.default_rng(cfg.seed + 1), device)
+        # not default_rng(seed + 1): that is the next seed's training stream
+        eval_x, eval_y = task.batch(cfg.eval_size, split_streams(cfg.seed)["test"], device)
     params = sum(p.numel() for p in model.parameters())
     tokens = cfg.batch * task.tokens_per_sequence
     state = {"step": 0, "train_seconds": 0.0, "loss_value": math.nan, "history": []}

@@ -274,7 +274,9 @@ def _cli_error(capsys, args) -> str:
     (["--steps", "-3"], "steps must be >= 1, got -3"),
     (["--max-seconds", "-1"], "max_seconds must be > 0, got -1.0"),
     (["--clip", "-1"], "clip must be >= 0 (0: no clipping), got -1.0"),
-    (["--seed", "-1"], "seed must be >= 0, got -1"),
+    (["--seed", "-1"], "seed must be >= 0 and < 2**64, got -1"),
+    (["--seed", str(2**64)], "seed must be >= 0 and < 2**64"),  # torch's said "long long"
+    (["--device", "meta"], "device 'meta' holds no data"),  # it failed at the first .item()
     (["--task", "digits", "--permuted", "--seed", str(2**32)],
      "seed must be in [0, 2**32) for a permuted task"),
     # options read by other models or tasks only: refused, not dropped
@@ -341,12 +343,44 @@ def test_a_bad_output_folder_is_refused_before_the_first_step(tmp_path, capsys, 
     ("clip", -0.5, "clip must be >= 0"),
     ("seed", -1, "seed must be >= 0"),
     ("device", "cuda:99", "device 'cuda:99' is not available here"),
+    # the Python API is not behind argparse's type=int: 2.5 ran (and reported) 3 steps
+    ("steps", 2.5, "steps must be an int, got 2.5"),
+    ("eval_every", 1.5, "eval_every must be an int, got 1.5"),
+    ("seed", 1.0, "seed must be an int, got 1.0"),
 ])
 def test_train_refuses_budgets_clip_seed_and_devices_that_cannot_work(field, value, says):
     cfg = TrainConfig(task="adding", length=4, hidden=4, batch=2, steps=2)
     setattr(cfg, field, value)
     with pytest.raises(ValueError, match=says):
         train(cfg, progress=False)
+
+
+@pytest.mark.parametrize("task", ["copying", "adding"])
+def test_a_seeds_eval_set_is_not_the_next_seeds_training_data(task, monkeypatch):
+    """The eval set was drawn from ``default_rng(seed + 1)``: seed 1's first training
+    batches were seed 0's eval set. Each call's generator is recorded: seed 0's eval draw
+    must differ from every draw seed 1 trains on."""
+    from fastunitary import train as train_module
+
+    draws = []
+    cls = train_module.TASK_CLASSES[task]
+    batch = cls.batch
+
+    def recorded(self, n, rng, device):
+        out = batch(self, n, rng, device)
+        draws.append((n, out[0].clone()))
+        return out
+
+    monkeypatch.setattr(cls, "batch", recorded)
+    base = dict(task=task, model="scornn", hidden=4, length=6, batch=8, eval_size=8,
+                eval_every=10, steps=3)
+    train(TrainConfig(**base, seed=0), progress=False)
+    eval_0 = draws[0][1]  # the eval set is drawn before the first step
+    draws.clear()
+    train(TrainConfig(**base, seed=1), progress=False)
+    assert len(draws) == 4
+    for _, x in draws[1:]:
+        assert not torch.equal(x, eval_0)
 
 
 def test_history_and_csv_end_at_the_last_step(tmp_path):

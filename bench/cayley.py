@@ -25,7 +25,7 @@ import torch
 
 import fastunitary.functional as F
 
-from .common import add_run_arguments, environment, time_it, write_result
+from .common import add_run_arguments, environment, positive_int, time_it, write_result
 
 
 def _skew(n, batch, complex_, device):
@@ -66,8 +66,8 @@ def _error_text(row: dict) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--n", type=positive_int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
+    p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8])
     p.add_argument("--complex", action="store_true", help="complex A (scuRNN) instead of real")
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)

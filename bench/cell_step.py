@@ -18,7 +18,7 @@ import torch
 
 from fastunitary import nn as fnn
 
-from .common import add_run_arguments, environment, time_interleaved, write_result
+from .common import add_run_arguments, environment, positive_int, time_interleaved, write_result
 
 CELLS = {
     "ScuRNNCell": lambda m, n: fnn.ScuRNNCell(m, n),
@@ -40,10 +40,10 @@ def stepper(cell, x: torch.Tensor):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hidden", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--B", type=int, default=1)
-    p.add_argument("--input-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[128, 256])
+    p.add_argument("--B", type=positive_int, default=1)
+    p.add_argument("--input-size", type=positive_int, default=32)
+    p.add_argument("--steps", type=positive_int, default=200)
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)

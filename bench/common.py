@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import os
@@ -201,19 +202,95 @@ def add_model_arguments(parser, models, *, T: int | list[int], hidden: int,
     ``T`` is a list), ``--hidden`` (the output width of every model), ``--input-size`` and
     ``--models`` (default all of ``models``)."""
     if isinstance(T, list):
-        parser.add_argument("--T", type=int, nargs="+", default=T, help="sequence lengths")
+        parser.add_argument("--T", type=positive_int, nargs="+", default=T, help="sequence lengths")
     else:
-        parser.add_argument("--T", type=int, default=T)
-    parser.add_argument("--hidden", type=int, default=hidden, help="output width of every model")
-    parser.add_argument("--input-size", type=int, default=input_size)
+        parser.add_argument("--T", type=positive_int, default=T)
+    parser.add_argument("--hidden", type=positive_int, default=hidden, help="output width of every model")
+    parser.add_argument("--input-size", type=positive_int, default=input_size)
     parser.add_argument("--models", nargs="+", default=list(models), choices=list(models))
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of sizes, lengths and counts: an int >= 1 (``-1`` otherwise reached
+    torch as a negative dimension, ``0`` a division by zero, each as a traceback)."""
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type of a limit where 0 means none (``--loop-max-T 0``: no per-step loop)."""
+    return _int_at_least(text, 0)
+
+
+def even_positive_int(text: str) -> int:
+    """argparse type of a model width shared by every family: scuRNN's complex state of
+    ``H // 2`` and ENRNN's two halves need an even ``H`` to output ``H`` features."""
+    value = positive_int(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"must be even (scuRNN's state is complex: "
+                                         f"H // 2 complex units give H features), got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type of a seed: an int in torch.manual_seed's range."""
+    value = _int_at_least(text, 0)
+    if value >= 2**64:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and < 2**64, got {value}")
+    return value
+
+
+def _finite_float(text: str, *, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 <= value if zero else 0 < value) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0 and finite, "
+                                         f"got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a step size, scale or duration: a finite float > 0."""
+    return _finite_float(text, zero=False)
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type of a time cap that may be 0 (plan the rows, run none)."""
+    return _finite_float(text, zero=True)
+
+
+def usable_device(text: str) -> str:
+    """argparse type of ``--device``: one this machine can run (torch's AssertionError for
+    ``cuda`` without CUDA came from the first tensor put there)."""
+    from fastunitary.train import check_device
+
+    try:
+        check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def add_run_arguments(parser, *, repeats: int) -> None:
     """The options every timing study takes: ``--repeats``, ``--device`` (CUDA where
     present) and ``--out`` (a folder for the JSON; default ``bench/results``)."""
-    parser.add_argument("--repeats", type=int, default=repeats)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=positive_int, default=repeats)
+    parser.add_argument("--device", type=usable_device, default=default_device())
     parser.add_argument("--out", default=None)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from fastunitary.train import TrainConfig, length_label, train
 
-from .common import RESULTS, environment
+from .common import RESULTS, environment, positive_float, positive_int, seed_int
 
 
 def plot(runs: dict, baseline: float, title: str, path, metric: str = "loss") -> None:
@@ -65,22 +65,22 @@ def plot(runs: dict, baseline: float, title: str, path, metric: str = "loss") ->
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="adding")
-    p.add_argument("--length", type=int, default=200)
+    p.add_argument("--length", type=positive_int, default=200)
     p.add_argument("--models", nargs="+", default=["enrnn", "scornn"],
                    help="model names; a momentum or SBO model may carry its own coefficients, "
                         "e.g. momentumlstm:mu=0,step=1 (the plain LSTM with the official init) "
                         "or sbornn_hb:mu=0.5,eta=0.05")
     p.add_argument("--size", action="append", default=[],
                    help="MODEL=HIDDEN[,SHORT], e.g. enrnn=48,32 scornn=80")
-    p.add_argument("--batch", type=int, default=50)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-A", dest="lr_A", type=float, default=1e-4)
+    p.add_argument("--batch", type=positive_int, default=50)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--lr-A", dest="lr_A", type=positive_float, default=1e-4)
     p.add_argument("--mu", type=float, default=0.6)
     p.add_argument("--momentum-step", dest="momentum_step", type=float, default=0.6)
-    p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--max-seconds", type=positive_float, default=None)
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--eval-every", type=positive_int, default=100)
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=[0])
     p.add_argument("--name", default=None)
     p.add_argument("--out", default=str(RESULTS), help="folder for <name>.json and <name>.png")
     p.add_argument("--progress", action="store_true", help="a progress bar per run")

@@ -21,7 +21,7 @@ import torch
 
 from fastunitary.nn import ScuRNN
 
-from .common import environment, write_result
+from .common import environment, positive_int, write_result
 
 
 def measure(T: int, B: int, n: int) -> dict:
@@ -42,9 +42,9 @@ def measure(T: int, B: int, n: int) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, nargs="+", default=[64, 1024])
-    p.add_argument("--B", type=int, default=16)
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--T", type=positive_int, nargs="+", default=[64, 1024])
+    p.add_argument("--B", type=positive_int, default=16)
+    p.add_argument("--n", type=positive_int, default=64)
     p.add_argument("--out", default=None)
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -22,8 +22,8 @@ import copy
 import torch
 from torch.func import functional_call, grad
 
-from .common import (add_model_arguments, add_run_arguments, environment, time_interleaved,
-                     write_result)
+from .common import (add_model_arguments, add_run_arguments, environment, positive_int,
+                     time_interleaved, write_result)
 from .per_sample import MODELS
 
 
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, MODELS, T=[200, 400], hidden=64, input_size=16)
-    p.add_argument("--B", type=int, default=16)
+    p.add_argument("--B", type=positive_int, default=16)
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)
     device = torch.device(args.device)

@@ -28,7 +28,7 @@ import torch
 
 from fastunitary.nn import AdamLSTM, MomentumLSTM, NesterovLSTM
 
-from .common import add_run_arguments, environment, time_interleaved, write_result
+from .common import add_run_arguments, environment, positive_int, time_interleaved, write_result
 from .registry import momentum_lstm_loop, torch_lstm_loop
 from .suite import TOLERANCE, relative_error
 
@@ -61,10 +61,10 @@ def _ratio(times: dict, num: str, den: str) -> float | None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, default=1000)
-    p.add_argument("--B", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--input", type=int, default=32)
+    p.add_argument("--T", type=positive_int, default=1000)
+    p.add_argument("--B", type=positive_int, default=32)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--input", type=positive_int, default=32)
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)

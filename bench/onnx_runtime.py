@@ -24,8 +24,8 @@ import warnings
 
 import torch
 
-from .common import (add_model_arguments, add_run_arguments, environment, time_interleaved,
-                     write_result)
+from .common import (add_model_arguments, add_run_arguments, environment, positive_int,
+                     time_interleaved, write_result)
 from .per_sample import MODELS
 
 BASELINE = "torch.nn.LSTM"
@@ -56,7 +56,7 @@ def _export(name: str, model, x):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--B", type=int, default=16)
+    p.add_argument("--B", type=positive_int, default=16)
     add_model_arguments(p, MODELS, T=256, hidden=128, input_size=32)
     add_run_arguments(p, repeats=7)
     args = p.parse_args(argv)

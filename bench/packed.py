@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastunitary.nn as fnn
 
-from .common import (MODES, add_model_arguments, add_run_arguments, environment,
+from .common import (MODES, add_model_arguments, add_run_arguments, environment, positive_int,
                      time_interleaved, timed_modes, write_result)
 
 MODELS = {
@@ -39,7 +39,7 @@ def _output(out) -> torch.Tensor:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--B", type=int, default=32)
+    p.add_argument("--B", type=positive_int, default=32)
     add_model_arguments(p, MODELS, T=200, hidden=128, input_size=64)
     add_run_arguments(p, repeats=7)
     args = p.parse_args(argv)

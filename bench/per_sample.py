@@ -33,8 +33,8 @@ from torch.func import functional_call, grad, vmap
 
 import fastunitary.nn as fnn
 
-from .common import (add_model_arguments, add_run_arguments, environment, time_interleaved,
-                     write_result)
+from .common import (add_model_arguments, add_run_arguments, environment, positive_int,
+                     time_interleaved, write_result)
 
 MODELS = {
     "scurnn": lambda m, n: fnn.ScuRNN(m, n // 2),
@@ -55,7 +55,7 @@ def _relative_error(got: dict, want: dict) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samples", type=int, default=32)
+    p.add_argument("--samples", type=positive_int, default=32)
     add_model_arguments(p, MODELS, T=200, hidden=64, input_size=16)
     add_run_arguments(p, repeats=5)
     args = p.parse_args(argv)

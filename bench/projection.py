@@ -26,18 +26,18 @@ import torch
 
 from fastunitary.nn import MomentumLSTM
 
-from .common import (MODES, add_run_arguments, environment, time_interleaved, timed_modes,
-                     write_result)
+from .common import (MODES, add_run_arguments, environment, positive_int, time_interleaved,
+                     timed_modes, write_result)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, default=500)
-    p.add_argument("--B", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--proj", type=int, default=64, help="proj_size")
-    p.add_argument("--input", type=int, default=64)
+    p.add_argument("--T", type=positive_int, default=500)
+    p.add_argument("--B", type=positive_int, default=32)
+    p.add_argument("--hidden", type=positive_int, default=256)
+    p.add_argument("--proj", type=positive_int, default=64, help="proj_size")
+    p.add_argument("--input", type=positive_int, default=64)
     add_run_arguments(p, repeats=7)
     args = p.parse_args(argv)
     device = torch.device(args.device)

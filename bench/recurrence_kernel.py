@@ -32,7 +32,7 @@ import fastunitary.functional as F
 from fastunitary.kernels import lstm_recurrence as lstm_kernels
 from fastunitary.kernels import recurrence as recurrence_kernels
 
-from .common import add_run_arguments, environment, time_it, write_result
+from .common import add_run_arguments, environment, positive_int, time_it, write_result
 
 H100_FP32_FLOPS = 67e12  # non-tensor-core fp32 peak (SXM)
 
@@ -133,18 +133,18 @@ def outputs_and_gradients(case, backend: str):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--op", nargs="+", choices=list(CASES), default=["recurrence"])
-    p.add_argument("--T", type=int, default=1000)
-    p.add_argument("--B", type=int, nargs="+", default=[1, 16, 64])
-    p.add_argument("--n", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
+    p.add_argument("--T", type=positive_int, default=1000)
+    p.add_argument("--B", type=positive_int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--n", type=positive_int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
     p.add_argument("--design", nargs="+", choices=["split", "streamed"], default=None,
                    help="large-n designs to time (default: each op's dispatched one)")
-    p.add_argument("--block-k", type=int, nargs="+", default=[None],
+    p.add_argument("--block-k", type=positive_int, nargs="+", default=[None],
                    help="split kernels' BLOCK_K values to time (default: the dispatched)")
-    p.add_argument("--warps", type=int, nargs="+", default=[None],
+    p.add_argument("--warps", type=positive_int, nargs="+", default=[None],
                    help="split kernels' warps to time, forward and backward alike")
     p.add_argument("--precision", nargs="+", choices=["ieee", "tf32x3"], default=[None],
                    help="split kernels' tl.dot input precisions to time")
-    p.add_argument("--stages", type=int, nargs="+", default=[None],
+    p.add_argument("--stages", type=positive_int, nargs="+", default=[None],
                    help="split kernels' software-pipeline stages to time")
     p.add_argument("--interpret", action="store_true",
                    help="on CPU, run the triton backend too, through Triton's interpreter "

@@ -19,16 +19,16 @@ import torch
 
 from fastunitary.nn import ScuRNN
 
-from .common import add_run_arguments, environment, time_it, write_result
+from .common import add_run_arguments, environment, positive_int, time_it, write_result
 from .registry import cell_loop
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, default=1000)
-    p.add_argument("--B", type=int, default=64)
-    p.add_argument("--n", type=int, default=64, help="complex state size of scuRNN")
-    p.add_argument("--input-size", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--T", type=positive_int, default=1000)
+    p.add_argument("--B", type=positive_int, default=64)
+    p.add_argument("--n", type=positive_int, default=64, help="complex state size of scuRNN")
+    p.add_argument("--input-size", type=positive_int, nargs="+", default=[1, 64])
     p.add_argument("--backends", nargs="+", default=None,
                    help="ScuRNN backends to time (default: auto, plus reference on CUDA)")
     add_run_arguments(p, repeats=5)

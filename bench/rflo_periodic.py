@@ -46,7 +46,7 @@ import torch
 
 from fastunitary.rflo import RFLO, LeakyRNN, bptt_loss, periodic_target, segment_cues
 
-from .common import RESULTS, environment
+from .common import RESULTS, environment, positive_float, positive_int, seed_int
 
 
 def run(period: int, seed: int, args, rflo: dict | None = None) -> dict:
@@ -209,27 +209,27 @@ def reused_rflo(args) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--periods", type=int, nargs="+", default=[20, 40, 80, 160], help="in units of tau")
-    p.add_argument("--trials", type=int, default=200)
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--hidden", type=int, default=30)
-    p.add_argument("--tau", type=float, default=10.0)
-    p.add_argument("--g", type=float, default=1.5, help="gain of the initial recurrent weights")
+    p.add_argument("--periods", type=positive_int, nargs="+", default=[20, 40, 80, 160], help="in units of tau")
+    p.add_argument("--trials", type=positive_int, default=200)
+    p.add_argument("--eval-every", type=positive_int, default=10)
+    p.add_argument("--hidden", type=positive_int, default=30)
+    p.add_argument("--tau", type=positive_float, default=10.0)
+    p.add_argument("--g", type=positive_float, default=1.5, help="gain of the initial recurrent weights")
     p.add_argument("--readout-gain", type=float, default=0.1,
                    help="scale of the initial readout (LeakyRNN's readout_gain; runs committed "
                         "before it existed used 1.0)")
-    p.add_argument("--lr-rflo", type=float, default=3e-3)
-    p.add_argument("--lr-out-rflo", type=float, default=None,
+    p.add_argument("--lr-rflo", type=positive_float, default=3e-3)
+    p.add_argument("--lr-out-rflo", type=positive_float, default=None,
                    help="RFLO's step size for the readout W_out (default: --lr-rflo)")
-    p.add_argument("--decay", type=float, default=None, metavar="K",
+    p.add_argument("--decay", type=positive_float, default=None, metavar="K",
                    help="divide RFLO's step sizes by 1 + trial / K (default: constant)")
-    p.add_argument("--lr-bptt", type=float, default=3e-3)
-    p.add_argument("--clip-bptt", type=float, default=None, metavar="NORM",
+    p.add_argument("--lr-bptt", type=positive_float, default=3e-3)
+    p.add_argument("--clip-bptt", type=positive_float, default=None, metavar="NORM",
                    help="clip BPTT's gradient norm to NORM before each Adam step (default: no clip)")
     p.add_argument("--rflo-from", default=None, metavar="JSON",
                    help="take RFLO's curves from an earlier run's JSON with the same RFLO "
                         "setting, periods and seeds, and train only BPTT")
-    p.add_argument("--cue-segment", type=float, default=None, metavar="TAU",
+    p.add_argument("--cue-segment", type=positive_float, default=None, metavar="TAU",
                    help="give the network one-hot cue inputs, a new one every TAU (units of "
                         "tau), trained by both rules (default: no input, the paper's Figure 2)")
     p.add_argument("--readout-baseline", action="store_true",
@@ -237,12 +237,15 @@ def main(argv=None) -> None:
                         "fixed: what RFLO's recurrent updates add to a reservoir")
     p.add_argument("--scale-lr", action="store_true",
                    help="scale RFLO's per-step rate by 20 tau / period (default: one rate)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=[0],
                    help="realizations: initial network, start state, feedback")
-    p.add_argument("--jobs", type=int, default=1, help="processes running realizations")
+    p.add_argument("--jobs", type=positive_int, default=1, help="processes running realizations")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--name", default="rflo_periodic", help="file name stem")
     args = p.parse_args(argv)
+    if args.cue_segment is not None and round(args.cue_segment * args.tau) < 1:
+        p.error(f"--cue-segment {args.cue_segment:g} tau is less than one step "
+                f"(tau = {args.tau:g} steps)")
     tasks = [(pt, s) for pt in args.periods for s in args.seeds]
     steps = {pt: int(round(pt * args.tau)) for pt in args.periods}
     reused = reused_rflo(args) if args.rflo_from else {}

@@ -23,15 +23,15 @@ from fastunitary.nn import ENRNN
 from fastunitary.reference.spectral_radius import spectral_radius as spectral_radius_reference
 from fastunitary.reference.spectral_radius import spectral_radius_eig
 
-from .common import add_run_arguments, environment, time_it, write_result
+from .common import add_run_arguments, environment, positive_int, time_it, write_result
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n2", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
-    p.add_argument("--n1", type=int, default=128)
-    p.add_argument("--T", type=int, default=1000)
-    p.add_argument("--B", type=int, default=20)
+    p.add_argument("--n2", type=positive_int, nargs="+", default=[64, 128, 256, 512, 1024])
+    p.add_argument("--n1", type=positive_int, default=128)
+    p.add_argument("--T", type=positive_int, default=1000)
+    p.add_argument("--B", type=positive_int, default=20)
     add_run_arguments(p, repeats=3)
     args = p.parse_args(argv)
     device = torch.device(args.device)

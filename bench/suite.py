@@ -42,7 +42,9 @@ from pathlib import Path
 import torch
 
 from . import report
-from .common import RESULTS, environment, peak_memory, time_cuda, time_it
+from .common import (RESULTS, default_device, environment, even_positive_int,
+                     nonnegative_float, nonnegative_int, peak_memory, positive_float,
+                     positive_int, time_cuda, time_it, usable_device)
 from .registry import REGISTRY, Case, parameter_count, set_backend
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -363,30 +365,28 @@ def parse_args(argv=None):
     which.add_argument("--full", action="store_true", help="the GPU sweep")
     p.add_argument("--models", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--T", type=int, nargs="+", help="sequence lengths (replaces the sweep)")
-    p.add_argument("--B", type=int, nargs="+", help="batch sizes (replaces the sweep)")
-    p.add_argument("--hidden", type=int, nargs="+", help="hidden widths (replaces the sweep)")
+    p.add_argument("--T", type=positive_int, nargs="+", help="sequence lengths (replaces the sweep)")
+    p.add_argument("--B", type=positive_int, nargs="+", help="batch sizes (replaces the sweep)")
+    p.add_argument("--hidden", type=even_positive_int, nargs="+", help="hidden widths (replaces the sweep; even)")
     p.add_argument("--dtype", nargs="+", choices=list(DTYPES), help="dtypes (replaces the sweep)")
-    p.add_argument("--input-size", type=int, default=128,
+    p.add_argument("--input-size", type=positive_int, default=128,
                    help="features per step (128: cuDNN's persistent kernel needs a multiple of 128)")
-    p.add_argument("--loop-max-T", type=int, default=None,
+    p.add_argument("--loop-max-T", type=nonnegative_int, default=None,
                    help="longest T for per-step loops and reference backends on CUDA")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=positive_int, default=None,
                    help="most timed calls per row (default: the preset's, 3 quick, 20 full); "
                         "rows too slow for --row-seconds time fewer, but at least 3 "
                         "(or this number, if smaller)")
-    p.add_argument("--row-seconds", type=float, default=None, help="time budget per row")
-    p.add_argument("--peak-tflops", type=float, default=None,
+    p.add_argument("--row-seconds", type=positive_float, default=None, help="time budget per row")
+    p.add_argument("--peak-tflops", type=positive_float, default=None,
                    help="device peak for the fraction-of-peak column (known GPUs: automatic)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=usable_device, default=default_device())
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON, table and plot")
     p.add_argument("--name", default=None, help="file name stem (default bench_<preset>)")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", type=nonnegative_float, default=None,
                    help="start no new row after this long; what ran is written")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if args.repeats is not None and args.repeats < 1:
-        p.error(f"--repeats must be at least 1, got {args.repeats}")
     args.custom = bool(args.T or args.B or args.hidden or args.dtype)  # a product, no sweep
     args.name = args.name or f"bench_{'custom' if args.custom else 'full' if args.full else 'quick'}"
     return args
@@ -394,6 +394,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    device = torch.device(args.device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    target = Path(args.out) / f"{args.name}_{report.device_tag(gpu)}.json"
+    print(f"writing {target} as rows finish, the table and plot at the end"
+          + (" (replacing the files there)" if target.exists() else ""), flush=True)
     # the JSON after every row, the table and plot at the end
     result = run_suite(args, partial=lambda r: report.write_json(r, Path(args.out), args.name))
     paths = report.write(result, Path(args.out), args.name)

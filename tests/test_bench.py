@@ -101,6 +101,49 @@ def test_the_json_is_written_after_every_row(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "p_cpu.json").read_text())["complete"] is True
 
 
+def test_a_run_says_it_replaces_the_files_at_its_destination(tmp_path, capsys):
+    """The default destination holds the committed results: a run names the file it writes
+    before the first row, and says when it replaces one."""
+    args = TINY + ["--models", "lstm", "--modes", "forward", "--out", str(tmp_path), "--name", "r"]
+    suite.main(args)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"writing {tmp_path / 'r_cpu.json'} as rows finish, the table and plot at the end"
+    suite.main(args)
+    assert capsys.readouterr().out.splitlines()[0].endswith("(replacing the files there)")
+
+
+@pytest.mark.parametrize("module, args, says", [
+    # each reached torch or a division as a traceback
+    ("bench.suite", ["--T", "-1"], "argument --T: must be at least 1, got -1"),
+    ("bench.suite", ["--B", "0"], "argument --B: must be at least 1, got 0"),
+    ("bench.suite", ["--hidden", "3"], "argument --hidden: must be even"),
+    ("bench.suite", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    ("bench.suite", ["--max-minutes", "-1"], "argument --max-minutes: must be >= 0 and finite"),
+    ("bench.suite", ["--row-seconds", "0"], "argument --row-seconds: must be > 0 and finite"),
+    ("bench.suite", ["--device", "foo"], "argument --device: device 'foo' is not a device"),
+    ("bench.suite", ["--device", "meta"], "argument --device: device 'meta' holds no data"),
+    ("bench.rflo_periodic", ["--eval-every", "0"], "argument --eval-every: must be at least 1"),
+    ("bench.rflo_periodic", ["--periods", "0"], "argument --periods: must be at least 1"),
+    ("bench.rflo_periodic", ["--seeds", "-1"], "argument --seeds: must be at least 0, got -1"),
+    ("bench.suite", ["--loop-max-T", "-1"], "argument --loop-max-T: must be at least 0"),
+    ("bench.rflo_periodic", ["--tau", "0"], "argument --tau: must be > 0 and finite"),
+    ("bench.rflo_periodic", ["--cue-segment", "0.01"], "--cue-segment 0.01 tau is less than one step"),
+    ("bench.cayley", ["--n", "0"], "argument --n: must be at least 1, got 0"),
+    ("bench.packed", ["--B", "x"], "argument --B: not an int: 'x'"),
+    ("bench.compare_training", ["--lr", "nan"], "argument --lr: must be > 0 and finite"),
+])
+def test_bench_commands_refuse_bad_arguments_in_one_line(module, args, says, capsys, tmp_path):
+    import importlib
+
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_:
+        main(args + ["--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
 def test_presets_cover_the_grids():
     full = suite.PRESETS["full"].shapes()
     assert {s.T for s in full} == {1024, 4096, 16384}
@@ -720,6 +763,7 @@ def test_a_cuda_device_without_an_index_is_the_current_device(monkeypatch, name,
     that, so the suite resolves it to the current device before setting it."""
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # --device is checked against it
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(torch.device(d)))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: types.SimpleNamespace(

@@ -38,7 +38,11 @@ def _inverse_softplus(y: float) -> float:
 
 
 def nesterov_coefficients(T: int, restart: int, device, dtype) -> torch.Tensor:
-    """``(T, 1, 1)``: ``(k_t - 1) / (k_t + 2)`` with ``k_t`` cycling ``1..restart`` (``t`` if 0)."""
+    """``(T, 1, 1)``: ``(k_t - 1) / (k_t + 2)`` with ``k_t`` cycling ``1..restart`` (``t`` if 0).
+
+    In float32 at least, whatever ``dtype``: bfloat16 counts steps exactly only to 256 and
+    float16 to 2048 (under autocast, every other step past 256 got ``k_t = 1``)."""
+    dtype = torch.promote_types(dtype, torch.float32)
     t = torch.arange(T, device=device, dtype=dtype)
     k = (t.remainder(restart) if restart > 0 else t) + 1
     return ((k - 1) / (k + 2)).view(T, 1, 1)
@@ -147,6 +151,9 @@ class MomentumBuffer(nn.Module):
         if self.kind == "momentum":
             return m
         beta = self.beta
+        # squared in float32 at least: float16's g * g is 0 below |g| ~ 2.4e-4 (the buffer
+        # then divides by sqrt(eps)) and inf above 256 (the channel stays 0 afterwards)
+        g = g.to(torch.promote_types(g.dtype, torch.float32))
         r = self._scan(g * g, beta, 1 - beta, backend)
         return m / torch.sqrt(plus_epsilon(r, ADAM_EPS))
 

@@ -214,7 +214,8 @@ def _native_lstm_layer(y, w_in, b_in, w_hh, b_hh, h0, c0, training: bool,
         params, biased = [w_in, w_hh, *biases], True
     if w_hr is not None:  # torch.lstm knows a projection by h_0's width
         params.append(w_hr)
-    with _projection_warning_muted(w_hr is not None):
+    # only the padded form warns: a packed first call spent the once-flag without it
+    with _projection_warning_muted(w_hr is not None and packed is None):
         if packed is None:
             out, h_n, c_n = torch.lstm(y, hx, params, biased, 1, 0.0, training, False, False)
             return out, h_n[0], c_n[0]

@@ -116,6 +116,33 @@ def test_float64_route_equals_full_eigendecomposition(kind):
     torch.testing.assert_close(grad, grad_ref, rtol=1e-11, atol=1e-11 * grad_ref.abs().max().item())
 
 
+@pytest.mark.parametrize("scale", [1e39, 1e300, 1e-165, 1e-300])
+def test_float64_route_holds_at_any_scale(scale):
+    """Past float32's range the float32 eigenvalues' copy overflowed (LAPACK ended the
+    process); below ~1e-162 the residual test's squares underflowed to 0 <= 0 and accepted
+    a wrong eigenpair (0.26 of the radius). M is scaled by a power of two first."""
+    torch.manual_seed(1)
+    M0 = torch.randn(2, LARGE, LARGE, dtype=torch.float64) / LARGE**0.5
+    M = torch.stack([M0[0], M0[1] * scale])  # one ordinary member, one at the scale
+    sigma, grad = sr.spectral_radius(M)
+    sigma_ref, grad_ref = sr.spectral_radius_eig(M0)
+    torch.testing.assert_close(sigma, sigma_ref * torch.tensor([1.0, scale], dtype=torch.float64),
+                               rtol=1e-11, atol=0)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [8, LARGE])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_matrix_with_nan_or_inf_raises(n, dtype, bad):
+    """A float64 M above FULL_EIG_MAX_N with one NaN ended the process in LAPACK's float32
+    eigenvalues; below, torch's eig raised its own message."""
+    M = torch.randn(2, n, n, dtype=dtype)
+    M[1, 2, 3] = bad
+    with pytest.raises(ValueError, match="M contains NaN or Inf"):
+        F.spectral_radius(M)
+
+
 def enrnn_initial_M(n: int) -> torch.Tensor:
     from fastunitary.nn import ENRNN
 

@@ -48,8 +48,9 @@ Three routes:
   every other component by ``|lambda - s| / |lambda_j - s|``. The result is accepted only
   if both eigen-residuals are at float64 level (``||M u - lambda u|| <= RESIDUAL_TOL
   ||M||_F ||u||``, same for ``w``); otherwise (a defective or nearly-colliding dominant
-  eigenvalue, an overflowing float32 copy) the whole batch is recomputed by
-  ``spectral_radius_eig``. This route equals the full eigendecomposition to float64
+  eigenvalue) the whole batch is recomputed by ``spectral_radius_eig``. ``M`` is first
+  divided by a power of two near its largest entry (exact), so that its float32 copy
+  neither overflows nor underflows and the residual test works at any scale. This route equals the full eigendecomposition to float64
   rounding; picking the dominant eigenvalue from float32 moduli can only pick a different
   one when two moduli agree to within the float32 error (~1e-7 relative for
   well-conditioned eigenvalues).
@@ -321,7 +322,13 @@ def spectral_radius(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``sigma`` ``(...)`` and the gradient ``(..., n, n)``, both in ``M``'s dtype.
     """
-    if M.shape[-1] <= FULL_EIG_MAX_N or M.numel() == 0:
+    if M.numel() == 0:
+        return spectral_radius_eig(M)
+    # the radius of a matrix with NaN or Inf is undefined; LAPACK's float32 eigenvalues of
+    # one ended the process (SGEBAL: "Parameter 3 was incorrect")
+    if not bool(torch.isfinite(M).all()):
+        raise ValueError("M contains NaN or Inf: its spectral radius is undefined")
+    if M.shape[-1] <= FULL_EIG_MAX_N:
         return spectral_radius_eig(M)
     Mw = M.to(torch.float64)
     if M.dtype != torch.float64:
@@ -340,15 +347,20 @@ def _spectral_radius_float64(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     """The float64 route: float32 eigenvalues, float64 inverse iteration, else the full
     eigendecomposition (module docstring). ``M`` ``(..., n, n)``; results in its dtype."""
     Mw = M.to(torch.float64)
+    # Divided by a power of two (exact) near its largest entry: sigma(M) = c sigma(M / c)
+    # and the gradient is the same. Unscaled, the float32 copy overflowed past 3.4e38, and
+    # below ~1e-162 the residual test's squares underflowed to 0 <= 0, passing a wrong pair.
+    peak = Mw.abs().amax(dim=(-2, -1))
+    c = torch.where(peak > 0, torch.exp2(torch.floor(torch.log2(peak))), torch.ones_like(peak))
+    Mw = Mw / c[..., None, None]
     lam32 = torch.linalg.eigvals(Mw.to(torch.float32))
     if not bool(torch.isfinite(lam32).all()):
-        return spectral_radius_eig(M)
-    lam, u, w, ok = _refine(Mw, _gather_last(lam32, lam32.abs().argmax(dim=-1)).to(torch.complex128))
-    # One host sync per call (this runs inside an opaque op, once per optimizer step).
-    if not bool(ok.all()):
-        return spectral_radius_eig(M)
-    sigma, grad = _gradient(lam, u, w)
-    return sigma.to(M.dtype), grad.to(M.dtype)
+        sigma, grad = spectral_radius_eig(Mw)
+    else:
+        lam, u, w, ok = _refine(Mw, _gather_last(lam32, lam32.abs().argmax(dim=-1)).to(torch.complex128))
+        # One host sync per call (this runs inside an opaque op, once per optimizer step).
+        sigma, grad = _gradient(lam, u, w) if bool(ok.all()) else spectral_radius_eig(Mw)
+    return (sigma * c).to(M.dtype), grad.to(M.dtype)
 
 
 def spectral_radius_autograd(M: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,8 @@ def test_op_matches_per_step_loop_and_its_gradients(method, steps, state):
     """Outputs and every gradient against the autograd loop (float64, to 1e-10)."""
     u, W, h0, m0, mu = _inputs(7, 3, 5, state=state, method=method)
     want, m_want = sbo_autograd(u, W, h0, m0, mu, 0.3, steps, method)
-    got, m_got = sbo_recurrence(u, W, h0, m0, method=method, eta=0.3, mu=mu, steps=steps,
+    got, m_got = sbo_recurrence(u, W, h0, m0, method=method, eta=0.3,
+                                mu=None if method == "gd" else mu, steps=steps,
                                 backend="reference")
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     gh = torch.randn_like(want)
@@ -80,7 +81,8 @@ def test_gradcheck(method):
     args = [t for t in (u, W, h0, m0) if t is not None]
 
     def f(*a):
-        return sbo_recurrence(*a, method=method, eta=0.25, mu=mu, steps=2)[0]
+        return sbo_recurrence(*a, method=method, eta=0.25, mu=None if method == "gd" else mu,
+                              steps=2)[0]
 
     assert torch.autograd.gradcheck(f, tuple(args))
 
@@ -172,6 +174,23 @@ def test_fullgraph_compile_equals_eager():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gd", "heavy_ball"])
+def test_dynamic_compile_with_a_float_mu_equals_eager(method):
+    """A float ``mu`` is symbolic under ``dynamic=True``: ``math.isfinite`` on it raised
+    Unsupported (even for "gd", whose default mu was 0.5)."""
+    torch._dynamo.reset()
+    kw = {} if method == "gd" else {"mu": 0.7}
+
+    def f(u, W):
+        return sbo_recurrence(u, W, method=method, eta=0.1, **kw)[0]
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=True)
+    for T, B in ((5, 2), (7, 3)):
+        u, W, _, _, _ = _inputs(T, B, 4, dtype=torch.float32)
+        torch.testing.assert_close(compiled(u, W), f(u, W), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "call, exc, match",
     [
@@ -191,6 +210,11 @@ def test_fullgraph_compile_equals_eager():
          ValueError, "h0"),
         (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), None, torch.zeros(2, 4)),
          ValueError, "m0"),
+        # gd has no momentum: a given mu was silently ignored (its gradient 0)
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="gd", mu=0.9),
+         ValueError, "mu is the momentum methods' coefficient; method='gd' has none"),
+        (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="heavy_ball",
+                                mu=float("nan")), ValueError, "mu must be finite"),
         (lambda: sbo_recurrence(torch.zeros(3, 2, 4), torch.zeros(4, 4), method="heavy_ball",
                                 mu=torch.zeros(2)), ValueError, "mu"),
         (lambda: sbo_recurrence(torch.zeros(3, 2, 4, dtype=torch.complex64), torch.zeros(4, 4)),
@@ -224,7 +248,7 @@ def test_float_mu_does_not_follow_the_default_dtype(method):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        h, m = sbo_recurrence(u, W, method=method, mu=0.5)
+        h, m = sbo_recurrence(u, W, method=method, mu=None if method == "gd" else 0.5)
     finally:
         torch.set_default_dtype(previous)
     assert h.dtype == torch.float32 and (m is None or m.dtype == torch.float32)

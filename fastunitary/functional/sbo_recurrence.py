@@ -157,7 +157,7 @@ def sbo_recurrence(
     *,
     method: str = "gd",
     eta: float = 0.05,
-    mu: torch.Tensor | float = 0.5,
+    mu: torch.Tensor | float | None = None,
     steps: int = 1,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -175,7 +175,9 @@ def sbo_recurrence(
             :mod:`fastunitary.reference.sbo_recurrence` for the updates).
         eta: step size, > 0. ``h_t`` cannot grow the gradient for ``"gd"`` while
             ``eta * ||I - D W||^2 <= 2`` (the step's Jacobian is ``I - eta J^T J``).
-        mu: momentum coefficient, a float or a 0-dim tensor (differentiable).
+        mu: momentum coefficient of ``"heavy_ball"`` and ``"nesterov"``, a float or a
+            0-dim tensor (differentiable); default 0.5. Must be ``None`` for ``"gd"``,
+            which has no momentum (given, it was silently ignored).
         steps: iterations per time step (K >= 1).
         backend: ``"auto"`` or ``"reference"``; ``"triton"`` raises (no kernel: see the
             module docstring).
@@ -199,8 +201,14 @@ def sbo_recurrence(
         if s is not None:
             check_tensor(name, s, allow_complex=False)
             check_shape(name, s, (B, n), what="(B, n)")
-    if m0 is not None and method == "gd":
-        raise ValueError("m0 is the momentum methods' state; method='gd' has none")
+    if method == "gd":
+        if m0 is not None:
+            raise ValueError("m0 is the momentum methods' state; method='gd' has none")
+        if mu is not None:
+            raise ValueError("mu is the momentum methods' coefficient; method='gd' has none")
+        mu = 0.0  # the op's placeholder, read by no update
+    elif mu is None:
+        mu = 0.5
     if isinstance(mu, torch.Tensor):  # differentiable
         check_tensor("mu", mu, allow_complex=False)
         if mu.dim() != 0:
@@ -208,7 +216,8 @@ def sbo_recurrence(
         check_same_device("u", u, mu=mu)
     else:
         mu = check_fixed_float("mu", mu)
-        if not math.isfinite(mu):
+        # comparisons, not math.isfinite: under torch.compile(dynamic=True) mu is symbolic
+        if not -math.inf < mu < math.inf:
             raise ValueError(f"mu must be finite, got {mu}")
     check_same_device("u", u, W=W, h0=h0, m0=m0)
     dtype = compute_dtype(*(t.dtype for t in (u, W, h0, m0, mu)

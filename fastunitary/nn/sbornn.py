@@ -176,7 +176,7 @@ class SBORNN(TorchStyleStack):
             h, m = sbo_recurrence(
                 u, w_hh, None if h0 is None else h0[i], None if m0 is None else m0[i],
                 method=self.method, eta=self.eta,
-                mu=getattr(self, "mu" + self.layer_suffix(k, reverse), 0.0),
+                mu=getattr(self, "mu" + self.layer_suffix(k, reverse), None),  # None: gd
                 steps=self.steps, backend=self.backend)
             return (h, layout.last(h)) if m is None else (h, h[-1], m)
 

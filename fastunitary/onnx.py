@@ -4,7 +4,8 @@
 (``fastunitary::recurrence``, ...) with no ONNX counterpart. :func:`export` does two
 things before handing the model to it:
 
-1. Every recurrent matrix ``W`` is computed once, as an eval-mode forward would, and enters
+1. Every recurrent matrix ``W`` is computed once, as an eval-mode forward would (after one
+   eager call on the example, which runs the model's hooks), and enters
    the graph as a constant (:func:`fastunitary.nn._base.frozen_recurrent_weights`). ONNX
    has no linear solve and no eigenvalue operator, so the Cayley transform and ENRNN's
    normalization could not run in the graph; at inference ``W`` is fixed anyway, and the
@@ -277,6 +278,12 @@ def export(
             raise ImportError(f"ONNX export needs the package {package!r}: "
                               "pip install onnx onnxscript") from error
     args = args if isinstance(args, tuple) else (args,)
+    # Hook-based reparametrizations (pruning, spectral_norm, the old weight_norm) refresh a
+    # cell's W sources in a forward pre-hook; after an optimizer step they still hold the
+    # last call's values, and W would be frozen from those (20% off with spectral_norm).
+    # One eager call runs every hook first (eval mode: nothing else moves).
+    with torch.no_grad():
+        model(*args, **(kwargs or {}))
     with frozen_recurrent_weights(model):
         program = torch.export.export(model, args, kwargs=kwargs,
                                       dynamic_shapes=_named_dims(dynamic_shapes), strict=False)

@@ -142,6 +142,31 @@ def test_the_frozen_weight_is_the_modules_and_is_released():
     assert not torch.allclose(before, after)
 
 
+@pytest.mark.parametrize("hook", ["prune", "spectral_norm"])
+def test_a_hook_set_source_of_w_is_exported_with_its_current_value(hook):
+    """Pruning and spectral_norm set a cell's W source in a forward pre-hook: after an
+    optimizer step (no forward since) W was frozen from the previous step's values (ONNX
+    Runtime 20% off with spectral_norm on ENRNN's M, 4x the output with pruning)."""
+    import torch.nn.utils.prune as prune
+
+    torch.manual_seed(0)
+    if hook == "prune":
+        model = fnn.ScoRNN(M, 8)
+        prune.l1_unstructured(model.layers[0], "skew_re", amount=0.3)
+    else:
+        model = fnn.ENRNN(M, 6, 2)
+        torch.nn.utils.spectral_norm(model.layers[0], "M")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.randn(10, 2, M)
+    model(x)[0].square().sum().backward()
+    optimizer.step()
+    model.eval()
+    session = _session(fonnx.export(model, (torch.randn(*TRACED, M),),
+                                    dynamic_shapes=({0: "T", 1: "B"},)))
+    with torch.no_grad():
+        _assert_close(session, [x], _flat(model(x)))
+
+
 def test_export_writes_the_file(tmp_path):
     path = tmp_path / "scornn.onnx"
     model = fnn.ScoRNN(M, 8).eval()

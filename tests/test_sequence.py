@@ -351,8 +351,9 @@ def test_sorted_packed_input_compiles_with_momentum():
 def test_each_decorated_forward_has_its_own_recompile_budget():
     """Dynamo limits recompiles per code object. The empty-batch decorator once gave every
     module class one shared code object, so a ninth differently configured module in a
-    process failed to compile under fullgraph=True. With a budget of 1, modules of
-    different classes (cells and stacks) each still compile."""
+    process failed to compile under fullgraph=True. With a budget of 1, modules with
+    different forward methods (cells and stacks) each still compile; classes that share a
+    forward (ScuRNN, ScoRNN, ENRNN) share its budget, as the README says."""
     x = torch.randn(4, 2, 3)
     with torch._dynamo.config.patch(recompile_limit=1):
         torch._dynamo.reset()

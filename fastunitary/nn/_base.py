@@ -706,7 +706,9 @@ def frozen_recurrent_weights(module: nn.Module):
     For export (:mod:`fastunitary.onnx`): ``W`` then enters a captured graph as a constant
     instead of as the ops that build it (the Cayley transform's solve, ENRNN's
     eigenvalues), which ONNX cannot express. Computed under ``torch.no_grad()``, as an
-    eval-mode forward would (ENRNN's sticky switch included).
+    eval-mode forward would (ENRNN's sticky switch included), from the sources' current
+    values: a hook that sets them before each forward (pruning, ``spectral_norm``) must have
+    run since they last changed (``fastunitary.onnx.export`` calls the model once first).
     """
     cells = [m for m in module.modules() if isinstance(m, RecurrentCell)]
     previous = [getattr(cell, "_frozen_weight", None) for cell in cells]  # a block nested in another

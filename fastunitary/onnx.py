@@ -289,4 +289,7 @@ def export(
                                       dynamic_shapes=_named_dims(dynamic_shapes), strict=False)
     program = fold_weight_ops(program).run_decompositions(decompositions())
     options.setdefault("verbose", False)
-    return torch.onnx.export(program, args, f, kwargs=kwargs, dynamo=True, **options)
+    # the original names again: torch.onnx.export renames the program's symbolic axes
+    # (s31, s81) after the strings of dynamic_shapes, as for a module it exports itself
+    return torch.onnx.export(program, args, f, kwargs=kwargs, dynamo=True,
+                             dynamic_shapes=dynamic_shapes, **options)

@@ -167,6 +167,20 @@ def test_a_hook_set_source_of_w_is_exported_with_its_current_value(hook):
         _assert_close(session, [x], _flat(model(x)))
 
 
+def test_named_dimensions_keep_their_names():
+    """Strings in dynamic_shapes name the ONNX axes, as torch.onnx.export names them (they
+    came out as the program's symbols, s31, s81)."""
+    model = fnn.MomentumLSTM(M, 8).eval()
+    x, h0, c0 = torch.randn(*TRACED, M), torch.randn(1, 3, 8), torch.randn(1, 3, 8)
+    program = fonnx.export(model, (x, (h0, c0)),
+                           dynamic_shapes=({0: "T", 1: "B"}, ({1: "B"}, {1: "B"})))
+    graph = program.model_proto.graph
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.input) + list(graph.output)]
+    assert dims == [["T", "B", M], [1, "B", 8], [1, "B", 8], ["T", "B", 8], [1, "B", 8],
+                    [1, "B", 8]]
+
+
 def test_export_writes_the_file(tmp_path):
     path = tmp_path / "scornn.onnx"
     model = fnn.ScoRNN(M, 8).eval()

@@ -124,7 +124,8 @@ def test_official_initialization():
     model = MomentumLSTM(3, 4)
     W_ih, W_hh, b_ih, b_hh = model.layer_parameters(0)
     torch.testing.assert_close(W_ih.T @ W_ih, torch.eye(3), atol=1e-5, rtol=0)  # orthogonal columns
-    torch.testing.assert_close(W_hh, torch.eye(4).repeat(4, 1))
+    # the official cell's nn.init.eye_ on (4n, n): the input-gate block only
+    torch.testing.assert_close(W_hh, torch.cat([torch.eye(4), torch.zeros(12, 4)]))
     assert torch.equal(b_ih, torch.zeros(16))
     torch.testing.assert_close(b_hh, torch.cat([torch.zeros(4), torch.ones(4), torch.zeros(8)]))
     assert MomentumLSTM(3, 4, forget_bias=-4.0).bias_hh_l0[4:8].eq(-4).all()
@@ -403,18 +404,20 @@ def test_proj_size_on_the_triton_kernel_equals_the_reference():
         assert rel_err(got, want) < 1e-5
 
 
-def test_proj_size_initialization_is_a_projector_per_gate_block():
-    """W_hr has orthonormal rows and W_hh = W_hr^T per block, so W_hh W_hr is the
-    orthogonal projector onto a p-dimensional subspace in each gate block."""
+def test_proj_size_initialization_is_a_projector_in_the_first_gate_block():
+    """W_hr has orthonormal rows and W_hh's first block is W_hr^T (the others zero, as
+    without a projection), so W_hh W_hr is there the orthogonal projector onto a
+    p-dimensional subspace."""
     model = MomentumLSTM(3, 6, proj_size=2)
     _, W_hh, _, _ = model.layer_parameters(0)
     W_hr = model.layer_projection(0)
     assert W_hh.shape == (24, 2) and W_hr.shape == (2, 6)
     torch.testing.assert_close(W_hr @ W_hr.T, torch.eye(2), atol=1e-6, rtol=0)
-    for P in (W_hh @ W_hr).detach().split(6):
-        torch.testing.assert_close(P, P.T, atol=1e-6, rtol=0)
-        torch.testing.assert_close(P @ P, P, atol=1e-6, rtol=0)
-        assert abs(torch.trace(P).item() - 2) < 1e-5
+    P, *others = (W_hh @ W_hr).detach().split(6)
+    torch.testing.assert_close(P, P.T, atol=1e-6, rtol=0)
+    torch.testing.assert_close(P @ P, P, atol=1e-6, rtol=0)
+    assert abs(torch.trace(P).item() - 2) < 1e-5
+    assert all(not block.any() for block in others)
     assert "proj_size=2" in repr(model)
     assert model.state_size == 2 and model.output_size == 2
     assert MomentumLSTM(3, 6, bidirectional=True, proj_size=2).output_size == 4

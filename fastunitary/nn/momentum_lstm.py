@@ -43,14 +43,16 @@ from ._torch_style import TorchStyleStack
 class MomentumLSTMBase(TorchStyleStack):
     """An LSTM whose gate input term goes through a momentum buffer; see the subclasses.
 
-    Official initialization: ``W_ih`` orthogonal, ``W_hh`` the identity in each of its
-    four gate blocks (``eye(n).repeat(4, 1)``, as the official cell), biases zero except
-    the forget-gate part of ``b_hh`` (``forget_bias``, 1 by default; the TIMIT recipe
-    uses -4), placed outside the buffer so that it acts unscaled from the first step.
-    With ``proj_size`` (not in the official code): ``W_hr`` ``(p, n)`` with orthonormal
-    rows and ``W_hh = W_hr^T`` in each gate block, so the recurrence acts through
-    ``W_hh W_hr``, the orthogonal projector onto a random ``p``-dimensional subspace in
-    each block (the identity when ``p = n``).
+    Official initialization (METHODS.md section 5): ``W_ih`` orthogonal, ``W_hh`` the
+    identity on its first (input-gate) block and zero on the others (the official cell's
+    ``nn.init.eye_`` on the ``(4n, n)`` matrix), biases zero except the forget-gate part of
+    ``b_hh`` (``forget_bias``, 1 by default; the TIMIT recipe uses -4), placed outside the
+    buffer so that it acts unscaled from the first step (the official cell puts it in both
+    biases, the input one inside the buffer; METHODS.md's "forget-gate bias 1" is read as
+    the gate's total). With ``proj_size`` (not in the official code): ``W_hr`` ``(p, n)``
+    with orthonormal rows and the first block of ``W_hh`` is ``W_hr^T``, so the input gate
+    sees ``h`` through ``W_hh W_hr``, the orthogonal projector onto a random
+    ``p``-dimensional subspace (the identity when ``p = n``).
     """
 
     gates = 4
@@ -80,11 +82,14 @@ class MomentumLSTMBase(TorchStyleStack):
                 w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k, reverse)
                 nn.init.orthogonal_(w_ih, generator=generator)
                 w_hr = self.layer_projection(k, reverse)
+                # the first block only: every block once (eye(n).repeat(4, 1)) fed h to
+                # the forget, cell and output gates at unit gain, unlike the official cell
+                w_hh.zero_()
                 if w_hr is None:
-                    w_hh.copy_(torch.eye(n).repeat(4, 1))
+                    w_hh[:n] = torch.eye(n)
                 else:
                     nn.init.orthogonal_(w_hr, generator=generator)
-                    w_hh.copy_(w_hr.t().repeat(4, 1))
+                    w_hh[:n] = w_hr.t()
                 if b_ih is not None:
                     b_ih.zero_()
                     b_hh.zero_()

@@ -73,7 +73,7 @@ def _train_parser(sub) -> None:
                    help=f"scurnn: Adagrad's rate for the phases of D (default: {d.lr_D})")
     p.add_argument("--rho", type=int, default=None,
                    help="scornn: number of -1 in D (default hidden // 10); enrnn: in D1 "
-                        "(default 3 * hidden // 10)")
+                        "(default 0.3 * hidden, rounded: 52 of 172)")
     p.add_argument("--clip", type=float, default=d.clip, help="max grad norm, 0 = off")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="evaluate every N steps (and after the last step)")

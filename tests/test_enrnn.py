@@ -253,6 +253,15 @@ def test_bad_input():
         ENRNN(3, 4, 2, check_finite=True)(x)
 
 
+@pytest.mark.parametrize("n1, official", [(172, 52), (96, 29)])
+def test_default_num_negative_is_the_official_setups(n1, official):
+    """METHODS.md: copying n1 = 172 with 52 of D1 negative, adding n1 = 96 with 29
+    (3 * n1 // 10 gave 51 and 28)."""
+    cell = ENRNNCell(2, n1, 4)
+    assert cell.num_negative == official
+    assert int((cell.D1 == -1).sum()) == official
+
+
 def test_num_negative_follows_a_loaded_D1():
     rnn = ENRNN(3, 10, 2, num_layers=2, num_negative=0)
     rnn.load_state_dict(ENRNN(3, 10, 2, num_layers=2, num_negative=4).state_dict())
@@ -288,7 +297,7 @@ def test_weight_cache_sees_changes_through_data_and_to_the_rule():
 
 
 @pytest.mark.parametrize("options", [
-    dict(), dict(num_layers=2, coupled=False), dict(normalization="max1", num_negative=2),
+    dict(), dict(num_layers=2, coupled=False), dict(normalization="max1", num_negative=1),
     dict(bidirectional=True, batch_first=True, bias=False),
 ])
 def test_repr_rebuilds_the_module(options):

@@ -25,6 +25,12 @@ from . import _base, _skew
 from .init import cayley_skew_init, glorot_uniform_, scaling_signs
 
 
+def default_num_negative(unitary_size: int) -> int:
+    """The -1 entries of ``D1`` by default: ``0.3 n1`` rounded half up, which gives the
+    official setups' 52 of 172 and 29 of 96 (``3 n1 // 10`` gave 51 and 28)."""
+    return (3 * unitary_size + 5) // 10
+
+
 class ENRNNCell(_base.RecurrentCell):
     """One ENRNN layer, stepped one input at a time (like ``torch.nn.RNNCell``).
 
@@ -35,9 +41,9 @@ class ENRNNCell(_base.RecurrentCell):
         bias: learn the input bias ``b``.
         coupled: learn ``C``, the path from the short-term to the long-term state.
         num_negative: number of -1 entries of ``D1`` (placed last); default
-            ``3 * unitary_size // 10``, the ratio of the official setups (52 of 172 for
-            copying, 29 of 96 for adding). ``load_state_dict`` sets it from the loaded
-            ``D1``.
+            ``0.3 * unitary_size`` rounded (:func:`default_num_negative`), the ratio of
+            the official setups (52 of 172 for copying, 29 of 96 for adding).
+            ``load_state_dict`` sets it from the loaded ``D1``.
         normalization: ``"sticky"`` (official: switches on the first time
             ``sigma(M) > 1`` and stays on, a state kept in the buffer ``normalization_on``,
             saved in the ``state_dict``, and set only by forward calls in training mode;
@@ -73,7 +79,8 @@ class ENRNNCell(_base.RecurrentCell):
             raise ValueError(f"normalization must be one of {RULES}, got {normalization!r}")
         self.unitary_size, self.short_size = unitary_size, short_size
         self.coupled, self.normalization = bool(coupled), normalization
-        self.num_negative = 3 * unitary_size // 10 if num_negative is None else num_negative
+        self.num_negative = (default_num_negative(unitary_size) if num_negative is None
+                             else num_negative)
         if not isinstance(self.num_negative, int) or not 0 <= self.num_negative <= unitary_size:
             raise ValueError(f"num_negative must be an int in [0, unitary_size={unitary_size}], "
                              f"got {num_negative!r}")
@@ -218,7 +225,7 @@ class ENRNN(_base.StackedRNN):
     def extra_repr(self) -> str:
         """The constructor's arguments that differ from their defaults (as it takes them)."""
         s, cell = super().extra_repr(), self.layers[0]
-        if cell.num_negative != 3 * self.unitary_size // 10:
+        if cell.num_negative != default_num_negative(self.unitary_size):
             s += f", num_negative={cell.num_negative}"
         if cell.normalization != "sticky":
             s += f", normalization={cell.normalization!r}"

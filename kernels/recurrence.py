@@ -194,11 +194,13 @@ def _activate_backward(ar, ai, gr, gi, bias, ACT: tl.constexpr, IS_COMPLEX: tl.c
             dot = phr * gr + phi * gi
             dzr = s * gr - c * dot * phr
             dzi = s * gi - c * dot * phi
-            contrib = tl.where(rb > 0, dot, 0.0)
+            # NaN where z or b is (rb), as the reference's Phi: not a silent 0
+            contrib = tl.where(rb > 0, dot, tl.where(rb <= 0, 0.0, rb))
         else:  # phi = sign(z): g where |z| + b >= 0, else 0, NaN for a NaN z or b
             a = tl.abs(ar) + bias
-            dzr = tl.where(a >= 0, gr, tl.where(a < 0, 0.0, a) * gr)
-            contrib = tl.where(a >= 0, _sign(ar) * gr, 0.0)
+            inactive_or_nan = tl.where(a < 0, 0.0, a)
+            dzr = tl.where(a >= 0, gr, inactive_or_nan * gr)
+            contrib = tl.where(a >= 0, _sign(ar) * gr, inactive_or_nan * gr)
     elif ACT == 1:
         dzr = gr * (1.0 - ar * ar)
         dzi = gi * (1.0 - ai * ai)

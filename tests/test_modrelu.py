@@ -104,8 +104,17 @@ def test_nan_stays_nan_in_the_real_forward_and_backward():
     b = torch.tensor([0.01, -0.01])
     h = F.modrelu(z, b)
     assert h[0].isnan() and h[1] == 0.99
-    P, _, _ = modrelu_backward_coefficients(z.detach(), b, False)
+    P, _, Phi = modrelu_backward_coefficients(z.detach(), b, False)
     assert P[0].isnan() and P[1] == 1
+    # the bias coefficient too: it was 0 there, so a NaN z gave the bias a finite gradient
+    assert Phi[0].isnan() and Phi[1] == 1
+
+
+def test_nan_bias_gives_nan_bias_coefficients_for_a_complex_state():
+    z = torch.tensor([0.3, -0.2, 0.4, 0.1], dtype=torch.float64)  # planes of 2 units
+    b = torch.tensor([float("nan"), 0.01], dtype=torch.float64)
+    _, _, Phi = modrelu_backward_coefficients(z, b, True)
+    assert torch.equal(Phi.isnan(), torch.tensor([True, False, True, False]))
 
 
 @pytest.mark.parametrize("is_complex", [False, True])

@@ -602,15 +602,23 @@ def test_kernel_propagates_nan_like_the_reference(kernel_device, activation, com
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)
 @pytest.mark.parametrize("complex_", [False, True])
 def test_kernel_propagates_a_nan_bias_like_the_reference(kernel_device, complex_):
-    """modReLU's relu(r + b) once used tl.maximum too, which dropped a NaN bias."""
+    """modReLU's relu(r + b) once used tl.maximum too, which dropped a NaN bias; and the
+    backward gave the bias gradient 0 where ``r + b`` was NaN, so only ``W``'s gradient
+    showed it."""
     u, W, bias, h0 = [t.to(kernel_device) for t in make_inputs(
         4, 3, 5, complex_=complex_, activation="modrelu", dtype=torch.float32, unitary=True)]
     bias = bias.clone()
     bias[2] = float("nan")
-    h_ref = F.recurrence(u, W, bias, h0, backend="reference")
-    h = F.recurrence(u, W, bias, h0, backend="triton")
-    assert torch.isnan(h_ref).any()
-    assert torch.equal(torch.isnan(h), torch.isnan(h_ref))
+    grads = {}
+    for backend in ("reference", "triton"):
+        leaves = [t.detach().requires_grad_() for t in (u, W, bias, h0)]
+        h = F.recurrence(*leaves, backend=backend)
+        (torch.view_as_real(h) if h.is_complex() else h).sum().backward()
+        grads[backend] = [h.detach()] + [t.grad for t in leaves]
+    assert torch.isnan(grads["reference"][0]).any()
+    assert torch.isnan(grads["reference"][3]).all()  # every unit's bias sees the NaN state
+    for ref, got in zip(grads["reference"], grads["triton"]):
+        assert torch.equal(torch.isnan(got), torch.isnan(ref))
 
 
 @pytest.mark.parametrize("kernel_device", KERNEL_DEVICES, indirect=True)

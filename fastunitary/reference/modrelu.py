@@ -124,11 +124,13 @@ def modrelu_backward_coefficients(z: torch.Tensor, bias: torch.Tensor, is_comple
     Returns:
         ``(P, Q, Phi)``, each shaped like ``z`` (``Q`` is ``None`` for a real state).
     """
-    if not is_complex:  # active where |z| + b >= 0 (_real_modrelu); a NaN z or b gives P NaN
+    if not is_complex:  # active where |z| + b >= 0 (_real_modrelu); a NaN z or b gives P
+        # and Phi NaN (a bias gradient of 0 there would hide the NaN from a finite check)
         a = z.abs() + bias
         active = a >= 0
-        return (torch.where(active, 1.0, torch.where(a < 0, 0.0, a)), None,
-                torch.where(active, torch.sign(z), 0.0))
+        inactive_or_nan = torch.where(a < 0, 0.0, a)
+        return (torch.where(active, 1.0, inactive_or_nan), None,
+                torch.where(active, torch.sign(z), inactive_or_nan))
     zr, zi = _split(z, is_complex)
     r = torch.sqrt(zr.square() + zi.square() + MODRELU_EPS)
     rb = r + bias
@@ -140,5 +142,7 @@ def modrelu_backward_coefficients(z: torch.Tensor, bias: torch.Tensor, is_comple
     q = -c * phir * phii
     P = torch.cat([s - c * phir.square(), s - c * phii.square()], dim=-1)
     Q = torch.cat([q, q], dim=-1)
-    Phi = torch.cat([torch.where(active, phir, 0.0), torch.where(active, phii, 0.0)], dim=-1)
+    inactive_or_nan = torch.where(rb <= 0, 0.0, rb)  # NaN where z or b is: Phi too
+    Phi = torch.cat([torch.where(active, phir, inactive_or_nan),
+                     torch.where(active, phii, inactive_or_nan)], dim=-1)
     return P, Q, Phi

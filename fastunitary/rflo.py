@@ -308,26 +308,37 @@ class RFLO:
         recurrent = learn and self.lr > 0  # lr = 0: W and W_in do not move
         # the traces are needed by W's updates or by the caller continuing from this state
         traced = recurrent or return_state
+        # At the paper's sizes (n = 30) a step costs its number of op calls, not its flops:
+        # the transposes and views are taken once (views follow the in-place updates), and
+        # each update is one fused in-place op. W += lr/B sum_b (B eps_b)_i p_b[i, :] is a
+        # batched matmul over i of (1, B) by (B, n), written into W viewed as (n, 1, n).
+        W_t, W_in_t, W_out_t, feedback_t = W.T, W_in.T, W_out.T, feedback.T
+        W_rows, W_in_rows = W.unsqueeze(1), W_in.unsqueeze(1)  # views, any strides
+        p_by_unit, q_by_unit = p.transpose(0, 1), q.transpose(0, 1)  # (n, B, n), (n, B, m)
+        lr, lr_out, half_over_B = self.lr / B, self.lr_out / B, 0.5 / B
         # the updates are written by hand at the weights' precision; an enclosing autocast
         # region would run their matmuls in bfloat16
         with torch.autocast(device_type=x.device.type, enabled=False):
             for t in range(T):
-                y = phi(h @ W.T + x[t] @ W_in.T)
+                x_t = x[t]
+                y = phi(torch.addmm(x_t @ W_in_t, h, W_t))
                 if traced:
                     d = (dphi(y) * a).unsqueeze(2)  # (B, n, 1)
                     p.baddbmm_(d, h.unsqueeze(1), beta=1 - a)  # (1 - a) p + d h^T
                     if self.train_input:
-                        q.baddbmm_(d, x[t].unsqueeze(1), beta=1 - a)
-                h = (1 - a) * h + a * y
-                eps = target[t] - h @ W_out.T  # (B, n_out)
-                losses[t] = 0.5 * (eps * eps).sum(-1).mean()
+                        q.baddbmm_(d, x_t.unsqueeze(1), beta=1 - a)
+                h = torch.add(h * (1 - a), y, alpha=a)
+                eps = torch.addmm(target[t], h, W_out_t, alpha=-1)  # (B, n_out)
+                flat = eps.view(-1)
+                torch.mul(torch.dot(flat, flat), half_over_B, out=losses[t])
                 if recurrent:
-                    err = eps @ feedback.T  # (B, n): the random projection of the error
-                    W.add_(torch.einsum("bi,bij->ij", err, p), alpha=self.lr / B)
+                    # the random projection of the error, (n, 1, B)
+                    err = (eps @ feedback_t).T.unsqueeze(1)
+                    W_rows.baddbmm_(err, p_by_unit, alpha=lr)
                     if self.train_input:
-                        W_in.add_(torch.einsum("bi,bik->ik", err, q), alpha=self.lr / B)
+                        W_in_rows.baddbmm_(err, q_by_unit, alpha=lr)
                 if learn:
-                    W_out.add_(eps.T @ h, alpha=self.lr_out / B)
+                    W_out.addmm_(eps.T, h, alpha=lr_out)
         if learn and self.check_finite:
             for name, weight in (("weight", W), ("weight_in", W_in), ("weight_out", W_out)):
                 if not torch.isfinite(weight).all():

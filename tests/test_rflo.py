@@ -117,6 +117,27 @@ def test_batch_update_is_the_mean_of_per_sequence_updates():
         torch.testing.assert_close(batched[k], torch.stack(deltas[k]).mean(0))
 
 
+
+def test_updates_reach_weights_of_any_strides():
+    """The run writes each update in place through a view of the weight (one fused op):
+    transposed (non-contiguous) parameters take the same updates as contiguous ones and
+    stay the same tensors."""
+    g = torch.Generator().manual_seed(2)
+    rnn = LeakyRNN(3, 6, 2, generator=g).double()
+    strided = LeakyRNN(3, 6, 2).double()
+    with torch.no_grad():
+        for name, w in rnn.named_parameters():
+            setattr(strided, name, torch.nn.Parameter(w.detach().T.contiguous().T))
+    assert not strided.weight.is_contiguous() and not strided.weight_in.is_contiguous()
+    feedback = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    x, target = torch.randn(20, 2, 3, dtype=torch.float64), torch.randn(20, 2, 2, dtype=torch.float64)
+    losses = [RFLO(net, lr=0.05, lr_out=0.1, feedback=feedback).run(x, target)
+              for net in (rnn, strided)]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(rnn.parameters(), strided.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not strided.weight.is_contiguous()  # updated in place, not replaced
+
 @pytest.mark.slow
 def test_memory_does_not_grow_with_T():
     """Peak allocation of a run at T = 1k and 16k (torch's profiler): equal up to the
